@@ -1,0 +1,47 @@
+# kvconnectd — see README.md. `make run` and `make test` work on a fresh clone.
+SWIFT ?= swift
+PREFIX ?= /usr/local
+DESTDIR ?=
+PORT ?= 4512
+DATA ?= ./data/kv.sqlite3
+
+.PHONY: all deps test-deps build release run test unit-test e2e-test proto clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+test-deps:
+	@bash scripts/install-deps.sh --test
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release --product kvconnectd
+
+# Starts the daemon on the embedded SQLite default with a development token.
+run: release
+	@bash scripts/run-dev.sh "$(DATA)" "$(PORT)"
+
+test: test-deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	$(SWIFT) build --product kvconnectd
+	bash Tests/e2e/run.sh .build/debug/kvconnectd
+
+unit-test: deps
+	$(SWIFT) test
+
+e2e-test: test-deps build
+	bash Tests/e2e/run.sh .build/debug/kvconnectd
+
+# Regenerates the committed protobuf-c code from proto/datapath.proto.
+proto:
+	@command -v protoc-c >/dev/null || (apt-get install -y -qq protobuf-c-compiler)
+	cd proto && protoc-c --c_out=../Sources/CDatapath datapath.proto
+	mv Sources/CDatapath/datapath.pb-c.h Sources/CDatapath/include/
+
+clean:
+	rm -rf .build

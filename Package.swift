@@ -1,0 +1,59 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "kvconnectd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kvconnectd", targets: ["kvconnectd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // C layer: system libraries and the committed protobuf-c code.
+        .target(
+            name: "CMicroHTTPD",
+            linkerSettings: [.linkedLibrary("microhttpd")]
+        ),
+        .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2"),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
+        .target(
+            name: "CDatapath",
+            cSettings: [.unsafeFlags(["-Wno-everything"])],
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
+
+        // Swift layers, bottom up.
+        .target(
+            name: "KVEngine",
+            dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "KVConnect",
+            dependencies: [
+                "KVEngine", "CDatapath",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "HTTPFront",
+            dependencies: ["CMicroHTTPD", "CNGHTTP2", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "kvconnectd",
+            dependencies: [
+                "KVEngine", "KVConnect", "HTTPFront",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .testTarget(name: "KVEngineTests", dependencies: ["KVEngine"]),
+        .testTarget(name: "KVConnectTests", dependencies: ["KVConnect", "KVEngine", "CDatapath"]),
+        .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
+    ]
+)

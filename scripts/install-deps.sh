@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what building and testing kvconnectd needs: Debian packages (only
+# the missing ones) and, with --test, the Deno CLI and Python's denokv client
+# from PyPI into the project-local .venv/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(libmicrohttpd-dev libnghttp2-dev libsqlite3-dev libprotobuf-c-dev pkg-config curl)
+TEST_DEBS=(nghttp2-client)
+
+want=("${DEBS[@]}")
+[[ "${1:-}" == "--test" ]] && want+=("${TEST_DEBS[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing Debian packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ "${1:-}" == "--test" ]]; then
+  DENO_VERSION=2.9.8
+  DENOKV_PY_VERSION=${DENOKV_PY_VERSION:-}
+  if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+  fi
+  if ! .venv/bin/deno --version 2>/dev/null | grep -q "deno $DENO_VERSION"; then
+    echo "install-deps: installing deno==$DENO_VERSION into .venv"
+    .venv/bin/pip install -q "deno==$DENO_VERSION"
+  fi
+  if ! .venv/bin/python -c 'import denokv' 2>/dev/null; then
+    echo "install-deps: installing denokv (Python KV Connect client) into .venv"
+    .venv/bin/pip install -q "denokv${DENOKV_PY_VERSION:+==$DENOKV_PY_VERSION}"
+  fi
+fi
