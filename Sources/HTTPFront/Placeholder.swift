@@ -1,0 +1,2 @@
+import CNGHTTP2
+import CMicroHTTPD

@@ -1,0 +1,4 @@
+import KVEngine
+import KVConnect
+import HTTPFront
+print("kvconnectd")

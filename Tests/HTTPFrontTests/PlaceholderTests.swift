@@ -1,0 +1,3 @@
+import XCTest
+@testable import HTTPFront
+final class HTTPFrontPlaceholderTests: XCTestCase { func testPlaceholder() {} }

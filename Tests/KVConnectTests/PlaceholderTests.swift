@@ -1,0 +1,3 @@
+import XCTest
+@testable import KVConnect
+final class KVConnectPlaceholderTests: XCTestCase { func testPlaceholder() {} }

@@ -1,0 +1,3 @@
+import XCTest
+@testable import KVEngine
+final class KVEnginePlaceholderTests: XCTestCase { func testPlaceholder() {} }
