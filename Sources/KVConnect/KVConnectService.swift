@@ -1,0 +1,182 @@
+import Foundation
+import KVEngine
+import Logging
+
+public struct ServiceConfiguration: Sendable {
+    public var tokenLifetimeSeconds: Int64 = 3600
+    /// Base URL for version-1 clients' absolute endpoint URLs; nil = derive
+    /// from the request's Host (or :authority).
+    public var publicBaseURL: String?
+    public var endpointPath = "/v2"
+    public var limits = ProtocolLimits()
+
+    public init() {}
+}
+
+/// Routes every request (either HTTP version) to the metadata exchange, the
+/// data path or the health checks, and turns every failure into a status
+/// and a plain-text reason.
+public final class KVConnectService: Sendable {
+    private let tenants: [Tenant]
+    private let signer: TokenSigner
+    private let config: ServiceConfiguration
+    private let codec: WireCodec
+    private let logger: Logger
+
+    public init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger) {
+        self.tenants = tenants
+        self.signer = signer
+        self.config = configuration
+        self.codec = WireCodec(limits: configuration.limits)
+        self.logger = logger
+    }
+
+    /// May answer inline (reads, errors) or later from the engine's writer
+    /// thread (atomic writes); never blocks on a write.
+    public func handle(_ request: ProtocolRequest, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+        let ep = config.endpointPath
+        switch request.path {
+        case "/":
+            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
+            respond(metadataExchange(request))
+        case "/healthz":
+            guard request.method == "GET" || request.method == "HEAD" else { return respond(methodNotAllowed(request, allow: "GET, HEAD")) }
+            respond(.text(200, "ok"))
+        case "/readyz":
+            guard request.method == "GET" || request.method == "HEAD" else { return respond(methodNotAllowed(request, allow: "GET, HEAD")) }
+            respond(readiness())
+        case ep + "/snapshot_read":
+            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
+            respond(snapshotRead(request))
+        case ep + "/atomic_write":
+            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
+            atomicWrite(request, respond: respond)
+        case ep + "/watch":
+            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
+            respond(.text(404, "watch is not supported by this server version"))
+        default:
+            respond(.text(404, "not found: \(request.path)"))
+        }
+    }
+
+    // MARK: control plane
+
+    private func metadataExchange(_ request: ProtocolRequest) -> ProtocolResponse {
+        guard let presented = bearerToken(request) else {
+            return .text(401, "missing access token: send 'Authorization: Bearer <access token>'")
+        }
+        guard let tenant = tenants.first(where: { $0.accepts(accessToken: Array(presented.utf8)) }) else {
+            return .text(401, "invalid access token")
+        }
+        let version: Int
+        do { version = try MetadataExchange.negotiateVersion(body: request.body) } catch { return .error(error) }
+        let expires = nowMs() + config.tokenLifetimeSeconds * 1000
+        let token = signer.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires))
+        let body = MetadataExchange.responseBody(
+            version: version, databaseId: tenant.databaseId, endpointPath: config.endpointPath,
+            baseURL: baseURL(request), token: token, expiresAtMs: expires)
+        return ProtocolResponse(status: 200, headers: [("content-type", "application/json")], body: body)
+    }
+
+    private func baseURL(_ request: ProtocolRequest) -> String {
+        if let configured = config.publicBaseURL { return configured }
+        let host = request.header("host") ?? request.header(":authority") ?? "127.0.0.1"
+        return "http://\(host)"
+    }
+
+    private func readiness() -> ProtocolResponse {
+        for t in tenants where !t.store.checkWritable() {
+            return ProtocolResponse.error(ProtocolError(status: 503, "not ready: database \(t.databaseId) is not writable", retryAfterSeconds: 1))
+        }
+        return .text(200, "ready")
+    }
+
+    // MARK: data path
+
+    private func authorize(_ request: ProtocolRequest) throws(ProtocolError) -> (Tenant, DataPlaneToken) {
+        guard let presented = bearerToken(request) else {
+            throw .unauthorized("missing data-plane token: send 'Authorization: Bearer <token from the metadata exchange>'")
+        }
+        let token: DataPlaneToken
+        do {
+            token = try signer.verify(presented, nowMs: nowMs())
+        } catch .expired {
+            throw .unauthorized("data-plane token expired: redo the metadata exchange")
+        } catch {
+            throw .unauthorized("invalid data-plane token")
+        }
+        let claimed = request.header("x-denokv-database-id") ?? request.header("x-transaction-domain-id")
+        if let claimed, claimed.lowercased() != token.databaseId {
+            throw .unauthorized("data-plane token is not valid for database \(claimed)")
+        }
+        guard let tenant = tenants.first(where: { $0.databaseId == token.databaseId }) else {
+            throw .unauthorized("data-plane token names an unknown database")
+        }
+        if let type = request.header("content-type") {
+            let mime = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+            if !["application/x-protobuf", "application/protobuf", "application/octet-stream"].contains(mime) {
+                throw ProtocolError(status: 415, "unsupported content type '\(type)': the data path takes application/x-protobuf")
+            }
+        }
+        return (tenant, token)
+    }
+
+    private func snapshotRead(_ request: ProtocolRequest) -> ProtocolResponse {
+        do {
+            let (tenant, _) = try authorize(request)
+            let ranges = try codec.decodeSnapshotRead(request.body)
+            let results: [[KVEntry]]
+            do { results = try tenant.store.snapshotRead(ranges) } catch let e as KVError { throw ProtocolError(e) }
+            return .protobuf(codec.encodeSnapshotReadOutput(results))
+        } catch let e as ProtocolError {
+            return .error(e)
+        } catch {
+            return .error(ProtocolError(status: 500, "internal error: \(error)", retryAfterSeconds: 1))
+        }
+    }
+
+    private func atomicWrite(_ request: ProtocolRequest, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+        let tenant: Tenant, write: AtomicWrite
+        do {
+            let (t, token) = try authorize(request)
+            if token.scope == .readOnly {
+                throw ProtocolError(status: 403, "this token is read-only: atomic_write is not allowed")
+            }
+            tenant = t
+            write = try codec.decodeAtomicWrite(request.body, nowMs: nowMs())
+        } catch let e as ProtocolError {
+            return respond(.error(e))
+        } catch {
+            return respond(.error(ProtocolError(status: 500, "internal error: \(error)", retryAfterSeconds: 1)))
+        }
+        let codec = self.codec
+        tenant.store.atomicWrite(write) { result in
+            switch result {
+            case .success(let r): respond(.protobuf(codec.encodeAtomicWriteOutput(r)))
+            case .failure(let e): respond(.error(ProtocolError(e)))
+            }
+        }
+    }
+
+    // MARK: helpers
+
+    private func bearerToken(_ request: ProtocolRequest) -> String? {
+        guard let auth = request.header("authorization") else { return nil }
+        let parts = auth.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+
+    private func methodNotAllowed(_ request: ProtocolRequest, allow: String) -> ProtocolResponse {
+        var r = ProtocolResponse.text(405, "method \(request.method) not allowed on \(request.path) (allowed: \(allow))")
+        r.headers.append(("allow", allow))
+        return r
+    }
+}
+
+func nowMs() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}

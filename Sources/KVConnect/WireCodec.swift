@@ -1,0 +1,285 @@
+import CDatapath
+import KVEngine
+
+typealias PBSnapshotRead = Com__Deno__Kv__Datapath__SnapshotRead
+typealias PBSnapshotReadOutput = Com__Deno__Kv__Datapath__SnapshotReadOutput
+typealias PBReadRangeOutput = Com__Deno__Kv__Datapath__ReadRangeOutput
+typealias PBKvEntry = Com__Deno__Kv__Datapath__KvEntry
+typealias PBAtomicWrite = Com__Deno__Kv__Datapath__AtomicWrite
+typealias PBAtomicWriteOutput = Com__Deno__Kv__Datapath__AtomicWriteOutput
+typealias PBMutation = Com__Deno__Kv__Datapath__Mutation
+
+/// protobuf-c ⇄ engine types. Decoding validates every limit of
+/// ProtocolLimits and throws a ProtocolError that names it; nothing reaches
+/// the engine unless the whole request is valid.
+public struct WireCodec: Sendable {
+    public var limits: ProtocolLimits
+
+    public init(limits: ProtocolLimits = ProtocolLimits()) {
+        self.limits = limits
+    }
+
+    // MARK: SnapshotRead
+
+    public func decodeSnapshotRead(_ body: [UInt8]) throws(ProtocolError) -> [ReadRange] {
+        guard let msg = body.withUnsafeBufferPointer({
+            com__deno__kv__datapath__snapshot_read__unpack(nil, $0.count, $0.baseAddress)
+        }) else {
+            throw .badRequest("invalid request body: not a valid SnapshotRead protobuf message")
+        }
+        defer { com__deno__kv__datapath__snapshot_read__free_unpacked(msg, nil) }
+        let count = msg.pointee.n_ranges
+        if count > limits.maxReadRanges {
+            throw .badRequest("too many read ranges: \(count) (limit: \(limits.maxReadRanges) ranges per snapshot_read)")
+        }
+        var ranges: [ReadRange] = []
+        ranges.reserveCapacity(count)
+        var totalLimit = 0
+        for i in 0..<count {
+            let r = msg.pointee.ranges[i]!.pointee
+            let start = bytes(r.start), end = bytes(r.end)
+            if start.count > limits.maxReadKeyBytes || end.count > limits.maxReadKeyBytes {
+                throw .badRequest("read range key too large: \(max(start.count, end.count)) bytes (limit: \(limits.maxReadKeyBytes) bytes)")
+            }
+            if r.limit <= 0 {
+                throw .badRequest("invalid read range limit \(r.limit): must be greater than 0")
+            }
+            totalLimit += Int(r.limit)
+            if totalLimit > limits.maxReadEntries {
+                throw .badRequest("too many entries requested: \(totalLimit) (limit: \(limits.maxReadEntries) entries per snapshot_read)")
+            }
+            ranges.append(ReadRange(start: start, end: end, limit: Int(r.limit), reverse: r.reverse != 0))
+        }
+        return ranges
+    }
+
+    public func encodeSnapshotReadOutput(_ results: [[KVEntry]]) -> [UInt8] {
+        let arena = Arena()
+        defer { arena.free() }
+        let rangeOutputs = arena.array(of: UnsafeMutablePointer<PBReadRangeOutput>?.self, count: results.count)
+        for (i, entries) in results.enumerated() {
+            let out = arena.object(PBReadRangeOutput.self)
+            com__deno__kv__datapath__read_range_output__init(out)
+            let values = arena.array(of: UnsafeMutablePointer<PBKvEntry>?.self, count: entries.count)
+            for (j, entry) in entries.enumerated() {
+                let e = arena.object(PBKvEntry.self)
+                com__deno__kv__datapath__kv_entry__init(e)
+                e.pointee.key = arena.binary(entry.key)
+                e.pointee.value = arena.binary(entry.value.data)
+                e.pointee.encoding = Com__Deno__Kv__Datapath__ValueEncoding(UInt32(entry.value.encoding.rawValue))
+                e.pointee.versionstamp = arena.binary(entry.versionstamp)
+                values[j] = e
+            }
+            out.pointee.n_values = entries.count
+            out.pointee.values = entries.isEmpty ? nil : values
+            rangeOutputs[i] = out
+        }
+        var msg = PBSnapshotReadOutput()
+        com__deno__kv__datapath__snapshot_read_output__init(&msg)
+        msg.n_ranges = results.count
+        msg.ranges = results.isEmpty ? nil : rangeOutputs
+        msg.read_is_strongly_consistent = 1
+        msg.status = COM__DENO__KV__DATAPATH__SNAPSHOT_READ_STATUS__SR_SUCCESS
+        return pack(&msg, com__deno__kv__datapath__snapshot_read_output__get_packed_size,
+                    com__deno__kv__datapath__snapshot_read_output__pack)
+    }
+
+    // MARK: AtomicWrite
+
+    public func decodeAtomicWrite(_ body: [UInt8], nowMs: Int64) throws(ProtocolError) -> AtomicWrite {
+        guard let msg = body.withUnsafeBufferPointer({
+            com__deno__kv__datapath__atomic_write__unpack(nil, $0.count, $0.baseAddress)
+        }) else {
+            throw .badRequest("invalid request body: not a valid AtomicWrite protobuf message")
+        }
+        defer { com__deno__kv__datapath__atomic_write__free_unpacked(msg, nil) }
+        let m = msg.pointee
+        if m.n_checks > limits.maxChecks {
+            throw .badRequest("too many checks: \(m.n_checks) (limit: \(limits.maxChecks) checks per atomic write)")
+        }
+        if m.n_mutations + m.n_enqueues > limits.maxMutationsAndEnqueues {
+            throw .badRequest("too many mutations and enqueues: \(m.n_mutations + m.n_enqueues) (limit: \(limits.maxMutationsAndEnqueues) per atomic write)")
+        }
+        var totalBytes = 0
+        var write = AtomicWrite()
+        write.checks.reserveCapacity(m.n_checks)
+        for i in 0..<m.n_checks {
+            let c = m.checks[i]!.pointee
+            let key = bytes(c.key)
+            try checkWriteKey(key, what: "check key")
+            let vs = bytes(c.versionstamp)
+            if !vs.isEmpty && vs.count != 10 {
+                throw .badRequest("invalid check versionstamp: \(vs.count) bytes (must be empty or 10 bytes)")
+            }
+            totalBytes += key.count
+            write.checks.append(Check(key: key, versionstamp: vs.isEmpty ? nil : vs))
+        }
+        write.mutations.reserveCapacity(m.n_mutations)
+        for i in 0..<m.n_mutations {
+            let mutation = try decodeMutation(m.mutations[i]!.pointee, index: i)
+            totalBytes += mutation.key.count + mutation.payloadSize
+            write.mutations.append(mutation.value)
+        }
+        write.enqueues.reserveCapacity(m.n_enqueues)
+        for i in 0..<m.n_enqueues {
+            let e = m.enqueues[i]!.pointee
+            let payload = bytes(e.payload)
+            if payload.count > limits.maxValueBytes {
+                throw .badRequest("enqueue payload too large: \(payload.count) bytes (limit: \(limits.maxValueBytes) bytes)")
+            }
+            if e.deadline_ms - nowMs > limits.maxEnqueueDelayMs {
+                throw .badRequest("enqueue delay too long: deadline is more than \(limits.maxEnqueueDelayMs / 86_400_000) days in the future (limit: 30 days)")
+            }
+            if e.n_keys_if_undelivered > limits.maxKeysIfUndelivered {
+                throw .badRequest("too many keys_if_undelivered: \(e.n_keys_if_undelivered) (limit: \(limits.maxKeysIfUndelivered))")
+            }
+            var keys: [Bytes] = []
+            for k in 0..<e.n_keys_if_undelivered {
+                let key = bytes(e.keys_if_undelivered[k])
+                try checkWriteKey(key, what: "keys_if_undelivered key")
+                totalBytes += key.count
+                keys.append(key)
+            }
+            if e.n_backoff_schedule > limits.maxBackoffSteps {
+                throw .badRequest("backoff schedule too long: \(e.n_backoff_schedule) steps (limit: \(limits.maxBackoffSteps) steps)")
+            }
+            var schedule: [UInt32] = []
+            for k in 0..<e.n_backoff_schedule {
+                let delay = e.backoff_schedule[k]
+                if delay > limits.maxBackoffDelayMs {
+                    throw .badRequest("backoff delay too long: \(delay) ms (limit: \(limits.maxBackoffDelayMs) ms = 1 hour per step)")
+                }
+                schedule.append(delay)
+            }
+            totalBytes += payload.count
+            write.enqueues.append(Enqueue(payload: payload, deadlineMs: e.deadline_ms,
+                                          keysIfUndelivered: keys, backoffSchedule: schedule))
+        }
+        if totalBytes > limits.maxTotalWriteBytes {
+            throw .badRequest("atomic write too large: \(totalBytes) bytes of keys and values (limit: \(limits.maxTotalWriteBytes) bytes)")
+        }
+        return write
+    }
+
+    private func decodeMutation(_ m: PBMutation, index: Int) throws(ProtocolError) -> (value: Mutation, key: Bytes, payloadSize: Int) {
+        let key = bytes(m.key)
+        try checkWriteKey(key, what: "mutation key")
+        let expireAt: Int64? = m.expire_at_ms > 0 ? m.expire_at_ms : nil
+        let type = m.mutation_type.rawValue
+
+        if type == COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_DELETE.rawValue {
+            return (Mutation(key: key, kind: .delete), key, 0)
+        }
+        let name: String
+        switch type {
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SET.rawValue: name = "set"
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SUM.rawValue: name = "sum"
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_MIN.rawValue: name = "min"
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_MAX.rawValue: name = "max"
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SET_SUFFIX_VERSIONSTAMPED_KEY.rawValue: name = "setSuffixVersionstampedKey"
+        default:
+            throw .badRequest("mutation \(index): unknown mutation type \(type)")
+        }
+        guard let v = m.value?.pointee else {
+            throw .badRequest("mutation \(index) ('\(name)'): missing value")
+        }
+        let data = bytes(v.data)
+        guard let encoding = ValueEncoding(rawValue: Int32(bitPattern: v.encoding.rawValue)) else {
+            throw .badRequest("mutation \(index) ('\(name)'): unknown value encoding \(v.encoding.rawValue)")
+        }
+        if data.count > limits.maxValueBytes {
+            throw .badRequest("value too large: \(data.count) bytes (limit: \(limits.maxValueBytes) bytes)")
+        }
+        let value = KVValue(data: data, encoding: encoding)
+        let kind: MutationKind
+        switch name {
+        case "set": kind = .set(value)
+        case "sum":
+            let lo = bytes(m.sum_min), hi = bytes(m.sum_max)
+            kind = .sum(value, min: lo.isEmpty ? nil : lo, max: hi.isEmpty ? nil : hi, clamp: m.sum_clamp != 0)
+        case "min": kind = .min(value)
+        case "max": kind = .max(value)
+        default: kind = .setSuffixVersionstampedKey(value)
+        }
+        return (Mutation(key: key, kind: kind, expireAtMs: expireAt), key, data.count)
+    }
+
+    private func checkWriteKey(_ key: Bytes, what: String) throws(ProtocolError) {
+        if key.isEmpty {
+            throw .badRequest("\(what) is empty: keys must have at least one part")
+        }
+        if key.count > limits.maxWriteKeyBytes {
+            throw .badRequest("\(what) too large: \(key.count) bytes (limit: \(limits.maxWriteKeyBytes) bytes)")
+        }
+    }
+
+    public func encodeAtomicWriteOutput(_ result: AtomicWriteResult) -> [UInt8] {
+        var msg = PBAtomicWriteOutput()
+        com__deno__kv__datapath__atomic_write_output__init(&msg)
+        switch result {
+        case .committed(let versionstamp):
+            msg.status = COM__DENO__KV__DATAPATH__ATOMIC_WRITE_STATUS__AW_SUCCESS
+            return versionstamp.withUnsafeBufferPointer { vs in
+                msg.versionstamp = ProtobufCBinaryData(len: vs.count, data: UnsafeMutablePointer(mutating: vs.baseAddress))
+                return pack(&msg, com__deno__kv__datapath__atomic_write_output__get_packed_size,
+                            com__deno__kv__datapath__atomic_write_output__pack)
+            }
+        case .checkFailed(let failed):
+            msg.status = COM__DENO__KV__DATAPATH__ATOMIC_WRITE_STATUS__AW_CHECK_FAILURE
+            var indexes = failed.map { UInt32($0) }
+            return indexes.withUnsafeMutableBufferPointer { idx in
+                msg.n_failed_checks = idx.count
+                msg.failed_checks = idx.baseAddress
+                return pack(&msg, com__deno__kv__datapath__atomic_write_output__get_packed_size,
+                            com__deno__kv__datapath__atomic_write_output__pack)
+            }
+        }
+    }
+
+    // MARK: helpers
+
+    private func bytes(_ b: ProtobufCBinaryData) -> Bytes {
+        guard b.len > 0, let p = b.data else { return [] }
+        return Bytes(UnsafeBufferPointer(start: p, count: b.len))
+    }
+}
+
+/// Packs a protobuf-c message into a Swift byte array in one pass.
+func pack<M>(_ msg: UnsafePointer<M>,
+             _ size: (UnsafePointer<M>?) -> Int,
+             _ packer: (UnsafePointer<M>?, UnsafeMutablePointer<UInt8>?) -> Int) -> [UInt8] {
+    let n = size(msg)
+    return [UInt8](unsafeUninitializedCapacity: n) { buf, count in
+        count = packer(msg, buf.baseAddress)
+    }
+}
+
+/// Owns the C memory of one outgoing message; freed in one go after packing.
+final class Arena {
+    private var blocks: [UnsafeMutableRawPointer] = []
+
+    func object<T>(_: T.Type) -> UnsafeMutablePointer<T> {
+        let p = UnsafeMutablePointer<T>.allocate(capacity: 1)
+        blocks.append(UnsafeMutableRawPointer(p))
+        return p
+    }
+
+    func array<T>(of: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+        let p = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(count, 1))
+        blocks.append(UnsafeMutableRawPointer(p))
+        return p
+    }
+
+    func binary(_ bytes: [UInt8]) -> ProtobufCBinaryData {
+        if bytes.isEmpty { return ProtobufCBinaryData(len: 0, data: nil) }
+        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes.count)
+        p.initialize(from: bytes, count: bytes.count)
+        blocks.append(UnsafeMutableRawPointer(p))
+        return ProtobufCBinaryData(len: bytes.count, data: p)
+    }
+
+    func free() {
+        for b in blocks { b.deallocate() }
+        blocks.removeAll()
+    }
+}

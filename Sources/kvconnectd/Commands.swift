@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+
+/// Flags shared by `serve` and `check-config`; each maps to a config key.
+struct SettingFlags: ParsableArguments {
+    @Option(help: "YAML config file (env KVCONNECTD_CONFIG).")
+    var config: String?
+    @Option(help: "Listen address HOST:PORT (default 127.0.0.1:4512).")
+    var listen: String?
+    @Option(help: "SQLite database file (default ./data/kv.sqlite3).")
+    var database: String?
+    @Option(help: "File holding the access token (else KVCONNECTD_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN).")
+    var accessTokenFile: String?
+    @Option(help: "File holding the secret that signs data-plane tokens (created if missing; default beside the database).")
+    var signingKeyFile: String?
+    @Option(help: "Lifetime of data-plane tokens in seconds (default 3600).")
+    var tokenLifetimeSeconds: Int?
+    @Option(help: "Largest accepted request body in bytes (default 1048576).")
+    var maxBodyBytes: Int?
+    @Option(help: "I/O threads for each HTTP version (default 2).")
+    var ioThreads: Int?
+    @Option(help: "SQLite synchronous mode: full (default; every acknowledged write is on disk) or normal.")
+    var synchronous: String?
+    @Option(help: "Public base URL for version-1 clients' absolute endpoint URLs.")
+    var publicURL: String?
+    @Option(help: "Log level: trace, debug, info (default), notice, warning, error, critical.")
+    var logLevel: String?
+
+    var asConfigValues: [String: String] {
+        var v: [String: String] = [:]
+        v["listen"] = listen
+        v["database"] = database
+        v["access_token_file"] = accessTokenFile
+        v["signing_key_file"] = signingKeyFile
+        v["token_lifetime_seconds"] = tokenLifetimeSeconds.map(String.init)
+        v["max_body_bytes"] = maxBodyBytes.map(String.init)
+        v["io_threads"] = ioThreads.map(String.init)
+        v["synchronous"] = synchronous
+        v["public_url"] = publicURL
+        v["log_level"] = logLevel
+        return v
+    }
+
+    /// Bad configuration fails fast: one line on stderr, exit code 2.
+    func resolve() async throws -> Settings {
+        do {
+            return try await Settings.resolve(flags: asConfigValues, configFile: config)
+        } catch {
+            FileHandle.standardError.write(Data("kvconnectd: configuration error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the daemon (default).")
+    @OptionGroup var flags: SettingFlags
+
+    func run() async throws {
+        let settings = try await flags.resolve()
+        let daemon: Daemon
+        do {
+            daemon = try Daemon(settings: settings)
+        } catch {
+            FileHandle.standardError.write(Data("kvconnectd: cannot start: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        await daemon.runUntilSignalled()
+    }
+}
+
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate the configuration and print the effective settings (secrets masked).")
+    @OptionGroup var flags: SettingFlags
+
+    func run() async throws {
+        let settings = try await flags.resolve()
+        for (k, v) in settings.summary { print("\(k) = \(v)") }
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import HTTPFront
+import KVConnect
+import KVEngine
+import Logging
+
+/// Wires engine, protocol and front together and owns their lifetime.
+final class Daemon: @unchecked Sendable {
+    let settings: Settings
+    let logger: Logger
+    let store: KVStore
+    let server: HTTPServer
+
+    init(settings: Settings) throws {
+        self.settings = settings
+        var logger = Logger(label: "kvconnectd")
+        logger.logLevel = settings.logLevel
+        self.logger = logger
+
+        let dir = (settings.databasePath as NSString).deletingLastPathComponent
+        if !dir.isEmpty {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        var options = KVStoreOptions()
+        options.synchronousFull = settings.synchronousFull
+        store = try KVStore(path: settings.databasePath, options: options)
+        let secret = try SigningKey.loadOrCreate(path: settings.signingKeyFile ?? settings.defaultSigningKeyFile)
+
+        var serviceConfig = ServiceConfiguration()
+        serviceConfig.tokenLifetimeSeconds = settings.tokenLifetimeSeconds
+        serviceConfig.publicBaseURL = settings.publicURL
+        let service = KVConnectService(
+            tenants: [Tenant(store: store, accessTokens: [settings.accessToken])],
+            signer: TokenSigner(secret: secret), configuration: serviceConfig, logger: logger)
+
+        var front = HTTPServerConfiguration()
+        front.host = settings.host
+        front.port = settings.port
+        front.maxBodyBytes = settings.maxBodyBytes
+        front.ioThreads = settings.ioThreads
+        server = HTTPServer(configuration: front, handler: FrontAdapter(service: service), logger: logger)
+        do {
+            try server.start()
+        } catch {
+            store.close()
+            throw error
+        }
+        logger.info("kvconnectd listening", metadata: [
+            "listen": "\(settings.host):\(server.boundPort)",
+            "database": "\(settings.databasePath)",
+            "database_id": "\(store.databaseId)",
+            "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
+            "http": "HTTP/1.1 and HTTP/2 (h2c)",
+        ])
+    }
+
+    /// Blocks until SIGTERM or SIGINT, then stops accepting, lets pending
+    /// commits finish and closes the database.
+    func runUntilSignalled() async {
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let queue = DispatchQueue(label: "kvconnectd.signals")
+        let signalName: String = await withCheckedContinuation { (cont: CheckedContinuation<String, Never>) in
+            let once = OnceFlag()
+            var sources: [DispatchSourceSignal] = []
+            for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+                let src = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+                src.setEventHandler { if once.claim() { cont.resume(returning: name) } }
+                src.resume()
+                sources.append(src)
+            }
+            Daemon.keepAlive = sources
+        }
+        logger.info("shutting down", metadata: ["signal": "\(signalName)"])
+        server.stop()
+        store.close()
+        logger.info("stopped")
+    }
+
+    nonisolated(unsafe) static var keepAlive: [DispatchSourceSignal] = []
+}
+
+final class OnceFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+    func claim() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        if done { return false }
+        done = true
+        return true
+    }
+}

@@ -1,0 +1,119 @@
+import Configuration
+import Foundation
+import KVConnect
+import Logging
+
+/// The daemon's effective settings, resolved from flags > environment
+/// (KVCONNECTD_*) > YAML config file > defaults by swift-configuration.
+struct Settings: Sendable {
+    var host = "127.0.0.1"
+    var port = 4512
+    var databasePath = "./data/kv.sqlite3"
+    var accessToken = ""
+    var accessTokenSource = ""
+    var signingKeyFile: String?
+    var tokenLifetimeSeconds: Int64 = 3600
+    var maxBodyBytes = 1_048_576
+    var ioThreads = 2
+    var synchronousFull = true
+    var publicURL: String?
+    var logLevel: Logger.Level = .info
+
+    struct Invalid: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static let minimumTokenLength = 12
+
+    /// Flag values by config key (only flags the user gave).
+    static func resolve(flags: [String: String], configFile: String?) async throws -> Settings {
+        var providers: [any ConfigProvider] = []
+        var flagValues: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (k, v) in flags { flagValues[AbsoluteConfigKey([k])] = ConfigValue(.string(v), isSecret: false) }
+        providers.append(InMemoryProvider(name: "flags", values: flagValues))
+        let env = EnvironmentVariablesProvider()
+        providers.append(KeyMappingProvider(upstream: env) { $0.prepending(["kvconnectd"]) })
+        let env0 = ProcessInfo.processInfo.environment
+        let file = configFile ?? env0["KVCONNECTD_CONFIG"]
+        if let file {
+            guard FileManager.default.fileExists(atPath: file) else {
+                throw Invalid(description: "config file not found: \(file)")
+            }
+            do {
+                providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
+            } catch {
+                throw Invalid(description: "config file \(file) is not valid YAML: \(error)")
+            }
+        }
+        let config = ConfigReader(providers: providers)
+        var s = Settings()
+
+        let listen = config.string(forKey: "listen", default: "127.0.0.1:4512")
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+              (0...65535).contains(port) else {
+            throw Invalid(description: "invalid listen address '\(listen)': expected HOST:PORT")
+        }
+        s.host = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        s.port = port
+        s.databasePath = config.string(forKey: "database", default: s.databasePath)
+        s.signingKeyFile = config.string(forKey: "signing_key_file")
+        s.publicURL = config.string(forKey: "public_url")
+        s.tokenLifetimeSeconds = Int64(try int(config, "token_lifetime_seconds", 3600, min: 10))
+        s.maxBodyBytes = try int(config, "max_body_bytes", s.maxBodyBytes, min: 1024)
+        s.ioThreads = try int(config, "io_threads", s.ioThreads, min: 1)
+        switch config.string(forKey: "synchronous", default: "full").lowercased() {
+        case "full": s.synchronousFull = true
+        case "normal": s.synchronousFull = false
+        case let other: throw Invalid(description: "invalid synchronous mode '\(other)': expected full or normal")
+        }
+        let level = config.string(forKey: "log_level", default: "info")
+        guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+            throw Invalid(description: "invalid log level '\(level)': expected trace, debug, info, notice, warning, error or critical")
+        }
+        s.logLevel = parsed
+
+        // The access token: a file (flag, env or config) wins over the token in the environment.
+        if let path = config.string(forKey: "access_token_file") {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw Invalid(description: "cannot read access token file \(path)")
+            }
+            s.accessToken = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            s.accessTokenSource = "file \(path)"
+        } else if let t = env0["KVCONNECTD_ACCESS_TOKEN"] {
+            s.accessToken = t.trimmingCharacters(in: .whitespacesAndNewlines)
+            s.accessTokenSource = "KVCONNECTD_ACCESS_TOKEN"
+        } else if let t = env0["DENO_KV_ACCESS_TOKEN"] {
+            s.accessToken = t.trimmingCharacters(in: .whitespacesAndNewlines)
+            s.accessTokenSource = "DENO_KV_ACCESS_TOKEN"
+        } else {
+            throw Invalid(description: "no access token: set --access-token-file, KVCONNECTD_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN")
+        }
+        if s.accessToken.count < minimumTokenLength {
+            throw Invalid(description: "access token from \(s.accessTokenSource) is too short: at least \(minimumTokenLength) characters required")
+        }
+        return s
+    }
+
+    private static func int(_ config: ConfigReader, _ key: String, _ def: Int, min: Int) throws -> Int {
+        guard let text = config.string(forKey: ConfigKey(key)) else { return def }
+        guard let v = Int(text), v >= min else {
+            throw Invalid(description: "invalid \(key) '\(text)': expected an integer >= \(min)")
+        }
+        return v
+    }
+
+    /// Printable settings with secrets masked.
+    var summary: [(String, String)] {
+        [("listen", "\(host):\(port)"), ("database", databasePath),
+         ("access_token", "******** (from \(accessTokenSource))"),
+         ("signing_key_file", signingKeyFile ?? "\(defaultSigningKeyFile) (default)"),
+         ("token_lifetime_seconds", String(tokenLifetimeSeconds)),
+         ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),
+         ("synchronous", synchronousFull ? "full" : "normal"),
+         ("public_url", publicURL ?? "(from the request's Host)"), ("log_level", logLevel.rawValue)]
+    }
+
+    var defaultSigningKeyFile: String {
+        (databasePath as NSString).deletingLastPathComponent.appending("/signing.key")
+    }
+}

@@ -1,4 +1,0 @@
-import KVEngine
-import KVConnect
-import HTTPFront
-print("kvconnectd")

@@ -1,3 +1,0 @@
-import XCTest
-@testable import KVConnect
-final class KVConnectPlaceholderTests: XCTestCase { func testPlaceholder() {} }

@@ -1,0 +1,115 @@
+import Foundation
+import Logging
+import XCTest
+@testable import KVConnect
+import KVEngine
+
+final class ServiceTests: XCTestCase {
+    var dir: URL!
+    var store: KVStore!
+    var service: KVConnectService!
+    let accessToken = "service-test-token-123"
+    let signer = TokenSigner(secret: Array(repeating: 5, count: 32))
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvc-svc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        store = try KVStore(path: dir.appendingPathComponent("db.sqlite3").path)
+        service = KVConnectService(tenants: [Tenant(store: store, accessTokens: [accessToken])], signer: signer,
+                                   configuration: ServiceConfiguration(), logger: Logger(label: "test"))
+    }
+
+    override func tearDown() {
+        store.close()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    func call(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = []) -> ProtocolResponse {
+        let done = expectation(description: "response")
+        nonisolated(unsafe) var response: ProtocolResponse?
+        service.handle(ProtocolRequest(method: method, path: path, headers: headers.map { (name: $0.0, value: $0.1) }, body: body)) {
+            response = $0
+            done.fulfill()
+        }
+        wait(for: [done], timeout: 10)
+        return response!
+    }
+
+    func text(_ r: ProtocolResponse) -> String { String(decoding: r.body, as: UTF8.self) }
+
+    func dataToken() throws -> (token: String, db: String) {
+        let r = call("POST", "/", headers: [("authorization", "Bearer \(accessToken)")], body: Array(#"{"supportedVersions":[1,2,3]}"#.utf8))
+        XCTAssertEqual(r.status, 200, text(r))
+        let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any])
+        return (o["token"] as! String, o["databaseId"] as! String)
+    }
+
+    func testMetadataExchangeAuth() {
+        XCTAssertEqual(call("POST", "/").status, 401)
+        XCTAssertEqual(call("POST", "/", headers: [("authorization", "Bearer wrong-token-xyz")]).status, 401)
+        let r = call("POST", "/", headers: [("authorization", "Bearer \(accessToken)"), ("host", "example:9")])
+        XCTAssertEqual(r.status, 200)
+        XCTAssertTrue(text(r).contains("\"url\":\"http://example:9/v2\""), text(r))
+        XCTAssertTrue(text(r).contains(store.databaseId))
+    }
+
+    func testWriteThenReadThroughTheService() throws {
+        let (token, db) = try dataToken()
+        let h = [("authorization", "Bearer \(token)"), ("x-denokv-database-id", db), ("content-type", "application/x-protobuf")]
+        let w = call("POST", "/v2/atomic_write", headers: h,
+                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("k"), type: Wire.set, value: [7], encoding: 3)]))
+        XCTAssertEqual(w.status, 200, text(w))
+        let out = try XCTUnwrap(Wire.decodeWriteOutput(w.body))
+        XCTAssertEqual(out.status, 1)
+        let r = call("POST", "/v2/snapshot_read", headers: h, body: Wire.snapshotRead([(stringKey("k"), stringKey("k") + [0], 1, false)]))
+        XCTAssertEqual(r.status, 200)
+        let read = try XCTUnwrap(Wire.decodeReadOutput(r.body))
+        XCTAssertEqual(read.ranges[0].first?.value, [7])
+        XCTAssertEqual(read.ranges[0].first?.vs, out.vs)
+    }
+
+    func testEngineErrorsMapTo400WithTheExactText() throws {
+        let (token, _) = try dataToken()
+        let h = [("authorization", "Bearer \(token)")]
+        _ = call("POST", "/v2/atomic_write", headers: h, body: Wire.atomicWrite(mutations: [.init(key: stringKey("s"), type: Wire.set, value: [1], encoding: 3)]))
+        let r = call("POST", "/v2/atomic_write", headers: h,
+                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("s"), type: Wire.sum, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: 2)]))
+        XCTAssertEqual(r.status, 400)
+        XCTAssertEqual(text(r).trimmingCharacters(in: .newlines), "Failed to perform 'sum' mutation on a non-U64 value in the database")
+    }
+
+    func testDataPathAuthErrors() throws {
+        let (token, _) = try dataToken()
+        let body = Wire.snapshotRead([([1], [2], 1, false)])
+        XCTAssertEqual(call("POST", "/v2/snapshot_read", body: body).status, 401)
+        XCTAssertEqual(call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(accessToken)")], body: body).status, 401)
+        let other = call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(token)"), ("x-transaction-domain-id", "00000000-0000-0000-0000-000000000000")], body: body)
+        XCTAssertEqual(other.status, 401)
+        XCTAssertTrue(text(other).contains("not valid for database"))
+        let expired = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: 1))
+        let e = call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(expired)")], body: body)
+        XCTAssertEqual(e.status, 401)
+        XCTAssertTrue(text(e).contains("expired"))
+        let unknownDb = signer.sign(DataPlaneToken(databaseId: "11111111-1111-1111-1111-111111111111", expiresAtMs: Int64.max))
+        XCTAssertEqual(call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(unknownDb)")], body: body).status, 401)
+        let ro = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: Int64.max, scope: .readOnly))
+        XCTAssertEqual(call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(ro)")], body: body).status, 200)
+        let denied = call("POST", "/v2/atomic_write", headers: [("authorization", "Bearer \(ro)")], body: Wire.atomicWrite())
+        XCTAssertEqual(denied.status, 403)
+        XCTAssertTrue(text(denied).contains("read-only"))
+        let ct = call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(token)"), ("content-type", "text/html")], body: body)
+        XCTAssertEqual(ct.status, 415)
+    }
+
+    func testRoutingAndHealth() {
+        XCTAssertEqual(call("GET", "/healthz").status, 200)
+        XCTAssertEqual(call("HEAD", "/healthz").status, 200)
+        XCTAssertEqual(call("GET", "/readyz").status, 200)
+        XCTAssertEqual(call("GET", "/nope").status, 404)
+        let m = call("GET", "/v2/atomic_write")
+        XCTAssertEqual(m.status, 405)
+        XCTAssertTrue(m.headers.contains { $0.name == "allow" && $0.value == "POST" })
+        XCTAssertEqual(call("PUT", "/").status, 405)
+        XCTAssertEqual(call("POST", "/healthz").status, 405)
+    }
+}

@@ -1,0 +1,118 @@
+import CDatapath
+import Foundation
+@testable import KVConnect
+import KVEngine
+
+/// Builds request bodies with protobuf-c itself, so the tests exercise the
+/// same wire format a client sends.
+enum Wire {
+    static func snapshotRead(_ ranges: [(start: [UInt8], end: [UInt8], limit: Int32, reverse: Bool)]) -> [UInt8] {
+        let arena = Arena(); defer { arena.free() }
+        let ptrs = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__ReadRange>?.self, count: ranges.count)
+        for (i, r) in ranges.enumerated() {
+            let p = arena.object(Com__Deno__Kv__Datapath__ReadRange.self)
+            com__deno__kv__datapath__read_range__init(p)
+            p.pointee.start = arena.binary(r.start)
+            p.pointee.end = arena.binary(r.end)
+            p.pointee.limit = r.limit
+            p.pointee.reverse = r.reverse ? 1 : 0
+            ptrs[i] = p
+        }
+        var msg = Com__Deno__Kv__Datapath__SnapshotRead()
+        com__deno__kv__datapath__snapshot_read__init(&msg)
+        msg.n_ranges = ranges.count
+        msg.ranges = ptrs
+        return pack(&msg, com__deno__kv__datapath__snapshot_read__get_packed_size, com__deno__kv__datapath__snapshot_read__pack)
+    }
+
+    struct M {
+        var key: [UInt8]
+        var type: UInt32
+        var value: [UInt8]? = nil
+        var encoding: UInt32 = 1
+        var expireAtMs: Int64 = 0
+    }
+
+    static func atomicWrite(checks: [(key: [UInt8], vs: [UInt8])] = [], mutations: [M] = [],
+                            enqueues: [(payload: [UInt8], deadline: Int64, keys: [[UInt8]], backoff: [UInt32])] = []) -> [UInt8] {
+        let arena = Arena(); defer { arena.free() }
+        let cps = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__Check>?.self, count: checks.count)
+        for (i, c) in checks.enumerated() {
+            let p = arena.object(Com__Deno__Kv__Datapath__Check.self)
+            com__deno__kv__datapath__check__init(p)
+            p.pointee.key = arena.binary(c.key)
+            p.pointee.versionstamp = arena.binary(c.vs)
+            cps[i] = p
+        }
+        let mps = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__Mutation>?.self, count: mutations.count)
+        for (i, m) in mutations.enumerated() {
+            let p = arena.object(Com__Deno__Kv__Datapath__Mutation.self)
+            com__deno__kv__datapath__mutation__init(p)
+            p.pointee.key = arena.binary(m.key)
+            p.pointee.mutation_type = Com__Deno__Kv__Datapath__MutationType(m.type)
+            p.pointee.expire_at_ms = m.expireAtMs
+            if let v = m.value {
+                let kv = arena.object(Com__Deno__Kv__Datapath__KvValue.self)
+                com__deno__kv__datapath__kv_value__init(kv)
+                kv.pointee.data = arena.binary(v)
+                kv.pointee.encoding = Com__Deno__Kv__Datapath__ValueEncoding(m.encoding)
+                p.pointee.value = kv
+            }
+            mps[i] = p
+        }
+        let eps = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__Enqueue>?.self, count: enqueues.count)
+        for (i, e) in enqueues.enumerated() {
+            let p = arena.object(Com__Deno__Kv__Datapath__Enqueue.self)
+            com__deno__kv__datapath__enqueue__init(p)
+            p.pointee.payload = arena.binary(e.payload)
+            p.pointee.deadline_ms = e.deadline
+            let keys = arena.array(of: ProtobufCBinaryData.self, count: e.keys.count)
+            for (j, k) in e.keys.enumerated() { keys[j] = arena.binary(k) }
+            p.pointee.n_keys_if_undelivered = e.keys.count
+            p.pointee.keys_if_undelivered = keys
+            let backoff = arena.array(of: UInt32.self, count: e.backoff.count)
+            for (j, b) in e.backoff.enumerated() { backoff[j] = b }
+            p.pointee.n_backoff_schedule = e.backoff.count
+            p.pointee.backoff_schedule = backoff
+            eps[i] = p
+        }
+        var msg = Com__Deno__Kv__Datapath__AtomicWrite()
+        com__deno__kv__datapath__atomic_write__init(&msg)
+        msg.n_checks = checks.count; msg.checks = cps
+        msg.n_mutations = mutations.count; msg.mutations = mps
+        msg.n_enqueues = enqueues.count; msg.enqueues = eps
+        return pack(&msg, com__deno__kv__datapath__atomic_write__get_packed_size, com__deno__kv__datapath__atomic_write__pack)
+    }
+
+    static func decodeReadOutput(_ body: [UInt8]) -> (ranges: [[(key: [UInt8], value: [UInt8], vs: [UInt8])]], strong: Bool, status: UInt32)? {
+        guard let m = body.withUnsafeBufferPointer({ com__deno__kv__datapath__snapshot_read_output__unpack(nil, $0.count, $0.baseAddress) }) else { return nil }
+        defer { com__deno__kv__datapath__snapshot_read_output__free_unpacked(m, nil) }
+        var out: [[(key: [UInt8], value: [UInt8], vs: [UInt8])]] = []
+        for i in 0..<m.pointee.n_ranges {
+            let r = m.pointee.ranges[i]!.pointee
+            var entries: [(key: [UInt8], value: [UInt8], vs: [UInt8])] = []
+            for j in 0..<r.n_values {
+                let e = r.values[j]!.pointee
+                entries.append((bytes(e.key), bytes(e.value), bytes(e.versionstamp)))
+            }
+            out.append(entries)
+        }
+        return (out, m.pointee.read_is_strongly_consistent != 0, m.pointee.status.rawValue)
+    }
+
+    static func decodeWriteOutput(_ body: [UInt8]) -> (status: UInt32, vs: [UInt8], failed: [UInt32])? {
+        guard let m = body.withUnsafeBufferPointer({ com__deno__kv__datapath__atomic_write_output__unpack(nil, $0.count, $0.baseAddress) }) else { return nil }
+        defer { com__deno__kv__datapath__atomic_write_output__free_unpacked(m, nil) }
+        let failed = (0..<m.pointee.n_failed_checks).map { m.pointee.failed_checks[$0] }
+        return (m.pointee.status.rawValue, bytes(m.pointee.versionstamp), failed)
+    }
+
+    static func bytes(_ b: ProtobufCBinaryData) -> [UInt8] {
+        guard b.len > 0, let p = b.data else { return [] }
+        return Array(UnsafeBufferPointer(start: p, count: b.len))
+    }
+
+    static let set: UInt32 = 1, delete: UInt32 = 2, sum: UInt32 = 3, max: UInt32 = 4, min: UInt32 = 5, vsKey: UInt32 = 9
+}
+
+func stringKey(_ s: String) -> [UInt8] { [0x02] + Array(s.utf8) + [0x00] }

@@ -1,0 +1,111 @@
+"""Starts kvconnectd for the end-to-end tests: a free port (the daemon binds
+port 0 and logs the port it got), a temp directory, cleanup by PID."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("KVCONNECTD_BIN", str(ROOT / ".build/debug/kvconnectd"))
+DENO = str(ROOT / ".venv/bin/deno")
+TOKEN = "e2e-access-token-0123456789abcdef"
+
+
+class Daemon:
+    def __init__(self, workdir: Path, token: str = TOKEN, extra_args=(), env=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token = token
+        self.extra_args = list(extra_args)
+        self.extra_env = env or {}
+        self.proc = None
+        self.port = None
+        self.log_path = self.workdir / "daemon.log"
+
+    @property
+    def db_path(self):
+        return self.workdir / "kv.sqlite3"
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, port=0):
+        token_file = self.workdir / "token"
+        token_file.write_text(self.token)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KVCONNECTD_", "DENO_KV_"))}
+        env.update(self.extra_env)
+        log = open(self.log_path, "ab")
+        start_offset = self.log_path.stat().st_size
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--database", str(self.db_path),
+             "--access-token-file", str(token_file), *self.extra_args],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            text = self.log_path.read_bytes()[start_offset:].decode(errors="replace")
+            m = re.search(r"listen=127\.0\.0\.1:(\d+)", text)
+            if m:
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("daemon did not report its port within 20 s")
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise AssertionError("daemon did not stop within %ss of signal %s" % (timeout, sig))
+        return self.proc.returncode if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def metadata(self, versions=(1, 2, 3), token=None):
+        body = json.dumps({"supportedVersions": list(versions)}).encode()
+        req = urllib.request.Request(self.url + "/", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token or self.token}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("kvconnectd")).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def fresh_daemon(tmp_path):
+    """A daemon of the test's own, for tests that restart or kill it."""
+    d = Daemon(tmp_path / "daemon")
+    yield d
+    if d.alive():
+        d.stop(signal.SIGKILL)
+
+
+def run_deno(args, env_extra=None, timeout=180, token=TOKEN):
+    env = dict(os.environ)
+    env["DENO_KV_ACCESS_TOKEN"] = token
+    env["DENO_NO_UPDATE_CHECK"] = "1"
+    env["NO_COLOR"] = "1"
+    env.update(env_extra or {})
+    return subprocess.run([DENO, *args], env=env, capture_output=True, text=True, timeout=timeout)
