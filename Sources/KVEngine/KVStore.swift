@@ -24,7 +24,7 @@ public final class KVStore: @unchecked Sendable {
     /// Lower-case UUID generated when the database file was created; stable across reopen.
     public let databaseId: String
     public let path: String
-    private let core: StoreCore
+    let core: StoreCore
 
     /// Opens (creating or migrating) the database and starts the writer thread.
     /// Throws KVError.
@@ -189,13 +189,22 @@ final class StoreCore: @unchecked Sendable {
     // Guarded by `cond`.
     private let cond = NSCondition()
     private var pending: [PendingWrite] = []
-    private var probes: [@Sendable (Bool) -> Void] = []
+    /// Jobs to run on the writer thread (with the write connection) between batches.
+    private var tasks: [@Sendable (SQLiteConnection) -> Void] = []
     private var closing = false
     private var writerFinished = false
     private var writerThread: Thread?
 
     private let counterLock = NSLock()
     private var _committedCounter: UInt64
+    private var _batchesCommitted = 0
+
+    /// Number of group-commit transactions committed so far (for tests and metrics).
+    var batchesCommitted: Int {
+        counterLock.lock()
+        defer { counterLock.unlock() }
+        return _batchesCommitted
+    }
 
     var committedCounter: UInt64 {
         counterLock.lock()
@@ -307,16 +316,46 @@ final class StoreCore: @unchecked Sendable {
         cond.unlock()
     }
 
-    func checkWritable() -> Bool {
-        let box = ResultBox<Bool>()
+    /// Queues several writes at once so that they land in the same batch
+    /// (when they fit in maxBatchSize). Used by tests.
+    func submitAll(_ writes: [(AtomicWrite, @Sendable (Result<AtomicWriteResult, KVError>) -> Void)]) {
         cond.lock()
         if closing {
             cond.unlock()
-            return false
+            for (_, c) in writes { c(.failure(.unavailable("shutting down"))) }
+            return
         }
-        probes.append { box.set($0) }
+        for (w, c) in writes { pending.append(PendingWrite(write: w, completion: c)) }
         cond.signal()
         cond.unlock()
+    }
+
+    /// Runs `body` on the writer thread between batches; false if shutting down.
+    @discardableResult
+    func onWriter(_ body: @escaping @Sendable (SQLiteConnection) -> Void) -> Bool {
+        cond.lock()
+        defer { cond.unlock() }
+        if closing { return false }
+        tasks.append(body)
+        cond.signal()
+        return true
+    }
+
+    func checkWritable() -> Bool {
+        let box = ResultBox<Bool>()
+        let logger = self.logger
+        let queued = onWriter { conn in
+            do {
+                try conn.run("BEGIN IMMEDIATE")
+                try conn.run("ROLLBACK")
+                box.set(true)
+            } catch {
+                if !conn.isAutocommit { try? conn.run("ROLLBACK") }
+                logger.warning("write probe failed: \(error)")
+                box.set(false)
+            }
+        }
+        guard queued else { return false }
         return box.wait(until: Date().addingTimeInterval(5)) ?? false
     }
 
@@ -336,22 +375,19 @@ final class StoreCore: @unchecked Sendable {
         let batchLimit = Swift.max(1, options.maxBatchSize)
         while true {
             cond.lock()
-            while pending.isEmpty && probes.isEmpty && !closing { cond.wait() }
-            if pending.isEmpty && probes.isEmpty {
+            while pending.isEmpty && tasks.isEmpty && !closing { cond.wait() }
+            if pending.isEmpty && tasks.isEmpty {
                 cond.unlock()
                 break  // closing and drained
             }
-            let probesNow = probes
-            probes.removeAll()
+            let tasksNow = tasks
+            tasks.removeAll()
             let n = Swift.min(pending.count, batchLimit)
             let batch = Array(pending.prefix(n))
             pending.removeFirst(n)
             cond.unlock()
 
-            if !probesNow.isEmpty {
-                let ok = probeWritable()
-                for p in probesNow { p(ok) }
-            }
+            for t in tasksNow { t(writeConn) }
             if !batch.isEmpty {
                 let results = processBatch(batch.map(\.write))
                 for (p, r) in zip(batch, results) { p.completion(r) }
@@ -362,18 +398,6 @@ final class StoreCore: @unchecked Sendable {
         writerFinished = true
         cond.broadcast()
         cond.unlock()
-    }
-
-    private func probeWritable() -> Bool {
-        do {
-            try writeConn.run("BEGIN IMMEDIATE")
-            try writeConn.run("ROLLBACK")
-            return true
-        } catch {
-            if !writeConn.isAutocommit { try? writeConn.run("ROLLBACK") }
-            logger.warning("write probe failed: \(error)")
-            return false
-        }
     }
 
     /// Runs one group-commit transaction; returns one result per write.
@@ -443,10 +467,11 @@ final class StoreCore: @unchecked Sendable {
         }
         if counter != writerCounter {
             writerCounter = counter
-            counterLock.lock()
-            _committedCounter = counter
-            counterLock.unlock()
         }
+        counterLock.lock()
+        _committedCounter = counter
+        _batchesCommitted += 1
+        counterLock.unlock()
         return results
     }
 }
