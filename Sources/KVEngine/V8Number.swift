@@ -23,7 +23,7 @@ public struct BigIntValue: Sendable, Equatable, Hashable, Comparable, CustomStri
         }
     }
 
-    public init(_ value: UInt64) {
+    public init(uint64 value: UInt64) {
         self.init(negative: false, magnitude: [value])
     }
 
