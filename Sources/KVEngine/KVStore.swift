@@ -52,8 +52,12 @@ public final class KVStore: @unchecked Sendable {
         core.submit(write, completion: completion)
     }
 
-    /// Blocking convenience over `atomicWrite`. Throws KVError.
+    /// Blocking convenience over `atomicWrite`. Throws KVError. Must not be
+    /// called from a completion handler (that runs on the writer thread).
     public func atomicWriteSync(_ write: AtomicWrite) throws -> AtomicWriteResult {
+        if core.isWriterThread {
+            throw KVError.internalError("atomicWriteSync called on the writer thread")
+        }
         let box = ResultBox<Result<AtomicWriteResult, KVError>>()
         atomicWrite(write) { box.set($0) }
         return try box.wait().get()
@@ -236,7 +240,10 @@ final class StoreCore: @unchecked Sendable {
         writeConn = conn
         readPool = ReadPool(path: path, maxConnections: options.readConnections)
 
-        let thread = Thread { [self] in self.writerLoop() }
+        let thread = Thread { [self] in
+            Thread.current.name = "kvengine-writer"
+            self.writerLoop()
+        }
         thread.name = "kvengine-writer"
         cond.lock()
         writerThread = thread
@@ -357,6 +364,12 @@ final class StoreCore: @unchecked Sendable {
         }
         guard queued else { return false }
         return box.wait(until: Date().addingTimeInterval(5)) ?? false
+    }
+
+    var isWriterThread: Bool {
+        cond.lock()
+        defer { cond.unlock() }
+        return Thread.current === writerThread
     }
 
     func close() {

@@ -187,3 +187,32 @@ final class GroupCommitTests: KVTestCase {
         XCTAssertEqual(readerErrors.value, 0)
     }
 }
+
+final class WriterThreadTests: KVTestCase {
+    func testCompletionRunsOnWriterThreadAndSyncWriteThereFails() throws {
+        let s = store!
+        let box = ResultBox<String>()
+        s.atomicWrite(AtomicWrite(mutations: [set("a", bytesValue("1"))])) { _ in
+            let name = Thread.current.name ?? ""
+            do {
+                _ = try s.atomicWriteSync(AtomicWrite())
+                box.set("no error on \(name)")
+            } catch {
+                box.set("\(name): \(error)")
+            }
+        }
+        XCTAssertEqual(box.wait(), "kvengine-writer: internalError(\"atomicWriteSync called on the writer thread\")")
+    }
+
+    func testCloseFromCompletionDoesNotDeadlock() throws {
+        let s = store!
+        let box = ResultBox<Bool>()
+        s.atomicWrite(AtomicWrite(mutations: [set("a", bytesValue("1"))])) { _ in
+            s.close()
+            box.set(true)
+        }
+        XCTAssertTrue(box.wait())
+        s.close()
+        XCTAssertEqual(s.writeError([set("b", bytesValue("1"))]), .unavailable("shutting down"))
+    }
+}
