@@ -1,3 +1,0 @@
-import XCTest
-@testable import KVEngine
-final class KVEnginePlaceholderTests: XCTestCase { func testPlaceholder() {} }
