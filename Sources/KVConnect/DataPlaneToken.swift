@@ -19,12 +19,13 @@ public struct DataPlaneToken: Sendable, Equatable {
 }
 
 public struct TokenSigner: Sendable {
-    private let key: SymmetricKey
+    private let secret: [UInt8]
+    private var key: SymmetricKey { SymmetricKey(data: secret) }
     private static let prefix = "kvc1"
 
     /// `secret` should be at least 32 random bytes.
     public init(secret: [UInt8]) {
-        key = SymmetricKey(data: secret)
+        self.secret = secret
     }
 
     public func sign(_ token: DataPlaneToken) -> String {

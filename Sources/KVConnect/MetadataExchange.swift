@@ -9,7 +9,7 @@ public struct MetadataExchange: Sendable {
     /// Highest version both sides speak. No body = a version-1 client.
     public static func negotiateVersion(body: [UInt8]) throws(ProtocolError) -> Int {
         if body.allSatisfy({ $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) { return 1 }
-        guard String(validatingUTF8: body.map { CChar(bitPattern: $0) } + [0]) != nil else {
+        guard String(validating: body, as: UTF8.self) != nil else {
             throw .badRequest("invalid metadata exchange body: not valid UTF-8")
         }
         struct ClientMetadata: Decodable { let supportedVersions: [Int] }
