@@ -1,1 +1,79 @@
+#define _GNU_SOURCE
 #include "CMicroHTTPD.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <pthread.h>
+
+struct MHD_Daemon *kv_mhd_start_daemon(unsigned int thread_pool_size,
+                                       unsigned int connection_timeout_seconds,
+                                       unsigned int connection_limit,
+                                       MHD_AccessHandlerCallback access_handler,
+                                       void *access_cls,
+                                       MHD_RequestCompletedCallback completed,
+                                       void *completed_cls,
+                                       kv_mhd_uri_log_cb uri_log,
+                                       void *uri_log_cls) {
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+                         MHD_USE_NO_LISTEN_SOCKET;
+    if (thread_pool_size < 1) thread_pool_size = 1;
+    // Port 0 and no listen socket: the front accepts and hands sockets over.
+    return MHD_start_daemon(flags, 0, NULL, NULL, access_handler, access_cls,
+                            MHD_OPTION_THREAD_POOL_SIZE, thread_pool_size,
+                            MHD_OPTION_CONNECTION_TIMEOUT, connection_timeout_seconds,
+                            MHD_OPTION_CONNECTION_LIMIT, connection_limit,
+                            MHD_OPTION_NOTIFY_COMPLETED, completed, completed_cls,
+                            MHD_OPTION_URI_LOG_CALLBACK, uri_log, uri_log_cls,
+                            MHD_OPTION_END);
+}
+
+int kv_mhd_connection_fd(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info == NULL) return -1;
+    return (int)info->connect_fd;
+}
+
+int kv_mhd_client_address(struct MHD_Connection *connection, char *buf, size_t buflen) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (buflen == 0) return -1;
+    buf[0] = 0;
+    if (info == NULL || info->client_addr == NULL) return -1;
+    const struct sockaddr *sa = info->client_addr;
+    char ip[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        if (!inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip)) return -1;
+        snprintf(buf, buflen, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (!inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip)) return -1;
+        snprintf(buf, buflen, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+        return 0;
+    }
+    return -1;
+}
+
+void kv_mhd_quickack(struct MHD_Connection *connection) {
+    int fd = kv_mhd_connection_fd(connection);
+    if (fd < 0) return;
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+}
+
+int kv_accept_nonblocking(int listen_fd, struct sockaddr *addr, socklen_t *addrlen) {
+    return accept4(listen_fd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+void kv_set_thread_name(const char *name) {
+    char buf[16];
+    strncpy(buf, name, sizeof buf - 1);
+    buf[sizeof buf - 1] = 0;
+    (void)pthread_setname_np(pthread_self(), buf);
+}

@@ -3,5 +3,46 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <microhttpd.h>
+
+// Typed wrappers around libmicrohttpd's variadic calls, so Swift sees a small,
+// non-variadic API.
+
+/// URI log callback: runs once per request before headers are parsed; its
+/// return value becomes the request's `*con_cls` (our per-request context).
+typedef void *(*kv_mhd_uri_log_cb)(void *cls, const char *uri, struct MHD_Connection *connection);
+
+/// Starts a daemon without a listen socket (connections arrive through
+/// MHD_add_connection), internal epoll threads, suspend/resume enabled.
+struct MHD_Daemon *kv_mhd_start_daemon(unsigned int thread_pool_size,
+                                       unsigned int connection_timeout_seconds,
+                                       unsigned int connection_limit,
+                                       MHD_AccessHandlerCallback access_handler,
+                                       void *access_cls,
+                                       MHD_RequestCompletedCallback completed,
+                                       void *completed_cls,
+                                       kv_mhd_uri_log_cb uri_log,
+                                       void *uri_log_cls);
+
+/// The socket of a connection, or -1.
+int kv_mhd_connection_fd(struct MHD_Connection *connection);
+
+/// The client address as "ip:port" into buf (NUL-terminated); returns 0 on success.
+int kv_mhd_client_address(struct MHD_Connection *connection, char *buf, size_t buflen);
+
+/// Re-arms TCP_QUICKACK on the connection's socket (best effort).
+void kv_mhd_quickack(struct MHD_Connection *connection);
+
+
+// Linux calls Swift's Glibc module does not expose (GNU extensions); they live
+// here because this is the front's only C target.
+
+/// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC.
+int kv_accept_nonblocking(int listen_fd, struct sockaddr *addr, socklen_t *addrlen);
+
+/// Names the calling thread (visible in top/gdb); truncated to 15 bytes.
+void kv_set_thread_name(const char *name);
+
 #endif

@@ -1,0 +1,411 @@
+import CMicroHTTPD   // epoll constants
+import CNGHTTP2
+import Glibc
+import Logging
+
+/// Per-stream state of an HTTP/2 request and its response.
+final class HTTP2Stream {
+    let id: Int32
+    var method = ""
+    var rawPath = ""
+    var headers: [(name: String, value: String)] = []
+    var body: [UInt8] = []
+    /// Content-Length or received data went over the limit: body dropped, 413 sent.
+    var tooLarge = false
+    /// END_STREAM seen from the client.
+    var remoteEnded = false
+    var dispatched = false
+    var responded = false
+    // The response body the data provider reads from. A future streaming
+    // response would return NGHTTP2_ERR_DEFERRED here when empty and call
+    // nghttp2_session_resume_data when more arrives.
+    var responseBody: [UInt8] = []
+    var responseOffset = 0
+
+    init(id: Int32) { self.id = id }
+}
+
+/// One HTTP/2 (h2c, prior knowledge) connection served by nghttp2 on an
+/// event loop. All methods run on the loop thread; `respond` closures handed
+/// to the handler hop onto the loop when called elsewhere.
+final class HTTP2Connection: LoopConnection, @unchecked Sendable {
+    let fd: Int32
+    let token: UInt64
+    let loop: EventLoop
+    let context: FrontContext
+    let remoteAddress: String
+
+    private var session: OpaquePointer?
+    private var streams: [Int32: HTTP2Stream] = [:]
+    private var outBuf: [UInt8] = []
+    private var outOffset = 0
+    private var closed = false
+    /// True while inside nghttp2_session_mem_recv: submitting is fine there,
+    /// but mem_send must wait until mem_recv returns.
+    private var inRecv = false
+    private var lastActivityMs: UInt64
+
+    private static let outHighWater = 64 * 1024
+    private static let readChunk = 64 * 1024
+
+    init(fd: Int32, token: UInt64, loop: EventLoop, context: FrontContext, remoteAddress: String) {
+        self.fd = fd
+        self.token = token
+        self.loop = loop
+        self.context = context
+        self.remoteAddress = remoteAddress
+        self.lastActivityMs = SocketOptions.nowMs()
+    }
+
+    /// Creates the nghttp2 session and queues our SETTINGS. False on failure.
+    func start() -> Bool {
+        var cbs: OpaquePointer?
+        guard nghttp2_session_callbacks_new(&cbs) == 0, let cbs else { return false }
+        defer { nghttp2_session_callbacks_del(cbs) }
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, frame, user in
+            guard let frame, let user else { return 0 }
+            return HTTP2Connection.from(user).onBeginHeaders(frame)
+        }
+        nghttp2_session_callbacks_set_on_header_callback(cbs) { _, frame, name, namelen, value, valuelen, _, user in
+            guard let frame, let name, let value, let user else { return 0 }
+            return HTTP2Connection.from(user).onHeader(frame, name, namelen, value, valuelen)
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, user in
+            guard let frame, let user else { return 0 }
+            return HTTP2Connection.from(user).onFrameRecv(frame)
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs) { _, _, streamId, data, len, user in
+            guard let data, let user else { return 0 }
+            return HTTP2Connection.from(user).onDataChunk(streamId, data, len)
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, streamId, _, user in
+            guard let user else { return 0 }
+            HTTP2Connection.from(user).streams[streamId] = nil
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs) { _, frame, user in
+            guard let frame, let user else { return 0 }
+            return HTTP2Connection.from(user).onFrameSend(frame)
+        }
+        var s: OpaquePointer?
+        // Unretained: the session never outlives this object (deleted in close()).
+        guard nghttp2_session_server_new(&s, cbs, Unmanaged.passUnretained(self).toOpaque()) == 0, let s else {
+            return false
+        }
+        session = s
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: 256),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20),
+        ]
+        guard nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count) == 0 else {
+            return false
+        }
+        // The connection window is not covered by SETTINGS; raise it so many
+        // concurrent uploads are not throttled by the 64 KiB default.
+        _ = nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 16 << 20)
+        return true
+    }
+
+    private static func from(_ user: UnsafeMutableRawPointer) -> HTTP2Connection {
+        Unmanaged<HTTP2Connection>.fromOpaque(user).takeUnretainedValue()
+    }
+
+    // MARK: LoopConnection
+
+    func handleEvents(_ events: UInt32) {
+        guard !closed else { return }
+        let readable = EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue
+        if events & readable != 0 {
+            readAvailable()
+            if closed { return }
+        }
+        flush()
+    }
+
+    func tick(nowMs: UInt64) {
+        guard !closed, let session else { return }
+        let idleMs = UInt64(max(1, context.configuration.idleTimeoutSeconds)) * 1000
+        if streams.isEmpty && nowMs &- lastActivityMs > idleMs {
+            _ = nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue)
+            flush()
+            close()
+        }
+    }
+
+    func shutdown() {
+        guard !closed, let session else { return }
+        _ = nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue)
+        flush()   // best effort GOAWAY
+        close()
+    }
+
+    // MARK: I/O
+
+    /// Edge-triggered: drain the socket until EAGAIN.
+    private func readAvailable() {
+        var buf = [UInt8](repeating: 0, count: HTTP2Connection.readChunk)
+        var gotData = false
+        while !closed {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                gotData = true
+                lastActivityMs = SocketOptions.nowMs()
+                inRecv = true
+                let rv = buf.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, n) }
+                inRecv = false
+                if rv < 0 {
+                    context.logger.debug("h2 \(remoteAddress): \(String(cString: nghttp2_strerror(Int32(rv))))")
+                    flush()   // GOAWAY if nghttp2 queued one
+                    close()
+                    return
+                }
+                continue
+            }
+            if n == 0 { close(); return }    // peer closed
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { break }
+            close()
+            return
+        }
+        // Linux turns quick-ack off again after a while; re-arm it so the
+        // client's next segment (often the body after the headers) is ACKed
+        // at once rather than after the 40 ms delayed-ACK timer.
+        if gotData { SocketOptions.setQuickAck(fd) }
+    }
+
+    /// Sends pending output, then pulls more frames from nghttp2, until it has
+    /// nothing more or the socket is full (EAGAIN → wait for EPOLLOUT edge).
+    func flush() {
+        guard !closed, let session, !inRecv else { return }
+        while true {
+            while outOffset < outBuf.count {
+                let n = outBuf.withUnsafeBytes {
+                    send(fd, $0.baseAddress! + outOffset, $0.count - outOffset, Int32(MSG_NOSIGNAL))
+                }
+                if n > 0 { outOffset += n; continue }
+                let e = errno
+                if n < 0 && e == EINTR { continue }
+                if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { return }
+                close()
+                return
+            }
+            outBuf.removeAll(keepingCapacity: true)
+            outOffset = 0
+            // Coalesce frames into one send.
+            while outBuf.count < HTTP2Connection.outHighWater {
+                var ptr: UnsafePointer<UInt8>?
+                let n = nghttp2_session_mem_send(session, &ptr)
+                if n < 0 { close(); return }
+                if n == 0 { break }
+                outBuf.append(contentsOf: UnsafeBufferPointer(start: ptr, count: n))
+            }
+            if outBuf.isEmpty { break }
+        }
+        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+            close()
+        }
+    }
+
+    /// Closes the socket exactly once and frees the session.
+    func close() {
+        guard !closed else { return }
+        closed = true
+        loop.deregister(token: token, fd: fd)
+        SocketOptions.close(fd)
+        if let session { nghttp2_session_del(session) }
+        session = nil
+        streams.removeAll()
+        outBuf = []
+    }
+
+    // MARK: nghttp2 callbacks (run inside mem_recv / mem_send)
+
+    private func isRequestHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Bool {
+        frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue)
+            && frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST
+    }
+
+    private func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        if isRequestHeaders(frame) {
+            let id = frame.pointee.hd.stream_id
+            streams[id] = HTTP2Stream(id: id)
+        }
+        return 0
+    }
+
+    private func onHeader(_ frame: UnsafePointer<nghttp2_frame>,
+                          _ name: UnsafePointer<UInt8>, _ namelen: Int,
+                          _ value: UnsafePointer<UInt8>, _ valuelen: Int) -> Int32 {
+        guard frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
+              let stream = streams[frame.pointee.hd.stream_id] else { return 0 }
+        let n = String(decoding: UnsafeBufferPointer(start: name, count: namelen), as: UTF8.self)
+        let v = String(decoding: UnsafeBufferPointer(start: value, count: valuelen), as: UTF8.self)
+        switch n {
+        case ":method": stream.method = v
+        case ":path": stream.rawPath = v
+        case ":authority": stream.headers.append((name: "host", value: v))
+        case ":scheme": break
+        default:
+            // nghttp2 already rejects upper-case names in HTTP/2; lower-case anyway for safety.
+            stream.headers.append((name: n.lowercased(), value: v))
+            if n == "content-length", let len = Int(v), len > context.configuration.maxBodyBytes {
+                stream.tooLarge = true
+            }
+        }
+        return 0
+    }
+
+    private func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        let type = frame.pointee.hd.type
+        guard type == UInt8(NGHTTP2_HEADERS.rawValue) || type == UInt8(NGHTTP2_DATA.rawValue),
+              let stream = streams[frame.pointee.hd.stream_id] else { return 0 }
+        if isRequestHeaders(frame) && stream.tooLarge {
+            // Answer before the body arrives; the rest of it is ignored.
+            respondTooLarge(stream)
+        }
+        if frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 {
+            stream.remoteEnded = true
+            if !stream.tooLarge && !stream.dispatched { dispatch(stream) }
+        }
+        return 0
+    }
+
+    private func onDataChunk(_ streamId: Int32, _ data: UnsafePointer<UInt8>, _ len: Int) -> Int32 {
+        guard let stream = streams[streamId], !stream.tooLarge else { return 0 }
+        if stream.body.count + len > context.configuration.maxBodyBytes {
+            stream.tooLarge = true
+            stream.body = []
+            respondTooLarge(stream)
+            return 0
+        }
+        stream.body.append(contentsOf: UnsafeBufferPointer(start: data, count: len))
+        return 0
+    }
+
+    private func onFrameSend(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        // After the early 413 went out completely, stop the client's upload
+        // (RFC 9113 §8.1: RST_STREAM NO_ERROR once the response is complete).
+        let type = frame.pointee.hd.type
+        guard type == UInt8(NGHTTP2_HEADERS.rawValue) || type == UInt8(NGHTTP2_DATA.rawValue),
+              frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
+              let stream = streams[frame.pointee.hd.stream_id],
+              stream.tooLarge, !stream.remoteEnded, let session else { return 0 }
+        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
+                                      NGHTTP2_NO_ERROR.rawValue)
+        return 0
+    }
+
+    // MARK: requests and responses
+
+    private func respondTooLarge(_ stream: HTTP2Stream) {
+        guard !stream.responded else { return }
+        let limit = context.configuration.maxBodyBytes
+        submit(stream.id, .text(413, "request body exceeds the limit of \(limit) bytes"))
+    }
+
+    private func dispatch(_ stream: HTTP2Stream) {
+        stream.dispatched = true
+        let (path, query) = splitPathAndQuery(stream.rawPath)
+        let request = HTTPRequest(method: stream.method, path: path, query: query,
+                                  headers: stream.headers, body: stream.body,
+                                  version: .http2, remoteAddress: remoteAddress)
+        stream.body = []
+        let id = stream.id
+        let conn = self
+        let loop = self.loop
+        context.handler.handle(request) { response in
+            if loop.inLoopThread {
+                // Inline (or same-loop) answer: no hop. Inside mem_recv the
+                // flush happens when mem_recv returns.
+                conn.submit(id, response)
+                conn.flush()
+            } else {
+                loop.execute {
+                    conn.submit(id, response)
+                    conn.flush()
+                }
+            }
+        }
+    }
+
+    /// Queues a response on a stream; ignored when the stream or connection is gone.
+    func submit(_ streamId: Int32, _ response: HTTPResponse) {
+        guard !closed, let session, let stream = streams[streamId], !stream.responded else { return }
+        stream.responded = true
+        stream.responseBody = response.body
+        stream.responseOffset = 0
+
+        var fields: [(String, String)] = [(":status", String(response.status))]
+        var hasLength = false
+        for (name, value) in response.headers {
+            let lower = name.lowercased()
+            switch lower {
+            // Connection-specific fields are forbidden in HTTP/2.
+            case "connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection": continue
+            case "content-length": hasLength = true
+            default: break
+            }
+            fields.append((lower, value))
+        }
+        if !hasLength { fields.append(("content-length", String(response.body.count))) }
+
+        // nghttp2 copies names and values during submit, so temporary C strings suffice.
+        var cStrings: [UnsafeMutablePointer<CChar>] = []
+        defer { cStrings.forEach { free($0) } }
+        var nva: [nghttp2_nv] = []
+        nva.reserveCapacity(fields.count)
+        for (name, value) in fields {
+            guard let n = strdup(name), let v = strdup(value) else { continue }
+            cStrings.append(n); cStrings.append(v)
+            nva.append(nghttp2_nv(
+                name: UnsafeMutableRawPointer(n).assumingMemoryBound(to: UInt8.self),
+                value: UnsafeMutableRawPointer(v).assumingMemoryBound(to: UInt8.self),
+                namelen: strlen(n), valuelen: strlen(v), flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+        }
+        let rv: Int32
+        if response.body.isEmpty {
+            rv = nghttp2_submit_response(session, streamId, nva, nva.count, nil)
+        } else {
+            var provider = nghttp2_data_provider()
+            provider.source.ptr = nil
+            provider.read_callback = { _, streamId, buf, length, dataFlags, _, user in
+                guard let user, let buf, let dataFlags else {
+                    return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+                }
+                return HTTP2Connection.from(user).readBody(streamId, buf, length, dataFlags)
+            }
+            rv = nghttp2_submit_response(session, streamId, nva, nva.count, &provider)
+        }
+        if rv != 0 {
+            context.logger.debug("h2 submit_response failed: \(String(cString: nghttp2_strerror(rv)))")
+        }
+    }
+
+    private func readBody(_ streamId: Int32, _ buf: UnsafeMutablePointer<UInt8>, _ length: Int,
+                          _ dataFlags: UnsafeMutablePointer<UInt32>) -> Int {
+        guard let stream = streams[streamId] else {
+            return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        let remaining = stream.responseBody.count - stream.responseOffset
+        let n = min(remaining, length)
+        if n > 0 {
+            stream.responseBody.withUnsafeBufferPointer {
+                buf.update(from: $0.baseAddress! + stream.responseOffset, count: n)
+            }
+            stream.responseOffset += n
+        }
+        if stream.responseOffset >= stream.responseBody.count {
+            dataFlags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            stream.responseBody = []
+            stream.responseOffset = 0
+        }
+        return n
+    }
+}
+
+/// "/a/b?x=1" → ("/a/b", "x=1"); no "?" → query nil.
+func splitPathAndQuery(_ raw: String) -> (String, String?) {
+    guard let q = raw.firstIndex(of: "?") else { return (raw, nil) }
+    return (String(raw[..<q]), String(raw[raw.index(after: q)...]))
+}

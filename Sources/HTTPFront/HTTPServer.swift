@@ -1,0 +1,142 @@
+import Glibc
+import Logging
+
+public struct HTTPServerConfiguration: Sendable {
+    public var host: String
+    /// 0 = ephemeral (see `HTTPServer.boundPort`).
+    public var port: Int
+    /// Larger request bodies get 413 without being buffered.
+    public var maxBodyBytes: Int
+    /// Number of HTTP/2 epoll loops and of libmicrohttpd threads.
+    public var ioThreads: Int
+    /// A new connection that sends nothing recognisable for this long is closed.
+    public var sniffTimeoutMs: Int
+    public var idleTimeoutSeconds: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 4512, maxBodyBytes: Int = 1_048_576,
+                ioThreads: Int = 2, sniffTimeoutMs: Int = 2000, idleTimeoutSeconds: Int = 120) {
+        self.host = host
+        self.port = port
+        self.maxBodyBytes = maxBodyBytes
+        self.ioThreads = ioThreads
+        self.sniffTimeoutMs = sniffTimeoutMs
+        self.idleTimeoutSeconds = idleTimeoutSeconds
+    }
+}
+
+/// What both protocol paths need to build requests and answer them.
+struct FrontContextCore: Sendable {
+    let configuration: HTTPServerConfiguration
+    let handler: any HTTPRequestHandler
+    let logger: Logger
+}
+
+final class FrontContext: @unchecked Sendable {
+    let core: FrontContextCore
+    let microHTTPD: MicroHTTPDFront
+    var configuration: HTTPServerConfiguration { core.configuration }
+    var handler: any HTTPRequestHandler { core.handler }
+    var logger: Logger { core.logger }
+
+    init(core: FrontContextCore) {
+        self.core = core
+        microHTTPD = MicroHTTPDFront(context: core)
+    }
+}
+
+/// Connection → loop assignment; only the accept thread calls it.
+private final class RoundRobin: @unchecked Sendable {
+    private var n = 0
+    func next() -> Int { n &+= 1; return n }
+}
+
+/// HTTP/1.1 (libmicrohttpd) and h2c prior-knowledge HTTP/2 (nghttp2) on one
+/// port. The front accepts, sniffs the first bytes for the HTTP/2 preface and
+/// routes the socket to the matching engine; both call the same handler.
+public final class HTTPServer: @unchecked Sendable {
+    private let context: FrontContext
+    private let lock = NSLockLite()
+    private var listener: Listener?
+    private var loops: [EventLoop] = []
+    private var started = false
+    private var stopped = false
+    private var port = 0
+
+    public init(configuration: HTTPServerConfiguration, handler: any HTTPRequestHandler, logger: Logger) {
+        context = FrontContext(core: FrontContextCore(configuration: configuration, handler: handler, logger: logger))
+    }
+
+    public var boundPort: Int { lock.withLock { port } }
+
+    /// Binds, listens and starts all threads; returns once connections are accepted.
+    public func start() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !started else { return }
+        // A client vanishing mid-write must not kill the daemon.
+        signal(SIGPIPE, SIG_IGN)
+        Self.raiseFileLimit()
+
+        let config = context.configuration
+        do {
+            try context.microHTTPD.start()
+            for i in 0..<max(1, config.ioThreads) {
+                let loop = try EventLoop(index: i)
+                try loop.start()
+                loops.append(loop)
+            }
+            let listener = try Listener(host: config.host, port: config.port)
+            self.listener = listener
+            port = listener.boundPort
+            let loops = self.loops
+            let context = self.context
+            let counter = RoundRobin()
+            try listener.start { fd, address, length in
+                let loop = loops[counter.next() % loops.count]
+                loop.execute {
+                    let sniffer = Sniffer(fd: fd, loop: loop, context: context, address: address, addressLength: length)
+                    guard let token = loop.register(fd: fd, connection: sniffer) else {
+                        SocketOptions.close(fd)
+                        return
+                    }
+                    sniffer.token = token
+                }
+            }
+        } catch {
+            stopLocked()
+            throw error
+        }
+        started = true
+        context.logger.info("listening on \(config.host):\(port) (HTTP/1.1 + h2c)")
+    }
+
+    /// Stops accepting, closes all connections and joins all threads. Idempotent.
+    public func stop() {
+        lock.lock()
+        defer { lock.unlock() }
+        stopLocked()
+    }
+
+    private func stopLocked() {
+        guard !stopped else { return }
+        stopped = true
+        // Order matters: no new sockets, then no more hand-overs from the
+        // loops, then MHD (which must not receive sockets once stopped).
+        listener?.stop()
+        listener = nil
+        for loop in loops { loop.stop() }
+        loops.removeAll()
+        context.microHTTPD.stop()
+    }
+
+    /// Many concurrent connections need more than the common soft limit of 1024 fds.
+    private static func raiseFileLimit() {
+        var rl = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+        }
+    }
+
+    deinit { stop() }
+}

@@ -1,0 +1,279 @@
+import CMicroHTTPD
+import Glibc
+import Logging
+
+/// Per-request state for the HTTP/1.x path. Created by MHD's URI log callback
+/// (which sees the raw, undecoded URI incl. query), retained in `*con_cls`,
+/// released in the request-completed callback.
+final class MHDRequest: @unchecked Sendable {
+    enum Phase { case new, receiving, waiting, done }
+
+    let rawURI: String
+    // Touched only on the MHD thread that owns the connection.
+    var phase: Phase = .new
+    var headers: [(name: String, value: String)] = []
+    var body: [UInt8] = []
+    var tooLarge = false
+
+    // Shared with whichever thread calls respond; protected by `lock`.
+    let lock = NSLockLite()
+    var response: HTTPResponse?
+    var suspended = false
+    var completed = false
+    var connection: OpaquePointer?
+
+    init(rawURI: String) { self.rawURI = rawURI }
+
+    /// Stores the response and wakes a suspended connection. Harmless when
+    /// called twice or after the connection is gone.
+    func deliver(_ r: HTTPResponse, front: MicroHTTPDFront) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !completed, response == nil else { return }
+        response = r
+        if suspended, let connection {
+            suspended = false
+            // Under our lock, so it can never overtake the suspend call below.
+            MHD_resume_connection(connection)
+        }
+    }
+}
+
+/// libmicrohttpd daemon without a listen socket: it gets HTTP/1.x sockets
+/// from the sniffer via MHD_add_connection and runs its own epoll threads.
+final class MicroHTTPDFront: @unchecked Sendable {
+    private let context: FrontContextCore
+    private var daemon: OpaquePointer?
+    private let lock = NSLockLite()
+    private var stopping = false
+    private var suspendedRequests: [ObjectIdentifier: MHDRequest] = [:]
+
+    init(context: FrontContextCore) {
+        self.context = context
+    }
+
+    func start() throws {
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        let d = kv_mhd_start_daemon(
+            UInt32(max(1, context.configuration.ioThreads)),
+            UInt32(max(1, context.configuration.idleTimeoutSeconds)),
+            100_000,
+            { cls, connection, _, method, _, uploadData, uploadDataSize, conCls in
+                let front = Unmanaged<MicroHTTPDFront>.fromOpaque(cls!).takeUnretainedValue()
+                return front.access(connection!, method, uploadData, uploadDataSize!, conCls!)
+            }, me,
+            { _, _, conCls, _ in
+                // Request finished (sent, failed or client gone): drop our context.
+                guard let conCls, let raw = conCls.pointee else { return }
+                conCls.pointee = nil
+                let req = Unmanaged<MHDRequest>.fromOpaque(raw).takeRetainedValue()
+                req.lock.lock()
+                req.completed = true
+                req.connection = nil
+                req.lock.unlock()
+            }, nil,
+            { _, uri, _ in
+                let req = MHDRequest(rawURI: uri.map { String(cString: $0) } ?? "/")
+                return Unmanaged.passRetained(req).toOpaque()
+            }, nil)
+        guard let d else { throw HTTPServerError.microhttpd("MHD_start_daemon failed") }
+        daemon = d
+    }
+
+    /// Takes ownership of `fd` (MHD closes it, also on failure).
+    func addConnection(fd: Int32, address: sockaddr_storage, length: socklen_t) {
+        lock.lock()
+        let d = stopping ? nil : daemon
+        lock.unlock()
+        guard let d else { SocketOptions.close(fd); return }
+        var addr = address
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MHD_add_connection(d, fd, $0, length) }
+        }
+        if rc != MHD_Result.YES {
+            context.logger.warning("MHD_add_connection failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Answers every request still waiting for the handler with 503 so MHD
+    /// can shut down (it must not be stopped with suspended connections),
+    /// then stops the daemon and its threads.
+    func stop() {
+        lock.lock()
+        stopping = true
+        let d = daemon
+        daemon = nil
+        let waiting = Array(suspendedRequests.values)
+        lock.unlock()
+        guard let d else { return }
+        for req in waiting { req.deliver(.text(503, "server shutting down"), front: self) }
+        // Resumed connections are picked up by their MHD thread shortly.
+        let deadline = SocketOptions.nowMs() + 1000
+        while SocketOptions.nowMs() < deadline {
+            let left = lock.withLock { suspendedRequests.count }
+            if left == 0 { break }
+            usleep(5_000)
+        }
+        MHD_stop_daemon(d)
+    }
+
+    // MARK: access handler
+
+    private func access(_ connection: OpaquePointer, _ method: UnsafePointer<CChar>?,
+                        _ uploadData: UnsafePointer<CChar>?, _ uploadDataSize: UnsafeMutablePointer<Int>,
+                        _ conCls: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> MHD_Result {
+        let req: MHDRequest
+        if let raw = conCls.pointee {
+            req = Unmanaged<MHDRequest>.fromOpaque(raw).takeUnretainedValue()
+        } else {
+            // No URI callback ran (should not happen); create the context here.
+            req = MHDRequest(rawURI: "/")
+            conCls.pointee = Unmanaged.passRetained(req).toOpaque()
+        }
+        let limit = context.configuration.maxBodyBytes
+
+        switch req.phase {
+        case .new:
+            req.phase = .receiving
+            req.lock.withLock { req.connection = connection }
+            kv_mhd_quickack(connection)
+            collectHeaders(connection, into: req)
+            if let cl = req.headers.first(where: { $0.name == "content-length" }),
+               let n = Int(cl.value.trimmingCharacters(in: " \t")), n > limit {
+                // Queued before the body is read: MHD skips the body (no
+                // 100-continue) and closes the connection afterwards.
+                req.phase = .done
+                return queue(connection, tooLargeResponse(limit), close: true)
+            }
+            return .YES
+
+        case .receiving:
+            let size = uploadDataSize.pointee
+            if size > 0 {
+                kv_mhd_quickack(connection)
+                if !req.tooLarge {
+                    if req.body.count + size > limit {
+                        // Over the limit mid-upload (chunked): MHD cannot answer
+                        // before the upload ends, so discard the rest unbuffered.
+                        req.tooLarge = true
+                        req.body = []
+                    } else if let uploadData {
+                        uploadData.withMemoryRebound(to: UInt8.self, capacity: size) {
+                            req.body.append(contentsOf: UnsafeBufferPointer(start: $0, count: size))
+                        }
+                    }
+                }
+                uploadDataSize.pointee = 0
+                return .YES
+            }
+            if req.tooLarge {
+                req.phase = .done
+                return queue(connection, tooLargeResponse(limit), close: true)
+            }
+            return dispatch(connection, req, method: method.map { String(cString: $0) } ?? "GET")
+
+        case .waiting:
+            // Called again after MHD_resume_connection: the response is there.
+            req.lock.lock()
+            let response = req.response
+            req.lock.unlock()
+            lock.withLock { suspendedRequests[ObjectIdentifier(req)] = nil }
+            guard let response else {
+                // Spurious wake-up: suspend again.
+                return suspendAgain(connection, req)
+            }
+            req.phase = .done
+            return queue(connection, response, close: false)
+
+        case .done:
+            return .YES
+        }
+    }
+
+    private func dispatch(_ connection: OpaquePointer, _ req: MHDRequest, method: String) -> MHD_Result {
+        let (path, query) = splitPathAndQuery(req.rawURI)
+        var buf = [CChar](repeating: 0, count: 64)
+        _ = kv_mhd_client_address(connection, &buf, buf.count)
+        let request = HTTPRequest(method: method, path: path, query: query, headers: req.headers,
+                                  body: req.body, version: .http1_1, remoteAddress: cString(buf))
+        req.body = []
+        req.phase = .waiting
+        context.handler.handle(request) { [self] response in req.deliver(response, front: self) }
+
+        req.lock.lock()
+        if let response = req.response {
+            // Answered inline (or already from another thread): no suspend.
+            req.lock.unlock()
+            req.phase = .done
+            return queue(connection, response, close: false)
+        }
+        req.suspended = true
+        lock.withLock { suspendedRequests[ObjectIdentifier(req)] = req }
+        MHD_suspend_connection(connection)
+        req.lock.unlock()
+        return .YES
+    }
+
+    private func suspendAgain(_ connection: OpaquePointer, _ req: MHDRequest) -> MHD_Result {
+        req.lock.lock()
+        defer { req.lock.unlock() }
+        if req.response != nil {
+            // Raced in just now; MHD calls us again after this return? No —
+            // it only re-calls while no response is queued, so queue now.
+            let response = req.response!
+            req.phase = .done
+            return queue(connection, response, close: false)
+        }
+        req.suspended = true
+        lock.withLock { suspendedRequests[ObjectIdentifier(req)] = req }
+        MHD_suspend_connection(connection)
+        return .YES
+    }
+
+    private func tooLargeResponse(_ limit: Int) -> HTTPResponse {
+        .text(413, "request body exceeds the limit of \(limit) bytes")
+    }
+
+    private func queue(_ connection: OpaquePointer, _ response: HTTPResponse, close: Bool) -> MHD_Result {
+        let mhdResponse: OpaquePointer? = response.body.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress, raw.count > 0 else {
+                return MHD_create_response_from_buffer(0, nil, .RESPMEM_PERSISTENT)
+            }
+            return MHD_create_response_from_buffer(raw.count, UnsafeMutableRawPointer(mutating: base),
+                                                   .RESPMEM_MUST_COPY)
+        }
+        guard let mhdResponse else { return .NO }
+        defer { MHD_destroy_response(mhdResponse) }
+        for (name, value) in response.headers {
+            switch name.lowercased() {
+            case "content-length", "transfer-encoding": continue   // MHD sets these
+            default: _ = MHD_add_response_header(mhdResponse, name, value)
+            }
+        }
+        if close { _ = MHD_add_response_header(mhdResponse, "Connection", "close") }
+        return MHD_queue_response(connection, UInt32(response.status), mhdResponse)
+    }
+
+    private func collectHeaders(_ connection: OpaquePointer, into req: MHDRequest) {
+        _ = MHD_get_connection_values(connection, .HEADER_KIND, { cls, _, key, value in
+            guard let cls, let key else { return .YES }
+            let req = Unmanaged<MHDRequest>.fromOpaque(cls).takeUnretainedValue()
+            req.headers.append((name: String(cString: key).lowercased(),
+                                value: value.map { String(cString: $0) } ?? ""))
+            return .YES
+        }, Unmanaged.passUnretained(req).toOpaque())
+    }
+}
+
+func cString(_ buf: [CChar]) -> String {
+    buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
+
+private extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let f = s.first, set.contains(f) { s.removeFirst() }
+        while let l = s.last, set.contains(l) { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,2 +1,0 @@
-import CNGHTTP2
-import CMicroHTTPD

@@ -1,0 +1,106 @@
+import CMicroHTTPD
+import Glibc
+
+// Small socket helpers shared by the accept thread and both protocol paths.
+enum SocketOptions {
+    /// Disable Nagle: responses are written in one go and must not wait for
+    /// the peer's delayed ACK.
+    static func setNoDelay(_ fd: Int32) {
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Ask the kernel to ACK immediately. Linux clears this flag again on its
+    /// own, so it has to be re-armed after each read.
+    static func setQuickAck(_ fd: Int32) {
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), Int32(TCP_QUICKACK), &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    static func setNonBlocking(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL, 0)
+        if flags >= 0 { _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+    }
+
+    static func setReuseAddr(_ fd: Int32) {
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// close() that retries nothing: on Linux the fd is released even on EINTR.
+    static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    /// "ip:port" for an IPv4/IPv6 socket address.
+    static func describe(_ storage: sockaddr_storage) -> String {
+        var storage = storage
+        return withUnsafePointer(to: &storage) { ptr -> String in
+            var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+            switch Int32(ptr.pointee.ss_family) {
+            case AF_INET:
+                return ptr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    var addr = sin.pointee.sin_addr
+                    inet_ntop(AF_INET, &addr, &buf, socklen_t(buf.count))
+                    return "\(cString(buf)):\(UInt16(bigEndian: sin.pointee.sin_port))"
+                }
+            case AF_INET6:
+                return ptr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                    var addr = sin6.pointee.sin6_addr
+                    inet_ntop(AF_INET6, &addr, &buf, socklen_t(buf.count))
+                    return "[\(cString(buf))]:\(UInt16(bigEndian: sin6.pointee.sin6_port))"
+                }
+            default:
+                return ""
+            }
+        }
+    }
+
+    /// Monotonic milliseconds, for timeouts.
+    static func nowMs() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+/// A pthread that can be joined (Foundation's Thread cannot).
+final class JoinableThread: @unchecked Sendable {
+    private var tid = pthread_t()
+    private var started = false
+
+    init(name: String, _ body: @escaping @Sendable () -> Void) throws {
+        final class Box { let body: () -> Void; let name: String
+            init(_ b: @escaping () -> Void, _ n: String) { body = b; name = n } }
+        let box = Unmanaged.passRetained(Box(body, name)).toOpaque()
+        let rc = pthread_create(&tid, nil, { arg in
+            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+            kv_set_thread_name(box.name)
+            box.body()
+            return nil
+        }, box)
+        if rc != 0 {
+            Unmanaged<Box>.fromOpaque(box).release()
+            throw HTTPServerError.system("pthread_create", rc)
+        }
+        started = true
+    }
+
+    func join() {
+        guard started else { return }
+        started = false
+        pthread_join(tid, nil)
+    }
+}
+
+public enum HTTPServerError: Error, CustomStringConvertible {
+    case system(String, Int32)
+    case microhttpd(String)
+
+    public var description: String {
+        switch self {
+        case let .system(call, err): return "\(call) failed: \(String(cString: strerror(err)))"
+        case let .microhttpd(msg): return "libmicrohttpd: \(msg)"
+        }
+    }
+}

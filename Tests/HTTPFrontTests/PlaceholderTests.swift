@@ -1,3 +1,0 @@
-import XCTest
-@testable import HTTPFront
-final class HTTPFrontPlaceholderTests: XCTestCase { func testPlaceholder() {} }
