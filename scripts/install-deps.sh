@@ -33,6 +33,10 @@ if [[ "${1:-}" == "--test" ]]; then
     echo "install-deps: installing deno==$DENO_VERSION into .venv"
     .venv/bin/pip install -q "deno==$DENO_VERSION"
   fi
+  if ! .venv/bin/python -c 'import pytest' 2>/dev/null; then
+    echo "install-deps: installing pytest into .venv"
+    .venv/bin/pip install -q pytest
+  fi
   if ! .venv/bin/python -c 'import denokv' 2>/dev/null; then
     echo "install-deps: installing denokv (Python KV Connect client) into .venv"
     .venv/bin/pip install -q "denokv${DENOKV_PY_VERSION:+==$DENOKV_PY_VERSION}"

@@ -263,10 +263,23 @@ def test_unknown_path_and_wrong_method(client):
 def test_oversized_body_gets_413(client, daemon):
     big = b"\x00" * (1_048_576 + 10)
     if client.version == "1.1":
-        st, _, body = client.request("POST", "/v2/atomic_write", big, {"Authorization": "Bearer x", **PROTO})
+        # Announce the size and send only a little: the daemon must answer 413
+        # from the headers alone, without waiting for (or buffering) the body.
+        s = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+        s.sendall(b"POST /v2/atomic_write HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n"
+                  b"Content-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n" % len(big) + big[:1000])
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        assert data.startswith(b"HTTP/1.1 413"), data[:200]
     else:
         st, _, body = client.request("POST", "/v2/atomic_write", big, {"Authorization": "Bearer x", **PROTO})
-    assert st == 413, body
+        assert st == 413, body
+        assert b"exceeds the limit" in body
     assert healthy(daemon)
 
 
