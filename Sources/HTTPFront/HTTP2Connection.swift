@@ -12,6 +12,8 @@ final class HTTP2Stream {
     var body: [UInt8] = []
     /// Content-Length or received data went over the limit: body dropped, 413 sent.
     var tooLarge = false
+    var discardedBytes = 0
+    var resetSent = false
     /// END_STREAM seen from the client.
     var remoteEnded = false
     var dispatched = false
@@ -47,6 +49,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
 
     private static let outHighWater = 64 * 1024
     private static let readChunk = 64 * 1024
+    private static let discardCap = 64 << 20
 
     init(fd: Int32, token: UInt64, loop: EventLoop, context: FrontContext, remoteAddress: String) {
         self.fd = fd
@@ -82,10 +85,6 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             guard let user else { return 0 }
             HTTP2Connection.from(user).streams[streamId] = nil
             return 0
-        }
-        nghttp2_session_callbacks_set_on_frame_send_callback(cbs) { _, frame, user in
-            guard let frame, let user else { return 0 }
-            return HTTP2Connection.from(user).onFrameSend(frame)
         }
         var s: OpaquePointer?
         // Unretained: the session never outlives this object (deleted in close()).
@@ -272,7 +271,20 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     }
 
     private func onDataChunk(_ streamId: Int32, _ data: UnsafePointer<UInt8>, _ len: Int) -> Int32 {
-        guard let stream = streams[streamId], !stream.tooLarge else { return 0 }
+        guard let stream = streams[streamId] else { return 0 }
+        if stream.tooLarge {
+            // The 413 is (being) sent. The rest of the upload is discarded
+            // rather than reset at once: curl < 8.x reports RST_STREAM(NO_ERROR)
+            // as a failure even after a complete response. Past a cap, stop the
+            // upload anyway so a client cannot stream forever.
+            stream.discardedBytes += len
+            if stream.discardedBytes > HTTP2Connection.discardCap && !stream.resetSent, let session {
+                stream.resetSent = true
+                _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamId,
+                                              NGHTTP2_NO_ERROR.rawValue)
+            }
+            return 0
+        }
         if stream.body.count + len > context.configuration.maxBodyBytes {
             stream.tooLarge = true
             stream.body = []
@@ -280,19 +292,6 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             return 0
         }
         stream.body.append(contentsOf: UnsafeBufferPointer(start: data, count: len))
-        return 0
-    }
-
-    private func onFrameSend(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
-        // After the early 413 went out completely, stop the client's upload
-        // (RFC 9113 §8.1: RST_STREAM NO_ERROR once the response is complete).
-        let type = frame.pointee.hd.type
-        guard type == UInt8(NGHTTP2_HEADERS.rawValue) || type == UInt8(NGHTTP2_DATA.rawValue),
-              frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
-              let stream = streams[frame.pointee.hd.stream_id],
-              stream.tooLarge, !stream.remoteEnded, let session else { return 0 }
-        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
-                                      NGHTTP2_NO_ERROR.rawValue)
         return 0
     }
 
