@@ -48,7 +48,6 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     private var lastActivityMs: UInt64
 
     private static let outHighWater = 64 * 1024
-    private static let readChunk = 64 * 1024
     private static let discardCap = 64 << 20
 
     init(fd: Int32, token: UInt64, loop: EventLoop, context: FrontContext, remoteAddress: String) {
@@ -58,7 +57,10 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         self.context = context
         self.remoteAddress = remoteAddress
         self.lastActivityMs = SocketOptions.nowMs()
+        LiveCount.http2Connections.add(1)
     }
+
+    deinit { LiveCount.http2Connections.add(-1) }
 
     /// Creates the nghttp2 session and queues our SETTINGS. False on failure.
     func start() -> Bool {
@@ -142,15 +144,15 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
 
     /// Edge-triggered: drain the socket until EAGAIN.
     private func readAvailable() {
-        var buf = [UInt8](repeating: 0, count: HTTP2Connection.readChunk)
+        let buf = loop.readBuffer
         var gotData = false
         while !closed {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = recv(fd, buf.baseAddress, buf.count, 0)
             if n > 0 {
                 gotData = true
                 lastActivityMs = SocketOptions.nowMs()
                 inRecv = true
-                let rv = buf.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, n) }
+                let rv = nghttp2_session_mem_recv(session, buf.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
                 inRecv = false
                 if rv < 0 {
                     context.logger.debug("h2 \(remoteAddress): \(String(cString: nghttp2_strerror(Int32(rv))))")

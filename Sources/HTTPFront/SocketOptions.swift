@@ -93,6 +93,16 @@ final class JoinableThread: @unchecked Sendable {
     }
 }
 
+/// Live-object counters, so tests can check that nothing leaks.
+final class LiveCount: @unchecked Sendable {
+    static let mhdRequests = LiveCount()
+    static let http2Connections = LiveCount()
+    private let lock = NSLockLite()
+    private var n = 0
+    func add(_ d: Int) { lock.lock(); n += d; lock.unlock() }
+    var value: Int { lock.withLock { n } }
+}
+
 public enum HTTPServerError: Error, CustomStringConvertible {
     case system(String, Int32)
     case microhttpd(String)

@@ -161,9 +161,10 @@ final class HTTPServerTests: XCTestCase {
         let port = server.boundPort
         // A request still waiting for its (slow) response while we stop.
         let pending = DispatchGroup()
+        nonisolated(unsafe) var http1Status = 0
         pending.enter()
         DispatchQueue.global().async {
-            _ = try? curl(["http://127.0.0.1:\(port)/async-slow"])
+            http1Status = (try? curl(["http://127.0.0.1:\(port)/async-slow"]))?.0 ?? -1
             pending.leave()
         }
         pending.enter()
@@ -178,11 +179,66 @@ final class HTTPServerTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 2)
         XCTAssertNil(RawClient(port: port), "still accepting after stop")
         XCTAssertEqual(pending.wait(timeout: .now() + 3), .success)
+        // The suspended HTTP/1.1 request was answered rather than dropped.
+        XCTAssertEqual(http1Status, 503)
 
         let again = try makeServer { $0.port = port }
         defer { again.stop() }
         XCTAssertEqual(again.boundPort, port)
         let (code, _) = try curl(["http://127.0.0.1:\(port)/"])
         XCTAssertEqual(code, 200)
+    }
+
+    func testAbusiveClientsLeakNothing() throws {
+        let server = try makeServer {
+            $0.sniffTimeoutMs = 300
+            $0.idleTimeoutSeconds = 1
+            $0.maxBodyBytes = 200_000
+        }
+        defer { server.stop() }
+        let port = server.boundPort
+        _ = try curl(["http://127.0.0.1:\(port)/warm-up"])   // Foundation's Process keeps some sockets
+        let baseline = openFileDescriptorCount()
+        let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+        let payloads: [[UInt8]] = [
+            [],
+            Array("GET / HTTP/1.1\r\nHost: x\r\n".utf8),
+            Array("POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\nabc".utf8),
+            preface,
+            preface + [0, 0],
+            preface + (0..<100).map { UInt8($0) },
+            Array("PRI * HTTP/2.0\r\n".utf8),
+            Array("GET /async HTTP/1.1\r\nHost: x\r\n\r\n".utf8),
+            Array("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".utf8),
+            Array("\r\n\r\n\r\n".utf8),
+            (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) },
+        ]
+        var keep: [RawClient] = []
+        for i in 0..<330 {
+            guard let c = RawClient(port: port) else { continue }
+            c.send(payloads[i % payloads.count])
+            if i % 3 == 0 { c.setResetOnClose() }
+            if i % 2 == 0 { keep.append(c) }   // others close right away (deinit)
+        }
+        usleep(100_000)
+        keep.removeAll()
+        // Clients vanishing mid-upload on both versions.
+        let big = try tempFile(bytes: 150_000)
+        let url = "http://127.0.0.1:\(port)/async"
+        _ = try curl(["--limit-rate", "100k", "--max-time", "0.3", "-X", "POST", "--data-binary", "@\(big)", url])
+        _ = try curl(["--http2-prior-knowledge", "--limit-rate", "100k", "--max-time", "0.3",
+                      "-X", "POST", "--data-binary", "@\(big)", url])
+
+        let (code, _) = try curl(["--http2-prior-knowledge", "http://127.0.0.1:\(port)/alive"])
+        XCTAssertEqual(code, 200)
+        // Every socket and per-request object is eventually released.
+        XCTAssertTrue(eventually(4) {
+            openFileDescriptorCount() <= baseline
+                && LiveCount.mhdRequests.value == 0 && LiveCount.http2Connections.value == 0
+        }, "fds \(openFileDescriptorCount()) vs \(baseline), mhd requests \(LiveCount.mhdRequests.value), "
+           + "h2 connections \(LiveCount.http2Connections.value) "
+           + ((try? runTool("ss", ["-tanpi"]).stdout) ?? "").split(separator: "\n").filter { $0.contains("pid=\(getpid()),") }.joined(separator: "\n"))
+        let (code2, _) = try curl(["http://127.0.0.1:\(port)/alive"])
+        XCTAssertEqual(code2, 200)
     }
 }

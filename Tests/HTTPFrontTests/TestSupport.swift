@@ -15,7 +15,11 @@ struct EchoHandler: HTTPRequestHandler {
                                     body: Array(line.utf8) + request.body)
         if request.path.hasPrefix("/async") {
             let delay = request.path.hasPrefix("/async-slow") ? 0.4 : asyncDelay
-            DispatchQueue.global().asyncAfter(deadline: .now() + delay) { respond(response) }
+            // A plain thread, like a database writer answering later.
+            Thread.detachNewThread {
+                usleep(useconds_t(delay * 1_000_000))
+                respond(response)
+            }
         } else {
             respond(response)
         }
@@ -102,6 +106,12 @@ final class RawClient {
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// Abortive close (RST) instead of FIN.
+    func setResetOnClose() {
+        var lg = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, socklen_t(MemoryLayout<linger>.size))
+    }
+
     /// Reads until EOF or timeout. Returns (closedByPeer, bytes read).
     func readUntilClosed(timeoutMs: Int) -> (Bool, [UInt8]) {
         var received: [UInt8] = []
@@ -117,4 +127,23 @@ final class RawClient {
         }
         return (false, received)
     }
+}
+
+/// Open sockets of this process (pipes of finished child processes are
+/// closed lazily by Foundation, so only sockets are counted).
+func openFileDescriptorCount() -> Int {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return fds.filter { fd in
+        ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)")) ?? "").hasPrefix("socket:")
+    }.count
+}
+
+/// Polls `condition` for up to `seconds`.
+func eventually(_ seconds: TimeInterval, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
 }
