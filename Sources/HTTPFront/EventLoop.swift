@@ -16,7 +16,7 @@ protocol LoopConnection: AnyObject {
 /// output and continue on the next EPOLLOUT edge. Other threads talk to the
 /// loop only through `execute`, which queues a closure and pokes an eventfd.
 final class EventLoop: @unchecked Sendable {
-    static let tickMs: UInt64 = 100
+    static let tickMs: UInt64 = 200
 
     let index: Int
     private let epfd: Int32

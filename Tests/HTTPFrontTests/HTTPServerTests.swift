@@ -241,4 +241,20 @@ final class HTTPServerTests: XCTestCase {
         let (code2, _) = try curl(["http://127.0.0.1:\(port)/alive"])
         XCTAssertEqual(code2, 200)
     }
+
+    func testLargeResponsesToSlowReaders() throws {
+        let server = try makeServer()
+        defer { server.stop() }
+        let url = "http://127.0.0.1:\(server.boundPort)/blob/3000000"
+        // The client reads slower than we write: the socket fills up (EAGAIN)
+        // and, on HTTP/2, the client's flow-control window runs out.
+        for args in [["--limit-rate", "8M"], ["--http2-prior-knowledge", "--limit-rate", "8M"]] {
+            let r = try runTool("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"] + args + [url])
+            XCTAssertEqual(r.stdout, "200 3000000", args.description)
+        }
+        // Many large responses interleaved on one HTTP/2 connection.
+        let h = try runTool("h2load", ["-n", "40", "-c", "1", "-m", "20",
+                                       "http://127.0.0.1:\(server.boundPort)/blob/200000"])
+        XCTAssertTrue(h.stdout.contains("40 succeeded"), h.stdout)
+    }
 }

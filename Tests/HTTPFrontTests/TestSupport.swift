@@ -9,6 +9,11 @@ struct EchoHandler: HTTPRequestHandler {
     var asyncDelay: TimeInterval = 0.03
 
     func handle(_ request: HTTPRequest, respond: @escaping @Sendable (HTTPResponse) -> Void) {
+        if request.path.hasPrefix("/blob/"), let n = Int(request.path.dropFirst(6)) {
+            // A large body: exercises partial writes / EAGAIN and flow control.
+            respond(HTTPResponse(status: 200, body: [UInt8](repeating: UInt8(ascii: "b"), count: n)))
+            return
+        }
         let version = request.version == .http2 ? "h2" : "h1"
         let line = "\(request.method) \(request.path) \(request.query ?? "-") \(version) \(request.header("X-Test") ?? "-")\n"
         let response = HTTPResponse(status: 200, headers: [("content-type", "text/plain"), ("x-echo", "1")],
