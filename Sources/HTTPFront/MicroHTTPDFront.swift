@@ -128,6 +128,15 @@ final class MicroHTTPDFront: @unchecked Sendable {
         MHD_stop_daemon(d)
     }
 
+    /// Remembers a request about to be suspended; false once stopping.
+    private func track(_ req: MHDRequest) -> Bool {
+        lock.withLock {
+            if stopping { return false }
+            suspendedRequests[ObjectIdentifier(req)] = req
+            return true
+        }
+    }
+
     func untrack(_ req: MHDRequest) {
         lock.withLock { suspendedRequests[ObjectIdentifier(req)] = nil }
     }
@@ -223,8 +232,13 @@ final class MicroHTTPDFront: @unchecked Sendable {
             req.phase = .done
             return queue(connection, response, close: false)
         }
+        guard track(req) else {
+            // stop() already collected the waiting requests; do not suspend.
+            req.lock.unlock()
+            req.phase = .done
+            return queue(connection, .text(503, "server shutting down"), close: true)
+        }
         req.suspended = true
-        lock.withLock { suspendedRequests[ObjectIdentifier(req)] = req }
         MHD_suspend_connection(connection)
         req.lock.unlock()
         return .YES
@@ -237,8 +251,11 @@ final class MicroHTTPDFront: @unchecked Sendable {
             req.phase = .done
             return queue(connection, response, close: false)
         }
+        guard track(req) else {
+            req.phase = .done
+            return queue(connection, .text(503, "server shutting down"), close: true)
+        }
         req.suspended = true
-        lock.withLock { suspendedRequests[ObjectIdentifier(req)] = req }
         MHD_suspend_connection(connection)
         return .YES
     }

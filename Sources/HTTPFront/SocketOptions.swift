@@ -89,6 +89,12 @@ final class JoinableThread: @unchecked Sendable {
     func join() {
         guard started else { return }
         started = false
+        // stop() called from one of our own threads (e.g. inside a handler):
+        // joining itself would deadlock, so detach instead.
+        if pthread_equal(tid, pthread_self()) != 0 {
+            pthread_detach(tid)
+            return
+        }
         pthread_join(tid, nil)
     }
 }
