@@ -16,13 +16,15 @@ protocol LoopConnection: AnyObject {
 /// output and continue on the next EPOLLOUT edge. Other threads talk to the
 /// loop only through `execute`, which queues a closure and pokes an eventfd.
 final class EventLoop: @unchecked Sendable {
-    static let tickMs: UInt64 = 100
+    static let tickMs: UInt64 = 200
 
     let index: Int
     private let epfd: Int32
     private let wakeFd: Int32
 
     // Loop-thread state.
+    /// Scratch buffer for socket reads, shared by all connections of this loop.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     private var connections: [UInt64: LoopConnection] = [:]
     private var nextToken: UInt64 = 1
     private var lastTick: UInt64 = 0
@@ -51,6 +53,8 @@ final class EventLoop: @unchecked Sendable {
         ev.data.u64 = 0   // token 0 = the wake-up eventfd
         _ = epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFd, &ev)
     }
+
+    deinit { readBuffer.deallocate() }
 
     func start() throws {
         thread = try JoinableThread(name: "h2-loop-\(index)") { [self] in run() }

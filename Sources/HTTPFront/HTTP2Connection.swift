@@ -12,6 +12,8 @@ final class HTTP2Stream {
     var body: [UInt8] = []
     /// Content-Length or received data went over the limit: body dropped, 413 sent.
     var tooLarge = false
+    var discardedBytes = 0
+    var resetSent = false
     /// END_STREAM seen from the client.
     var remoteEnded = false
     var dispatched = false
@@ -46,7 +48,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     private var lastActivityMs: UInt64
 
     private static let outHighWater = 64 * 1024
-    private static let readChunk = 64 * 1024
+    private static let discardCap = 64 << 20
 
     init(fd: Int32, token: UInt64, loop: EventLoop, context: FrontContext, remoteAddress: String) {
         self.fd = fd
@@ -55,7 +57,10 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         self.context = context
         self.remoteAddress = remoteAddress
         self.lastActivityMs = SocketOptions.nowMs()
+        LiveCount.http2Connections.add(1)
     }
+
+    deinit { LiveCount.http2Connections.add(-1) }
 
     /// Creates the nghttp2 session and queues our SETTINGS. False on failure.
     func start() -> Bool {
@@ -82,10 +87,6 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             guard let user else { return 0 }
             HTTP2Connection.from(user).streams[streamId] = nil
             return 0
-        }
-        nghttp2_session_callbacks_set_on_frame_send_callback(cbs) { _, frame, user in
-            guard let frame, let user else { return 0 }
-            return HTTP2Connection.from(user).onFrameSend(frame)
         }
         var s: OpaquePointer?
         // Unretained: the session never outlives this object (deleted in close()).
@@ -143,15 +144,15 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
 
     /// Edge-triggered: drain the socket until EAGAIN.
     private func readAvailable() {
-        var buf = [UInt8](repeating: 0, count: HTTP2Connection.readChunk)
+        let buf = loop.readBuffer
         var gotData = false
         while !closed {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = recv(fd, buf.baseAddress, buf.count, 0)
             if n > 0 {
                 gotData = true
                 lastActivityMs = SocketOptions.nowMs()
                 inRecv = true
-                let rv = buf.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, n) }
+                let rv = nghttp2_session_mem_recv(session, buf.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
                 inRecv = false
                 if rv < 0 {
                     context.logger.debug("h2 \(remoteAddress): \(String(cString: nghttp2_strerror(Int32(rv))))")
@@ -272,7 +273,20 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     }
 
     private func onDataChunk(_ streamId: Int32, _ data: UnsafePointer<UInt8>, _ len: Int) -> Int32 {
-        guard let stream = streams[streamId], !stream.tooLarge else { return 0 }
+        guard let stream = streams[streamId] else { return 0 }
+        if stream.tooLarge {
+            // The 413 is (being) sent. The rest of the upload is discarded
+            // rather than reset at once: curl < 8.x reports RST_STREAM(NO_ERROR)
+            // as a failure even after a complete response. Past a cap, stop the
+            // upload anyway so a client cannot stream forever.
+            stream.discardedBytes += len
+            if stream.discardedBytes > HTTP2Connection.discardCap && !stream.resetSent, let session {
+                stream.resetSent = true
+                _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamId,
+                                              NGHTTP2_NO_ERROR.rawValue)
+            }
+            return 0
+        }
         if stream.body.count + len > context.configuration.maxBodyBytes {
             stream.tooLarge = true
             stream.body = []
@@ -280,19 +294,6 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             return 0
         }
         stream.body.append(contentsOf: UnsafeBufferPointer(start: data, count: len))
-        return 0
-    }
-
-    private func onFrameSend(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
-        // After the early 413 went out completely, stop the client's upload
-        // (RFC 9113 §8.1: RST_STREAM NO_ERROR once the response is complete).
-        let type = frame.pointee.hd.type
-        guard type == UInt8(NGHTTP2_HEADERS.rawValue) || type == UInt8(NGHTTP2_DATA.rawValue),
-              frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
-              let stream = streams[frame.pointee.hd.stream_id],
-              stream.tooLarge, !stream.remoteEnded, let session else { return 0 }
-        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
-                                      NGHTTP2_NO_ERROR.rawValue)
         return 0
     }
 

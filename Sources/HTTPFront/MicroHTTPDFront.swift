@@ -22,7 +22,12 @@ final class MHDRequest: @unchecked Sendable {
     var completed = false
     var connection: OpaquePointer?
 
-    init(rawURI: String) { self.rawURI = rawURI }
+    init(rawURI: String) {
+        self.rawURI = rawURI
+        LiveCount.mhdRequests.add(1)
+    }
+
+    deinit { LiveCount.mhdRequests.add(-1) }
 
     /// Stores the response and wakes a suspended connection. Harmless when
     /// called twice or after the connection is gone.
@@ -33,7 +38,8 @@ final class MHDRequest: @unchecked Sendable {
         response = r
         if suspended, let connection {
             suspended = false
-            // Under our lock, so it can never overtake the suspend call below.
+            // Under our lock, so it can never overtake the suspend call in
+            // the access handler.
             MHD_resume_connection(connection)
         }
     }
@@ -62,16 +68,21 @@ final class MicroHTTPDFront: @unchecked Sendable {
                 let front = Unmanaged<MicroHTTPDFront>.fromOpaque(cls!).takeUnretainedValue()
                 return front.access(connection!, method, uploadData, uploadDataSize!, conCls!)
             }, me,
-            { _, _, conCls, _ in
+            { cls, _, conCls, _ in
                 // Request finished (sent, failed or client gone): drop our context.
-                guard let conCls, let raw = conCls.pointee else { return }
+                // Also the only reliable end for a resumed request: MHD may
+                // close a resumed connection whose client left without calling
+                // the access handler again.
+                guard let cls, let conCls, let raw = conCls.pointee else { return }
                 conCls.pointee = nil
+                let front = Unmanaged<MicroHTTPDFront>.fromOpaque(cls).takeUnretainedValue()
                 let req = Unmanaged<MHDRequest>.fromOpaque(raw).takeRetainedValue()
+                front.untrack(req)
                 req.lock.lock()
                 req.completed = true
                 req.connection = nil
                 req.lock.unlock()
-            }, nil,
+            }, me,
             { _, uri, _ in
                 let req = MHDRequest(rawURI: uri.map { String(cString: $0) } ?? "/")
                 return Unmanaged.passRetained(req).toOpaque()
@@ -107,14 +118,27 @@ final class MicroHTTPDFront: @unchecked Sendable {
         lock.unlock()
         guard let d else { return }
         for req in waiting { req.deliver(.text(503, "server shutting down"), front: self) }
-        // Resumed connections are picked up by their MHD thread shortly.
+        // Resumed connections are picked up by their MHD thread shortly;
+        // wait (bounded) until each was handled or has ended.
         let deadline = SocketOptions.nowMs() + 1000
         while SocketOptions.nowMs() < deadline {
-            let left = lock.withLock { suspendedRequests.count }
-            if left == 0 { break }
+            if lock.withLock({ suspendedRequests.isEmpty }) { break }
             usleep(5_000)
         }
         MHD_stop_daemon(d)
+    }
+
+    /// Remembers a request about to be suspended; false once stopping.
+    private func track(_ req: MHDRequest) -> Bool {
+        lock.withLock {
+            if stopping { return false }
+            suspendedRequests[ObjectIdentifier(req)] = req
+            return true
+        }
+    }
+
+    func untrack(_ req: MHDRequest) {
+        lock.withLock { suspendedRequests[ObjectIdentifier(req)] = nil }
     }
 
     // MARK: access handler
@@ -177,11 +201,12 @@ final class MicroHTTPDFront: @unchecked Sendable {
             req.lock.lock()
             let response = req.response
             req.lock.unlock()
-            lock.withLock { suspendedRequests[ObjectIdentifier(req)] = nil }
             guard let response else {
-                // Spurious wake-up: suspend again.
+                // Only a resume brings us here and resume follows deliver(),
+                // so this is defensive: wait again.
                 return suspendAgain(connection, req)
             }
+            untrack(req)
             req.phase = .done
             return queue(connection, response, close: false)
 
@@ -207,8 +232,13 @@ final class MicroHTTPDFront: @unchecked Sendable {
             req.phase = .done
             return queue(connection, response, close: false)
         }
+        guard track(req) else {
+            // stop() already collected the waiting requests; do not suspend.
+            req.lock.unlock()
+            req.phase = .done
+            return queue(connection, .text(503, "server shutting down"), close: true)
+        }
         req.suspended = true
-        lock.withLock { suspendedRequests[ObjectIdentifier(req)] = req }
         MHD_suspend_connection(connection)
         req.lock.unlock()
         return .YES
@@ -217,15 +247,15 @@ final class MicroHTTPDFront: @unchecked Sendable {
     private func suspendAgain(_ connection: OpaquePointer, _ req: MHDRequest) -> MHD_Result {
         req.lock.lock()
         defer { req.lock.unlock() }
-        if req.response != nil {
-            // Raced in just now; MHD calls us again after this return? No —
-            // it only re-calls while no response is queued, so queue now.
-            let response = req.response!
+        if let response = req.response {
             req.phase = .done
             return queue(connection, response, close: false)
         }
+        guard track(req) else {
+            req.phase = .done
+            return queue(connection, .text(503, "server shutting down"), close: true)
+        }
         req.suspended = true
-        lock.withLock { suspendedRequests[ObjectIdentifier(req)] = req }
         MHD_suspend_connection(connection)
         return .YES
     }

@@ -89,8 +89,24 @@ final class JoinableThread: @unchecked Sendable {
     func join() {
         guard started else { return }
         started = false
+        // stop() called from one of our own threads (e.g. inside a handler):
+        // joining itself would deadlock, so detach instead.
+        if pthread_equal(tid, pthread_self()) != 0 {
+            pthread_detach(tid)
+            return
+        }
         pthread_join(tid, nil)
     }
+}
+
+/// Live-object counters, so tests can check that nothing leaks.
+final class LiveCount: @unchecked Sendable {
+    static let mhdRequests = LiveCount()
+    static let http2Connections = LiveCount()
+    private let lock = NSLockLite()
+    private var n = 0
+    func add(_ d: Int) { lock.lock(); n += d; lock.unlock() }
+    var value: Int { lock.withLock { n } }
 }
 
 public enum HTTPServerError: Error, CustomStringConvertible {
