@@ -75,6 +75,30 @@ public final class KVStore: @unchecked Sendable {
 
     /// Number of persisted enqueued messages.
     public func queuedMessageCount() throws -> Int { try core.queuedMessageCount() }
+
+    // MARK: watch and expiry
+
+    /// Registers interest in `keys`: `onChange` runs (on the writer thread;
+    /// it must only schedule work) after every commit or expiry sweep that
+    /// wrote or deleted one of them. Register before the first read so no
+    /// change can slip between the read and the registration.
+    public func watch(keys: [Bytes], onChange: @escaping @Sendable () -> Void) -> KeyWatch {
+        let w = KeyWatch(keys: keys, onChange: onChange)
+        core.hub.add(w)
+        return w
+    }
+
+    /// Current entries of `keys` (nil = absent or expired), from one snapshot.
+    public func readKeys(_ keys: [Bytes], nowMs: Int64? = nil) throws -> [KVEntry?] {
+        let ranges = keys.map { ReadRange(start: $0, end: $0 + [0x00], limit: 1) }
+        return try snapshotRead(ranges, nowMs: nowMs).map { $0.first }
+    }
+
+    /// Open watch registrations (for tests and metrics).
+    public var watchCount: Int { core.hub.watchCount }
+
+    /// Expired entries deleted by the sweeper since open.
+    public var expiredEntriesRemoved: Int { core.sweeper.removedCount }
 }
 
 /// One-shot value handoff between threads.
@@ -186,6 +210,8 @@ final class StoreCore: @unchecked Sendable {
 
     /// Owned by the writer thread after init.
     private let writeConn: SQLiteConnection
+    /// Writer-thread-only: keys changed by the last committed batch.
+    private var pendingNotifications: [Bytes] = []
     /// Writer-thread-only copy of the counter (last committed).
     private var writerCounter: UInt64
     private let readPool: ReadPool
@@ -198,6 +224,9 @@ final class StoreCore: @unchecked Sendable {
     private var closing = false
     private var writerFinished = false
     private var writerThread: Thread?
+
+    let hub = WatchHub()
+    private(set) var sweeper: ExpirySweeper!
 
     private let counterLock = NSLock()
     private var _committedCounter: UInt64
@@ -249,6 +278,15 @@ final class StoreCore: @unchecked Sendable {
         writerThread = thread
         cond.unlock()
         thread.start()
+        sweeper = ExpirySweeper(core: self)
+        sweeper.start()
+    }
+
+    /// Writer thread, after a sweep committed.
+    func didSweep(_ removed: [Bytes]) {
+        if removed.isEmpty { return }
+        sweeper.addRemoved(removed.count)
+        hub.notify(changed: removed)
     }
 
     // MARK: - reads
@@ -373,6 +411,7 @@ final class StoreCore: @unchecked Sendable {
     }
 
     func close() {
+        sweeper?.stop()
         cond.lock()
         closing = true
         cond.broadcast()
@@ -403,6 +442,12 @@ final class StoreCore: @unchecked Sendable {
             for t in tasksNow { t(writeConn) }
             if !batch.isEmpty {
                 let results = processBatch(batch.map(\.write))
+                // Before the replies, so an acknowledged write has already
+                // woken its watchers (they only schedule a read here).
+                if !pendingNotifications.isEmpty {
+                    hub.notify(changed: pendingNotifications)
+                    pendingNotifications = []
+                }
                 for (p, r) in zip(batch, results) { p.completion(r) }
             }
         }
@@ -435,6 +480,7 @@ final class StoreCore: @unchecked Sendable {
         var results: [Result<AtomicWriteResult, KVError>] = []
         results.reserveCapacity(writes.count)
         for write in writes {
+            let mark = eval.effects.mark
             do {
                 try conn.run("SAVEPOINT w")
                 let failed = try eval.failedChecks(write.checks)
@@ -452,6 +498,7 @@ final class StoreCore: @unchecked Sendable {
                     // The write is rejected (bad mutation, or a storage error
                     // confined to it); the rest of the batch goes on.
                     if conn.isAutocommit { return failAll(error) }  // SQLite rolled back the transaction
+                    eval.effects.rollback(to: mark)
                     try conn.run("ROLLBACK TO w")
                     try conn.run("RELEASE w")
                     results.append(.failure(error.asKVError))
@@ -485,6 +532,8 @@ final class StoreCore: @unchecked Sendable {
         _committedCounter = counter
         _batchesCommitted += 1
         counterLock.unlock()
+        if let e = eval.effects.earliestExpiryMs { sweeper.noteExpiry(e) }
+        pendingNotifications = eval.effects.touched
         return results
     }
 }

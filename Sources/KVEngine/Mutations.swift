@@ -113,6 +113,13 @@ enum SQL {
         """
     static let updateCounter = "UPDATE meta SET value = ?1 WHERE key = 'commit_counter'"
     static let countQueue = "SELECT COUNT(*) FROM queue_messages"
+    static let sweepExpired = """
+        DELETE FROM entries WHERE key IN (
+            SELECT key FROM entries WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1
+            ORDER BY expires_at_ms LIMIT ?2)
+        RETURNING key
+        """
+    static let nextExpiry = "SELECT MIN(expires_at_ms) FROM entries WHERE expires_at_ms IS NOT NULL"
 }
 
 /// Applies one atomic write's parts on the write connection, within the
@@ -121,6 +128,9 @@ enum SQL {
 struct WriteEvaluator {
     let conn: SQLiteConnection
     let nowMs: Int64
+    /// Keys this batch wrote or deleted (for watchers), and the earliest
+    /// expiry it set (for the sweeper); the writer trims both on rollback.
+    let effects = WriteEffects()
 
     /// Indexes of all failing checks.
     func failedChecks(_ checks: [Check]) throws -> [Int] {
@@ -164,6 +174,8 @@ struct WriteEvaluator {
         s.bind(4, versionstamp)
         s.bind(5, expireAtMs)
         try s.step()
+        effects.touched.append(key)
+        if let e = expireAtMs { effects.noteExpiry(e) }
     }
 
     func delete(_ key: Bytes) throws {
@@ -171,6 +183,7 @@ struct WriteEvaluator {
         defer { s.reset() }
         s.bind(1, key)
         try s.step()
+        effects.touched.append(key)
     }
 
     func apply(_ m: Mutation, versionstamp: Versionstamp) throws {
@@ -302,5 +315,23 @@ struct WriteEvaluator {
         case (.bigint(let x), .bigint(let y)): return x < y
         default: return false
         }
+    }
+}
+
+/// What a batch changed, beyond its results.
+final class WriteEffects {
+    var touched: [Bytes] = []
+    var earliestExpiryMs: Int64?
+
+    func noteExpiry(_ ms: Int64) {
+        if earliestExpiryMs.map({ ms < $0 }) ?? true { earliestExpiryMs = ms }
+    }
+
+    struct Mark { let touched: Int; let expiry: Int64? }
+    var mark: Mark { Mark(touched: touched.count, expiry: earliestExpiryMs) }
+
+    func rollback(to m: Mark) {
+        touched.removeSubrange(m.touched...)
+        earliestExpiryMs = m.expiry
     }
 }
