@@ -8,6 +8,9 @@ public struct ServiceConfiguration: Sendable {
     /// from the request's Host (or :authority).
     public var publicBaseURL: String?
     public var endpointPath = "/v2"
+    /// Keep-alive ping (an empty frame) on watch streams; also bounds how
+    /// long a vanished client's watch lingers.
+    public var watchPingIntervalMs = 5000
     public var limits = ProtocolLimits()
 
     public init() {}
@@ -53,7 +56,7 @@ public final class KVConnectService: Sendable {
             atomicWrite(request, respond: respond)
         case ep + "/watch":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
-            respond(.text(404, "watch is not supported by this server version"))
+            respond(watch(request))
         default:
             respond(.text(404, "not found: \(request.path)"))
         }
@@ -156,6 +159,24 @@ public final class KVConnectService: Sendable {
             case .failure(let e): respond(.error(ProtocolError(e)))
             }
         }
+    }
+
+    private func watch(_ request: ProtocolRequest) -> ProtocolResponse {
+        let tenant: Tenant, keys: [Bytes]
+        do throws(ProtocolError) {
+            (tenant, _) = try authorize(request)
+            keys = try codec.decodeWatch(request.body)
+        } catch {
+            return .error(error)
+        }
+        let codec = self.codec, logger = self.logger
+        let ping = DispatchTimeInterval.milliseconds(max(10, config.watchPingIntervalMs))
+        var r = ProtocolResponse(status: 200, headers: [("content-type", "application/octet-stream")])
+        r.stream = { stream in
+            WatchSession(store: tenant.store, keys: keys, stream: stream, codec: codec,
+                         pingInterval: ping, logger: logger).start()
+        }
+        return r
     }
 
     // MARK: helpers

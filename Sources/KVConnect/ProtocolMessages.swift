@@ -24,6 +24,9 @@ public struct ProtocolResponse: Sendable {
     public var status: Int
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
+    /// Set for streaming responses: called once with the open stream after
+    /// status and headers are sent; `body` is ignored.
+    public var stream: (@Sendable (any ResponseStreamWriter) -> Void)?
 
     public init(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
         self.status = status

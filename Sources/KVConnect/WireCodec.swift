@@ -236,6 +236,65 @@ public struct WireCodec: Sendable {
         }
     }
 
+    // MARK: Watch
+
+    public func decodeWatch(_ body: [UInt8]) throws(ProtocolError) -> [Bytes] {
+        guard let msg = body.withUnsafeBufferPointer({
+            com__deno__kv__datapath__watch__unpack(nil, $0.count, $0.baseAddress)
+        }) else {
+            throw .badRequest("invalid request body: not a valid Watch protobuf message")
+        }
+        defer { com__deno__kv__datapath__watch__free_unpacked(msg, nil) }
+        let n = msg.pointee.n_keys
+        if n == 0 {
+            throw .badRequest("watch needs at least one key")
+        }
+        if n > limits.maxWatchedKeys {
+            throw .badRequest("too many watched keys: \(n) (limit: \(limits.maxWatchedKeys) keys per watch)")
+        }
+        var keys: [Bytes] = []
+        for i in 0..<n {
+            let key = bytes(msg.pointee.keys[i]!.pointee.key)
+            if key.count > limits.maxReadKeyBytes {
+                throw .badRequest("watched key too large: \(key.count) bytes (limit: \(limits.maxReadKeyBytes) bytes)")
+            }
+            keys.append(key)
+        }
+        return keys
+    }
+
+    /// One stream frame: 4-byte little-endian length + WatchOutput, every key
+    /// with changed=true and its entry (none = absent).
+    public func encodeWatchFrame(_ entries: [KVEntry?]) -> [UInt8] {
+        let arena = Arena()
+        defer { arena.free() }
+        let outs = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__WatchKeyOutput>?.self, count: entries.count)
+        for (i, entry) in entries.enumerated() {
+            let o = arena.object(Com__Deno__Kv__Datapath__WatchKeyOutput.self)
+            com__deno__kv__datapath__watch_key_output__init(o)
+            o.pointee.changed = 1
+            if let entry {
+                let e = arena.object(PBKvEntry.self)
+                com__deno__kv__datapath__kv_entry__init(e)
+                e.pointee.key = arena.binary(entry.key)
+                e.pointee.value = arena.binary(entry.value.data)
+                e.pointee.encoding = Com__Deno__Kv__Datapath__ValueEncoding(UInt32(entry.value.encoding.rawValue))
+                e.pointee.versionstamp = arena.binary(entry.versionstamp)
+                o.pointee.entry_if_changed = e
+            }
+            outs[i] = o
+        }
+        var msg = Com__Deno__Kv__Datapath__WatchOutput()
+        com__deno__kv__datapath__watch_output__init(&msg)
+        msg.status = COM__DENO__KV__DATAPATH__SNAPSHOT_READ_STATUS__SR_SUCCESS
+        msg.n_keys = entries.count
+        msg.keys = outs
+        let payload = pack(&msg, com__deno__kv__datapath__watch_output__get_packed_size,
+                           com__deno__kv__datapath__watch_output__pack)
+        let n = UInt32(payload.count)
+        return [UInt8(n & 0xff), UInt8((n >> 8) & 0xff), UInt8((n >> 16) & 0xff), UInt8(n >> 24)] + payload
+    }
+
     // MARK: helpers
 
     private func bytes(_ b: ProtobufCBinaryData) -> Bytes {
