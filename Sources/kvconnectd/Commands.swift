@@ -19,6 +19,8 @@ struct SettingFlags: ParsableArguments {
     var maxBodyBytes: Int?
     @Option(help: "I/O threads for each HTTP version (default 2).")
     var ioThreads: Int?
+    @Option(help: "Keep-alive ping interval of watch streams in milliseconds (default 5000).")
+    var watchPingIntervalMs: Int?
     @Option(help: "SQLite synchronous mode: full (default; every acknowledged write is on disk) or normal.")
     var synchronous: String?
     @Option(help: "Public base URL for version-1 clients' absolute endpoint URLs.")
@@ -35,6 +37,7 @@ struct SettingFlags: ParsableArguments {
         v["token_lifetime_seconds"] = tokenLifetimeSeconds.map(String.init)
         v["max_body_bytes"] = maxBodyBytes.map(String.init)
         v["io_threads"] = ioThreads.map(String.init)
+        v["watch_ping_interval_ms"] = watchPingIntervalMs.map(String.init)
         v["synchronous"] = synchronous
         v["public_url"] = publicURL
         v["log_level"] = logLevel

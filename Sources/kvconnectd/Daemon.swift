@@ -29,6 +29,7 @@ final class Daemon: @unchecked Sendable {
         var serviceConfig = ServiceConfiguration()
         serviceConfig.tokenLifetimeSeconds = settings.tokenLifetimeSeconds
         serviceConfig.publicBaseURL = settings.publicURL
+        serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
         let service = KVConnectService(
             tenants: [Tenant(store: store, accessTokens: [settings.accessToken])],
             signer: TokenSigner(secret: secret), configuration: serviceConfig, logger: logger)

@@ -10,7 +10,14 @@ struct FrontAdapter: HTTPRequestHandler {
         let req = ProtocolRequest(method: request.method, path: request.path,
                                   headers: request.headers, body: request.body)
         service.handle(req) { r in
-            respond(HTTPResponse(status: r.status, headers: r.headers, body: r.body))
+            if let start = r.stream {
+                respond(.streaming(status: r.status, headers: r.headers) { stream in start(stream) })
+            } else {
+                respond(HTTPResponse(status: r.status, headers: r.headers, body: r.body))
+            }
         }
     }
 }
+
+/// The front's stream is what the protocol layer writes watch frames to.
+extension HTTPResponseStream: ResponseStreamWriter {}

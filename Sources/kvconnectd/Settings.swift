@@ -18,6 +18,7 @@ struct Settings: Sendable {
     var ioThreads = 2
     var synchronousFull = true
     var publicURL: String?
+    var watchPingIntervalMs = 5000
     var logLevel: Logger.Level = .info
 
     struct Invalid: Error, CustomStringConvertible {
@@ -62,6 +63,7 @@ struct Settings: Sendable {
         s.tokenLifetimeSeconds = Int64(try int(config, "token_lifetime_seconds", 3600, min: 10))
         s.maxBodyBytes = try int(config, "max_body_bytes", s.maxBodyBytes, min: 1024)
         s.ioThreads = try int(config, "io_threads", s.ioThreads, min: 1)
+        s.watchPingIntervalMs = try int(config, "watch_ping_interval_ms", s.watchPingIntervalMs, min: 100)
         switch config.string(forKey: "synchronous", default: "full").lowercased() {
         case "full": s.synchronousFull = true
         case "normal": s.synchronousFull = false
@@ -110,6 +112,7 @@ struct Settings: Sendable {
          ("signing_key_file", signingKeyFile ?? "\(defaultSigningKeyFile) (default)"),
          ("token_lifetime_seconds", String(tokenLifetimeSeconds)),
          ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),
+         ("watch_ping_interval_ms", String(watchPingIntervalMs)),
          ("synchronous", synchronousFull ? "full" : "normal"),
          ("public_url", publicURL ?? "(from the request's Host)"), ("log_level", logLevel.rawValue)]
     }
