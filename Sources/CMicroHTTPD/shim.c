@@ -60,6 +60,13 @@ int kv_mhd_client_address(struct MHD_Connection *connection, char *buf, size_t b
     return -1;
 }
 
+struct MHD_Response *kv_mhd_create_stream_response(size_t block_size,
+                                                   MHD_ContentReaderCallback reader,
+                                                   void *cls,
+                                                   MHD_ContentReaderFreeCallback free_cb) {
+    return MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block_size, reader, cls, free_cb);
+}
+
 void kv_mhd_quickack(struct MHD_Connection *connection) {
     int fd = kv_mhd_connection_fd(connection);
     if (fd < 0) return;
