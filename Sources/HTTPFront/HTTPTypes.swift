@@ -247,6 +247,9 @@ public final class HTTPResponseStream: @unchecked Sendable {
         if n > 0 { return n }
         if finishing { return -1 }   // MHD_CONTENT_READER_END_OF_STREAM
         guard case let .mhd(connection)? = transport else { return -2 }
+        // MHD does not notice a client leaving while suspended; check before
+        // suspending so a dead client is caught right after the next write.
+        if kv_mhd_peer_closed(connection) != 0 { return -2 }
         mhdSuspended = true
         MHD_suspend_connection(connection)
         return 0

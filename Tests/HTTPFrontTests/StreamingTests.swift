@@ -55,6 +55,31 @@ struct StreamingHandler: HTTPRequestHandler {
                     while stream.write([0, 0, 0, 0]) { usleep(100_000) }
                 }
             })
+        case "silent":
+            // Never writes: only the headers go out; ends with the client.
+            respond(.streaming(status: 201, headers: headers) { stream in
+                recorder.didStart(request.path, stream)
+                stream.onClose { recorder.didClose() }
+            })
+        case "concurrent":
+            // 4 threads write to one stream at once; the last one finishes.
+            let n = Int(parts[1]) ?? 100
+            respond(.streaming(headers: headers) { stream in
+                recorder.didStart(request.path, stream)
+                stream.onClose { recorder.didClose() }
+                let group = DispatchGroup()
+                for t in 0..<4 {
+                    group.enter()
+                    Thread.detachNewThread {
+                        for _ in 0..<n {
+                            stream.write([UInt8](repeating: UInt8(ascii: "a") + UInt8(t), count: 100))
+                            _ = stream.pendingBytes
+                        }
+                        group.leave()
+                    }
+                }
+                group.notify(queue: .global()) { stream.finish() }
+            })
         case "big":
             let n = Int(parts[1]) ?? 1000
             respond(.streaming(headers: headers) { stream in
@@ -234,12 +259,24 @@ final class StreamingTests: XCTestCase {
         Glibc.shutdown(h1.fd, Int32(SHUT_RDWR))
         Glibc.shutdown(h2.raw.fd, Int32(SHUT_RDWR))
         XCTAssertTrue(eventually(1.5) { recorder.closed == 4 }, "closed \(recorder.closed)")
+        // A client that only half-closes (FIN, still reading) on HTTP/1.1:
+        // MHD does not watch suspended connections; caught at the next write.
+        let half = try XCTUnwrap(RawClient(port: server.boundPort))
+        half.send(Array("GET /forever HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        XCTAssertTrue(eventually(2) { recorder.started == 5 })
+        usleep(150_000)
+        Glibc.shutdown(half.fd, Int32(SHUT_WR))
+        XCTAssertTrue(eventually(1) { recorder.closed == 5 }, "closed \(recorder.closed)")
+        recorder.forget()
+        let (gone, _) = half.readUntilClosed(timeoutMs: 1000)
+        XCTAssertTrue(gone)
+
         // RST_STREAM of one stream leaves the connection working.
         let c = try XCTUnwrap(RawH2Client(port: server.boundPort, initialWindow: 65535))
         c.get(stream: 1, path: "/forever")
-        XCTAssertTrue(eventually(2) { recorder.started == 5 })
+        XCTAssertTrue(eventually(2) { recorder.started == 6 })
         c.reset(stream: 1)
-        XCTAssertTrue(eventually(1.5) { recorder.closed == 5 }, "closed \(recorder.closed)")
+        XCTAssertTrue(eventually(1.5) { recorder.closed == 6 }, "closed \(recorder.closed)")
         c.get(stream: 3, path: "/frames/2/1")
         var body: [UInt8] = []
         var ended = false
@@ -252,6 +289,39 @@ final class StreamingTests: XCTestCase {
         recorder.forget()
         XCTAssertTrue(eventually(2) { LiveCount.responseStreams.value == 0 },
                       "live streams \(LiveCount.responseStreams.value)")
+    }
+
+    func testHeadersBeforeFirstWriteAndConcurrentWriters() throws {
+        let recorder = StreamRecorder()
+        let server = try makeStreamingServer(recorder)
+        defer { server.stop() }
+        // A stream that has not written yet has already sent its headers.
+        let h1 = try XCTUnwrap(RawClient(port: server.boundPort))
+        h1.send(Array("GET /silent HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        let (_, head) = h1.readUntilClosed(timeoutMs: 400)
+        XCTAssertTrue(String(decoding: head, as: UTF8.self).hasPrefix("HTTP/1.1 201"),
+                      String(decoding: head, as: UTF8.self))
+        let h2 = try XCTUnwrap(RawH2Client(port: server.boundPort, initialWindow: 65535))
+        h2.get(stream: 1, path: "/silent")
+        var gotHeaders = false
+        while !gotHeaders, let f = h2.readFrame(timeoutMs: 1000) {
+            if f.type == 1 && f.stream == 1 { gotHeaders = true; XCTAssertEqual(f.flags & 1, 0) }
+        }
+        XCTAssertTrue(gotHeaders)
+        XCTAssertEqual(recorder.started, 2)
+        XCTAssertEqual(recorder.closed, 0)
+
+        // Many threads writing into one stream: nothing lost or torn.
+        let url = "http://127.0.0.1:\(server.boundPort)/concurrent/2000"
+        for args in [[String](), ["--http2-prior-knowledge"]] {
+            let (code, body) = try curl(args + [url])
+            XCTAssertEqual(code, 200)
+            XCTAssertEqual(body.utf8.count, 4 * 2000 * 100, args.description)
+            var counts: [UInt8: Int] = [:]
+            for b in body.utf8 { counts[b, default: 0] += 1 }
+            XCTAssertEqual(counts, [97: 200_000, 98: 200_000, 99: 200_000, 100: 200_000])
+        }
+        withExtendedLifetime((h1, h2)) {}
     }
 
     func testFiftyStreamsOnOneConnectionWithSlowReader() throws {

@@ -39,6 +39,10 @@ struct MHD_Response *kv_mhd_create_stream_response(size_t block_size,
                                                    void *cls,
                                                    MHD_ContentReaderFreeCallback free_cb);
 
+/// 1 when the client has closed (or reset) the connection's socket: FIN,
+/// HUP or error pending. Non-blocking.
+int kv_mhd_peer_closed(struct MHD_Connection *connection);
+
 /// Re-arms TCP_QUICKACK on the connection's socket (best effort).
 void kv_mhd_quickack(struct MHD_Connection *connection);
 
