@@ -389,11 +389,13 @@ final class StreamingTests: XCTestCase {
         let port = server.boundPort
         let url = "http://127.0.0.1:\(port)/forever"
         let clients = DispatchGroup()
+        let resultsLock = NSLock()
         nonisolated(unsafe) var results: [ProcessResult?] = [nil, nil]
         for (i, args) in [[String](), ["--http2-prior-knowledge"]].enumerated() {
             clients.enter()
             DispatchQueue.global().async {
-                results[i] = try? runTool("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}"] + args + [url])
+                let r = try? runTool("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}"] + args + [url])
+                resultsLock.withLock { results[i] = r }
                 clients.leave()
             }
         }
