@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <pthread.h>
+#include <poll.h>
 
 struct MHD_Daemon *kv_mhd_start_daemon(unsigned int thread_pool_size,
                                        unsigned int connection_timeout_seconds,
@@ -58,6 +59,21 @@ int kv_mhd_client_address(struct MHD_Connection *connection, char *buf, size_t b
         return 0;
     }
     return -1;
+}
+
+struct MHD_Response *kv_mhd_create_stream_response(size_t block_size,
+                                                   MHD_ContentReaderCallback reader,
+                                                   void *cls,
+                                                   MHD_ContentReaderFreeCallback free_cb) {
+    return MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block_size, reader, cls, free_cb);
+}
+
+int kv_mhd_peer_closed(struct MHD_Connection *connection) {
+    int fd = kv_mhd_connection_fd(connection);
+    if (fd < 0) return 0;
+    struct pollfd p = { .fd = fd, .events = POLLRDHUP, .revents = 0 };
+    if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return 1;
+    return 0;
 }
 
 void kv_mhd_quickack(struct MHD_Connection *connection) {

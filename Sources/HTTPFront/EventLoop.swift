@@ -68,10 +68,12 @@ final class EventLoop: @unchecked Sendable {
     }
 
     /// Runs `task` on the loop thread. Dropped silently once the loop stopped,
-    /// so late responses for dead connections are harmless.
-    func execute(_ task: @escaping () -> Void) {
+    /// so late responses for dead connections are harmless. Returns false
+    /// when dropped.
+    @discardableResult
+    func execute(_ task: @escaping () -> Void) -> Bool {
         lock.lock()
-        if closed || stopRequested { lock.unlock(); return }
+        if closed || stopRequested { lock.unlock(); return false }
         let wasEmpty = tasks.isEmpty
         tasks.append(task)
         if wasEmpty {
@@ -79,6 +81,7 @@ final class EventLoop: @unchecked Sendable {
             _ = write(wakeFd, &one, 8)
         }
         lock.unlock()
+        return true
     }
 
     /// Registers a socket. Loop thread only. Returns the token or nil on failure.

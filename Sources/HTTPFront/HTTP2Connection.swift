@@ -18,11 +18,12 @@ final class HTTP2Stream {
     var remoteEnded = false
     var dispatched = false
     var responded = false
-    // The response body the data provider reads from. A future streaming
-    // response would return NGHTTP2_ERR_DEFERRED here when empty and call
-    // nghttp2_session_resume_data when more arrives.
+    // The response body the data provider reads from.
     var responseBody: [UInt8] = []
     var responseOffset = 0
+    /// A streaming response: the data provider reads from its queue and
+    /// returns NGHTTP2_ERR_DEFERRED when it is empty.
+    var responseStream: HTTPResponseStream?
 
     init(id: Int32) { self.id = id }
 }
@@ -46,6 +47,12 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     /// but mem_send must wait until mem_recv returns.
     private var inRecv = false
     private var lastActivityMs: UInt64
+
+    // Streams with new data (or finish) since the last wake-up; any thread
+    // adds, the loop drains. One loop task per batch, not per write.
+    private let readyLock = NSLockLite()
+    private var readyIds: [Int32] = []
+    private var readyScheduled = false
 
     private static let outHighWater = 64 * 1024
     private static let discardCap = 64 << 20
@@ -85,7 +92,10 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, streamId, _, user in
             guard let user else { return 0 }
-            HTTP2Connection.from(user).streams[streamId] = nil
+            // Finished, reset by the client (RST_STREAM) or refused: a
+            // streaming response ends here and runs its onClose handlers.
+            let stream = HTTP2Connection.from(user).streams.removeValue(forKey: streamId)
+            stream?.responseStream?.transportEnded()
             return 0
         }
         var s: OpaquePointer?
@@ -135,9 +145,27 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
 
     func shutdown() {
         guard !closed, let session else { return }
-        _ = nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue)
-        flush()   // best effort GOAWAY
-        close()
+        var streaming = false
+        for stream in streams.values {
+            guard let rs = stream.responseStream else { continue }
+            // End open streaming responses cleanly (END_STREAM once what is
+            // queued went out); the wake-up post is refused by the stopping
+            // loop, so resume here.
+            streaming = true
+            rs.finish()
+            rs.clearWake()
+            _ = nghttp2_session_resume_data(session, stream.id)
+        }
+        if streaming {
+            // A graceful GOAWAY lets the pending DATA frames go out first.
+            _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                                      nghttp2_session_get_last_proc_stream_id(session),
+                                      NGHTTP2_NO_ERROR.rawValue, nil, 0)
+        } else {
+            _ = nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue)
+        }
+        flush()   // best effort: whatever fits into the socket buffer now
+        close()   // ends the remaining streams (onClose handlers run)
     }
 
     // MARK: I/O
@@ -216,8 +244,43 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         SocketOptions.close(fd)
         if let session { nghttp2_session_del(session) }
         session = nil
+        let open = streams.values.compactMap { $0.responseStream }
         streams.removeAll()
         outBuf = []
+        // Streaming responses end with the connection; this also drops their
+        // references to this object.
+        for rs in open { rs.transportEnded() }
+    }
+
+    // MARK: streaming responses
+
+    /// Any thread: stream `id` has new bytes or was finished. Coalesced into
+    /// one loop task per batch.
+    func streamReady(_ id: Int32) {
+        readyLock.lock()
+        readyIds.append(id)
+        let post = !readyScheduled
+        readyScheduled = true
+        readyLock.unlock()
+        // Refused only when the loop stops; shutdown() then ends the streams.
+        if post { loop.execute { [self] in resumeReadyStreams() } }
+    }
+
+    private func resumeReadyStreams() {
+        readyLock.lock()
+        let ids = readyIds
+        readyIds.removeAll(keepingCapacity: true)
+        readyScheduled = false
+        readyLock.unlock()
+        guard !closed, let session else { return }
+        for id in ids {
+            guard let rs = streams[id]?.responseStream else { continue }
+            rs.clearWake()
+            // Fails harmlessly when the stream is not deferred by us (e.g.
+            // waiting for a WINDOW_UPDATE, which nghttp2 handles itself).
+            _ = nghttp2_session_resume_data(session, id)
+        }
+        flush()
     }
 
     // MARK: nghttp2 callbacks (run inside mem_recv / mem_send)
@@ -322,9 +385,12 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
                 conn.submit(id, response)
                 conn.flush()
             } else {
-                loop.execute {
+                let queued = loop.execute {
                     conn.submit(id, response)
                     conn.flush()
+                }
+                if !queued, let start = response.stream {
+                    HTTPResponseStream.startClosed(start)   // server stopping
                 }
             }
         }
@@ -332,9 +398,19 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
 
     /// Queues a response on a stream; ignored when the stream or connection is gone.
     func submit(_ streamId: Int32, _ response: HTTPResponse) {
-        guard !closed, let session, let stream = streams[streamId], !stream.responded else { return }
+        guard !closed, let session, let stream = streams[streamId], !stream.responded else {
+            // Client reset the stream or left: a streaming producer still
+            // learns about it (closed stream, onClose runs at once).
+            if let start = response.stream { HTTPResponseStream.startClosed(start) }
+            return
+        }
         stream.responded = true
-        stream.responseBody = response.body
+        let streaming = response.stream != nil
+        if streaming {
+            stream.responseStream = HTTPResponseStream(transport: .h2(self, streamId))
+        } else {
+            stream.responseBody = response.body
+        }
         stream.responseOffset = 0
 
         var fields: [(String, String)] = [(":status", String(response.status))]
@@ -344,12 +420,14 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             switch lower {
             // Connection-specific fields are forbidden in HTTP/2.
             case "connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection": continue
-            case "content-length": hasLength = true
+            case "content-length":
+                if streaming { continue }
+                hasLength = true
             default: break
             }
             fields.append((lower, value))
         }
-        if !hasLength { fields.append(("content-length", String(response.body.count))) }
+        if !hasLength && !streaming { fields.append(("content-length", String(response.body.count))) }
 
         // nghttp2 copies names and values during submit, so temporary C strings suffice.
         var cStrings: [UnsafeMutablePointer<CChar>] = []
@@ -365,7 +443,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
                 namelen: strlen(n), valuelen: strlen(v), flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
         }
         let rv: Int32
-        if response.body.isEmpty {
+        if response.body.isEmpty && !streaming {
             rv = nghttp2_submit_response(session, streamId, nva, nva.count, nil)
         } else {
             var provider = nghttp2_data_provider()
@@ -381,12 +459,32 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         if rv != 0 {
             context.logger.debug("h2 submit_response failed: \(String(cString: nghttp2_strerror(rv)))")
         }
+        if let start = response.stream, let rs = stream.responseStream {
+            if rv != 0 {
+                stream.responseStream = nil
+                rs.transportEnded()
+            }
+            // May write (or finish) right away: that only posts a wake-up.
+            start(rs)
+        }
     }
 
     private func readBody(_ streamId: Int32, _ buf: UnsafeMutablePointer<UInt8>, _ length: Int,
                           _ dataFlags: UnsafeMutablePointer<UInt32>) -> Int {
         guard let stream = streams[streamId] else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        if let rs = stream.responseStream {
+            switch rs.read(into: buf, max: length) {
+            case let .data(n, eof):
+                if eof { dataFlags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+                return n
+            case .empty:
+                // Resumed by streamReady once write/finish is called.
+                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+            case .ended:
+                return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+            }
         }
         let remaining = stream.responseBody.count - stream.responseOffset
         let n = min(remaining, length)

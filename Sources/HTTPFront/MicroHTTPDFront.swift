@@ -33,8 +33,13 @@ final class MHDRequest: @unchecked Sendable {
     /// called twice or after the connection is gone.
     func deliver(_ r: HTTPResponse, front: MicroHTTPDFront) {
         lock.lock()
+        guard !completed, response == nil else {
+            lock.unlock()
+            // Client gone: a streaming producer still gets its (closed) stream.
+            if let start = r.stream { HTTPResponseStream.startClosed(start) }
+            return
+        }
         defer { lock.unlock() }
-        guard !completed, response == nil else { return }
         response = r
         if suspended, let connection {
             suspended = false
@@ -53,6 +58,8 @@ final class MicroHTTPDFront: @unchecked Sendable {
     private let lock = NSLockLite()
     private var stopping = false
     private var suspendedRequests: [ObjectIdentifier: MHDRequest] = [:]
+    /// Streaming responses not ended yet (finished by stop()).
+    private var openStreams: [ObjectIdentifier: HTTPResponseStream] = [:]
 
     init(context: FrontContextCore) {
         self.context = context
@@ -115,14 +122,21 @@ final class MicroHTTPDFront: @unchecked Sendable {
         let d = daemon
         daemon = nil
         let waiting = Array(suspendedRequests.values)
+        let streams = Array(openStreams.values)
         lock.unlock()
         guard let d else { return }
         for req in waiting { req.deliver(.text(503, "server shutting down"), front: self) }
+        // Streams end with their last chunk once drained. finish() also
+        // resumes a connection suspended on an empty queue; none suspends
+        // again (MHD must not be stopped with suspended connections).
+        for stream in streams { stream.finish() }
         // Resumed connections are picked up by their MHD thread shortly;
-        // wait (bounded) until each was handled or has ended.
+        // wait (bounded) until each was handled or has ended. Streams whose
+        // client does not read are cut off by MHD_stop_daemon (which ends
+        // them through the response's free callback).
         let deadline = SocketOptions.nowMs() + 1000
         while SocketOptions.nowMs() < deadline {
-            if lock.withLock({ suspendedRequests.isEmpty }) { break }
+            if lock.withLock({ suspendedRequests.isEmpty && openStreams.isEmpty }) { break }
             usleep(5_000)
         }
         MHD_stop_daemon(d)
@@ -265,6 +279,9 @@ final class MicroHTTPDFront: @unchecked Sendable {
     }
 
     private func queue(_ connection: OpaquePointer, _ response: HTTPResponse, close: Bool) -> MHD_Result {
+        if let start = response.stream {
+            return queueStream(connection, response, start: start)
+        }
         let mhdResponse: OpaquePointer? = response.body.withUnsafeBytes { raw in
             guard let base = raw.baseAddress, raw.count > 0 else {
                 return MHD_create_response_from_buffer(0, nil, .RESPMEM_PERSISTENT)
@@ -282,6 +299,54 @@ final class MicroHTTPDFront: @unchecked Sendable {
         }
         if close { _ = MHD_add_response_header(mhdResponse, "Connection", "close") }
         return MHD_queue_response(connection, UInt32(response.status), mhdResponse)
+    }
+
+    /// A chunked response fed by an HTTPResponseStream. MHD's reader runs on
+    /// this connection's MHD thread and suspends the connection when the
+    /// queue is empty; write/finish resume it. No thread waits per stream.
+    private func queueStream(_ connection: OpaquePointer, _ response: HTTPResponse,
+                             start: @Sendable (HTTPResponseStream) -> Void) -> MHD_Result {
+        let stream = HTTPResponseStream(transport: .mhd(connection))
+        let key = ObjectIdentifier(stream)
+        let tracked = lock.withLock {
+            if stopping { return false }
+            openStreams[key] = stream
+            return true
+        }
+        if tracked {
+            stream.onClose { [weak self] in self?.lock.withLock { _ = self?.openStreams.removeValue(forKey: key) } }
+        } else {
+            stream.finish()   // stopping: send the headers and end at once
+        }
+        // The response holds one reference, released by the free callback
+        // (when MHD is done with the response: completed, failed or closed).
+        let cls = Unmanaged.passRetained(stream).toOpaque()
+        let mhdResponse = kv_mhd_create_stream_response(16 * 1024, { cls, _, buf, max in
+            guard let cls, let buf else { return -2 }
+            let stream = Unmanaged<HTTPResponseStream>.fromOpaque(cls).takeUnretainedValue()
+            return stream.readMHD(into: UnsafeMutableRawPointer(buf), max: max)
+        }, cls, { cls in
+            guard let cls else { return }
+            Unmanaged<HTTPResponseStream>.fromOpaque(cls).takeRetainedValue().transportEnded()
+        })
+        guard let mhdResponse else {
+            Unmanaged<HTTPResponseStream>.fromOpaque(cls).release()
+            stream.transportEnded()
+            start(stream)
+            return .NO
+        }
+        for (name, value) in response.headers {
+            switch name.lowercased() {
+            case "content-length", "transfer-encoding", "connection": continue   // MHD sets these
+            default: _ = MHD_add_response_header(mhdResponse, name, value)
+            }
+        }
+        let rc = MHD_queue_response(connection, UInt32(response.status), mhdResponse)
+        // Drops our reference; on failure this was the last one and the free
+        // callback ends the stream.
+        MHD_destroy_response(mhdResponse)
+        start(stream)
+        return rc
     }
 
     private func collectHeaders(_ connection: OpaquePointer, into req: MHDRequest) {

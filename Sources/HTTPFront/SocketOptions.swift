@@ -103,6 +103,8 @@ final class JoinableThread: @unchecked Sendable {
 final class LiveCount: @unchecked Sendable {
     static let mhdRequests = LiveCount()
     static let http2Connections = LiveCount()
+    /// HTTPResponseStream objects alive (freed once the producer lets go after close).
+    static let responseStreams = LiveCount()
     private let lock = NSLockLite()
     private var n = 0
     func add(_ d: Int) { lock.lock(); n += d; lock.unlock() }

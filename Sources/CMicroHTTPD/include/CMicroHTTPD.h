@@ -32,6 +32,17 @@ int kv_mhd_connection_fd(struct MHD_Connection *connection);
 /// The client address as "ip:port" into buf (NUL-terminated); returns 0 on success.
 int kv_mhd_client_address(struct MHD_Connection *connection, char *buf, size_t buflen);
 
+/// A response of unknown size (chunked on HTTP/1.1) produced by `reader`;
+/// `free_cb` runs once MHD is done with it. NULL on failure.
+struct MHD_Response *kv_mhd_create_stream_response(size_t block_size,
+                                                   MHD_ContentReaderCallback reader,
+                                                   void *cls,
+                                                   MHD_ContentReaderFreeCallback free_cb);
+
+/// 1 when the client has closed (or reset) the connection's socket: FIN,
+/// HUP or error pending. Non-blocking.
+int kv_mhd_peer_closed(struct MHD_Connection *connection);
+
 /// Re-arms TCP_QUICKACK on the connection's socket (best effort).
 void kv_mhd_quickack(struct MHD_Connection *connection);
 
