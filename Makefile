@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: all deps test-deps build release run test unit-test e2e-test proto clean
+.PHONY: all deps test-deps build release run test unit-test e2e-test bench proto clean
 
 all: build
 
@@ -36,6 +36,10 @@ unit-test: deps
 
 e2e-test: test-deps build
 	bash Tests/e2e/run.sh .build/debug/kvconnectd
+
+# Benchmarks against the release build; writes docs/benchmarks.md.
+bench: test-deps release
+	bash bench/run.sh
 
 # Regenerates the committed protobuf-c code from proto/datapath.proto.
 proto:
