@@ -22,6 +22,7 @@ let package = Package(
         ),
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
+        .systemLibrary(name: "CGnuTLS", pkgConfig: "gnutls"),
         .target(
             name: "CDatapath",
             cSettings: [.unsafeFlags(["-Wno-everything"])],
@@ -43,7 +44,7 @@ let package = Package(
         ),
         .target(
             name: "HTTPFront",
-            dependencies: ["CMicroHTTPD", "CNGHTTP2", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CMicroHTTPD", "CNGHTTP2", "CGnuTLS", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "kvconnectd",

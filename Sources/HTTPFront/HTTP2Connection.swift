@@ -28,8 +28,8 @@ final class HTTP2Stream {
     init(id: Int32) { self.id = id }
 }
 
-/// One HTTP/2 (h2c, prior knowledge) connection served by nghttp2 on an
-/// event loop. All methods run on the loop thread; `respond` closures handed
+/// One HTTP/2 connection (h2c prior knowledge, or h2 over TLS via ALPN)
+/// served by nghttp2 on an event loop. All methods run on the loop thread; `respond` closures handed
 /// to the handler hop onto the loop when called elsewhere.
 final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     let fd: Int32
@@ -37,6 +37,8 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     let loop: EventLoop
     let context: FrontContext
     let remoteAddress: String
+    /// The byte stream: the plain socket or a TLS session on it.
+    private let io: SocketIO
 
     private var session: OpaquePointer?
     private var streams: [Int32: HTTP2Stream] = [:]
@@ -57,8 +59,10 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     private static let outHighWater = 64 * 1024
     private static let discardCap = 64 << 20
 
-    init(fd: Int32, token: UInt64, loop: EventLoop, context: FrontContext, remoteAddress: String) {
+    init(fd: Int32, token: UInt64, loop: EventLoop, context: FrontContext, remoteAddress: String,
+         tls: TLSSession? = nil) {
         self.fd = fd
+        self.io = SocketIO(fd: fd, tls: tls)
         self.token = token
         self.loop = loop
         self.context = context
@@ -175,7 +179,9 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         let buf = loop.readBuffer
         var gotData = false
         while !closed {
-            let n = recv(fd, buf.baseAddress, buf.count, 0)
+            // TLS: gnutls may hold decrypted bytes beyond what the socket
+            // signals; reading until AGAIN drains both.
+            let n = io.recv(buf.baseAddress!, buf.count)
             if n > 0 {
                 gotData = true
                 lastActivityMs = SocketOptions.nowMs()
@@ -191,9 +197,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
                 continue
             }
             if n == 0 { close(); return }    // peer closed
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { break }
+            if n == SocketIO.again { break }
             close()
             return
         }
@@ -209,13 +213,13 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         guard !closed, let session, !inRecv else { return }
         while true {
             while outOffset < outBuf.count {
+                // TLS: an AGAIN keeps the same bytes pending (gnutls holds
+                // the encrypted record and is called again with them).
                 let n = outBuf.withUnsafeBytes {
-                    send(fd, $0.baseAddress! + outOffset, $0.count - outOffset, Int32(MSG_NOSIGNAL))
+                    io.send($0.baseAddress! + outOffset, $0.count - outOffset)
                 }
                 if n > 0 { outOffset += n; continue }
-                let e = errno
-                if n < 0 && e == EINTR { continue }
-                if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { return }
+                if n == SocketIO.again { return }
                 close()
                 return
             }
@@ -241,7 +245,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         guard !closed else { return }
         closed = true
         loop.deregister(token: token, fd: fd)
-        SocketOptions.close(fd)
+        io.close()
         if let session { nghttp2_session_del(session) }
         session = nil
         let open = streams.values.compactMap { $0.responseStream }

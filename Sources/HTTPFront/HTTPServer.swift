@@ -12,9 +12,19 @@ public struct HTTPServerConfiguration: Sendable {
     /// A new connection that sends nothing recognisable for this long is closed.
     public var sniffTimeoutMs: Int
     public var idleTimeoutSeconds: Int
+    /// PEM certificate chain and private key. Both set: the port speaks TLS
+    /// only (ALPN h2 → HTTP/2, http/1.1 or none → HTTP/1.1); the sniff
+    /// timeout then bounds the handshake.
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
+
+    public var tlsEnabled: Bool { tlsCertificateFile != nil && tlsKeyFile != nil }
 
     public init(host: String = "127.0.0.1", port: Int = 4512, maxBodyBytes: Int = 1_048_576,
-                ioThreads: Int = 2, sniffTimeoutMs: Int = 2000, idleTimeoutSeconds: Int = 120) {
+                ioThreads: Int = 2, sniffTimeoutMs: Int = 2000, idleTimeoutSeconds: Int = 120,
+                tlsCertificateFile: String? = nil, tlsKeyFile: String? = nil) {
+        self.tlsCertificateFile = tlsCertificateFile
+        self.tlsKeyFile = tlsKeyFile
         self.host = host
         self.port = port
         self.maxBodyBytes = maxBodyBytes
@@ -34,6 +44,8 @@ struct FrontContextCore: Sendable {
 final class FrontContext: @unchecked Sendable {
     let core: FrontContextCore
     let microHTTPD: MicroHTTPDFront
+    /// Set by HTTPServer.start when TLS is configured.
+    var tls: TLSContext?
     var configuration: HTTPServerConfiguration { core.configuration }
     var handler: any HTTPRequestHandler { core.handler }
     var logger: Logger { core.logger }
@@ -53,6 +65,8 @@ private final class RoundRobin: @unchecked Sendable {
 /// HTTP/1.1 (libmicrohttpd) and h2c prior-knowledge HTTP/2 (nghttp2) on one
 /// port. The front accepts, sniffs the first bytes for the HTTP/2 preface and
 /// routes the socket to the matching engine; both call the same handler.
+/// With a certificate configured the port speaks TLS only and ALPN picks the
+/// engine (see TLS.swift).
 public final class HTTPServer: @unchecked Sendable {
     private let context: FrontContext
     private let lock = NSLockLite()
@@ -79,6 +93,9 @@ public final class HTTPServer: @unchecked Sendable {
 
         let config = context.configuration
         do {
+            if let cert = config.tlsCertificateFile, let key = config.tlsKeyFile {
+                context.tls = try TLSContext(certFile: cert, keyFile: key)
+            }
             try context.microHTTPD.start()
             for i in 0..<max(1, config.ioThreads) {
                 let loop = try EventLoop(index: i)
@@ -94,6 +111,16 @@ public final class HTTPServer: @unchecked Sendable {
             try listener.start { fd, address, length in
                 let loop = loops[counter.next() % loops.count]
                 loop.execute {
+                    if let tls = context.tls {
+                        let hs = TLSHandshaker(fd: fd, loop: loop, context: context, tls: tls,
+                                               address: address, addressLength: length)
+                        guard let token = loop.register(fd: fd, connection: hs) else {
+                            SocketOptions.close(fd)
+                            return
+                        }
+                        hs.token = token
+                        return
+                    }
                     let sniffer = Sniffer(fd: fd, loop: loop, context: context, address: address, addressLength: length)
                     guard let token = loop.register(fd: fd, connection: sniffer) else {
                         SocketOptions.close(fd)
@@ -107,7 +134,16 @@ public final class HTTPServer: @unchecked Sendable {
             throw error
         }
         started = true
-        context.logger.info("listening on \(config.host):\(port) (HTTP/1.1 + h2c)")
+        let protocols = context.tls != nil ? "HTTPS: HTTP/1.1 + h2 via ALPN" : "HTTP/1.1 + h2c"
+        context.logger.info("listening on \(config.host):\(port) (\(protocols))")
+    }
+
+    /// Loads the configured certificate and key files again; new connections
+    /// use them, open ones keep theirs. On any error (unreadable, unparsable,
+    /// key not matching) the old credentials stay and the error is thrown.
+    public func reloadTLS() throws {
+        guard let tls = lock.withLock({ context.tls }) else { throw TLSError.notConfigured }
+        try tls.reload()
     }
 
     /// Stops accepting, closes all connections and joins all threads. Idempotent.

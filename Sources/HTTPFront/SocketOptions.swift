@@ -105,6 +105,10 @@ final class LiveCount: @unchecked Sendable {
     static let http2Connections = LiveCount()
     /// HTTPResponseStream objects alive (freed once the producer lets go after close).
     static let responseStreams = LiveCount()
+    /// gnutls sessions alive (handshaking, HTTP/2 over TLS or bridged HTTP/1.1).
+    static let tlsSessions = LiveCount()
+    /// HTTP/1.1-over-TLS socketpair bridges alive.
+    static let tlsBridges = LiveCount()
     private let lock = NSLockLite()
     private var n = 0
     func add(_ d: Int) { lock.lock(); n += d; lock.unlock() }
