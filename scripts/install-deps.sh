@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(libmicrohttpd-dev libnghttp2-dev libsqlite3-dev libprotobuf-c-dev pkg-config curl)
-TEST_DEBS=(nghttp2-client)
+DEBS=(libmicrohttpd-dev libnghttp2-dev libgnutls28-dev libsqlite3-dev libprotobuf-c-dev pkg-config curl)
+TEST_DEBS=(nghttp2-client openssl)
 
 want=("${DEBS[@]}")
 [[ "${1:-}" == "--test" ]] && want+=("${TEST_DEBS[@]}")

@@ -27,6 +27,10 @@ struct SettingFlags: ParsableArguments {
     var publicURL: String?
     @Option(help: "Log level: trace, debug, info (default), notice, warning, error, critical.")
     var logLevel: String?
+    @Option(help: "PEM certificate chain for HTTPS (with --tls-key-file; reloaded on SIGHUP).")
+    var tlsCertFile: String?
+    @Option(help: "PEM private key for HTTPS (with --tls-cert-file; reloaded on SIGHUP).")
+    var tlsKeyFile: String?
 
     var asConfigValues: [String: String] {
         var v: [String: String] = [:]
@@ -41,6 +45,8 @@ struct SettingFlags: ParsableArguments {
         v["synchronous"] = synchronous
         v["public_url"] = publicURL
         v["log_level"] = logLevel
+        v["tls_cert_file"] = tlsCertFile
+        v["tls_key_file"] = tlsKeyFile
         return v
     }
 

@@ -39,6 +39,8 @@ final class Daemon: @unchecked Sendable {
         front.port = settings.port
         front.maxBodyBytes = settings.maxBodyBytes
         front.ioThreads = settings.ioThreads
+        front.tlsCertificateFile = settings.tlsCertFile
+        front.tlsKeyFile = settings.tlsKeyFile
         server = HTTPServer(configuration: front, handler: FrontAdapter(service: service), logger: logger)
         do {
             try server.start()
@@ -51,7 +53,8 @@ final class Daemon: @unchecked Sendable {
             "database": "\(settings.databasePath)",
             "database_id": "\(store.databaseId)",
             "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
-            "http": "HTTP/1.1 and HTTP/2 (h2c)",
+            "http": front.tlsEnabled ? "https: HTTP/1.1 and HTTP/2 (TLS, ALPN h2)" : "HTTP/1.1 and HTTP/2 (h2c)",
+            "url": "\(front.tlsEnabled ? "https" : "http")://\(settings.host):\(server.boundPort)",
         ])
     }
 
@@ -70,12 +73,33 @@ final class Daemon: @unchecked Sendable {
                 src.resume()
                 sources.append(src)
             }
+            // SIGHUP: reload the TLS certificate and key (new connections).
+            signal(SIGHUP, SIG_IGN)
+            let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
+            hup.setEventHandler { [self] in reloadTLS() }
+            hup.resume()
+            sources.append(hup)
             Daemon.keepAlive = sources
         }
         logger.info("shutting down", metadata: ["signal": "\(signalName)"])
         server.stop()
         store.close()
         logger.info("stopped")
+    }
+
+    private func reloadTLS() {
+        guard settings.tlsCertFile != nil else {
+            logger.info("SIGHUP: TLS not configured, nothing to reload")
+            return
+        }
+        do {
+            try server.reloadTLS()
+            logger.info("SIGHUP: reloaded TLS certificate and key", metadata: [
+                "tls_cert_file": "\(settings.tlsCertFile ?? "")", "tls_key_file": "\(settings.tlsKeyFile ?? "")"])
+        } catch {
+            logger.error("SIGHUP: TLS reload failed, keeping the previous certificate", metadata: [
+                "reason": "\(error)"])
+        }
     }
 
     nonisolated(unsafe) static var keepAlive: [DispatchSourceSignal] = []

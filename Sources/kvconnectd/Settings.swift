@@ -19,6 +19,9 @@ struct Settings: Sendable {
     var synchronousFull = true
     var publicURL: String?
     var watchPingIntervalMs = 5000
+    /// PEM certificate chain and private key: both set = HTTPS only on the port.
+    var tlsCertFile: String?
+    var tlsKeyFile: String?
     var logLevel: Logger.Level = .info
 
     struct Invalid: Error, CustomStringConvertible {
@@ -60,6 +63,11 @@ struct Settings: Sendable {
         s.databasePath = config.string(forKey: "database", default: s.databasePath)
         s.signingKeyFile = config.string(forKey: "signing_key_file")
         s.publicURL = config.string(forKey: "public_url")
+        s.tlsCertFile = config.string(forKey: "tls_cert_file")
+        s.tlsKeyFile = config.string(forKey: "tls_key_file")
+        if (s.tlsCertFile == nil) != (s.tlsKeyFile == nil) {
+            throw Invalid(description: "tls_cert_file and tls_key_file must be set together")
+        }
         s.tokenLifetimeSeconds = Int64(try int(config, "token_lifetime_seconds", 3600, min: 10))
         s.maxBodyBytes = try int(config, "max_body_bytes", s.maxBodyBytes, min: 1024)
         s.ioThreads = try int(config, "io_threads", s.ioThreads, min: 1)
@@ -114,7 +122,8 @@ struct Settings: Sendable {
          ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),
          ("watch_ping_interval_ms", String(watchPingIntervalMs)),
          ("synchronous", synchronousFull ? "full" : "normal"),
-         ("public_url", publicURL ?? "(from the request's Host)"), ("log_level", logLevel.rawValue)]
+         ("public_url", publicURL ?? "(from the request's Host)"),
+         ("tls_cert_file", tlsCertFile ?? "(none: plain HTTP)"), ("tls_key_file", tlsKeyFile ?? "(none)"), ("log_level", logLevel.rawValue)]
     }
 
     var defaultSigningKeyFile: String {

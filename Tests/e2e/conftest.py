@@ -36,6 +36,11 @@ class Daemon:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def https_url(self):
+        """For a daemon started with --tls-cert-file/--tls-key-file."""
+        return f"https://127.0.0.1:{self.port}"
+
     def start(self, port=0):
         token_file = self.workdir / "token"
         token_file.write_text(self.token)
