@@ -41,8 +41,8 @@ struct TestPKI {
 }
 
 func makeTLSServer(_ pki: TestPKI, handler: any HTTPRequestHandler = EchoHandler(),
-                   sniffTimeoutMs: Int = 2000) throws -> HTTPServer {
-    var config = HTTPServerConfiguration(port: 0, sniffTimeoutMs: sniffTimeoutMs)
+                   sniffTimeoutMs: Int = 2000, maxBodyBytes: Int = 1_048_576) throws -> HTTPServer {
+    var config = HTTPServerConfiguration(port: 0, maxBodyBytes: maxBodyBytes, sniffTimeoutMs: sniffTimeoutMs)
     config.tlsCertificateFile = pki.certFile
     config.tlsKeyFile = pki.keyFile
     var logger = Logger(label: "test")
@@ -111,9 +111,35 @@ final class TLSTests: XCTestCase {
             let v2 = try runTool("curl", ["-s", "-o", "/dev/null", "-w", "%{http_version}", "--cacert",
                                           pki.caFile, "--http2", "\(base)/"])
             XCTAssertEqual(v2.stdout, "2")
+            // No ALPN at all → HTTP/1.1.
+            let noALPN = try runTool("sh", ["-c", "printf 'GET /noalpn HTTP/1.1\\r\\nHost: x\\r\\n"
+                + "Connection: close\\r\\n\\r\\n' | openssl s_client -quiet -CAfile \(pki.caFile) "
+                + "-connect 127.0.0.1:\(server.boundPort)"])
+            XCTAssertTrue(noALPN.stdout.hasPrefix("HTTP/1.1 200"), noALPN.stdout + noALPN.stderr)
+            XCTAssertTrue(noALPN.stdout.hasSuffix("GET /noalpn - h1 -\n"), noALPN.stdout)
             // An untrusted certificate is refused by the client.
             let (bad, _) = try curl(["--http1.1", "\(base)/"])
             XCTAssertEqual(bad, 0)
+        }
+        assertNoLeaks(baseline: baseline)
+    }
+
+    func testOversizedBodyGets413OverTLS() throws {
+        let pki = try sharedPKI()
+        let baseline = openFileDescriptorCount()
+        do {
+            let server = try makeTLSServer(pki, maxBodyBytes: 1000)
+            defer { server.stop() }
+            let file = try tempFile(bytes: 2_000_000)
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let url = "https://127.0.0.1:\(server.boundPort)/big"
+            let expected = "request body exceeds the limit of 1000 bytes"
+            for extra in [["--http1.1"], ["--http2"], ["--http1.1", "-H", "Transfer-Encoding: chunked"]] {
+                let (code, body) = try curl(["--cacert", pki.caFile, "-X", "POST", "--data-binary", "@\(file)"]
+                                            + extra + [url])
+                XCTAssertEqual(code, 413, "\(extra)")
+                XCTAssertEqual(body, expected, "\(extra)")
+            }
         }
         assertNoLeaks(baseline: baseline)
     }
