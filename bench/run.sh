@@ -49,11 +49,10 @@ run bench/watch_latency.ts "$URL" "$CHANGES" >> "$RES"
 
 # Streams: RSS and throughput with $STREAMS idle watch streams open.
 RSS_BEFORE=$(rss)
-mkfifo "$WORK/streams.out"
-run bench/watch_streams.ts "$URL" "$STREAMS" > "$WORK/streams.out" &
+run bench/watch_streams.ts "$URL" "$STREAMS" > "$WORK/streams.out" 2>&1 &
 SPID=$!; PIDS+=("$SPID")
-read -r -t 120 line < "$WORK/streams.out"
-[[ "$line" == ready ]] || { echo "streams did not open" >&2; exit 1; }
+for _ in $(seq 600); do grep -q ready "$WORK/streams.out" && break; sleep 0.2; done
+grep -q ready "$WORK/streams.out" || { echo "streams did not open: $(cat "$WORK/streams.out")" >&2; exit 1; }
 sleep 1
 RSS_STREAMS=$(rss)
 for op in set get; do

@@ -12,6 +12,10 @@ public struct HTTPServerConfiguration: Sendable {
     /// A new connection that sends nothing recognisable for this long is closed.
     public var sniffTimeoutMs: Int
     public var idleTimeoutSeconds: Int
+    /// SETTINGS_MAX_CONCURRENT_STREAMS per HTTP/2 connection. One Deno process
+    /// multiplexes every request and every watch over one connection, so this
+    /// bounds its open watches: keep it well above the 10 a typical app uses.
+    public var maxConcurrentStreams: Int = 4096
     /// PEM certificate chain and private key. Both set: the port speaks TLS
     /// only (ALPN h2 → HTTP/2, http/1.1 or none → HTTP/1.1); the sniff
     /// timeout then bounds the handshake.
