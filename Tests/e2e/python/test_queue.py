@@ -273,3 +273,48 @@ def test_kill_9_with_messages_in_flight_all_delivered_after_restart(workdir, cle
     assert asyncio.run(count())
     time.sleep(0.5)
     assert len(fast.deliveries()) == n, "each message delivered once after the restart"
+
+
+def test_node_v8_deserialize_decodes_deno_and_python_payloads(workdir, cleanup):
+    """Queue payloads are V8 values written by the client's serializer (Deno's
+    is the one behind kv.set and kv.enqueue). Deno and Python store one value
+    of each type; node:v8's deserialize must give what Deno's kv.get gives."""
+    import sqlite3
+    from datetime import datetime as dt
+    from v8serialize.jstypes import JSMap, JSRegExp, JSSet, JSUint8Array, JSUndefined
+    d = Daemon(Path(workdir) / "compat")
+    cleanup.append(d)
+    d.start()
+    script = ROOT / "Tests/e2e/deno/v8_compat.ts"
+    w = run_deno(["run", "--unstable-kv", "-A", str(script), "write", d.url])
+    assert w.returncode == 0, w.stderr
+    py_values = {
+        "str": "héllo", "int": 42, "float": 2.5, "bigint": 2**70, "bool": True, "none": None,
+        "undefined": JSUndefined, "list": [1, "a"], "object": JSObject(a=1, b=[2]), "dict": {"k": 1},
+        "set": {1, 2}, "datetime": dt(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "bytes": b"\x00\x01",
+        "uint8array": JSUint8Array(b"\x01\x02"), "regexp": JSRegExp.from_python_pattern(__import__("re").compile("ab+c", __import__("re").I)),
+    }
+
+    async def put():
+        kv = await open_kv(d.url, access_token=TOKEN)
+        async with kv:
+            for name, v in py_values.items():
+                await kv.set(("v8compat", "python", name), [v])
+    asyncio.run(put())
+    con = sqlite3.connect(f"file:{d.db_path}?mode=ro", uri=True)
+    rows = con.execute("SELECT hex(key), hex(value) FROM entries WHERE encoding = 1").fetchall()
+    con.close()
+    raw = Path(workdir) / "raw.json"
+    raw.write_text(json.dumps([{"key": k.lower(), "value": v.lower()} for k, v in rows]))
+    c = run_deno(["run", "--unstable-kv", "-A", str(script), "check", d.url, str(raw)])
+    assert c.returncode == 0, c.stderr
+    result = json.loads(c.stdout)
+    bad = {k: v for k, v in result.items() if v != "ok"}
+    print("node:v8 deserialize vs Deno's own decoding:", json.dumps(bad, indent=1, ensure_ascii=False))
+    must = ["string", "unicode", "int", "float", "nan", "negzero", "bigint", "hugebigint", "null", "undefined",
+            "array", "object", "map", "set", "date", "regexp", "arraybuffer", "cyclic"]
+    for name in must:
+        assert result.get(f"deno:{name}") == "ok", (name, result.get(f"deno:{name}"))
+    for name in ["str", "int", "float", "bigint", "none", "list", "object", "dict", "set", "datetime", "bytes"]:
+        assert result.get(f"python:{name}") == "ok", (name, result.get(f"python:{name}"))
+    assert len(result) >= len(py_values) + 30
