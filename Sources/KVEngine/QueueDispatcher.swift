@@ -126,24 +126,81 @@ final class QueueDispatcher: @unchecked Sendable {
         cond.unlock()
     }
 
-    /// Ack (`success`) or fail a lease, on the writer thread.
+    private struct PendingSettle {
+        let id: Int64
+        let leaseSeq: Int64
+        let success: Bool
+        let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    }
+    private var pendingSettles: [PendingSettle] = []
+    private var settleScheduled = false
+
+    /// Ack (`success`) or fail a lease, on the writer thread. Settles that
+    /// arrive together share one transaction (one fsync); dead letters get
+    /// their own versionstamped commit right after it.
     func settle(id: Int64, leaseSeq: Int64, success: Bool,
                 completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
         guard let core else { return completion(.failure(.unavailable("shutting down"))) }
+        cond.lock()
+        pendingSettles.append(PendingSettle(id: id, leaseSeq: leaseSeq, success: success, completion: completion))
+        let schedule = !settleScheduled
+        settleScheduled = true
+        cond.unlock()
+        guard schedule else { return }
         let queued = core.onWriter { [weak self, weak core] c in
-            guard let self, let core else { return completion(.failure(.unavailable("shutting down"))) }
+            guard let self else { return }
+            self.drainSettles(core, c)
+        }
+        if !queued { drainSettles(nil, nil) }
+    }
+
+    private func drainSettles(_ core: StoreCore?, _ c: SQLiteConnection?) {
+        cond.lock()
+        let batch = pendingSettles
+        pendingSettles.removeAll()
+        settleScheduled = false
+        cond.unlock()
+        guard let core, let c else {
+            for p in batch { p.completion(.failure(.unavailable("shutting down"))) }
+            return
+        }
+        let now = StoreCore.wallClockMs()
+        var results: [Result<QueueSettleResult, KVError>] = []
+        var exhausted: [(Int, QueueMessage)] = []
+        do {
+            try c.run("BEGIN IMMEDIATE")
+            for (i, p) in batch.enumerated() {
+                if p.success {
+                    results.append(.success(try QueueStore.ack(c, id: p.id, leaseSeq: p.leaseSeq)))
+                } else {
+                    switch try QueueStore.failOrExhausted(c, id: p.id, leaseSeq: p.leaseSeq, nowMs: now) {
+                    case .settled(let r): results.append(.success(r))
+                    case .exhausted(let m):
+                        results.append(.success(.deadLettered(versionstamp: nil)))
+                        exhausted.append((i, m))
+                    }
+                }
+            }
+            try c.run("COMMIT")
+        } catch {
+            if !c.isAutocommit { try? c.run("ROLLBACK") }
+            logger.error("queue: settling \(batch.count) message(s) failed: \(error)")
+            // Nothing changed: the messages stay in flight until their leases end.
+            results = Array(repeating: .failure(error.asKVError), count: batch.count)
+            exhausted = []
+        }
+        for (i, m) in exhausted {
             do {
-                let r = success ? try QueueStore.ack(c, id: id, leaseSeq: leaseSeq)
-                    : try QueueStore.fail(core, c, id: id, leaseSeq: leaseSeq, nowMs: StoreCore.wallClockMs())
-                self.record(r)
-                completion(.success(r))
+                results[i] = .success(.deadLettered(versionstamp: try QueueStore.deadLetter(core, c, m)))
             } catch {
-                if !c.isAutocommit { try? c.run("ROLLBACK") }
-                self.logger.error("queue: settling message \(id) failed: \(error)")
-                completion(.failure(error.asKVError))
+                logger.error("queue: dead-lettering message \(m.id) failed: \(error)")
+                results[i] = .failure(error.asKVError)
             }
         }
-        if !queued { completion(.failure(.unavailable("shutting down"))) }
+        for (p, r) in zip(batch, results) {
+            if case .success(let s) = r { record(s) }
+            p.completion(r)
+        }
     }
 
     private func record(_ r: QueueSettleResult) {

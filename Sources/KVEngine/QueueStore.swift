@@ -167,12 +167,23 @@ enum QueueStore {
     /// dead-letter when it is exhausted (an empty schedule: no retry).
     static func fail(_ core: StoreCore, _ c: SQLiteConnection, id: Int64, leaseSeq: Int64,
                      nowMs: Int64) throws -> QueueSettleResult {
+        switch try failOrExhausted(c, id: id, leaseSeq: leaseSeq, nowMs: nowMs) {
+        case .settled(let r): return r
+        case .exhausted(let m): return .deadLettered(versionstamp: try deadLetter(core, c, m))
+        }
+    }
+
+    enum FailStep { case settled(QueueSettleResult), exhausted(QueueMessage) }
+
+    /// The part of `fail` that fits in a shared transaction: a retry is
+    /// scheduled; an exhausted message is returned for `deadLetter`.
+    static func failOrExhausted(_ c: SQLiteConnection, id: Int64, leaseSeq: Int64, nowMs: Int64) throws -> FailStep {
         let sel = try c.statement(selectLeased)
         sel.bind(1, id)
         sel.bind(2, leaseSeq)
         guard try sel.step() else {
             sel.reset()
-            return try lostOrMissing(c, id: id)
+            return .settled(try lostOrMissing(c, id: id))
         }
         let m = message(sel)
         sel.reset()
@@ -186,9 +197,9 @@ enum QueueStore {
             u.bind(3, Int64(failures))
             u.bind(4, at)
             try u.step()
-            return .retryScheduled(atMs: at)
+            return .settled(.retryScheduled(atMs: at))
         }
-        return .deadLettered(versionstamp: try deadLetter(core, c, m))
+        return .exhausted(m)
     }
 
     /// Writes the payload as a V8 value to every `keys_if_undelivered` key and
