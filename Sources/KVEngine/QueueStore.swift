@@ -163,20 +163,11 @@ enum QueueStore {
         return hit ? .acknowledged : try lostOrMissing(c, id: id)
     }
 
-    /// A failed attempt: retry after the next delay of the schedule, or
-    /// dead-letter when it is exhausted (an empty schedule: no retry).
-    static func fail(_ core: StoreCore, _ c: SQLiteConnection, id: Int64, leaseSeq: Int64,
-                     nowMs: Int64) throws -> QueueSettleResult {
-        switch try failOrExhausted(c, id: id, leaseSeq: leaseSeq, nowMs: nowMs) {
-        case .settled(let r): return r
-        case .exhausted(let m): return .deadLettered(versionstamp: try deadLetter(core, c, m))
-        }
-    }
-
     enum FailStep { case settled(QueueSettleResult), exhausted(QueueMessage) }
 
-    /// The part of `fail` that fits in a shared transaction: a retry is
-    /// scheduled; an exhausted message is returned for `deadLetter`.
+    /// A failed attempt: a retry after the next delay of the schedule is
+    /// scheduled; when the schedule is exhausted (an empty schedule: no retry)
+    /// the message is returned for `deadLetter` (its own commit).
     static func failOrExhausted(_ c: SQLiteConnection, id: Int64, leaseSeq: Int64, nowMs: Int64) throws -> FailStep {
         let sel = try c.statement(selectLeased)
         sel.bind(1, id)

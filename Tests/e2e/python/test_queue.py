@@ -318,3 +318,24 @@ def test_node_v8_deserialize_decodes_deno_and_python_payloads(workdir, cleanup):
     for name in ["str", "int", "float", "bigint", "none", "list", "object", "dict", "set", "datetime", "bytes"]:
         assert result.get(f"python:{name}") == "ok", (name, result.get(f"python:{name}"))
     assert len(result) >= len(py_values) + 30
+
+
+def test_queue_settings_are_validated_and_the_secret_never_printed(workdir):
+    from conftest import BIN
+    token = Path(workdir) / "token"
+    token.write_text(TOKEN)
+    secret = Path(workdir) / "secret"
+    secret.write_text(SECRET)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KVCONNECTD_", "DENO_KV_"))}
+    base = [BIN, "check-config", "--access-token-file", str(token)]
+    r = subprocess.run(base + ["--queue-webhook-url", "http://127.0.0.1:9/q"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "queue_webhook_secret_file" in r.stderr, r.stderr
+    r = subprocess.run(base + ["--queue-webhook-url", "ftp://x"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "queue_webhook_url" in r.stderr
+    env2 = dict(env, KVCONNECTD_QUEUE_CONCURRENCY="3", KVCONNECTD_QUEUE_WEBHOOK_SECRET_FILE=str(secret))
+    r = subprocess.run(base + ["--queue-webhook-url", "http://127.0.0.1:9/q"], capture_output=True, text=True, env=env2)
+    assert r.returncode == 0, r.stderr
+    assert "queue_webhook_url = http://127.0.0.1:9/q" in r.stdout
+    assert "queue_concurrency = 3" in r.stdout
+    assert "queue_visibility_timeout_ms = 30000" in r.stdout
+    assert SECRET not in r.stdout + r.stderr
