@@ -109,7 +109,11 @@ struct Export: ParsableCommand {
             if let tmp, let out {
                 try handle.synchronize()
                 try handle.close()
-                _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: out), withItemAt: URL(fileURLWithPath: tmp))
+                guard rename(tmp, out) == 0 else {
+                    let reason = String(cString: strerror(errno))
+                    try? FileManager.default.removeItem(atPath: tmp)
+                    throw DataOpsError("cannot rename \(tmp) to \(out): \(reason)")
+                }
                 FileHandle.standardError.write(Data("export: \(n) entries to \(out)\n".utf8))
             }
         } catch {
