@@ -11,6 +11,9 @@ public struct ServiceConfiguration: Sendable {
     /// Keep-alive ping (an empty frame) on watch streams; also bounds how
     /// long a vanished client's watch lingers.
     public var watchPingIntervalMs = 5000
+    /// Pull queue: default lease (visibility timeout) and the longest long-poll.
+    public var queueVisibilityTimeoutMs: Int64 = 30_000
+    public var queueLongPollMaxMs: Int64 = 20_000
     public var limits = ProtocolLimits()
 
     public init() {}
@@ -22,9 +25,9 @@ public struct ServiceConfiguration: Sendable {
 public final class KVConnectService: Sendable {
     private let tenants: [Tenant]
     private let signer: TokenSigner
-    private let config: ServiceConfiguration
+    let config: ServiceConfiguration
     private let codec: WireCodec
-    private let logger: Logger
+    let logger: Logger
 
     public init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger) {
         self.tenants = tenants
@@ -57,6 +60,9 @@ public final class KVConnectService: Sendable {
         case ep + "/watch":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             respond(watch(request))
+        case ep + "/queue/lease", ep + "/queue/ack", ep + "/queue/fail":
+            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
+            queueEndpoint(request, respond: respond)
         default:
             respond(.text(404, "not found: \(request.path)"))
         }
@@ -96,7 +102,8 @@ public final class KVConnectService: Sendable {
 
     // MARK: data path
 
-    private func authorize(_ request: ProtocolRequest) throws(ProtocolError) -> (Tenant, DataPlaneToken) {
+    /// `json`: the queue endpoints take JSON bodies instead of protobuf.
+    func authorize(_ request: ProtocolRequest, json: Bool = false) throws(ProtocolError) -> (Tenant, DataPlaneToken) {
         guard let presented = bearerToken(request) else {
             throw .unauthorized("missing data-plane token: send 'Authorization: Bearer <token from the metadata exchange>'")
         }
@@ -117,7 +124,8 @@ public final class KVConnectService: Sendable {
         }
         if let type = request.header("content-type") {
             let mime = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-            if !["application/x-protobuf", "application/protobuf", "application/octet-stream"].contains(mime) {
+            // The queue endpoints read JSON whatever the label (curl -d sends a form type).
+            if !json && !["application/x-protobuf", "application/protobuf", "application/octet-stream"].contains(mime) {
                 throw ProtocolError(status: 415, "unsupported content type '\(type)': the data path takes application/x-protobuf")
             }
         }
@@ -189,7 +197,7 @@ public final class KVConnectService: Sendable {
         return token.isEmpty ? nil : token
     }
 
-    private func methodNotAllowed(_ request: ProtocolRequest, allow: String) -> ProtocolResponse {
+    func methodNotAllowed(_ request: ProtocolRequest, allow: String) -> ProtocolResponse {
         var r = ProtocolResponse.text(405, "method \(request.method) not allowed on \(request.path) (allowed: \(allow))")
         r.headers.append(("allow", allow))
         return r

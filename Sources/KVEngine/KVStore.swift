@@ -227,6 +227,9 @@ final class StoreCore: @unchecked Sendable {
 
     let hub = WatchHub()
     private(set) var sweeper: ExpirySweeper!
+    private(set) var queue: QueueDispatcher!
+    /// In-flight queue messages of a previous process made ready again on open.
+    private(set) var recoveredInflight = 0
 
     private let counterLock = NSLock()
     private var _committedCounter: UInt64
@@ -259,6 +262,8 @@ final class StoreCore: @unchecked Sendable {
             }
             try conn.execScript("PRAGMA synchronous = \(options.synchronousFull ? "FULL" : "NORMAL");")
             let (id, counter) = try Schema.migrate(conn)
+            // At-least-once: whatever a dead process had in flight is ready again.
+            recoveredInflight = try QueueStore.recoverInflight(conn)
             databaseId = id
             writerCounter = counter
             _committedCounter = counter
@@ -280,6 +285,11 @@ final class StoreCore: @unchecked Sendable {
         thread.start()
         sweeper = ExpirySweeper(core: self)
         sweeper.start()
+        queue = QueueDispatcher(core: self)
+        queue.start()
+        if recoveredInflight > 0 {
+            logger.notice("queue: \(recoveredInflight) in-flight message(s) of a previous run are ready again")
+        }
     }
 
     /// Writer thread, after a sweep committed.
@@ -342,6 +352,14 @@ final class StoreCore: @unchecked Sendable {
                 guard try s.step() else { return 0 }
                 return Int(s.columnInt64(0))
             }
+        } catch {
+            throw error.asKVError
+        }
+    }
+
+    func queueCounts() throws -> QueueCounts {
+        do {
+            return try readPool.withConnection { c in try QueueStore.counts(c) }
         } catch {
             throw error.asKVError
         }
@@ -412,6 +430,7 @@ final class StoreCore: @unchecked Sendable {
 
     func close() {
         sweeper?.stop()
+        queue?.stop()
         cond.lock()
         closing = true
         cond.broadcast()
@@ -456,6 +475,38 @@ final class StoreCore: @unchecked Sendable {
         writerFinished = true
         cond.broadcast()
         cond.unlock()
+    }
+
+    /// Writer thread only (from an `onWriter` task): runs `body` in its own
+    /// transaction as one commit with the next versionstamp from the same
+    /// counter as atomic writes, then wakes the watchers of the keys it
+    /// touched. Nothing changes if `body` or the commit throws.
+    func commitVersionstamped(_ conn: SQLiteConnection,
+                              _ body: (WriteEvaluator, Versionstamp) throws -> Void) throws -> Versionstamp {
+        precondition(conn === writeConn)
+        let eval = WriteEvaluator(conn: conn, nowMs: Self.wallClockMs())
+        let counter = writerCounter + 1
+        let versionstamp = Versionstamps.make(counter: counter)
+        try conn.run("BEGIN IMMEDIATE")
+        do {
+            try body(eval, versionstamp)
+            let s = try conn.statement(SQL.updateCounter)
+            defer { s.reset() }
+            s.bind(1, Int64(bitPattern: counter))
+            try s.step()
+            try conn.run("COMMIT")
+        } catch {
+            if !conn.isAutocommit { try? conn.run("ROLLBACK") }
+            throw error
+        }
+        writerCounter = counter
+        counterLock.lock()
+        _committedCounter = counter
+        _batchesCommitted += 1
+        counterLock.unlock()
+        if let e = eval.effects.earliestExpiryMs { sweeper.noteExpiry(e) }
+        hub.notify(changed: eval.effects.touched)
+        return versionstamp
     }
 
     /// Runs one group-commit transaction; returns one result per write.
@@ -533,7 +584,63 @@ final class StoreCore: @unchecked Sendable {
         _batchesCommitted += 1
         counterLock.unlock()
         if let e = eval.effects.earliestExpiryMs { sweeper.noteExpiry(e) }
+        if let d = eval.effects.earliestDeadlineMs { queue.noteDue(d) }
         pendingNotifications = eval.effects.touched
         return results
     }
+}
+
+// MARK: - queues
+
+extension KVStore {
+    /// Starts pushing due messages to `deliver` with at most
+    /// `options.concurrency` deliveries in flight. Without it, messages are
+    /// only handed out by `leaseQueueMessage` (pull). Pull works either way:
+    /// both take ready messages through the same atomic claim.
+    public func startQueueDelivery(options: QueuePushOptions = QueuePushOptions(),
+                                   deliver: @escaping QueueDeliverFunction) {
+        core.queue.setPush(deliver, options: options)
+    }
+
+    /// Stops pushing and waits up to `drainTimeoutMs` for deliveries in
+    /// flight to report back. Messages still in flight stay so in the
+    /// database and are ready again after their lease or the next open.
+    /// Returns true if nothing was left in flight.
+    @discardableResult
+    public func stopQueueDelivery(drainTimeoutMs: Int64 = 5000) -> Bool {
+        core.queue.setPush(nil, options: QueuePushOptions())
+        return core.queue.waitForPushIdle(timeoutMs: drainTimeoutMs)
+    }
+
+    /// Pull: leases the next due ready message for `visibilityMs`, waiting up
+    /// to `waitMs` for one. Completes with nil when none became ready in
+    /// time. The completion runs on the queue or writer thread; it must not block.
+    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
+                                  completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+        core.queue.lease(visibilityMs: visibilityMs, waitMs: waitMs, completion: completion)
+    }
+
+    /// Acknowledges a lease: the message is deleted.
+    public func ackQueueMessage(id: Int64, leaseSeq: Int64,
+                                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+        core.queue.settle(id: id, leaseSeq: leaseSeq, success: true, completion: completion)
+    }
+
+    /// Reports a failed attempt: retried after the next delay of the
+    /// message's backoff schedule, or dead-lettered when it is exhausted.
+    public func failQueueMessage(id: Int64, leaseSeq: Int64,
+                                 completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+        core.queue.settle(id: id, leaseSeq: leaseSeq, success: false, completion: completion)
+    }
+
+    /// Ready and in-flight message counts.
+    public func queueCounts() throws -> QueueCounts {
+        try core.queueCounts()
+    }
+
+    /// Counters since open (acks, failed attempts, dead letters, expired leases).
+    public var queueStats: QueueStats { core.queue.stats }
+
+    /// In-flight messages of a previous process made ready again on open.
+    public var queueRecoveredOnOpen: Int { core.recoveredInflight }
 }

@@ -216,6 +216,7 @@ struct WriteEvaluator {
         s.bind(3, QueueKeysCodec.encode(e.keysIfUndelivered))
         s.bind(4, QueueKeysCodec.encodeBackoff(e.backoffSchedule))
         try s.step()
+        effects.noteDeadline(e.deadlineMs)
     }
 
     // MARK: - numeric mutations
@@ -322,16 +323,23 @@ struct WriteEvaluator {
 final class WriteEffects {
     var touched: [Bytes] = []
     var earliestExpiryMs: Int64?
+    /// Earliest deadline of the batch's enqueues (for the queue dispatcher).
+    var earliestDeadlineMs: Int64?
 
     func noteExpiry(_ ms: Int64) {
         if earliestExpiryMs.map({ ms < $0 }) ?? true { earliestExpiryMs = ms }
     }
 
-    struct Mark { let touched: Int; let expiry: Int64? }
-    var mark: Mark { Mark(touched: touched.count, expiry: earliestExpiryMs) }
+    func noteDeadline(_ ms: Int64) {
+        if earliestDeadlineMs.map({ ms < $0 }) ?? true { earliestDeadlineMs = ms }
+    }
+
+    struct Mark { let touched: Int; let expiry: Int64?; let deadline: Int64? }
+    var mark: Mark { Mark(touched: touched.count, expiry: earliestExpiryMs, deadline: earliestDeadlineMs) }
 
     func rollback(to m: Mark) {
         touched.removeSubrange(m.touched...)
         earliestExpiryMs = m.expiry
+        earliestDeadlineMs = m.deadline
     }
 }

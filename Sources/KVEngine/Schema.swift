@@ -47,6 +47,13 @@ enum Schema {
                 CREATE INDEX queue_messages_state_deadline ON queue_messages (state, deadline_ms);
                 """)
         },
+        // 3 → 4: queue delivery: a lease generation, so that an ack or fail
+        // from a lease that expired (and was re-leased) is refused.
+        { c in
+            try c.execScript("""
+                ALTER TABLE queue_messages ADD COLUMN lease_seq INTEGER NOT NULL DEFAULT 0;
+                """)
+        },
     ]
 
     static var latestVersion: Int { migrations.count }

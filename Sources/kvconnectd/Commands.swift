@@ -31,6 +31,18 @@ struct SettingFlags: ParsableArguments {
     var tlsCertFile: String?
     @Option(help: "PEM private key for HTTPS (with --tls-cert-file; reloaded on SIGHUP).")
     var tlsKeyFile: String?
+    @Option(help: "Queue webhook: due messages are POSTed here (default: none, pull endpoints only).")
+    var queueWebhookURL: String?
+    @Option(help: "File holding the secret that signs webhook deliveries (HMAC-SHA256); required with a webhook URL.")
+    var queueWebhookSecretFile: String?
+    @Option(help: "A webhook delivery not answered 2xx within this many milliseconds failed (default 10000).")
+    var queueWebhookTimeoutMs: Int?
+    @Option(help: "Webhook deliveries in flight at once (default 16).")
+    var queueConcurrency: Int?
+    @Option(help: "Default lease of a pulled message in milliseconds (default 30000).")
+    var queueVisibilityTimeoutMs: Int?
+    @Option(help: "Longest long-poll of /queue/lease in milliseconds (default 20000).")
+    var queueLongPollMaxMs: Int?
 
     var asConfigValues: [String: String] {
         var v: [String: String] = [:]
@@ -47,6 +59,12 @@ struct SettingFlags: ParsableArguments {
         v["log_level"] = logLevel
         v["tls_cert_file"] = tlsCertFile
         v["tls_key_file"] = tlsKeyFile
+        v["queue_webhook_url"] = queueWebhookURL
+        v["queue_webhook_secret_file"] = queueWebhookSecretFile
+        v["queue_webhook_timeout_ms"] = queueWebhookTimeoutMs.map(String.init)
+        v["queue_concurrency"] = queueConcurrency.map(String.init)
+        v["queue_visibility_timeout_ms"] = queueVisibilityTimeoutMs.map(String.init)
+        v["queue_long_poll_max_ms"] = queueLongPollMaxMs.map(String.init)
         return v
     }
 

@@ -30,6 +30,8 @@ final class Daemon: @unchecked Sendable {
         serviceConfig.tokenLifetimeSeconds = settings.tokenLifetimeSeconds
         serviceConfig.publicBaseURL = settings.publicURL
         serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
+        serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
+        serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
         let service = KVConnectService(
             tenants: [Tenant(store: store, accessTokens: [settings.accessToken])],
             signer: TokenSigner(secret: secret), configuration: serviceConfig, logger: logger)
@@ -42,9 +44,22 @@ final class Daemon: @unchecked Sendable {
         front.tlsCertificateFile = settings.tlsCertFile
         front.tlsKeyFile = settings.tlsKeyFile
         server = HTTPServer(configuration: front, handler: FrontAdapter(service: service), logger: logger)
+        // Queue push (pull endpoints work either way).
+        if let url = settings.queueWebhookURL {
+            let deliverer = WebhookDeliverer(url: url, secret: settings.queueWebhookSecret,
+                                             timeoutMs: settings.queueWebhookTimeoutMs,
+                                             databaseId: store.databaseId, concurrency: settings.queueConcurrency,
+                                             logger: logger)
+            store.startQueueDelivery(options: QueuePushOptions(
+                concurrency: settings.queueConcurrency,
+                leaseMs: Int64(settings.queueWebhookTimeoutMs) + 30_000)) { m, done in
+                deliverer.deliver(m, done: done)
+            }
+        }
         do {
             try server.start()
         } catch {
+            store.stopQueueDelivery(drainTimeoutMs: 0)
             store.close()
             throw error
         }
@@ -55,6 +70,8 @@ final class Daemon: @unchecked Sendable {
             "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
             "http": front.tlsEnabled ? "https: HTTP/1.1 and HTTP/2 (TLS, ALPN h2)" : "HTTP/1.1 and HTTP/2 (h2c)",
             "url": "\(front.tlsEnabled ? "https" : "http")://\(settings.host):\(server.boundPort)",
+            "queue": "\(settings.queueWebhookURL.map { "push to \($0.absoluteString) + pull" } ?? "pull only")",
+            "queue_ready_again": "\(store.queueRecoveredOnOpen)",
         ])
     }
 
@@ -83,6 +100,9 @@ final class Daemon: @unchecked Sendable {
         }
         logger.info("shutting down", metadata: ["signal": "\(signalName)"])
         server.stop()
+        // In-flight deliveries get their timeout to report back; anything
+        // left in flight is ready again on the next start.
+        store.stopQueueDelivery(drainTimeoutMs: Int64(settings.queueWebhookTimeoutMs) + 1000)
         store.close()
         logger.info("stopped")
     }

@@ -23,6 +23,15 @@ struct Settings: Sendable {
     var tlsCertFile: String?
     var tlsKeyFile: String?
     var logLevel: Logger.Level = .info
+    /// Queue push target; nil = no push (pull endpoints only).
+    var queueWebhookURL: URL?
+    var queueWebhookSecretFile: String?
+    /// HMAC key for webhook signatures (never logged).
+    var queueWebhookSecret: [UInt8] = []
+    var queueWebhookTimeoutMs = 10_000
+    var queueConcurrency = 16
+    var queueVisibilityTimeoutMs = 30_000
+    var queueLongPollMaxMs = 20_000
 
     struct Invalid: Error, CustomStringConvertible {
         var description: String
@@ -72,6 +81,29 @@ struct Settings: Sendable {
         s.maxBodyBytes = try int(config, "max_body_bytes", s.maxBodyBytes, min: 1024)
         s.ioThreads = try int(config, "io_threads", s.ioThreads, min: 1)
         s.watchPingIntervalMs = try int(config, "watch_ping_interval_ms", s.watchPingIntervalMs, min: 100)
+        s.queueWebhookTimeoutMs = try int(config, "queue_webhook_timeout_ms", s.queueWebhookTimeoutMs, min: 10)
+        s.queueConcurrency = try int(config, "queue_concurrency", s.queueConcurrency, min: 1)
+        s.queueVisibilityTimeoutMs = try int(config, "queue_visibility_timeout_ms", s.queueVisibilityTimeoutMs, min: 100)
+        s.queueLongPollMaxMs = try int(config, "queue_long_poll_max_ms", s.queueLongPollMaxMs, min: 0)
+        if let text = config.string(forKey: "queue_webhook_url"), !text.isEmpty {
+            guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+                  url.host != nil else {
+                throw Invalid(description: "invalid queue_webhook_url '\(text)': expected an http:// or https:// URL")
+            }
+            s.queueWebhookURL = url
+            guard let path = config.string(forKey: "queue_webhook_secret_file") else {
+                throw Invalid(description: "queue_webhook_url is set but queue_webhook_secret_file is not: deliveries must be signed")
+            }
+            guard let secret = FileManager.default.contents(atPath: path) else {
+                throw Invalid(description: "cannot read queue webhook secret file \(path)")
+            }
+            let trimmed = String(decoding: secret, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard trimmed.utf8.count >= 16 else {
+                throw Invalid(description: "queue webhook secret in \(path) is too short: at least 16 characters required")
+            }
+            s.queueWebhookSecretFile = path
+            s.queueWebhookSecret = Array(trimmed.utf8)
+        }
         switch config.string(forKey: "synchronous", default: "full").lowercased() {
         case "full": s.synchronousFull = true
         case "normal": s.synchronousFull = false
@@ -121,6 +153,12 @@ struct Settings: Sendable {
          ("token_lifetime_seconds", String(tokenLifetimeSeconds)),
          ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),
          ("watch_ping_interval_ms", String(watchPingIntervalMs)),
+         ("queue_webhook_url", queueWebhookURL?.absoluteString ?? "(none: pull only)"),
+         ("queue_webhook_secret_file", queueWebhookSecretFile.map { "\($0) (secret masked)" } ?? "(none)"),
+         ("queue_webhook_timeout_ms", String(queueWebhookTimeoutMs)),
+         ("queue_concurrency", String(queueConcurrency)),
+         ("queue_visibility_timeout_ms", String(queueVisibilityTimeoutMs)),
+         ("queue_long_poll_max_ms", String(queueLongPollMaxMs)),
          ("synchronous", synchronousFull ? "full" : "normal"),
          ("public_url", publicURL ?? "(from the request's Host)"),
          ("tls_cert_file", tlsCertFile ?? "(none: plain HTTP)"), ("tls_key_file", tlsKeyFile ?? "(none)"), ("log_level", logLevel.rawValue)]

@@ -1,0 +1,119 @@
+import Foundation
+import KVEngine
+
+/// Pull delivery for workers that cannot expose a webhook (docs/queues.md):
+///
+/// - `POST <ep>/queue/lease` `{"waitMs":n,"visibilityTimeoutMs":n}` (both
+///   optional) → 200 `{"id","messageId","attempt","payload","leaseExpiresAt"}`
+///   or 204 when nothing became ready within the wait. The long-poll holds no
+///   thread: the answer comes from the engine's queue thread.
+/// - `POST <ep>/queue/ack` / `<ep>/queue/fail` `{"id":"<lease id>"}` → 200,
+///   404 (unknown message: already settled or dead-lettered), 409 (the lease
+///   expired and the message is ready again or leased by someone else).
+///
+/// Same token rules as atomic_write: a read-only token gets 403.
+extension KVConnectService {
+    func queueEndpoint(_ request: ProtocolRequest, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+        let tenant: Tenant
+        let body: [String: Any]
+        do {
+            let (t, token) = try authorize(request, json: true)
+            if token.scope == .readOnly {
+                throw ProtocolError(status: 403, "this token is read-only: the queue endpoints are not allowed")
+            }
+            tenant = t
+            body = try Self.jsonObject(request.body)
+        } catch let e as ProtocolError {
+            return respond(.error(e))
+        } catch {
+            return respond(.error(ProtocolError(status: 500, "internal error: \(error)", retryAfterSeconds: 1)))
+        }
+        let path = request.path
+        if path.hasSuffix("/lease") {
+            lease(tenant, body, respond: respond)
+        } else {
+            settle(tenant, body, ack: path.hasSuffix("/ack"), respond: respond)
+        }
+    }
+
+    private static func jsonObject(_ bytes: [UInt8]) throws(ProtocolError) -> [String: Any] {
+        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) { return [:] }
+        guard let o = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            throw .badRequest("invalid body: expected a JSON object")
+        }
+        return o
+    }
+
+    private static func int(_ body: [String: Any], _ key: String) throws(ProtocolError) -> Int64? {
+        guard let v = body[key] else { return nil }
+        guard let n = v as? NSNumber, let i = Int64(exactly: n.doubleValue), i >= 0 else {
+            throw .badRequest("invalid \(key): expected a non-negative integer of milliseconds")
+        }
+        return i
+    }
+
+    private func lease(_ tenant: Tenant, _ body: [String: Any], respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+        let wait: Int64, visibility: Int64
+        do throws(ProtocolError) {
+            wait = min(try Self.int(body, "waitMs") ?? 0, config.queueLongPollMaxMs)
+            visibility = try Self.int(body, "visibilityTimeoutMs") ?? config.queueVisibilityTimeoutMs
+            if visibility < 100 || visibility > 43_200_000 {
+                throw .badRequest("invalid visibilityTimeoutMs: expected 100 ... 43200000")
+            }
+        } catch {
+            return respond(.error(error))
+        }
+        tenant.store.leaseQueueMessage(visibilityMs: visibility, waitMs: wait) { result in
+            switch result {
+            case .success(nil):
+                respond(ProtocolResponse(status: 204))
+            case .success(let m?):
+                let o: [String: Any] = [
+                    "id": m.leaseHandle,
+                    "messageId": String(m.id),
+                    "attempt": m.attempt,
+                    "payload": Data(m.payload).base64EncodedString(),
+                    "leaseExpiresAt": MetadataExchange.rfc3339(ms: m.leaseUntilMs),
+                ]
+                respond(Self.json(200, o))
+            case .failure(let e):
+                respond(.error(ProtocolError(e)))
+            }
+        }
+    }
+
+    private func settle(_ tenant: Tenant, _ body: [String: Any], ack: Bool,
+                        respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+        guard let text = body["id"] as? String, let (id, seq) = QueueMessage.parseLeaseHandle(text) else {
+            return respond(.error(.badRequest("invalid body: expected {\"id\":\"<id from /queue/lease>\"}")))
+        }
+        let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void = { result in
+            switch result {
+            case .success(.acknowledged):
+                respond(Self.json(200, ["result": "acknowledged"]))
+            case .success(.retryScheduled(let at)):
+                respond(Self.json(200, ["result": "retryScheduled", "retryAt": MetadataExchange.rfc3339(ms: at)]))
+            case .success(.deadLettered(let vs)):
+                var o: [String: Any] = ["result": "deadLettered"]
+                if let vs { o["versionstamp"] = Versionstamps.hex(vs) }
+                respond(Self.json(200, o))
+            case .success(.notFound):
+                respond(.text(404, "no such message: \(id) (already acknowledged, dead-lettered or never leased)"))
+            case .success(.leaseLost):
+                respond(.text(409, "lease \(text) was lost: it expired and the message was made ready again"))
+            case .failure(let e):
+                respond(.error(ProtocolError(e)))
+            }
+        }
+        if ack {
+            tenant.store.ackQueueMessage(id: id, leaseSeq: seq, completion: completion)
+        } else {
+            tenant.store.failQueueMessage(id: id, leaseSeq: seq, completion: completion)
+        }
+    }
+
+    static func json(_ status: Int, _ o: [String: Any]) -> ProtocolResponse {
+        let data = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return ProtocolResponse(status: status, headers: [("content-type", "application/json")], body: [UInt8](data))
+    }
+}

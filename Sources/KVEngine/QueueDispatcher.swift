@@ -1,0 +1,358 @@
+import Foundation
+import Logging
+
+/// Delivers one claimed message; calls `done(true)` to acknowledge or
+/// `done(false)` for a failed attempt, exactly once, from any thread. Must not
+/// block: it is called on the dispatcher thread.
+public typealias QueueDeliverFunction = @Sendable (QueueMessage, _ done: @escaping @Sendable (Bool) -> Void) -> Void
+
+/// Push configuration (see `KVStore.startQueueDelivery`).
+public struct QueuePushOptions: Sendable {
+    /// Deliveries in flight at once.
+    public var concurrency: Int
+    /// Lease of a pushed message: a safety net only, longer than the
+    /// deliverer's own timeout (the deliverer always reports back).
+    public var leaseMs: Int64
+    public init(concurrency: Int = 16, leaseMs: Int64 = 60_000) {
+        self.concurrency = concurrency
+        self.leaseMs = leaseMs
+    }
+}
+
+public struct QueueStats: Sendable, Equatable {
+    public var acknowledged = 0
+    public var failedAttempts = 0
+    public var deadLettered = 0
+    public var leasesExpired = 0
+}
+
+/// The queue's scheduler thread. It sleeps until the earliest deadline of a
+/// ready message or lease end of an in-flight one (learned from commits and
+/// from the table's index after each round), and only while someone can take
+/// a message (push capacity or a waiting pull worker). A round runs on the
+/// writer thread: expire leases, claim for waiting pull workers (one each,
+/// FIFO), claim up to the free push capacity. Claims are single UPDATEs on
+/// the writer connection, so two consumers never get the same message.
+final class QueueDispatcher: @unchecked Sendable {
+    static let maxIdleMs: Int64 = 60_000
+
+    final class Waiter: @unchecked Sendable {
+        let visibilityMs: Int64
+        let deadlineMs: Int64
+        let completion: @Sendable (Result<QueueMessage?, KVError>) -> Void
+        var tried = false
+        init(visibilityMs: Int64, deadlineMs: Int64, completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+            self.visibilityMs = visibilityMs
+            self.deadlineMs = deadlineMs
+            self.completion = completion
+        }
+    }
+
+    private struct Push {
+        var deliver: QueueDeliverFunction
+        var options: QueuePushOptions
+    }
+
+    private weak var core: StoreCore?
+    private let cond = NSCondition()
+    private var nextDueMs: Int64?
+    private var stopped = false
+    private var push: Push?
+    private var pushInFlight = 0
+    private var waiters: [Waiter] = []
+    private var thread: Thread?
+    private var _stats = QueueStats()
+    private let logger = Logger(label: "kvengine.queue")
+
+    init(core: StoreCore) {
+        self.core = core
+    }
+
+    var stats: QueueStats { cond.lock(); defer { cond.unlock() }; return _stats }
+    var inFlightPushes: Int { cond.lock(); defer { cond.unlock() }; return pushInFlight }
+    var waitingWorkers: Int { cond.lock(); defer { cond.unlock() }; return waiters.count }
+
+    func start() {
+        let t = Thread { [self] in self.loop() }
+        t.name = "kvengine-queue"
+        cond.lock()
+        thread = t
+        nextDueMs = 0  // look at the table once at start (backlog, recovered messages)
+        cond.unlock()
+        t.start()
+    }
+
+    /// Something may become claimable at `ms` (a commit's enqueue, a retry).
+    func noteDue(_ ms: Int64) {
+        cond.lock()
+        if nextDueMs.map({ ms < $0 }) ?? true {
+            nextDueMs = ms
+            cond.signal()
+        }
+        cond.unlock()
+    }
+
+    func setPush(_ deliver: QueueDeliverFunction?, options: QueuePushOptions) {
+        cond.lock()
+        push = deliver.map { Push(deliver: $0, options: options) }
+        nextDueMs = 0
+        cond.signal()
+        cond.unlock()
+    }
+
+    /// Waits (bounded) until no push delivery is in flight. True if idle.
+    func waitForPushIdle(timeoutMs: Int64) -> Bool {
+        let until = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        cond.lock()
+        defer { cond.unlock() }
+        while pushInFlight > 0 {
+            if !cond.wait(until: until) { break }
+        }
+        return pushInFlight == 0
+    }
+
+    /// A pull worker waits up to `waitMs` for a ready message.
+    func lease(visibilityMs: Int64, waitMs: Int64,
+               completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+        cond.lock()
+        if stopped {
+            cond.unlock()
+            completion(.failure(.unavailable("shutting down")))
+            return
+        }
+        waiters.append(Waiter(visibilityMs: max(1, visibilityMs),
+                              deadlineMs: StoreCore.wallClockMs() + max(0, waitMs), completion: completion))
+        cond.signal()
+        cond.unlock()
+    }
+
+    private struct PendingSettle {
+        let id: Int64
+        let leaseSeq: Int64
+        let success: Bool
+        let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    }
+    private var pendingSettles: [PendingSettle] = []
+    private var settleScheduled = false
+
+    /// Ack (`success`) or fail a lease, on the writer thread. Settles that
+    /// arrive together share one transaction (one fsync); dead letters get
+    /// their own versionstamped commit right after it.
+    func settle(id: Int64, leaseSeq: Int64, success: Bool,
+                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+        guard let core else { return completion(.failure(.unavailable("shutting down"))) }
+        cond.lock()
+        pendingSettles.append(PendingSettle(id: id, leaseSeq: leaseSeq, success: success, completion: completion))
+        let schedule = !settleScheduled
+        settleScheduled = true
+        cond.unlock()
+        guard schedule else { return }
+        let queued = core.onWriter { [weak self, weak core] c in
+            guard let self else { return }
+            self.drainSettles(core, c)
+        }
+        if !queued { drainSettles(nil, nil) }
+    }
+
+    private func drainSettles(_ core: StoreCore?, _ c: SQLiteConnection?) {
+        cond.lock()
+        let batch = pendingSettles
+        pendingSettles.removeAll()
+        settleScheduled = false
+        cond.unlock()
+        guard let core, let c else {
+            for p in batch { p.completion(.failure(.unavailable("shutting down"))) }
+            return
+        }
+        let now = StoreCore.wallClockMs()
+        var results: [Result<QueueSettleResult, KVError>] = []
+        var exhausted: [(Int, QueueMessage)] = []
+        do {
+            try c.run("BEGIN IMMEDIATE")
+            for (i, p) in batch.enumerated() {
+                if p.success {
+                    results.append(.success(try QueueStore.ack(c, id: p.id, leaseSeq: p.leaseSeq)))
+                } else {
+                    switch try QueueStore.failOrExhausted(c, id: p.id, leaseSeq: p.leaseSeq, nowMs: now) {
+                    case .settled(let r): results.append(.success(r))
+                    case .exhausted(let m):
+                        results.append(.success(.deadLettered(versionstamp: nil)))
+                        exhausted.append((i, m))
+                    }
+                }
+            }
+            try c.run("COMMIT")
+        } catch {
+            if !c.isAutocommit { try? c.run("ROLLBACK") }
+            logger.error("queue: settling \(batch.count) message(s) failed: \(error)")
+            // Nothing changed: the messages stay in flight until their leases end.
+            results = Array(repeating: .failure(error.asKVError), count: batch.count)
+            exhausted = []
+        }
+        for (i, m) in exhausted {
+            do {
+                results[i] = .success(.deadLettered(versionstamp: try QueueStore.deadLetter(core, c, m)))
+            } catch {
+                logger.error("queue: dead-lettering message \(m.id) failed: \(error)")
+                results[i] = .failure(error.asKVError)
+            }
+        }
+        for (p, r) in zip(batch, results) {
+            if case .success(let s) = r { record(s) }
+            p.completion(r)
+        }
+    }
+
+    private func record(_ r: QueueSettleResult) {
+        cond.lock()
+        switch r {
+        case .acknowledged: _stats.acknowledged += 1
+        case .retryScheduled(let at):
+            _stats.failedAttempts += 1
+            if nextDueMs.map({ at < $0 }) ?? true { nextDueMs = at; cond.signal() }
+        case .deadLettered:
+            _stats.failedAttempts += 1
+            _stats.deadLettered += 1
+        case .notFound, .leaseLost: break
+        }
+        cond.unlock()
+    }
+
+    func stop() {
+        cond.lock()
+        stopped = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    // MARK: - the loop
+
+    private func loop() {
+        while true {
+            var expired: [Waiter] = []
+            var runRound = false
+            cond.lock()
+            while !stopped {
+                let now = StoreCore.wallClockMs()
+                if waiters.contains(where: { $0.tried && $0.deadlineMs <= now }) {
+                    expired = waiters.filter { $0.tried && $0.deadlineMs <= now }
+                    waiters.removeAll { $0.tried && $0.deadlineMs <= now }
+                    break
+                }
+                let capacity = push.map { $0.options.concurrency - pushInFlight } ?? 0
+                let consumers = capacity > 0 || !waiters.isEmpty
+                let due = nextDueMs ?? (now + Self.maxIdleMs)
+                if waiters.contains(where: { !$0.tried }) || (consumers && due <= now) {
+                    runRound = true
+                    break
+                }
+                var wake = consumers ? due : now + Self.maxIdleMs
+                if let w = waiters.map(\.deadlineMs).min() { wake = min(wake, w) }
+                let wait = max(1, min(wake - now, Self.maxIdleMs))
+                _ = cond.wait(until: Date().addingTimeInterval(Double(wait) / 1000))
+                // Safety net for clock jumps: look at the table at least once a minute.
+                if nextDueMs == nil && StoreCore.wallClockMs() >= now + Self.maxIdleMs { nextDueMs = 0 }
+            }
+            if stopped {
+                let left = waiters
+                waiters.removeAll()
+                cond.unlock()
+                for w in left { w.completion(.failure(.unavailable("shutting down"))) }
+                return
+            }
+            if !runRound {
+                cond.unlock()
+                for w in expired { w.completion(.success(nil)) }
+                continue
+            }
+            let take = waiters
+            waiters.removeAll()
+            let pushNow = push
+            let capacity = pushNow.map { max(0, $0.options.concurrency - pushInFlight) } ?? 0
+            nextDueMs = nil
+            cond.unlock()
+
+            guard let outcome = round(waiters: take, pushCapacity: capacity, pushLeaseMs: pushNow?.options.leaseMs ?? 0) else {
+                cond.lock(); stopped = true; waiters.insert(contentsOf: take, at: 0); cond.unlock()
+                continue
+            }
+            for (w, m) in outcome.assigned { w.completion(.success(m)) }
+
+            cond.lock()
+            for w in outcome.leftover { w.tried = true }
+            waiters.insert(contentsOf: outcome.leftover, at: 0)
+            if let next = outcome.nextDue, nextDueMs.map({ next < $0 }) ?? true { nextDueMs = next }
+            _stats.leasesExpired += outcome.expired
+            var deliver: QueueDeliverFunction?
+            if let pushNow, !outcome.pushed.isEmpty {
+                pushInFlight += outcome.pushed.count
+                deliver = pushNow.deliver
+            }
+            cond.unlock()
+
+            if let deliver {
+                for m in outcome.pushed {
+                    deliver(m) { [weak self] ok in self?.pushFinished(m, ok: ok) }
+                }
+            }
+        }
+    }
+
+    private func pushFinished(_ m: QueueMessage, ok: Bool) {
+        settle(id: m.id, leaseSeq: m.leaseSeq, success: ok) { [weak self] r in
+            guard let self else { return }
+            if case .success(.leaseLost) = r {
+                self.logger.warning("queue: lease of pushed message \(m.id) was lost before it was settled")
+            }
+            self.cond.lock()
+            self.pushInFlight -= 1
+            self.cond.broadcast()
+            self.cond.unlock()
+        }
+    }
+
+    private struct Outcome: @unchecked Sendable {
+        var assigned: [(Waiter, QueueMessage)] = []
+        var leftover: [Waiter] = []
+        var pushed: [QueueMessage] = []
+        var nextDue: Int64?
+        var expired = 0
+    }
+
+    /// One round on the writer thread; nil when the store is closing.
+    private func round(waiters: [Waiter], pushCapacity: Int, pushLeaseMs: Int64) -> Outcome? {
+        guard let core else { return nil }
+        let box = ResultBox<Outcome>()
+        let logger = self.logger
+        let queued = core.onWriter { c in
+            let now = StoreCore.wallClockMs()
+            var out = Outcome()
+            do {
+                // One transaction (one fsync) per round.
+                try c.run("BEGIN IMMEDIATE")
+                out.expired = try QueueStore.expireLeases(c, nowMs: now)
+                var i = 0
+                while i < waiters.count {
+                    let w = waiters[i]
+                    guard let m = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + w.visibilityMs, limit: 1).first else { break }
+                    out.assigned.append((w, m))
+                    i += 1
+                }
+                out.leftover = Array(waiters[i...])
+                out.pushed = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + pushLeaseMs, limit: pushCapacity)
+                out.nextDue = try QueueStore.nextDue(c)
+                try c.run("COMMIT")
+            } catch {
+                // Rolled back: nothing was claimed; try again shortly.
+                if !c.isAutocommit { try? c.run("ROLLBACK") }
+                logger.error("queue: dispatch round failed: \(error)")
+                out = Outcome()
+                out.leftover = waiters
+                out.nextDue = now + 1000
+            }
+            box.set(out)
+        }
+        guard queued else { return nil }
+        return box.wait()
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import Logging
+import XCTest
+@testable import KVConnect
+import KVEngine
+
+final class QueueEndpointTests: XCTestCase {
+    var dir: URL!
+    var store: KVStore!
+    var service: KVConnectService!
+    let accessToken = "queue-test-token-123"
+    let signer = TokenSigner(secret: Array(repeating: 9, count: 32))
+    var headers: [(String, String)] = []
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvc-queue-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        store = try KVStore(path: dir.appendingPathComponent("db.sqlite3").path)
+        var config = ServiceConfiguration()
+        config.queueLongPollMaxMs = 3000
+        config.queueVisibilityTimeoutMs = 30_000
+        service = KVConnectService(tenants: [Tenant(store: store, accessTokens: [accessToken])], signer: signer,
+                                   configuration: config, logger: Logger(label: "test"))
+        let token = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 60_000))
+        headers = [("authorization", "Bearer \(token)"), ("content-type", "application/json")]
+    }
+
+    override func tearDown() {
+        store.close()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    func call(_ path: String, _ body: String = "", headers h: [(String, String)]? = nil,
+              timeout: TimeInterval = 10) -> ProtocolResponse {
+        let done = expectation(description: "response")
+        nonisolated(unsafe) var response: ProtocolResponse?
+        service.handle(ProtocolRequest(method: "POST", path: path, headers: (h ?? headers).map { (name: $0.0, value: $0.1) },
+                                       body: Array(body.utf8))) {
+            response = $0
+            done.fulfill()
+        }
+        wait(for: [done], timeout: timeout)
+        return response!
+    }
+
+    func json(_ r: ProtocolResponse) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any]) ?? [:]
+    }
+
+    func enqueue(_ payload: [UInt8], keys: [[UInt8]] = [], backoff: [UInt32] = [], deadline: Int64 = 0) {
+        let r = try? store.atomicWriteSync(AtomicWrite(enqueues: [
+            Enqueue(payload: payload, deadlineMs: deadline, keysIfUndelivered: keys, backoffSchedule: backoff)]))
+        XCTAssertNotNil(r)
+    }
+
+    func testLeaseAckAndNotFound() throws {
+        XCTAssertEqual(call("/v2/queue/lease").status, 204)
+        enqueue([0xff, 0x0f, 0x49, 0x54])
+        let r = call("/v2/queue/lease", #"{"waitMs":0,"visibilityTimeoutMs":5000}"#)
+        XCTAssertEqual(r.status, 200, String(decoding: r.body, as: UTF8.self))
+        let o = json(r)
+        let id = try XCTUnwrap(o["id"] as? String)
+        XCTAssertEqual(o["attempt"] as? Int, 1)
+        XCTAssertEqual(o["payload"] as? String, Data([0xff, 0x0f, 0x49, 0x54]).base64EncodedString())
+        XCTAssertNotNil(o["messageId"] as? String)
+        XCTAssertTrue((o["leaseExpiresAt"] as? String)?.hasSuffix("Z") ?? false)
+        XCTAssertEqual(call("/v2/queue/lease").status, 204, "in flight: not leased twice")
+        let a = call("/v2/queue/ack", #"{"id":"\#(id)"}"#)
+        XCTAssertEqual(a.status, 200)
+        XCTAssertEqual(json(a)["result"] as? String, "acknowledged")
+        XCTAssertEqual(call("/v2/queue/ack", #"{"id":"\#(id)"}"#).status, 404)
+        XCTAssertEqual(call("/v2/queue/ack", #"{"id":"nonsense"}"#).status, 400)
+        XCTAssertEqual(call("/v2/queue/ack", #"not json"#).status, 400)
+    }
+
+    func testFailRetriesThenDeadLetters() throws {
+        enqueue([0xff, 0x0f, 0x49, 0x02], keys: [stringKey("dead")], backoff: [50])
+        let id1 = try XCTUnwrap(json(call("/v2/queue/lease"))["id"] as? String)
+        let f1 = call("/v2/queue/fail", #"{"id":"\#(id1)"}"#)
+        XCTAssertEqual(json(f1)["result"] as? String, "retryScheduled")
+        let l2 = json(call("/v2/queue/lease", #"{"waitMs":2000}"#))
+        XCTAssertEqual(l2["attempt"] as? Int, 2)
+        let f2 = json(call("/v2/queue/fail", #"{"id":"\#(l2["id"] as! String)"}"#))
+        XCTAssertEqual(f2["result"] as? String, "deadLettered")
+        XCTAssertEqual((f2["versionstamp"] as? String)?.count, 20)
+        XCTAssertEqual(try store.readKeys([stringKey("dead")])[0]?.value, KVValue(data: [0xff, 0x0f, 0x49, 0x02], encoding: .v8))
+    }
+
+    func testExpiredLeaseIsAConflict() throws {
+        enqueue([0xff, 0x0f, 0x30])
+        let old = try XCTUnwrap(json(call("/v2/queue/lease", #"{"visibilityTimeoutMs":150}"#))["id"] as? String)
+        let fresh = json(call("/v2/queue/lease", #"{"waitMs":2000}"#))
+        XCTAssertNotEqual(fresh["id"] as? String, old)
+        XCTAssertEqual(call("/v2/queue/ack", #"{"id":"\#(old)"}"#).status, 409)
+        XCTAssertEqual(call("/v2/queue/ack", #"{"id":"\#(fresh["id"] as! String)"}"#).status, 200)
+    }
+
+    func testLongPollIsAnsweredWhenAMessageArrives() throws {
+        let done = expectation(description: "lease answered")
+        nonisolated(unsafe) var response: ProtocolResponse?
+        let start = Date()
+        service.handle(ProtocolRequest(method: "POST", path: "/v2/queue/lease", headers: headers.map { (name: $0.0, value: $0.1) },
+                                       body: Array(#"{"waitMs":2500}"#.utf8))) {
+            response = $0
+            done.fulfill()
+        }
+        // handle() returned at once: the long-poll holds no caller thread.
+        XCTAssertLessThan(Date().timeIntervalSince(start), 0.5)
+        usleep(200_000)
+        enqueue([0xff, 0x0f, 0x5f])
+        wait(for: [done], timeout: 5)
+        XCTAssertEqual(response?.status, 200)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 2.0)
+    }
+
+    func testLongPollWaitIsCappedAndEndsWith204() {
+        let t0 = Date()
+        XCTAssertEqual(call("/v2/queue/lease", #"{"waitMs":600000}"#, timeout: 10).status, 204)
+        let dt = Date().timeIntervalSince(t0)
+        XCTAssertGreaterThan(dt, 2.8)
+        XCTAssertLessThan(dt, 5)
+    }
+
+    func testTokenRules() {
+        XCTAssertEqual(call("/v2/queue/lease", headers: []).status, 401)
+        let ro = signer.sign(DataPlaneToken(databaseId: store.databaseId,
+                                            expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 60_000, scope: .readOnly))
+        XCTAssertEqual(call("/v2/queue/lease", headers: [("authorization", "Bearer \(ro)")]).status, 403)
+        XCTAssertEqual(call("/v2/queue/ack", #"{"id":"1-1"}"#, headers: [("authorization", "Bearer \(ro)")]).status, 403)
+        let done = expectation(description: "405")
+        service.handle(ProtocolRequest(method: "GET", path: "/v2/queue/lease", headers: [], body: [])) {
+            XCTAssertEqual($0.status, 405)
+            done.fulfill()
+        }
+        wait(for: [done], timeout: 5)
+    }
+}
