@@ -133,7 +133,7 @@ final class V8ValueTests: XCTestCase {
             XCTAssertEqual(KeyCodec.decode(k), [.bigint(BigIntValue(decimal: s)!)], s)
         }
         // Not a tuple: raw.
-        for bad in ["02616263", "ff", "0161", "1501", "02ff00"] {
+        for bad in ["02616263", "ff", "0161", "160001", "02ff00"] {
             XCTAssertEqual(ExportFormat.keyJSON(h(bad)).serialized, #"{"rawKey":"\#(Data(h(bad)).base64EncodedString())"}"#)
             XCTAssertEqual(try ExportFormat.keyBytes(ExportFormat.keyJSON(h(bad))), h(bad))
         }
@@ -160,7 +160,7 @@ final class V8ValueTests: XCTestCase {
         XCTAssertNil(ExportFormat.parseISODate("2023-02-30T00:00:00.000Z"))
         // Outside ISO range: a number.
         let (j, _) = ExportFormat.valueJSON(try! V8Value.date(8.64e15).encode(), encoding: 1)
-        XCTAssertEqual(j.serialized, #"{"date":8.64e+15}"#)
+        XCTAssertEqual(j.serialized, #"{"date":8640000000000000.0}"#)
     }
 
     func testExportLineRoundTrip() throws {
