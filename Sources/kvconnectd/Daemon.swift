@@ -89,7 +89,7 @@ final class Daemon: @unchecked Sendable {
         let scheme = front.tlsEnabled ? "https" : "http"
         logger.info("kvconnectd listening", metadata: [
             "listen": "\(settings.host):\(server.boundPort)",
-            "database": "\(settings.databases.map { "\($0.name)=\($0.path)" }.joined(separator: ","))",
+            "database": "\(settings.databases.count == 1 ? settings.databases[0].path : settings.databases.map { "\($0.name)=\($0.path)" }.joined(separator: ","))",
             "database_id": "\(tenants.map(\.databaseId).joined(separator: ","))",
             "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
             "http": front.tlsEnabled ? "https: HTTP/1.1 and HTTP/2 (TLS, ALPN h2)" : "HTTP/1.1 and HTTP/2 (h2c)",
