@@ -13,6 +13,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C layer: system libraries and the committed protobuf-c code.
@@ -32,7 +34,10 @@ let package = Package(
         // Swift layers, bottom up.
         .target(
             name: "KVEngine",
-            dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "CSQLite", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         .target(
             name: "KVConnect",
@@ -40,6 +45,7 @@ let package = Package(
                 "KVEngine", "CDatapath",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -55,11 +61,16 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
 
         .testTarget(name: "KVEngineTests", dependencies: ["KVEngine"]),
-        .testTarget(name: "KVConnectTests", dependencies: ["KVConnect", "KVEngine", "CDatapath"]),
+        .testTarget(name: "KVConnectTests", dependencies: [
+            "KVConnect", "KVEngine", "CDatapath",
+            .product(name: "MetricsTestKit", package: "swift-metrics"),
+        ]),
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
     ]
 )

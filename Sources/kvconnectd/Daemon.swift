@@ -32,6 +32,7 @@ final class Daemon: @unchecked Sendable {
         serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
         serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
         serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
+        serviceConfig.metricsText = MetricsExporter(registry: MetricsBackend.bootstrap(), stores: [store]).render
         let service = KVConnectService(
             tenants: [Tenant(store: store, accessTokens: [settings.accessToken])],
             signer: TokenSigner(secret: secret), configuration: serviceConfig, logger: logger)

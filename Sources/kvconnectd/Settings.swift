@@ -23,6 +23,8 @@ struct Settings: Sendable {
     var tlsCertFile: String?
     var tlsKeyFile: String?
     var logLevel: Logger.Level = .info
+    /// text (swift-log's stream format) or json (one object per line).
+    var logFormat = "text"
     /// Queue push target; nil = no push (pull endpoints only).
     var queueWebhookURL: URL?
     var queueWebhookSecretFile: String?
@@ -114,6 +116,10 @@ struct Settings: Sendable {
             throw Invalid(description: "invalid log level '\(level)': expected trace, debug, info, notice, warning, error or critical")
         }
         s.logLevel = parsed
+        s.logFormat = config.string(forKey: "log_format", default: "text").lowercased()
+        guard ["text", "json"].contains(s.logFormat) else {
+            throw Invalid(description: "invalid log format '\(s.logFormat)': expected text or json")
+        }
 
         // The access token: a file (flag, env or config) wins over the token in the environment.
         if let path = config.string(forKey: "access_token_file") {
@@ -161,7 +167,8 @@ struct Settings: Sendable {
          ("queue_long_poll_max_ms", String(queueLongPollMaxMs)),
          ("synchronous", synchronousFull ? "full" : "normal"),
          ("public_url", publicURL ?? "(from the request's Host)"),
-         ("tls_cert_file", tlsCertFile ?? "(none: plain HTTP)"), ("tls_key_file", tlsKeyFile ?? "(none)"), ("log_level", logLevel.rawValue)]
+         ("tls_cert_file", tlsCertFile ?? "(none: plain HTTP)"), ("tls_key_file", tlsKeyFile ?? "(none)"), ("log_level", logLevel.rawValue),
+         ("log_format", logFormat)]
     }
 
     var defaultSigningKeyFile: String {
