@@ -20,17 +20,17 @@ struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
-             source: String, file: String, function: String, line: UInt) {
+    func log(event: LogEvent) {
         var merged = self.metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
-        if let explicit { merged.merge(explicit) { $1 } }
+        if let explicit = event.metadata { merged.merge(explicit) { $1 } }
         var object: [String: Any] = [
             "ts": Self.timestamp(),
-            "level": level.rawValue,
+            "level": event.level.rawValue,
             "label": label,
-            "message": message.description,
+            "message": event.message.description,
         ]
+        if let error = event.error { object["error"] = "\(error)" }
         if !merged.isEmpty { object["metadata"] = merged.mapValues(Self.json) }
         guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
         else { return }

@@ -204,10 +204,9 @@ final class LogCapture: @unchecked Sendable {
             get { metadata[key] }
             set { metadata[key] = newValue }
         }
-        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?,
-                 source: String, file: String, function: String, line: UInt) {
-            let m = (metadata ?? [:]).mapValues { "\($0)" }
-            capture.append(Entry(level: level, message: message.description, metadata: m))
+        func log(event: LogEvent) {
+            let m = (event.metadata ?? [:]).mapValues { "\($0)" }
+            capture.append(Entry(level: event.level, message: event.message.description, metadata: m))
         }
     }
 }
