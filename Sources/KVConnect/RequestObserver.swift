@@ -98,7 +98,9 @@ final class RequestObserver: Sendable {
         var meta: Logger.Metadata = [
             "request_id": "\(id)",
             "method": "\(Self.clip(method, 16))",
-            "path": "\(Self.clip(path, 128))",
+            // Unrouted paths are client text (a misconfigured client may put a
+            // secret there): only routed paths are logged.
+            "path": "\(endpoint == "other" ? "(unrouted)" : Self.clip(path, 128))",
             "endpoint": "\(endpoint)",
             "status": "\(response.status)",
             "duration_ms": "\(String(format: "%.3f", Double(elapsedNs) / 1e6))",

@@ -133,19 +133,18 @@ def test_metrics_move_with_traffic_and_never_show_tokens(debug_daemon):
     log = d.log()
     assert TOKEN not in log and data_token not in log
     assert "Bearer" not in log
-    assert re.search(r"request .*endpoint=atomic_write.*status=200", log), log[-3000:]
+    assert re.search(r"endpoint=atomic_write .*status=200 .*request$", log, re.M), log[-3000:]
 
 
 def test_expired_and_queue_metrics(tmp_path):
+    from test_queue import data_token, enqueue, queue_call
+
     d = Daemon(tmp_path / "daemon").start()
     try:
-        code = ("const kv = await Deno.openKv(Deno.args[0]);"
-                "await kv.set(['x'], 1, { expireIn: 100 });"
-                "await kv.enqueue('hello');"
-                "kv.close();")
+        code = "const kv = await Deno.openKv(Deno.args[0]); await kv.set(['x'], 1, { expireIn: 100 }); kv.close();"
         r = run_deno(["eval", "--unstable-kv", code, d.url])
-        if r.returncode != 0:
-            pytest.skip(f"deno eval with arguments unsupported: {r.stderr[-300:]}")
+        assert r.returncode == 0, r.stderr
+        enqueue(d.url, ("hello", dict(retry_delays=[])), ("bye", dict(retry_delays=[])))
         deadline = time.time() + 20
         while True:
             _, s = scrape(d)
@@ -153,18 +152,25 @@ def test_expired_and_queue_metrics(tmp_path):
                 break
             assert time.time() < deadline, "expired entry never counted"
             time.sleep(0.2)
-        assert value(s, "kvconnectd_queue_messages", state="ready") == 1
+        assert value(s, "kvconnectd_queue_messages", state="ready") == 2
 
-        meta = d.metadata()
-        h = ["-H", f"Authorization: Bearer {meta['token']}", "-H", "content-type: application/json"]
-        lease = json.loads(curl("-X", "POST", *h, "--data", '{"waitMs":5000}', d.url + "/v2/queue/lease").stdout)
-        assert curl("-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", *h, "--data",
-                    json.dumps({"id": lease["id"]}), d.url + "/v2/queue/ack").stdout == "200"
+        token, db = data_token(d)
+        status, lease = queue_call(d, token, db, "lease", {"waitMs": 5000})
+        assert status == 200, lease
+        _, s = scrape(d)
+        assert value(s, "kvconnectd_queue_messages", state="inflight") == 1
+        assert queue_call(d, token, db, "ack", {"id": lease["id"]})[0] == 200
+        status, lease = queue_call(d, token, db, "lease", {"waitMs": 5000})
+        assert status == 200, lease
+        assert queue_call(d, token, db, "fail", {"id": lease["id"]})[0] == 200  # empty schedule: dead letter
         _, s = scrape(d)
         assert value(s, "kvconnectd_queue_deliveries_total", result="ok") == 1
+        assert value(s, "kvconnectd_queue_deliveries_total", result="dead_lettered") == 1
         assert value(s, "kvconnectd_queue_messages", state="ready") == 0
-        assert value(s, "kvconnectd_requests_total", endpoint="queue_lease", status="200") == 1
+        assert value(s, "kvconnectd_queue_messages", state="inflight") == 0
+        assert value(s, "kvconnectd_requests_total", endpoint="queue_lease", status="200") == 2
         assert value(s, "kvconnectd_requests_total", endpoint="queue_ack", status="200") == 1
+        assert value(s, "kvconnectd_requests_total", endpoint="queue_fail", status="200") == 1
     finally:
         d.stop()
 
