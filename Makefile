@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: all deps test-deps build release run test unit-test e2e-test bench proto clean
+.PHONY: all deps test-deps build release run test unit-test e2e-test bench crash-test soak install uninstall proto clean
 
 all: build
 
@@ -36,6 +36,29 @@ unit-test: deps
 
 e2e-test: test-deps build
 	bash Tests/e2e/run.sh .build/debug/kvconnectd
+
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= /lib/systemd/system
+MANDIR ?= $(PREFIX)/share/man/man1
+DOCDIR ?= $(PREFIX)/share/doc/kvconnectd
+BIN ?= .build/release/kvconnectd
+
+# Installs binary, hardened unit, example config, man page and docs under
+# $(DESTDIR); an existing config is kept. `make install BIN=...` skips the build.
+install: $(if $(filter .build/release/kvconnectd,$(BIN)),release)
+	bash scripts/install.sh install "$(BIN)" "$(DESTDIR)" "$(BINDIR)" "$(SYSCONFDIR)" "$(UNITDIR)" "$(MANDIR)" "$(DOCDIR)"
+
+uninstall:
+	bash scripts/install.sh uninstall "$(BIN)" "$(DESTDIR)" "$(BINDIR)" "$(SYSCONFDIR)" "$(UNITDIR)" "$(MANDIR)" "$(DOCDIR)"
+
+# Long crash test: 20 SIGKILLs at random moments under concurrent writers.
+crash-test: test-deps build
+	CRASH_KILLS=$${CRASH_KILLS:-20} bash Tests/e2e/run.sh .build/debug/kvconnectd -k "sigkill or sigterm" -s
+
+# 10-minute bank-transfer soak with RSS and fd samples every 10 s.
+soak: test-deps build
+	BANK_SECONDS=$${BANK_SECONDS:-600} SAMPLE_SECONDS=10 bash Tests/e2e/run.sh .build/debug/kvconnectd -k bank -s
 
 # Benchmarks against the release build; writes docs/benchmarks.md.
 bench: test-deps release

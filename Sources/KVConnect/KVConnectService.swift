@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import KVEngine
 import Logging
@@ -85,13 +86,18 @@ public final class KVConnectService: Sendable {
         guard let presented = bearerToken(request) else {
             return .text(401, "missing access token: send 'Authorization: Bearer <access token>'")
         }
-        guard let tenant = tenants.first(where: { $0.accepts(accessToken: Array(presented.utf8)) }) else {
+        let digest = Array(SHA256.hash(data: Array(presented.utf8)))
+        var match: (Tenant, DataPlaneToken.Scope)?
+        for t in tenants {
+            if let scope = t.scope(forPresented: digest), match == nil { match = (t, scope) }
+        }
+        guard let (tenant, scope) = match else {
             return .text(401, "invalid access token")
         }
         let version: Int
         do { version = try MetadataExchange.negotiateVersion(body: request.body) } catch { return .error(error) }
         let expires = nowMs() + config.tokenLifetimeSeconds * 1000
-        let token = signer.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires))
+        let token = signer.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires, scope: scope))
         let body = MetadataExchange.responseBody(
             version: version, databaseId: tenant.databaseId, endpointPath: config.endpointPath,
             baseURL: baseURL(request), token: token, expiresAtMs: expires)

@@ -1,23 +1,68 @@
+import Crypto
+import Foundation
 import KVEngine
+
+/// An access token as the daemon keeps it: only its SHA-256, so the config
+/// may hold hashes and memory never holds the secret longer than needed.
+public struct AccessToken: Sendable, Equatable {
+    public var sha256: [UInt8]
+    public var scope: DataPlaneToken.Scope
+
+    public init(secret: String, scope: DataPlaneToken.Scope = .readWrite) {
+        sha256 = Array(SHA256.hash(data: Array(secret.utf8)))
+        self.scope = scope
+    }
+
+    /// From a hex SHA-256 digest (64 hex characters); nil if malformed.
+    public init?(sha256Hex: String, scope: DataPlaneToken.Scope = .readWrite) {
+        let hex = Array(sha256Hex.lowercased().utf8)
+        guard hex.count == 64 else { return nil }
+        var out: [UInt8] = []
+        for i in stride(from: 0, to: 64, by: 2) {
+            guard let b = UInt8(String(decoding: hex[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+            out.append(b)
+        }
+        sha256 = out
+        self.scope = scope
+    }
+}
 
 /// One served database and the access tokens that open it. The metadata
 /// exchange picks the tenant by access token; the data path by the database
-/// id signed into the data-plane token.
-public struct Tenant: Sendable {
-    public var store: KVStore
+/// id signed into the data-plane token. Tokens can be replaced at run time
+/// (SIGHUP) without touching open connections.
+public final class Tenant: @unchecked Sendable {
+    public let name: String
+    public let store: KVStore
     public var databaseId: String { store.databaseId }
-    /// Raw access tokens (compared in constant time).
-    public var accessTokens: [[UInt8]]
+    private let lock = NSLock()
+    private var tokens: [AccessToken]
 
-    public init(store: KVStore, accessTokens: [String]) {
+    public init(name: String = "default", store: KVStore, tokens: [AccessToken]) {
+        self.name = name
         self.store = store
-        self.accessTokens = accessTokens.map { Array($0.utf8) }
+        self.tokens = tokens
     }
 
-    func accepts(accessToken: [UInt8]) -> Bool {
-        var ok = false
-        // No early exit: every configured token is compared.
-        for t in accessTokens where constantTimeEquals(t, accessToken) { ok = true }
-        return ok
+    /// Read-write tokens given in clear (tests, single-database setups).
+    public convenience init(store: KVStore, accessTokens: [String]) {
+        self.init(store: store, tokens: accessTokens.map { AccessToken(secret: $0) })
+    }
+
+    public func replaceTokens(_ new: [AccessToken]) {
+        lock.lock()
+        tokens = new
+        lock.unlock()
+    }
+
+    /// The scope of a presented access token, or nil. Compares the digest
+    /// against every configured token in constant time, with no early exit.
+    func scope(forPresented digest: [UInt8]) -> DataPlaneToken.Scope? {
+        lock.lock()
+        let current = tokens
+        lock.unlock()
+        var found: DataPlaneToken.Scope?
+        for t in current where constantTimeEquals(t.sha256, digest) { found = found ?? t.scope }
+        return found
     }
 }

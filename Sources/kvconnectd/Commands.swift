@@ -9,6 +9,10 @@ struct SettingFlags: ParsableArguments {
     var listen: String?
     @Option(help: "SQLite database file (default ./data/kv.sqlite3).")
     var database: String?
+    @Option(help: "YAML file listing several databases with their tokens and scopes (see config/databases.yaml); replaces --database and the single access token.")
+    var databasesFile: String?
+    @Option(help: "File holding a read-only access token for the single database (reads and watches only).")
+    var readOnlyAccessTokenFile: String?
     @Option(help: "File holding the access token (else KVCONNECTD_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN).")
     var accessTokenFile: String?
     @Option(help: "File holding the secret that signs data-plane tokens (created if missing; default beside the database).")
@@ -51,6 +55,8 @@ struct SettingFlags: ParsableArguments {
         v["listen"] = listen
         v["database"] = database
         v["access_token_file"] = accessTokenFile
+        v["databases_file"] = databasesFile
+        v["read_only_access_token_file"] = readOnlyAccessTokenFile
         v["signing_key_file"] = signingKeyFile
         v["token_lifetime_seconds"] = tokenLifetimeSeconds.map(String.init)
         v["max_body_bytes"] = maxBodyBytes.map(String.init)
@@ -92,7 +98,10 @@ struct Serve: AsyncParsableCommand {
         _ = MetricsBackend.bootstrap()  // before the engine records its first commit
         let daemon: Daemon
         do {
-            daemon = try Daemon(settings: settings)
+            let flags = self.flags
+            daemon = try Daemon(settings: settings) {
+                try await Settings.resolve(flags: flags.asConfigValues, configFile: flags.config)
+            }
         } catch {
             FileHandle.standardError.write(Data("kvconnectd: cannot start: \(error)\n".utf8))
             throw ExitCode(2)

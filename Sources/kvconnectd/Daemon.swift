@@ -8,23 +8,43 @@ import Logging
 final class Daemon: @unchecked Sendable {
     let settings: Settings
     let logger: Logger
-    let store: KVStore
+    let tenants: [Tenant]
     let server: HTTPServer
+    let notifier = SystemdNotifier()
+    /// Re-reads the configuration (same flags and environment) for SIGHUP.
+    let reload: @Sendable () async throws -> Settings
 
-    init(settings: Settings) throws {
+    init(settings: Settings, reload: @escaping @Sendable () async throws -> Settings) throws {
         self.settings = settings
+        self.reload = reload
         var logger = Logger(label: "kvconnectd")
         logger.logLevel = settings.logLevel
         self.logger = logger
 
-        let dir = (settings.databasePath as NSString).deletingLastPathComponent
-        if !dir.isEmpty {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        }
         var options = KVStoreOptions()
         options.synchronousFull = settings.synchronousFull
-        store = try KVStore(path: settings.databasePath, options: options)
-        let secret = try SigningKey.loadOrCreate(path: settings.signingKeyFile ?? settings.defaultSigningKeyFile)
+        var opened: [Tenant] = []
+        do {
+            for spec in settings.databases {
+                let dir = (spec.path as NSString).deletingLastPathComponent
+                if !dir.isEmpty {
+                    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                }
+                let store = try KVStore(path: spec.path, options: options)
+                opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens))
+            }
+        } catch {
+            for t in opened { t.store.close() }
+            throw error
+        }
+        tenants = opened
+        let secret: [UInt8]
+        do {
+            secret = try SigningKey.loadOrCreate(path: settings.signingKeyFile ?? settings.defaultSigningKeyFile)
+        } catch {
+            for t in opened { t.store.close() }
+            throw error
+        }
 
         var serviceConfig = ServiceConfiguration()
         serviceConfig.tokenLifetimeSeconds = settings.tokenLifetimeSeconds
@@ -32,10 +52,9 @@ final class Daemon: @unchecked Sendable {
         serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
         serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
         serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
-        serviceConfig.metricsText = MetricsExporter(registry: MetricsBackend.bootstrap(), stores: [store]).render
-        let service = KVConnectService(
-            tenants: [Tenant(store: store, accessTokens: [settings.accessToken])],
-            signer: TokenSigner(secret: secret), configuration: serviceConfig, logger: logger)
+        serviceConfig.metricsText = MetricsExporter(registry: MetricsBackend.bootstrap(), stores: tenants.map(\.store)).render
+        let service = KVConnectService(tenants: tenants, signer: TokenSigner(secret: secret),
+                                       configuration: serviceConfig, logger: logger)
 
         var front = HTTPServerConfiguration()
         front.host = settings.host
@@ -45,35 +64,42 @@ final class Daemon: @unchecked Sendable {
         front.tlsCertificateFile = settings.tlsCertFile
         front.tlsKeyFile = settings.tlsKeyFile
         server = HTTPServer(configuration: front, handler: FrontAdapter(service: service), logger: logger)
-        // Queue push (pull endpoints work either way).
+        // Queue push, per database (pull endpoints work either way).
         if let url = settings.queueWebhookURL {
-            let deliverer = WebhookDeliverer(url: url, secret: settings.queueWebhookSecret,
-                                             timeoutMs: settings.queueWebhookTimeoutMs,
-                                             databaseId: store.databaseId, concurrency: settings.queueConcurrency,
-                                             logger: logger)
-            store.startQueueDelivery(options: QueuePushOptions(
-                concurrency: settings.queueConcurrency,
-                leaseMs: Int64(settings.queueWebhookTimeoutMs) + 30_000)) { m, done in
-                deliverer.deliver(m, done: done)
+            for t in tenants {
+                let deliverer = WebhookDeliverer(url: url, secret: settings.queueWebhookSecret,
+                                                 timeoutMs: settings.queueWebhookTimeoutMs,
+                                                 databaseId: t.databaseId, concurrency: settings.queueConcurrency,
+                                                 logger: logger)
+                t.store.startQueueDelivery(options: QueuePushOptions(
+                    concurrency: settings.queueConcurrency,
+                    leaseMs: Int64(settings.queueWebhookTimeoutMs) + 30_000)) { m, done in
+                    deliverer.deliver(m, done: done)
+                }
             }
         }
         do {
             try server.start()
         } catch {
-            store.stopQueueDelivery(drainTimeoutMs: 0)
-            store.close()
+            for t in tenants {
+                t.store.stopQueueDelivery(drainTimeoutMs: 0)
+                t.store.close()
+            }
             throw error
         }
+        let scheme = front.tlsEnabled ? "https" : "http"
         logger.info("kvconnectd listening", metadata: [
             "listen": "\(settings.host):\(server.boundPort)",
-            "database": "\(settings.databasePath)",
-            "database_id": "\(store.databaseId)",
+            "database": "\(settings.databases.map { "\($0.name)=\($0.path)" }.joined(separator: ","))",
+            "database_id": "\(tenants.map(\.databaseId).joined(separator: ","))",
             "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
             "http": front.tlsEnabled ? "https: HTTP/1.1 and HTTP/2 (TLS, ALPN h2)" : "HTTP/1.1 and HTTP/2 (h2c)",
-            "url": "\(front.tlsEnabled ? "https" : "http")://\(settings.host):\(server.boundPort)",
+            "url": "\(scheme)://\(settings.host):\(server.boundPort)",
             "queue": "\(settings.queueWebhookURL.map { "push to \($0.absoluteString) + pull" } ?? "pull only")",
-            "queue_ready_again": "\(store.queueRecoveredOnOpen)",
+            "queue_ready_again": "\(tenants.map { $0.store.queueRecoveredOnOpen }.reduce(0, +))",
+            "systemd_notify": "\(notifier.isActive)",
         ])
+        notifier.ready(status: "listening on \(scheme)://\(settings.host):\(server.boundPort)")
     }
 
     /// Blocks until SIGTERM or SIGINT, then stops accepting, lets pending
@@ -94,18 +120,54 @@ final class Daemon: @unchecked Sendable {
             // SIGHUP: reload the TLS certificate and key (new connections).
             signal(SIGHUP, SIG_IGN)
             let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
-            hup.setEventHandler { [self] in reloadTLS() }
+            hup.setEventHandler { [self] in reloadOnHangup() }
             hup.resume()
             sources.append(hup)
             Daemon.keepAlive = sources
         }
         logger.info("shutting down", metadata: ["signal": "\(signalName)"])
+        notifier.stopping()
+        // Stop accepting, answer or end what is open (watch streams end),
+        // then let pending commits finish; closing the last SQLite
+        // connection checkpoints the WAL.
         server.stop()
-        // In-flight deliveries get their timeout to report back; anything
-        // left in flight is ready again on the next start.
-        store.stopQueueDelivery(drainTimeoutMs: Int64(settings.queueWebhookTimeoutMs) + 1000)
-        store.close()
+        for t in tenants {
+            // In-flight deliveries get their timeout to report back; anything
+            // left in flight is ready again on the next start.
+            t.store.stopQueueDelivery(drainTimeoutMs: Int64(settings.queueWebhookTimeoutMs) + 1000)
+            t.store.close()
+        }
         logger.info("stopped")
+    }
+
+    /// SIGHUP: access tokens (per database, by name) and the TLS
+    /// certificate; open connections stay. A bad configuration keeps the old
+    /// one and logs why.
+    private func reloadOnHangup() {
+        notifier.reloading()
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: Result<Settings, Error>?
+        Task {
+            do { result = .success(try await reload()) } catch { result = .failure(error) }
+            done.signal()
+        }
+        done.wait()
+        switch result! {
+        case .failure(let error):
+            logger.error("SIGHUP: configuration reload failed, keeping the previous tokens", metadata: ["reason": "\(error)"])
+        case .success(let fresh):
+            let byName = Dictionary(uniqueKeysWithValues: fresh.databases.map { ($0.name, $0) })
+            let missing = tenants.filter { byName[$0.name] == nil }.map(\.name)
+            if !missing.isEmpty {
+                logger.error("SIGHUP: reload names no database \(missing) (adding or removing databases needs a restart); keeping the previous tokens")
+            } else {
+                for t in tenants { t.replaceTokens(byName[t.name]!.tokens) }
+                logger.info("SIGHUP: reloaded access tokens", metadata: [
+                    "databases": "\(tenants.map(\.name).joined(separator: ","))"])
+            }
+        }
+        reloadTLS()
+        notifier.reloaded()
     }
 
     private func reloadTLS() {

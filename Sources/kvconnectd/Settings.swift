@@ -25,6 +25,9 @@ struct Settings: Sendable {
     var logLevel: Logger.Level = .info
     /// text (swift-log's stream format) or json (one object per line).
     var logFormat = "text"
+    /// Every served database; one ("default") unless the config file has `databases:`.
+    var databases: [DatabaseSpec] = []
+    var configFile: String?
     /// Queue push target; nil = no push (pull endpoints only).
     var queueWebhookURL: URL?
     var queueWebhookSecretFile: String?
@@ -121,8 +124,19 @@ struct Settings: Sendable {
             throw Invalid(description: "invalid log format '\(s.logFormat)': expected text or json")
         }
 
-        // The access token: a file (flag, env or config) wins over the token in the environment.
-        if let path = config.string(forKey: "access_token_file") {
+        s.configFile = file
+        if let dbFile = config.string(forKey: "databases_file").map({ DatabaseSpecs.expand($0, env0) }) {
+            guard let specs = try DatabaseSpecs.load(configFile: dbFile, environment: env0) else {
+                throw Invalid(description: "databases file \(dbFile) has no databases: list")
+            }
+            s.databases = specs
+            s.databasePath = specs[0].path
+            s.accessTokenSource = "databases file \(dbFile)"
+            return s
+        }
+        // Single database: the access token from a file (flag, env or config),
+        // else KVCONNECTD_ACCESS_TOKEN, else DENO_KV_ACCESS_TOKEN.
+        if let path = config.string(forKey: "access_token_file").map({ DatabaseSpecs.expand($0, env0) }) {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw Invalid(description: "cannot read access token file \(path)")
             }
@@ -140,6 +154,17 @@ struct Settings: Sendable {
         if s.accessToken.count < minimumTokenLength {
             throw Invalid(description: "access token from \(s.accessTokenSource) is too short: at least \(minimumTokenLength) characters required")
         }
+        var tokens = [AccessToken(secret: s.accessToken)]
+        var sources = [s.accessTokenSource + " (read-write)"]
+        if let path = config.string(forKey: "read_only_access_token_file").map({ DatabaseSpecs.expand($0, env0) }) {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+                  text.trimmingCharacters(in: .whitespacesAndNewlines).count >= minimumTokenLength else {
+                throw Invalid(description: "cannot read a read-only access token of at least \(minimumTokenLength) characters from \(path)")
+            }
+            tokens.append(AccessToken(secret: text.trimmingCharacters(in: .whitespacesAndNewlines), scope: .readOnly))
+            sources.append("file \(path) (read-only)")
+        }
+        s.databases = [DatabaseSpec(name: "default", path: s.databasePath, tokens: tokens, tokenSources: sources)]
         return s
     }
 
@@ -153,8 +178,17 @@ struct Settings: Sendable {
 
     /// Printable settings with secrets masked.
     var summary: [(String, String)] {
-        [("listen", "\(host):\(port)"), ("database", databasePath),
-         ("access_token", "******** (from \(accessTokenSource))"),
+        var head: [(String, String)] = [("listen", "\(host):\(port)"), ("database", databasePath),
+                                        ("access_token", "******** (from \(accessTokenSource))")]
+        for d in databases {
+            let tokens: String = d.tokenSources.joined(separator: ", ")
+            head.append(("database.\(d.name)", "\(d.path); tokens: \(tokens)"))
+        }
+        return head + rest
+    }
+
+    private var rest: [(String, String)] {
+        [
          ("signing_key_file", signingKeyFile ?? "\(defaultSigningKeyFile) (default)"),
          ("token_lifetime_seconds", String(tokenLifetimeSeconds)),
          ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),

@@ -101,6 +101,36 @@ final class ServiceTests: XCTestCase {
         XCTAssertEqual(ct.status, 415)
     }
 
+    func testTenantSelectionAndScopesFromAccessTokens() throws {
+        let other = try KVStore(path: dir.appendingPathComponent("other.sqlite3").path)
+        defer { other.close() }
+        let a = Tenant(name: "a", store: store, tokens: [AccessToken(secret: "a-rw-token-123"),
+                                                         AccessToken(sha256Hex: "a3c5d1b0e2f4a6c8e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6", scope: .readOnly)!])
+        let b = Tenant(name: "b", store: other, tokens: [AccessToken(secret: "b-rw-token-123")])
+        let ro = AccessToken(secret: "a-ro-token-123", scope: .readOnly)
+        a.replaceTokens([AccessToken(secret: "a-rw-token-123"), ro])
+        let svc = KVConnectService(tenants: [a, b], signer: signer, configuration: ServiceConfiguration(), logger: Logger(label: "t"))
+        func meta(_ t: String) -> (Int, [String: Any]) {
+            nonisolated(unsafe) var r: ProtocolResponse?
+            svc.handle(ProtocolRequest(method: "POST", path: "/", headers: [("authorization", "Bearer \(t)")], body: [])) { r = $0 }
+            return (r!.status, (try? JSONSerialization.jsonObject(with: Data(r!.body))) as? [String: Any] ?? [:])
+        }
+        XCTAssertEqual(meta("a-rw-token-123").1["databaseId"] as? String, store.databaseId)
+        XCTAssertEqual(meta("b-rw-token-123").1["databaseId"] as? String, other.databaseId)
+        XCTAssertEqual(meta("nobody-token-123").0, 401)
+        let roToken = try XCTUnwrap(meta("a-ro-token-123").1["token"] as? String)
+        XCTAssertEqual(try signer.verify(roToken, nowMs: 0).scope, .readOnly)
+        nonisolated(unsafe) var w: ProtocolResponse?
+        svc.handle(ProtocolRequest(method: "POST", path: "/v2/atomic_write", headers: [("authorization", "Bearer \(roToken)")],
+                                   body: Wire.atomicWrite())) { w = $0 }
+        XCTAssertEqual(w?.status, 403)
+        // A replaced token stops working at once.
+        b.replaceTokens([AccessToken(secret: "b-rotated-token-1")])
+        XCTAssertEqual(meta("b-rw-token-123").0, 401)
+        XCTAssertEqual(meta("b-rotated-token-1").0, 200)
+        XCTAssertNil(AccessToken(sha256Hex: "xyz"))
+    }
+
     func testRoutingAndHealth() {
         XCTAssertEqual(call("GET", "/healthz").status, 200)
         XCTAssertEqual(call("HEAD", "/healthz").status, 200)

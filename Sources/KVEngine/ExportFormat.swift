@@ -1,0 +1,746 @@
+// The JSON Lines format of `kvconnectd export` / `import`: one entry per line,
+//
+//   {"key":[...parts...],"value":...,"encoding":"v8"|"bytes"|"u64","versionstamp":"<20 hex>","expiresAt":ms}
+//
+// Readable forms are only written when they re-encode to exactly the stored
+// bytes (checked at export time); otherwise the raw bytes are written, so an
+// import reproduces every row byte for byte. See README "Backup and restore".
+
+import Foundation
+
+// MARK: - a small order-preserving JSON model
+
+/// JSON with object member order and the text of numbers kept (so `1` and
+/// `1.0` stay distinct: V8 writes them differently).
+public indirect enum JSONValue: Sendable {
+    case null
+    case bool(Bool)
+    /// The number's JSON text.
+    case number(String)
+    case string(String)
+    case array([JSONValue])
+    case object([(String, JSONValue)])
+
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let m) = self { return m.first(where: { $0.0 == key })?.1 }
+        return nil
+    }
+
+    public var serialized: String {
+        var out = ""
+        write(into: &out)
+        return out
+    }
+
+    func write(into out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .number(let n): out += n
+        case .string(let s): Self.writeString(s, into: &out)
+        case .array(let items):
+            out += "["
+            for (i, v) in items.enumerated() {
+                if i > 0 { out += "," }
+                v.write(into: &out)
+            }
+            out += "]"
+        case .object(let members):
+            out += "{"
+            for (i, (k, v)) in members.enumerated() {
+                if i > 0 { out += "," }
+                Self.writeString(k, into: &out)
+                out += ":"
+                v.write(into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    static func writeString(_ s: String, into out: inout String) {
+        out += "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 || u.value == 0x2028 || u.value == 0x2029 {
+                    let h = String(u.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        out += "\""
+    }
+
+    public struct ParseError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public static func parse(_ text: String) throws -> JSONValue {
+        var p = Parser(b: Array(text.utf8))
+        p.ws()
+        let v = try p.value(depth: 0)
+        p.ws()
+        guard p.i == p.b.count else { throw p.fail("trailing characters") }
+        return v
+    }
+
+    private struct Parser {
+        let b: [UInt8]
+        var i = 0
+
+        func fail(_ what: String) -> ParseError { ParseError(description: "invalid JSON at offset \(i): \(what)") }
+
+        mutating func ws() {
+            while i < b.count, b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0A || b[i] == 0x0D { i += 1 }
+        }
+
+        mutating func literal(_ s: String, _ v: JSONValue) throws -> JSONValue {
+            let l = Array(s.utf8)
+            guard b.count - i >= l.count, Array(b[i..<(i + l.count)]) == l else { throw fail("unexpected token") }
+            i += l.count
+            return v
+        }
+
+        mutating func value(depth: Int) throws -> JSONValue {
+            guard depth < 256 else { throw fail("nested too deeply") }
+            guard i < b.count else { throw fail("unexpected end") }
+            switch b[i] {
+            case UInt8(ascii: "n"): return try literal("null", .null)
+            case UInt8(ascii: "t"): return try literal("true", .bool(true))
+            case UInt8(ascii: "f"): return try literal("false", .bool(false))
+            case UInt8(ascii: "\""): return .string(try string())
+            case UInt8(ascii: "["):
+                i += 1
+                var items: [JSONValue] = []
+                ws()
+                if i < b.count, b[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+                while true {
+                    ws()
+                    items.append(try value(depth: depth + 1))
+                    ws()
+                    guard i < b.count else { throw fail("unterminated array") }
+                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if b[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+                    throw fail("expected , or ]")
+                }
+            case UInt8(ascii: "{"):
+                i += 1
+                var members: [(String, JSONValue)] = []
+                ws()
+                if i < b.count, b[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+                while true {
+                    ws()
+                    guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
+                    let k = try string()
+                    ws()
+                    guard i < b.count, b[i] == UInt8(ascii: ":") else { throw fail("expected :") }
+                    i += 1
+                    ws()
+                    members.append((k, try value(depth: depth + 1)))
+                    ws()
+                    guard i < b.count else { throw fail("unterminated object") }
+                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if b[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+                    throw fail("expected , or }")
+                }
+            default:
+                return .number(try number())
+            }
+        }
+
+        mutating func number() throws -> String {
+            let start = i
+            func digits() -> Int {
+                let s = i
+                while i < b.count, b[i] >= 0x30, b[i] <= 0x39 { i += 1 }
+                return i - s
+            }
+            if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
+            let intStart = i
+            let n = digits()
+            guard n > 0, !(n > 1 && b[intStart] == 0x30) else { throw fail("bad number") }
+            if i < b.count, b[i] == UInt8(ascii: ".") {
+                i += 1
+                guard digits() > 0 else { throw fail("bad number") }
+            }
+            if i < b.count, b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") {
+                i += 1
+                if i < b.count, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") { i += 1 }
+                guard digits() > 0 else { throw fail("bad number") }
+            }
+            return String(decoding: b[start..<i], as: UTF8.self)
+        }
+
+        mutating func hex4() throws -> UInt16 {
+            guard b.count - i >= 4, let v = UInt16(String(decoding: b[i..<(i + 4)], as: UTF8.self), radix: 16) else {
+                throw fail("bad \\u escape")
+            }
+            i += 4
+            return v
+        }
+
+        mutating func string() throws -> String {
+            i += 1  // opening quote
+            var bytes: [UInt8] = []
+            while true {
+                guard i < b.count else { throw fail("unterminated string") }
+                let c = b[i]
+                i += 1
+                if c == UInt8(ascii: "\"") { break }
+                if c < 0x20 { throw fail("control character in string") }
+                if c != UInt8(ascii: "\\") { bytes.append(c); continue }
+                guard i < b.count else { throw fail("unterminated string") }
+                let e = b[i]
+                i += 1
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): bytes.append(e)
+                case UInt8(ascii: "n"): bytes.append(0x0A)
+                case UInt8(ascii: "r"): bytes.append(0x0D)
+                case UInt8(ascii: "t"): bytes.append(0x09)
+                case UInt8(ascii: "b"): bytes.append(0x08)
+                case UInt8(ascii: "f"): bytes.append(0x0C)
+                case UInt8(ascii: "u"):
+                    var scalar = UInt32(try hex4())
+                    if (0xD800...0xDBFF).contains(scalar) {
+                        guard b.count - i >= 2, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else {
+                            throw fail("lone surrogate")
+                        }
+                        i += 2
+                        let lo = UInt32(try hex4())
+                        guard (0xDC00...0xDFFF).contains(lo) else { throw fail("lone surrogate") }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (lo - 0xDC00)
+                    } else if (0xDC00...0xDFFF).contains(scalar) {
+                        throw fail("lone surrogate")
+                    }
+                    bytes.append(contentsOf: Array(String(Unicode.Scalar(scalar)!).utf8))
+                default: throw fail("bad escape")
+                }
+            }
+            guard let s = String(validating: bytes, as: UTF8.self) else { throw fail("invalid UTF-8") }
+            return s
+        }
+    }
+}
+
+// MARK: - KV key tuple encoding
+
+public enum KeyPart: Sendable, Equatable {
+    case bytes(Bytes)
+    case string(String)
+    case bigint(BigIntValue)
+    case number(Double)
+    case bool(Bool)
+
+    public static func == (a: KeyPart, b: KeyPart) -> Bool {
+        switch (a, b) {
+        case let (.bytes(x), .bytes(y)): return x == y
+        case let (.string(x), .string(y)): return x == y
+        case let (.bigint(x), .bigint(y)): return x == y
+        case let (.number(x), .number(y)): return x.bitPattern == y.bitPattern
+        case let (.bool(x), .bool(y)): return x == y
+        default: return false
+        }
+    }
+}
+
+public enum KeyCodec {
+    /// Decodes a stored key; nil when it is not a well-formed tuple.
+    public static func decode(_ key: Bytes) -> [KeyPart]? {
+        var parts: [KeyPart] = []
+        var i = 0
+        func escaped() -> Bytes? {
+            var out: Bytes = []
+            while i < key.count {
+                let c = key[i]
+                i += 1
+                if c == 0 {
+                    if i < key.count, key[i] == 0xFF { out.append(0); i += 1; continue }
+                    return out
+                }
+                out.append(c)
+            }
+            return nil
+        }
+        while i < key.count {
+            let tag = key[i]
+            i += 1
+            switch tag {
+            case 0x01:
+                guard let b = escaped() else { return nil }
+                parts.append(.bytes(b))
+            case 0x02:
+                guard let b = escaped(), let s = String(validating: b, as: UTF8.self) else { return nil }
+                parts.append(.string(s))
+            case 0x0B...0x1D:
+                var n: Int
+                let negative = tag < 0x14
+                if tag == 0x1D || tag == 0x0B {
+                    guard i < key.count else { return nil }
+                    n = Int(tag == 0x1D ? key[i] : key[i] ^ 0xFF)
+                    i += 1
+                } else {
+                    n = abs(Int(tag) - 0x14)
+                }
+                guard key.count - i >= n else { return nil }
+                var be = Array(key[i..<(i + n)])
+                i += n
+                if negative { be = be.map { ~$0 } }
+                parts.append(.bigint(BigIntValue(negative: negative, bigEndian: be)))
+            case 0x21:
+                guard key.count - i >= 8 else { return nil }
+                var bits: UInt64 = 0
+                for k in 0..<8 { bits = (bits << 8) | UInt64(key[i + k]) }
+                i += 8
+                bits = bits & (1 << 63) != 0 ? bits ^ (1 << 63) : ~bits
+                parts.append(.number(Double(bitPattern: bits)))
+            case 0x26: parts.append(.bool(false))
+            case 0x27: parts.append(.bool(true))
+            default: return nil
+            }
+        }
+        return parts
+    }
+
+    public static func encode(_ parts: [KeyPart]) -> Bytes {
+        var out: Bytes = []
+        func escaped(_ b: Bytes) {
+            for c in b {
+                out.append(c)
+                if c == 0 { out.append(0xFF) }
+            }
+            out.append(0)
+        }
+        for p in parts {
+            switch p {
+            case .bytes(let b):
+                out.append(0x01)
+                escaped(b)
+            case .string(let s):
+                out.append(0x02)
+                escaped(Array(s.utf8))
+            case .bigint(let v):
+                var be = v.bigEndianBytes
+                if be.isEmpty { out.append(0x14); continue }
+                let n = be.count
+                if v.negative {
+                    if n <= 8 { out.append(UInt8(0x14 - n)) } else { out.append(contentsOf: [0x0B, UInt8(truncatingIfNeeded: n) ^ 0xFF]) }
+                    be = be.map { ~$0 }
+                } else {
+                    if n <= 8 { out.append(UInt8(0x14 + n)) } else { out.append(contentsOf: [0x1D, UInt8(truncatingIfNeeded: n)]) }
+                }
+                out.append(contentsOf: be)
+            case .number(let d):
+                var bits = d.bitPattern
+                bits = bits & (1 << 63) != 0 ? ~bits : bits ^ (1 << 63)
+                out.append(0x21)
+                for k in 0..<8 { out.append(UInt8(truncatingIfNeeded: bits >> (8 * UInt64(7 - k)))) }
+            case .bool(let b):
+                out.append(b ? 0x27 : 0x26)
+            }
+        }
+        return out
+    }
+}
+
+extension BigIntValue {
+    init(negative: Bool, bigEndian be: Bytes) {
+        var words = [UInt64](repeating: 0, count: (be.count + 7) / 8)
+        for (k, b) in be.reversed().enumerated() { words[k / 8] |= UInt64(b) << (8 * UInt64(k % 8)) }
+        self.init(negative: negative, magnitude: words)
+    }
+
+    /// Magnitude, big-endian, without leading zero bytes (empty for zero).
+    var bigEndianBytes: Bytes {
+        var out: Bytes = []
+        for w in magnitude.reversed() {
+            for k in stride(from: 7, through: 0, by: -1) { out.append(UInt8(truncatingIfNeeded: w >> (8 * UInt64(k)))) }
+        }
+        while let f = out.first, f == 0 { out.removeFirst() }
+        return out
+    }
+
+    /// Parses an optionally signed decimal integer.
+    public init?(decimal: String) {
+        var s = Substring(decimal)
+        var negative = false
+        if s.hasPrefix("-") { negative = true; s = s.dropFirst() }
+        guard !s.isEmpty, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        var words: [UInt64] = []
+        for c in s.utf8 {
+            var carry = UInt64(c - 0x30)
+            for k in 0..<words.count {
+                let (hi, lo) = words[k].multipliedFullWidth(by: 10)
+                let (sum, o) = lo.addingReportingOverflow(carry)
+                words[k] = sum
+                carry = hi + (o ? 1 : 0)
+            }
+            if carry != 0 { words.append(carry) }
+        }
+        self.init(negative: negative, magnitude: words)
+    }
+}
+
+// MARK: - entries ⇄ JSON
+
+public struct ExportedEntry: Sendable, Equatable {
+    public var key: Bytes
+    public var value: Bytes
+    /// Raw `entries.encoding` (1 V8, 2 LE64, 3 bytes).
+    public var encoding: Int64
+    public var versionstamp: Bytes
+    public var expiresAtMs: Int64?
+
+    public init(key: Bytes, value: Bytes, encoding: Int64, versionstamp: Bytes, expiresAtMs: Int64?) {
+        self.key = key
+        self.value = value
+        self.encoding = encoding
+        self.versionstamp = versionstamp
+        self.expiresAtMs = expiresAtMs
+    }
+}
+
+public struct ExportFormatError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ d: String) { description = d }
+}
+
+public enum ExportFormat {
+    /// Single-member objects with one of these names are type wrappers; a
+    /// real object that looks like one is written as `{"object":{...}}`.
+    static let wrapperNames: Set<String> = ["bytes", "bigint", "number", "date", "undefined", "object",
+                                            "sparseArray", "v8", "u64", "rawKey"]
+
+    // MARK: export
+
+    public static func line(for e: ExportedEntry) -> String {
+        var members: [(String, JSONValue)] = []
+        members.append(("key", keyJSON(e.key)))
+        let (value, encoding) = valueJSON(e.value, encoding: e.encoding)
+        members.append(("value", value))
+        members.append(("encoding", encoding))
+        members.append(("versionstamp", .string(hex(e.versionstamp))))
+        if let x = e.expiresAtMs { members.append(("expiresAt", .number(String(x)))) }
+        return JSONValue.object(members).serialized
+    }
+
+    public static func keyJSON(_ key: Bytes) -> JSONValue {
+        guard let parts = KeyCodec.decode(key), KeyCodec.encode(parts) == key else {
+            return .object([("rawKey", .string(base64(key)))])
+        }
+        return .array(parts.map { p in
+            switch p {
+            case .string(let s): return .string(s)
+            case .bool(let b): return .bool(b)
+            case .bytes(let b): return .object([("bytes", .string(base64(b)))])
+            case .bigint(let v): return .object([("bigint", .string(v.description))])
+            case .number(let d): return .object([("number", keyNumberJSON(d))])
+            }
+        })
+    }
+
+    static func keyNumberJSON(_ d: Double) -> JSONValue {
+        if d.isNaN { return .string("NaN") }
+        if d.isInfinite { return .string(d < 0 ? "-Infinity" : "Infinity") }
+        if d == 0 && d.sign == .minus { return .string("-0") }
+        if d == d.rounded(.towardZero), abs(d) < 9007199254740992 { return .number(String(Int64(d))) }
+        return .number("\(d)")
+    }
+
+    static func valueJSON(_ data: Bytes, encoding: Int64) -> (JSONValue, JSONValue) {
+        switch encoding {
+        case Int64(ValueEncoding.v8.rawValue):
+            if let v = V8Value.decodeExactly(data), let j = try? v8JSON(v) {
+                return (j, .string("v8"))
+            }
+            return (.object([("v8", .string(base64(data)))]), .string("v8"))
+        case Int64(ValueEncoding.le64.rawValue):
+            if data.count == 8 {
+                var n: UInt64 = 0
+                for k in 0..<8 { n |= UInt64(data[k]) << (8 * UInt64(k)) }
+                return (.object([("u64", .string(String(n)))]), .string("u64"))
+            }
+            return (.object([("bytes", .string(base64(data)))]), .string("u64"))
+        case Int64(ValueEncoding.bytes.rawValue):
+            return (.object([("bytes", .string(base64(data)))]), .string("bytes"))
+        default:
+            return (.object([("bytes", .string(base64(data)))]), .number(String(encoding)))
+        }
+    }
+
+    struct NotReadable: Error {}
+
+    static func v8JSON(_ v: V8Value) throws -> JSONValue {
+        switch v {
+        case .undefined: return .object([("undefined", .bool(true))])
+        case .null: return .null
+        case .bool(let b): return .bool(b)
+        case .int32(let n): return .number(String(n))
+        case .double(let d):
+            if d.isNaN || d.isInfinite || (d == 0 && d.sign == .minus) {
+                return .object([("number", keyNumberJSON(d))])
+            }
+            return .number(doubleText(d))
+        case .bigint(let b): return .object([("bigint", .string(b.description))])
+        case .string(let s): return .string(s)
+        case .date(let ms):
+            if ms.isNaN { return .object([("date", .string("Invalid Date"))]) }
+            if let iso = isoDate(ms) { return .object([("date", .string(iso))]) }
+            guard ms.isFinite else { throw NotReadable() }
+            return .object([("date", .number(doubleText(ms)))])
+        case .bytes(let b): return .object([("bytes", .string(base64(b)))])
+        case .array(let items): return .array(try items.map(v8JSON))
+        case .sparseArray(let length, let props):
+            return .object([("sparseArray", .object([("length", .number(String(length))),
+                                                     ("properties", .object(try props.map { ($0.key, try v8JSON($0.value)) }))]))])
+        case .object(let props):
+            let o = JSONValue.object(try props.map { ($0.key, try v8JSON($0.value)) })
+            if props.count == 1, wrapperNames.contains(props[0].key) { return .object([("object", o)]) }
+            return o
+        }
+    }
+
+    /// Always with a '.' or an exponent, so it reads back as a double.
+    static func doubleText(_ d: Double) -> String {
+        let s = "\(d)"
+        return s.contains(".") || s.contains("e") ? s : s + ".0"
+    }
+
+    // MARK: import
+
+    public static func parse(line: String) throws -> ExportedEntry {
+        let j = try JSONValue.parse(line)
+        guard case .object = j else { throw ExportFormatError("not a JSON object") }
+        guard let k = j["key"] else { throw ExportFormatError("missing \"key\"") }
+        let key = try keyBytes(k)
+        guard let encJ = j["encoding"] else { throw ExportFormatError("missing \"encoding\"") }
+        let encoding: Int64
+        switch encJ {
+        case .string("v8"): encoding = Int64(ValueEncoding.v8.rawValue)
+        case .string("u64"): encoding = Int64(ValueEncoding.le64.rawValue)
+        case .string("bytes"): encoding = Int64(ValueEncoding.bytes.rawValue)
+        case .number(let n):
+            guard let e = Int64(n) else { throw ExportFormatError("bad \"encoding\"") }
+            encoding = e
+        default: throw ExportFormatError("bad \"encoding\" (v8, u64 or bytes)")
+        }
+        guard let vJ = j["value"] else { throw ExportFormatError("missing \"value\"") }
+        let value = try valueBytes(vJ, encoding: encoding)
+        guard case .string(let vsHex)? = j["versionstamp"], let vs = unhex(vsHex), vs.count == 10 else {
+            throw ExportFormatError("missing or bad \"versionstamp\" (20 hex digits)")
+        }
+        var expires: Int64?
+        if let x = j["expiresAt"] {
+            switch x {
+            case .null: expires = nil
+            case .number(let n):
+                guard let v = Int64(n) else { throw ExportFormatError("bad \"expiresAt\"") }
+                expires = v
+            default: throw ExportFormatError("bad \"expiresAt\"")
+            }
+        }
+        return ExportedEntry(key: key, value: value, encoding: encoding, versionstamp: vs, expiresAtMs: expires)
+    }
+
+    static func wrapper(_ j: JSONValue) -> (String, JSONValue)? {
+        if case .object(let m) = j, m.count == 1, wrapperNames.contains(m[0].0) { return m[0] }
+        return nil
+    }
+
+    static func keyBytes(_ j: JSONValue) throws -> Bytes {
+        if let (name, v) = wrapper(j), name == "rawKey" {
+            guard case .string(let s) = v, let b = unbase64(s) else { throw ExportFormatError("bad rawKey") }
+            return b
+        }
+        guard case .array(let items) = j else { throw ExportFormatError("\"key\" must be an array or {\"rawKey\":...}") }
+        var parts: [KeyPart] = []
+        for item in items {
+            switch item {
+            case .string(let s): parts.append(.string(s))
+            case .bool(let b): parts.append(.bool(b))
+            default:
+                guard let (name, v) = wrapper(item) else { throw ExportFormatError("bad key part \(item.serialized)") }
+                switch (name, v) {
+                case ("bytes", .string(let s)):
+                    guard let b = unbase64(s) else { throw ExportFormatError("bad base64 in key") }
+                    parts.append(.bytes(b))
+                case ("bigint", .string(let s)):
+                    guard let b = BigIntValue(decimal: s) else { throw ExportFormatError("bad bigint in key") }
+                    parts.append(.bigint(b))
+                case ("number", _):
+                    parts.append(.number(try numberValue(v)))
+                default:
+                    throw ExportFormatError("bad key part \(item.serialized)")
+                }
+            }
+        }
+        return KeyCodec.encode(parts)
+    }
+
+    static func numberValue(_ j: JSONValue) throws -> Double {
+        switch j {
+        case .number(let n):
+            guard let d = Double(n) else { throw ExportFormatError("bad number \(n)") }
+            return d
+        case .string("NaN"): return .nan
+        case .string("Infinity"): return .infinity
+        case .string("-Infinity"): return -.infinity
+        case .string("-0"): return -0.0
+        default: throw ExportFormatError("bad number \(j.serialized)")
+        }
+    }
+
+    static func valueBytes(_ j: JSONValue, encoding: Int64) throws -> Bytes {
+        if let (name, v) = wrapper(j), name == "bytes" || name == "v8" || name == "u64" {
+            if name == "u64" {
+                guard encoding == Int64(ValueEncoding.le64.rawValue), case .string(let s) = v, let n = UInt64(s) else {
+                    throw ExportFormatError("bad u64 value")
+                }
+                return (0..<8).map { UInt8(truncatingIfNeeded: n >> (8 * UInt64($0))) }
+            }
+            if name == "v8" || encoding != Int64(ValueEncoding.v8.rawValue) {
+                guard case .string(let s) = v, let b = unbase64(s) else { throw ExportFormatError("bad base64 value") }
+                return b
+            }
+        }
+        guard encoding == Int64(ValueEncoding.v8.rawValue) else {
+            throw ExportFormatError("a value with encoding \(encoding) must be {\"bytes\":...} or {\"u64\":...}")
+        }
+        do {
+            return try v8Value(j).encode()
+        } catch let e as V8Value.EncodingError {
+            throw ExportFormatError(e.description)
+        }
+    }
+
+    static func v8Value(_ j: JSONValue) throws -> V8Value {
+        switch j {
+        case .null: return .null
+        case .bool(let b): return .bool(b)
+        case .string(let s): return .string(s)
+        case .number(let n):
+            if !n.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }), let i = Int32(n) { return .int32(i) }
+            guard let d = Double(n) else { throw ExportFormatError("bad number \(n)") }
+            return .double(d)
+        case .array(let items): return .array(try items.map(v8Value))
+        case .object(let members):
+            if let (name, v) = wrapper(j) {
+                switch (name, v) {
+                case ("undefined", _): return .undefined
+                case ("number", _): return .double(try numberValue(v))
+                case ("bigint", .string(let s)):
+                    guard let b = BigIntValue(decimal: s) else { throw ExportFormatError("bad bigint \(s)") }
+                    return .bigint(b)
+                case ("bytes", .string(let s)):
+                    guard let b = unbase64(s) else { throw ExportFormatError("bad base64") }
+                    return .bytes(b)
+                case ("date", .string("Invalid Date")): return .date(.nan)
+                case ("date", .string(let s)):
+                    guard let ms = parseISODate(s) else { throw ExportFormatError("bad date \(s)") }
+                    return .date(ms)
+                case ("date", .number(let n)):
+                    guard let d = Double(n) else { throw ExportFormatError("bad date \(n)") }
+                    return .date(d)
+                case ("object", .object(let inner)):
+                    return .object(try inner.map { V8Property($0.0, try v8Value($0.1)) })
+                case ("sparseArray", .object):
+                    guard case .number(let ln)? = v["length"], let length = UInt32(ln),
+                          case .object(let props)? = v["properties"] else {
+                        throw ExportFormatError("bad sparseArray")
+                    }
+                    return .sparseArray(length: length, properties: try props.map { V8Property($0.0, try v8Value($0.1)) })
+                default:
+                    throw ExportFormatError("bad \(name) value \(j.serialized)")
+                }
+            }
+            return .object(try members.map { V8Property($0.0, try v8Value($0.1)) })
+        }
+    }
+
+    // MARK: helpers
+
+    public static func hex(_ b: Bytes) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(b.count * 2)
+        for c in b {
+            out.append(digits[Int(c >> 4)])
+            out.append(digits[Int(c & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public static func unhex(_ s: String) -> Bytes? {
+        let u = Array(s.utf8)
+        guard u.count % 2 == 0 else { return nil }
+        func v(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 0x30...0x39: return c - 0x30
+            case 0x61...0x66: return c - 0x61 + 10
+            case 0x41...0x46: return c - 0x41 + 10
+            default: return nil
+            }
+        }
+        var out: Bytes = []
+        var i = 0
+        while i < u.count {
+            guard let hi = v(u[i]), let lo = v(u[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+
+    static func base64(_ b: Bytes) -> String { Data(b).base64EncodedString() }
+
+    static func unbase64(_ s: String) -> Bytes? { Data(base64Encoded: s).map { Bytes($0) } }
+
+    /// "YYYY-MM-DDTHH:MM:SS.sssZ" for whole milliseconds in years 0000…9999.
+    static func isoDate(_ ms: Double) -> String? {
+        guard ms.isFinite, ms == ms.rounded(.towardZero), ms >= -62167219200000, ms <= 253402300799999 else { return nil }
+        let t = Int64(ms)
+        let days = Int64((Double(t) / 86_400_000).rounded(.down))
+        let rem = t - days * 86_400_000
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719468
+        let era = (z >= 0 ? z : z - 146096) / 146097
+        let doe = z - era * 146097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        func pad(_ v: Int64, _ n: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, n - s.count)) + s
+        }
+        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(rem / 3_600_000, 2)):\(pad(rem / 60_000 % 60, 2)):\(pad(rem / 1000 % 60, 2)).\(pad(rem % 1000, 3))Z"
+    }
+
+    static func parseISODate(_ s: String) -> Double? {
+        let u = Array(s.utf8)
+        guard u.count == 24, u[4] == 0x2D, u[7] == 0x2D, u[10] == 0x54, u[13] == 0x3A, u[16] == 0x3A,
+              u[19] == 0x2E, u[23] == 0x5A else { return nil }
+        func num(_ a: Int, _ b: Int) -> Int64? { Int64(String(decoding: u[a..<b], as: UTF8.self)) }
+        guard let y0 = num(0, 4), let m = num(5, 7), let d = num(8, 10), let hh = num(11, 13), let mi = num(14, 16),
+              let ss = num(17, 19), let ms = num(20, 23),
+              (1...12).contains(m), (1...31).contains(d), hh < 24, mi < 60, ss < 60 else { return nil }
+        // days_from_civil.
+        let y = m <= 2 ? y0 - 1 : y0
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146097 + doe - 719468
+        let t = days * 86_400_000 + hh * 3_600_000 + mi * 60_000 + ss * 1000 + ms
+        guard isoDate(Double(t)) == s else { return nil }
+        return Double(t)
+    }
+}
