@@ -13,6 +13,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
@@ -33,7 +35,10 @@ let package = Package(
         // Swift layers, bottom up.
         .target(
             name: "KVEngine",
-            dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "CSQLite", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         .target(
             name: "KVConnect",
@@ -41,6 +46,7 @@ let package = Package(
                 "KVEngine", "CDatapath",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -57,11 +63,16 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
 
         .testTarget(name: "KVEngineTests", dependencies: ["KVEngine"]),
-        .testTarget(name: "KVConnectTests", dependencies: ["KVConnect", "KVEngine", "CDatapath"]),
+        .testTarget(name: "KVConnectTests", dependencies: [
+            "KVConnect", "KVEngine", "CDatapath",
+            .product(name: "MetricsTestKit", package: "swift-metrics"),
+        ]),
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
     ]
 )

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import KVEngine
 import Logging
+import Metrics
 
 public struct ServiceConfiguration: Sendable {
     public var tokenLifetimeSeconds: Int64 = 3600
@@ -16,6 +17,10 @@ public struct ServiceConfiguration: Sendable {
     public var queueVisibilityTimeoutMs: Int64 = 30_000
     public var queueLongPollMaxMs: Int64 = 20_000
     public var limits = ProtocolLimits()
+    /// `GET /metrics` body (Prometheus text), rendered by the executable; nil = 404.
+    public var metricsText: (@Sendable () -> String)?
+    /// Backend for request metrics; nil = the bootstrapped `MetricsSystem.factory`.
+    public var metricsFactory: (any MetricsFactory)?
 
     public init() {}
 }
@@ -29,6 +34,7 @@ public final class KVConnectService: Sendable {
     let config: ServiceConfiguration
     private let codec: WireCodec
     let logger: Logger
+    let observer: RequestObserver
 
     public init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger) {
         self.tenants = tenants
@@ -36,12 +42,15 @@ public final class KVConnectService: Sendable {
         self.config = configuration
         self.codec = WireCodec(limits: configuration.limits)
         self.logger = logger
+        self.observer = RequestObserver(factory: configuration.metricsFactory ?? MetricsSystem.factory,
+                                        logger: logger, endpointPath: configuration.endpointPath)
     }
 
     /// May answer inline (reads, errors) or later from the engine's writer
     /// thread (atomic writes); never blocks on a write.
     public func handle(_ request: ProtocolRequest, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
         let ep = config.endpointPath
+        let respond = observer.wrap(request, respond)
         switch request.path {
         case "/":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
@@ -52,6 +61,8 @@ public final class KVConnectService: Sendable {
         case "/readyz":
             guard request.method == "GET" || request.method == "HEAD" else { return respond(methodNotAllowed(request, allow: "GET, HEAD")) }
             respond(readiness())
+        case "/metrics":
+            respond(metricsEndpoint(request))
         case ep + "/snapshot_read":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             respond(snapshotRead(request))

@@ -512,6 +512,7 @@ final class StoreCore: @unchecked Sendable {
     /// Runs one group-commit transaction; returns one result per write.
     /// Nothing is reported committed unless COMMIT succeeded.
     func processBatch(_ writes: [AtomicWrite]) -> [Result<AtomicWriteResult, KVError>] {
+        let metricsStart = EngineMetrics.now()
         let conn = writeConn
         let eval = WriteEvaluator(conn: conn, nowMs: Self.wallClockMs())
         func failAll(_ error: Error) -> [Result<AtomicWriteResult, KVError>] {
@@ -583,6 +584,7 @@ final class StoreCore: @unchecked Sendable {
         _committedCounter = counter
         _batchesCommitted += 1
         counterLock.unlock()
+        EngineMetrics.recordCommit(writes: writes.count, startNs: metricsStart)
         if let e = eval.effects.earliestExpiryMs { sweeper.noteExpiry(e) }
         if let d = eval.effects.earliestDeadlineMs { queue.noteDue(d) }
         pendingNotifications = eval.effects.touched

@@ -31,6 +31,8 @@ struct SettingFlags: ParsableArguments {
     var publicURL: String?
     @Option(help: "Log level: trace, debug, info (default), notice, warning, error, critical.")
     var logLevel: String?
+    @Option(help: "Log format: text (default) or json (one object per line).")
+    var logFormat: String?
     @Option(help: "PEM certificate chain for HTTPS (with --tls-key-file; reloaded on SIGHUP).")
     var tlsCertFile: String?
     @Option(help: "PEM private key for HTTPS (with --tls-cert-file; reloaded on SIGHUP).")
@@ -63,6 +65,7 @@ struct SettingFlags: ParsableArguments {
         v["synchronous"] = synchronous
         v["public_url"] = publicURL
         v["log_level"] = logLevel
+        v["log_format"] = logFormat
         v["tls_cert_file"] = tlsCertFile
         v["tls_key_file"] = tlsKeyFile
         v["queue_webhook_url"] = queueWebhookURL
@@ -91,6 +94,8 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try await flags.resolve()
+        LogBootstrap.bootstrap(format: settings.logFormat, level: settings.logLevel)
+        _ = MetricsBackend.bootstrap()  // before the engine records its first commit
         let daemon: Daemon
         do {
             let flags = self.flags

@@ -52,6 +52,7 @@ final class Daemon: @unchecked Sendable {
         serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
         serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
         serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
+        serviceConfig.metricsText = MetricsExporter(registry: MetricsBackend.bootstrap(), stores: tenants.map(\.store)).render
         let service = KVConnectService(tenants: tenants, signer: TokenSigner(secret: secret),
                                        configuration: serviceConfig, logger: logger)
 

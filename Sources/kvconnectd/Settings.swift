@@ -23,6 +23,8 @@ struct Settings: Sendable {
     var tlsCertFile: String?
     var tlsKeyFile: String?
     var logLevel: Logger.Level = .info
+    /// text (swift-log's stream format) or json (one object per line).
+    var logFormat = "text"
     /// Every served database; one ("default") unless the config file has `databases:`.
     var databases: [DatabaseSpec] = []
     var configFile: String?
@@ -117,6 +119,10 @@ struct Settings: Sendable {
             throw Invalid(description: "invalid log level '\(level)': expected trace, debug, info, notice, warning, error or critical")
         }
         s.logLevel = parsed
+        s.logFormat = config.string(forKey: "log_format", default: "text").lowercased()
+        guard ["text", "json"].contains(s.logFormat) else {
+            throw Invalid(description: "invalid log format '\(s.logFormat)': expected text or json")
+        }
 
         s.configFile = file
         if let dbFile = config.string(forKey: "databases_file").map({ DatabaseSpecs.expand($0, env0) }) {
@@ -195,7 +201,8 @@ struct Settings: Sendable {
          ("queue_long_poll_max_ms", String(queueLongPollMaxMs)),
          ("synchronous", synchronousFull ? "full" : "normal"),
          ("public_url", publicURL ?? "(from the request's Host)"),
-         ("tls_cert_file", tlsCertFile ?? "(none: plain HTTP)"), ("tls_key_file", tlsKeyFile ?? "(none)"), ("log_level", logLevel.rawValue)]
+         ("tls_cert_file", tlsCertFile ?? "(none: plain HTTP)"), ("tls_key_file", tlsKeyFile ?? "(none)"), ("log_level", logLevel.rawValue),
+         ("log_format", logFormat)]
     }
 
     var defaultSigningKeyFile: String {

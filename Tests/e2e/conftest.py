@@ -55,7 +55,7 @@ class Daemon:
         deadline = time.time() + 20
         while time.time() < deadline:
             text = self.log_path.read_bytes()[start_offset:].decode(errors="replace")
-            m = re.search(r"listen=127\.0\.0\.1:(\d+)", text)
+            m = re.search(r'listen(?:=|":")127\.0\.0\.1:(\d+)', text)  # text or --log-format json
             if m:
                 self.port = int(m.group(1))
                 return self

@@ -1,0 +1,116 @@
+import Foundation
+import HTTPFront
+import KVEngine
+import Metrics
+import Prometheus
+import Synchronization
+
+/// The Prometheus backend of the swift-metrics facade used by the layers,
+/// and the `GET /metrics` renderer.
+///
+/// Pushed metrics (requests, latencies, commit batches) are recorded by the
+/// layers through the facade; point-in-time values (connections, watches,
+/// queue depth, file size) and engine counters are read when /metrics is
+/// scraped. No metric carries a token, key or client-chosen path; the only
+/// per-database label is the database id (bounded by the configuration).
+enum MetricsBackend {
+    /// Bootstraps `MetricsSystem` once per process and returns its registry.
+    static func bootstrap() -> PrometheusCollectorRegistry { registry }
+
+    private static let registry: PrometheusCollectorRegistry = {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Sub-millisecond (reads from the page cache) to seconds (fsync, a busy disk).
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(100), .microseconds(250), .microseconds(500),
+            .milliseconds(1), .microseconds(2500), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+        ]
+        // Group-commit batches hold 1 ... 256 writes.
+        factory.valueHistogramBuckets["kvconnectd_commit_batch_size"] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }()
+}
+
+/// Renders /metrics: refreshes the scrape-time values, then emits the registry.
+final class MetricsExporter: Sendable {
+    private let registry: PrometheusCollectorRegistry
+    private let stores: [KVStore]
+    /// Engine totals already added to the Prometheus counters, per database.
+    private let exported = Mutex<[String: EngineTotals]>([:])
+
+    private struct EngineTotals {
+        var acknowledged = 0, failedAttempts = 0, deadLettered = 0, expired = 0
+    }
+
+    init(registry: PrometheusCollectorRegistry, stores: [KVStore]) {
+        self.registry = registry
+        self.stores = stores
+    }
+
+    func render() -> String {
+        exported.withLock { totals in
+            refresh(&totals)
+            return registry.emitToString()
+        }
+    }
+
+    private func refresh(_ totals: inout [String: EngineTotals]) {
+        let conns = "Open client connections (h1: HTTP/1.1 connections with a request or stream in progress)."
+        registry.makeGauge(name: "kvconnectd_open_connections", labels: [("protocol", "h1")], help: conns)
+            .set(Double(FrontStats.activeHTTP1Requests))
+        registry.makeGauge(name: "kvconnectd_open_connections", labels: [("protocol", "h2")], help: conns)
+            .set(Double(FrontStats.openHTTP2Connections))
+
+        for store in stores {
+            let db = [("database_id", store.databaseId)]
+            gauge("kvconnectd_open_watch_streams", db, "Open watch registrations (one per watch stream).")
+                .set(Double(store.watchCount))
+            gauge("kvconnectd_database_size_bytes", db, "Size of the SQLite database file plus its WAL.")
+                .set(Double(Self.fileSize(store.path) + Self.fileSize(store.path + "-wal")))
+            gauge("kvconnectd_versionstamp_counter", db, "Commit counter behind the latest versionstamp.")
+                .set(Double(Self.counter(of: store.currentVersionstamp)))
+            if let q = try? store.queueCounts() {
+                let help = "Queue messages by state."
+                gauge("kvconnectd_queue_messages", db + [("state", "ready")], help).set(Double(q.ready))
+                gauge("kvconnectd_queue_messages", db + [("state", "inflight")], help).set(Double(q.inflight))
+            }
+
+            var last = totals[store.databaseId] ?? EngineTotals()
+            let stats = store.queueStats
+            let deliveries = "Queue delivery outcomes: ok (acknowledged), failed (attempt failed), dead_lettered."
+            add("kvconnectd_queue_deliveries_total", db + [("result", "ok")], deliveries,
+                stats.acknowledged, &last.acknowledged)
+            add("kvconnectd_queue_deliveries_total", db + [("result", "failed")], deliveries,
+                stats.failedAttempts, &last.failedAttempts)
+            add("kvconnectd_queue_deliveries_total", db + [("result", "dead_lettered")], deliveries,
+                stats.deadLettered, &last.deadLettered)
+            add("kvconnectd_expired_entries_removed_total", db, "Expired entries deleted by the sweeper.",
+                store.expiredEntriesRemoved, &last.expired)
+            totals[store.databaseId] = last
+        }
+    }
+
+    private func gauge(_ name: String, _ labels: [(String, String)], _ help: String) -> Prometheus.Gauge {
+        registry.makeGauge(name: name, labels: labels, help: help)
+    }
+
+    /// Advances a Prometheus counter to the engine's running total.
+    private func add(_ name: String, _ labels: [(String, String)], _ help: String, _ total: Int, _ last: inout Int) {
+        let counter = registry.makeCounter(name: name, labels: labels, help: help)
+        if total > last { counter.increment(by: Int64(total - last)) }
+        last = max(last, total)
+    }
+
+    static func fileSize(_ path: String) -> Int64 {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int64(st.st_size) : 0
+    }
+
+    /// The 8-byte big-endian commit counter at the front of a versionstamp.
+    static func counter(of versionstamp: Versionstamp) -> UInt64 {
+        versionstamp.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
+    }
+}
