@@ -11,6 +11,7 @@ final class Daemon: @unchecked Sendable {
     let tenants: [Tenant]
     let server: HTTPServer
     let notifier = SystemdNotifier()
+    private var deliverers: [WebhookDeliverer] = []
     /// Re-reads the configuration (same flags and environment) for SIGHUP.
     let reload: @Sendable () async throws -> Settings
 
@@ -71,6 +72,7 @@ final class Daemon: @unchecked Sendable {
                                                  timeoutMs: settings.queueWebhookTimeoutMs,
                                                  databaseId: t.databaseId, concurrency: settings.queueConcurrency,
                                                  logger: logger)
+                deliverers.append(deliverer)
                 t.store.startQueueDelivery(options: QueuePushOptions(
                     concurrency: settings.queueConcurrency,
                     leaseMs: Int64(settings.queueWebhookTimeoutMs) + 30_000)) { m, done in
@@ -164,6 +166,14 @@ final class Daemon: @unchecked Sendable {
                 for t in tenants { t.replaceTokens(byName[t.name]!.tokens) }
                 logger.info("SIGHUP: reloaded access tokens", metadata: [
                     "databases": "\(tenants.map(\.name).joined(separator: ","))"])
+                if let url = fresh.queueWebhookURL, !deliverers.isEmpty {
+                    for d in deliverers {
+                        d.update(url: url, secret: fresh.queueWebhookSecret, timeoutMs: fresh.queueWebhookTimeoutMs)
+                    }
+                    logger.info("SIGHUP: reloaded queue webhook settings", metadata: ["url": "\(url.absoluteString)"])
+                } else if (fresh.queueWebhookURL == nil) != deliverers.isEmpty {
+                    logger.warning("SIGHUP: turning queue webhook push on or off needs a restart; kept the current mode")
+                }
             }
         }
         reloadTLS()

@@ -17,22 +17,22 @@ import Logging
 /// A 2xx within the timeout acknowledges; any other status, a timeout or a
 /// connection error is a failed attempt.
 final class WebhookDeliverer: @unchecked Sendable {
-    let url: URL
-    private let secret: SymmetricKey
-    let timeoutMs: Int
+    /// URL, secret and timeout: replaced on SIGHUP, read once per delivery.
+    private struct Target { var url: URL; var secret: SymmetricKey; var timeoutMs: Int }
+    private let lock = NSLock()
+    private var target: Target
     let databaseId: String
     private let session: URLSession
     private let logger: Logger
 
     init(url: URL, secret: [UInt8], timeoutMs: Int, databaseId: String, concurrency: Int, logger: Logger) {
-        self.url = url
-        self.secret = SymmetricKey(data: secret)
-        self.timeoutMs = timeoutMs
+        self.target = Target(url: url, secret: SymmetricKey(data: secret), timeoutMs: timeoutMs)
         self.databaseId = databaseId
         self.logger = logger
         let config = URLSessionConfiguration.ephemeral
-        config.timeoutIntervalForRequest = Double(timeoutMs) / 1000
-        config.timeoutIntervalForResource = Double(timeoutMs) / 1000
+        // Per-request timeouts (below) apply, so a reload can change them.
+        config.timeoutIntervalForRequest = 3600
+        config.timeoutIntervalForResource = 3600
         config.httpMaximumConnectionsPerHost = max(1, concurrency)
         config.requestCachePolicy = .reloadIgnoringLocalCacheData
         config.urlCache = nil
@@ -48,7 +48,18 @@ final class WebhookDeliverer: @unchecked Sendable {
         return "sha256=" + h.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
+    /// SIGHUP: new deliveries use the new URL, secret and timeout.
+    func update(url: URL, secret: [UInt8], timeoutMs: Int) {
+        lock.lock()
+        target = Target(url: url, secret: SymmetricKey(data: secret), timeoutMs: timeoutMs)
+        lock.unlock()
+    }
+
     func deliver(_ m: QueueMessage, done: @escaping @Sendable (Bool) -> Void) {
+        lock.lock()
+        let t = target
+        lock.unlock()
+        let url = t.url, secret = t.secret, timeoutMs = t.timeoutMs
         let id = String(m.id)
         var req = URLRequest(url: url)
         req.httpMethod = "POST"

@@ -339,3 +339,25 @@ def test_queue_settings_are_validated_and_the_secret_never_printed(workdir):
     assert "queue_concurrency = 3" in r.stdout
     assert "queue_visibility_timeout_ms = 30000" in r.stdout
     assert SECRET not in r.stdout + r.stderr
+
+
+def test_sighup_reloads_the_webhook_url(workdir, cleanup):
+    first, second = Receiver(workdir), Receiver(workdir)
+    cleanup.extend([first, second])
+    secret_file = Path(workdir) / "webhook.secret"
+    secret_file.write_text(SECRET + "\n")
+    cfg = Path(workdir) / "queue.yaml"
+    cfg.write_text(f"queue_webhook_url: {first.url}\nqueue_webhook_secret_file: {secret_file}\n")
+    d = Daemon(Path(workdir) / "reload", extra_args=["--config", str(cfg)])
+    cleanup.append(d)
+    d.start()
+    enqueue(d.url, ("to-first", {}))
+    first.wait_for(lambda ds: len(ds) == 1)
+    cfg.write_text(f"queue_webhook_url: {second.url}\nqueue_webhook_secret_file: {secret_file}\n")
+    os.kill(d.proc.pid, signal.SIGHUP)
+    deadline = time.time() + 10
+    while "reloaded queue webhook settings" not in d.log() and time.time() < deadline:
+        time.sleep(0.05)
+    enqueue(d.url, ("to-second", {}))
+    got = second.wait_for(lambda ds: len(ds) == 1)
+    assert len(first.deliveries()) == 1 and got[0]
