@@ -83,7 +83,7 @@ final class FrontContext: @unchecked Sendable {
         let (maxTotal, clamped) = HTTPServer.connectionBudget(c)
         limiter = ConnectionLimiter(maxTotal: maxTotal, maxPerIP: c.maxConnectionsPerIP)
         if clamped {
-            core.logger.warning("max_connections \(c.maxConnections) exceeds the file-descriptor limit; using \(maxTotal)")
+            core.logger.notice("max_connections \(c.maxConnections) exceeds the file-descriptor limit; using \(maxTotal)")
         }
     }
 }
