@@ -343,6 +343,15 @@ final class MicroHTTPDFront: @unchecked Sendable {
             req.lock.withLock { req.connection = connection }
             kv_mhd_quickack(connection)
             collectHeaders(connection, into: req)
+            // MHD's memory pool bounds the header block roughly (431 past
+            // it); this makes the configured limit exact.
+            let headerBytes = req.headers.reduce(req.rawURI.utf8.count + 16) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+            if headerBytes > context.configuration.maxHeaderBytes {
+                req.phase = .done
+                requestReceived(connection)
+                return queue(connection, .text(431, "request headers exceed the limit of \(context.configuration.maxHeaderBytes) bytes"),
+                             close: true)
+            }
             if let cl = req.headers.first(where: { $0.name == "content-length" }),
                let n = Int(cl.value.trimmingCharacters(in: " \t")), n > limit {
                 // Queued before the body is read: MHD skips the body (no
