@@ -58,12 +58,15 @@ final class MHDConnection {
     let slot: ConnectionSlot?
     /// 0 = no deadline (request complete, handler or response running).
     var deadlineMs: UInt64
+    /// When the request now being received began; 0 = none in progress.
+    var receivingSinceMs: UInt64
     var expired = false
 
-    init(fd: Int32, slot: ConnectionSlot?, deadlineMs: UInt64) {
+    init(fd: Int32, slot: ConnectionSlot?, deadlineMs: UInt64, receivingSinceMs: UInt64) {
         self.fd = fd
         self.slot = slot
         self.deadlineMs = deadlineMs
+        self.receivingSinceMs = receivingSinceMs
     }
 }
 
@@ -88,6 +91,7 @@ final class MicroHTTPDFront: @unchecked Sendable {
     private var connections: [ObjectIdentifier: MHDConnection] = [:]
     private var reaper: JoinableThread?
     private var reaperStopFd: Int32 = -1
+    private var reaperRound = 0
 
     init(context: FrontContextCore) {
         self.context = context
@@ -173,7 +177,7 @@ final class MicroHTTPDFront: @unchecked Sendable {
         let slot = pendingSlots.removeValue(forKey: fd)
         // The first request's clock started at accept.
         let start = slot?.acceptedMs ?? SocketOptions.nowMs()
-        let conn = MHDConnection(fd: fd, slot: slot, deadlineMs: start + requestTimeoutMs)
+        let conn = MHDConnection(fd: fd, slot: slot, deadlineMs: start + requestTimeoutMs, receivingSinceMs: start)
         connections[ObjectIdentifier(conn)] = conn
         connLock.unlock()
         socketContext.pointee = Unmanaged.passRetained(conn).toOpaque()
@@ -196,15 +200,19 @@ final class MicroHTTPDFront: @unchecked Sendable {
     /// request timeout (never later than a deadline already running).
     private func requestBegan(_ connection: OpaquePointer) {
         guard let conn = mhdConnection(connection) else { return }
-        let limit = SocketOptions.nowMs() + requestTimeoutMs
-        connLock.withLock { conn.deadlineMs = conn.deadlineMs == 0 ? limit : min(conn.deadlineMs, limit) }
+        let now = SocketOptions.nowMs()
+        let limit = now + requestTimeoutMs
+        connLock.withLock {
+            conn.deadlineMs = conn.deadlineMs == 0 ? limit : min(conn.deadlineMs, limit)
+            if conn.receivingSinceMs == 0 { conn.receivingSinceMs = now }
+        }
     }
 
     /// Headers and body are in: no deadline while the handler and the
     /// response (streaming or not) run.
     private func requestReceived(_ connection: OpaquePointer) {
         guard let conn = mhdConnection(connection) else { return }
-        connLock.withLock { conn.deadlineMs = 0 }
+        connLock.withLock { conn.deadlineMs = 0; conn.receivingSinceMs = 0 }
     }
 
     /// Response done, keep-alive: the next request may start any time in
@@ -213,7 +221,7 @@ final class MicroHTTPDFront: @unchecked Sendable {
     private func requestFinished(_ connection: OpaquePointer) {
         guard let conn = mhdConnection(connection) else { return }
         let limit = SocketOptions.nowMs() + idleTimeoutMs + requestTimeoutMs
-        connLock.withLock { conn.deadlineMs = limit }
+        connLock.withLock { conn.deadlineMs = limit; conn.receivingSinceMs = 0 }
     }
 
     /// Answers 408 on connections whose request is overdue and shuts their
@@ -221,6 +229,31 @@ final class MicroHTTPDFront: @unchecked Sendable {
     private func reapExpired(nowMs: UInt64) {
         connLock.lock()
         defer { connLock.unlock() }
+        // A client that half-closed (FIN) in the middle of a request can never
+        // complete it, and libmicrohttpd 0.9.75 keeps such a connection until
+        // its own timeout: close it. Only requests older than 500 ms are
+        // checked (normal ones are complete by then), all in one poll().
+        // Once a second, idle keep-alive connections too: a client that sent
+        // its request with FIN and left would otherwise hold the connection
+        // for the whole idle timeout.
+        reaperRound &+= 1
+        let checkIdle = reaperRound % 10 == 0
+        var candidates: [MHDConnection] = []
+        for conn in connections.values where !conn.expired && conn.deadlineMs != 0 {
+            if conn.receivingSinceMs != 0 ? nowMs &- conn.receivingSinceMs >= 500 : checkIdle {
+                candidates.append(conn)
+            }
+        }
+        if !candidates.isEmpty {
+            var pfds = candidates.map { pollfd(fd: $0.fd, events: Int16(0x2000) /* POLLRDHUP */, revents: 0) }
+            if poll(&pfds, nfds_t(pfds.count), 0) > 0 {
+                let gone = Int16(0x2000) /* POLLRDHUP */ | Int16(POLLHUP) | Int16(POLLERR)
+                for (i, conn) in candidates.enumerated() where pfds[i].revents & gone != 0 {
+                    conn.expired = true
+                    _ = Glibc.shutdown(conn.fd, Int32(SHUT_RDWR))
+                }
+            }
+        }
         for conn in connections.values where !conn.expired && conn.deadlineMs != 0 && nowMs >= conn.deadlineMs {
             conn.expired = true
             // Nothing of a response was written yet (the request is not
