@@ -60,6 +60,8 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     /// but mem_send must wait until mem_recv returns.
     private var inRecv = false
     private var lastActivityMs: UInt64
+    /// Request-body bytes buffered across this connection's streams.
+    private var bufferedBodyBytes = 0
 
     // Streams with new data (or finish) since the last wake-up; any thread
     // adds, the loop drains. One loop task per batch, not per write.
@@ -110,7 +112,9 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             guard let user else { return 0 }
             // Finished, reset by the client (RST_STREAM) or refused: a
             // streaming response ends here and runs its onClose handlers.
-            let stream = HTTP2Connection.from(user).streams.removeValue(forKey: streamId)
+            let conn = HTTP2Connection.from(user)
+            let stream = conn.streams.removeValue(forKey: streamId)
+            if let stream { conn.dropBody(stream) }
             stream?.responseStream?.transportEnded()
             return 0
         }
@@ -184,7 +188,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             }
             if !stream.responded {
                 stream.timedOut = true
-                stream.body = []
+                dropBody(stream)
                 submit(stream.id, .text(408, "request not complete within \(context.configuration.requestTimeoutSeconds) s"))
                 stream.receiveDeadlineMs = nowMs + periodMs
             } else if !stream.resetSent {
@@ -397,7 +401,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         if type == UInt8(NGHTTP2_HEADERS.rawValue) { stream.headersDone = true }
         if isRequestHeaders(frame) && stream.headersTooLarge {
             stream.tooLarge = true   // body ignored like an oversized one
-            stream.body = []
+            dropBody(stream)
             if !stream.responded {
                 submit(stream.id, .text(431, "request headers exceed the limit of \(context.configuration.maxHeaderBytes) bytes"))
             }
@@ -429,15 +433,34 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         }
         if stream.body.count + len > context.configuration.maxBodyBytes {
             stream.tooLarge = true
-            stream.body = []
+            dropBody(stream)
             respondTooLarge(stream)
             return 0
         }
+        if bufferedBodyBytes + len > context.configuration.maxBufferedBodyBytesPerConnection, let session {
+            // Many concurrent uploads on one connection: each within the
+            // limit, together too much memory. Refuse this one.
+            context.logger.debug("h2 \(remoteAddress): buffered request bodies over the per-connection limit")
+            stream.timedOut = true
+            stream.resetSent = true
+            dropBody(stream)
+            _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamId,
+                                          NGHTTP2_ENHANCE_YOUR_CALM.rawValue)
+            return 0
+        }
+        bufferedBodyBytes += len
         stream.body.append(contentsOf: UnsafeBufferPointer(start: data, count: len))
         return 0
     }
 
     // MARK: requests and responses
+
+    /// Forgets a stream's buffered request body (and its share of the
+    /// per-connection budget).
+    func dropBody(_ stream: HTTP2Stream) {
+        bufferedBodyBytes -= stream.body.count
+        stream.body = []
+    }
 
     private func respondTooLarge(_ stream: HTTP2Stream) {
         guard !stream.responded else { return }
@@ -451,7 +474,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         let request = HTTPRequest(method: stream.method, path: path, query: query,
                                   headers: stream.headers, body: stream.body,
                                   version: .http2, remoteAddress: remoteAddress)
-        stream.body = []
+        dropBody(stream)
         let id = stream.id
         let conn = self
         let loop = self.loop

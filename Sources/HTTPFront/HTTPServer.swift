@@ -33,6 +33,10 @@ public struct HTTPServerConfiguration: Sendable {
     /// request line → 414); HTTP/2: SETTINGS_MAX_HEADER_LIST_SIZE, counted
     /// as in RFC 9113 (name + value + 32 per field) → 431.
     public var maxHeaderBytes: Int = 64 * 1024
+    /// HTTP/2: request bodies buffered at once across one connection's
+    /// streams (each within `maxBodyBytes`); a stream pushing past it is
+    /// reset with ENHANCE_YOUR_CALM. Bounds memory against stream floods.
+    public var maxBufferedBodyBytesPerConnection: Int = 64 << 20
     /// SETTINGS_MAX_CONCURRENT_STREAMS per HTTP/2 connection. One Deno process
     /// multiplexes every request and every watch over one connection, so this
     /// bounds its open watches: keep it well above the 10 a typical app uses.

@@ -392,4 +392,38 @@ final class HostileClientTests: XCTestCase {
         XCTAssertTrue(eventually(3) { server.limiter.openConnections == 0 })
         XCTAssertEqual(Self.get(port: port).0, 200)
     }
+    func testHTTP2BufferedBodiesPerConnectionAreBounded() throws {
+        let server = try makeServer { $0.maxBodyBytes = 100_000; $0.maxBufferedBodyBytesPerConnection = 100_000 }
+        defer { server.stop() }
+        let c = try XCTUnwrap(RawClient(port: server.boundPort))
+        func frame(_ type: UInt8, _ flags: UInt8, _ stream: UInt32, _ payload: [UInt8]) -> [UInt8] {
+            let n = payload.count
+            return [UInt8(n >> 16), UInt8((n >> 8) & 0xff), UInt8(n & 0xff), type, flags,
+                    UInt8(stream >> 24), UInt8((stream >> 16) & 0xff), UInt8((stream >> 8) & 0xff), UInt8(stream & 0xff)] + payload
+        }
+        var out = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + frame(4, 0, 0, [])
+        // :method POST (0x83), :path / (0x84), :scheme http (0x86), :authority x
+        let block: [UInt8] = [0x83, 0x84, 0x86, 0x41, 0x01, 0x78]
+        for id in [1, 3, 5] as [UInt32] {
+            out += frame(1, 0x04, id, block)   // END_HEADERS, body follows
+            for _ in 0..<4 { out += frame(0, 0, id, [UInt8](repeating: 0x61, count: 15_000)) }   // 60 KB each (< the 64 KiB default window)
+        }
+        c.send(out)
+        usleep(300_000)
+        c.send(frame(7, 0, 0, [0, 0, 0, 0, 0, 0, 0, 0]))
+        let (_, reply) = c.readUntilClosed(timeoutMs: 2000)
+        var resets: [(UInt32, UInt8)] = []
+        var i = 0
+        while i + 9 <= reply.count {
+            let len = Int(reply[i]) << 16 | Int(reply[i + 1]) << 8 | Int(reply[i + 2])
+            let sid = UInt32(reply[i + 5] & 0x7f) << 24 | UInt32(reply[i + 6]) << 16 | UInt32(reply[i + 7]) << 8 | UInt32(reply[i + 8])
+            if reply[i + 3] == 3 && i + 13 <= reply.count { resets.append((sid, reply[i + 12])) }
+            i += 9 + len
+        }
+        // One 60 KB body fits in 100 KB; the next two are reset with ENHANCE_YOUR_CALM (0xb).
+        XCTAssertEqual(resets.map { $0.0 }, [3, 5], "\(resets)")
+        XCTAssertEqual(resets.first?.1, 0xb)
+        let (code, _) = try curl(["--http2-prior-knowledge", "http://127.0.0.1:\(server.boundPort)/after"])
+        XCTAssertEqual(code, 200)
+    }
 }
