@@ -16,7 +16,10 @@ struct MHD_Daemon *kv_mhd_start_daemon(unsigned int thread_pool_size,
                                        MHD_RequestCompletedCallback completed,
                                        void *completed_cls,
                                        kv_mhd_uri_log_cb uri_log,
-                                       void *uri_log_cls) {
+                                       void *uri_log_cls,
+                                       size_t memory_limit,
+                                       MHD_NotifyConnectionCallback notify_connection,
+                                       void *notify_connection_cls) {
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
                          MHD_USE_NO_LISTEN_SOCKET;
@@ -28,7 +31,15 @@ struct MHD_Daemon *kv_mhd_start_daemon(unsigned int thread_pool_size,
                             MHD_OPTION_CONNECTION_LIMIT, connection_limit,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, completed_cls,
                             MHD_OPTION_URI_LOG_CALLBACK, uri_log, uri_log_cls,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory_limit,
+                            MHD_OPTION_NOTIFY_CONNECTION, notify_connection, notify_connection_cls,
                             MHD_OPTION_END);
+}
+
+void *kv_mhd_socket_context(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info == NULL ? NULL : info->socket_context;
 }
 
 int kv_mhd_connection_fd(struct MHD_Connection *connection) {

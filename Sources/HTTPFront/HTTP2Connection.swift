@@ -16,6 +16,16 @@ final class HTTP2Stream {
     var resetSent = false
     /// END_STREAM seen from the client.
     var remoteEnded = false
+    /// The request's header block is complete (END_HEADERS seen).
+    var headersDone = false
+    /// HPACK-decoded header bytes so far, RFC 9113 accounting (name + value + 32).
+    var headerBytes = 0
+    /// Over `maxHeaderBytes`: headers dropped, answered 431.
+    var headersTooLarge = false
+    /// Headers and body must be complete by then (monotonic ms); a stream
+    /// still receiving is answered 408, then reset after one more period.
+    var receiveDeadlineMs: UInt64 = 0
+    var timedOut = false
     var dispatched = false
     var responded = false
     // The response body the data provider reads from.
@@ -37,6 +47,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     let loop: EventLoop
     let context: FrontContext
     let remoteAddress: String
+    let slot: ConnectionSlot
     /// The byte stream: the plain socket or a TLS session on it.
     private let io: SocketIO
 
@@ -49,6 +60,8 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     /// but mem_send must wait until mem_recv returns.
     private var inRecv = false
     private var lastActivityMs: UInt64
+    /// Request-body bytes buffered across this connection's streams.
+    private var bufferedBodyBytes = 0
 
     // Streams with new data (or finish) since the last wake-up; any thread
     // adds, the loop drains. One loop task per batch, not per write.
@@ -60,7 +73,8 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     private static let discardCap = 64 << 20
 
     init(fd: Int32, token: UInt64, loop: EventLoop, context: FrontContext, remoteAddress: String,
-         tls: TLSSession? = nil) {
+         tls: TLSSession? = nil, slot: ConnectionSlot) {
+        self.slot = slot
         self.fd = fd
         self.io = SocketIO(fd: fd, tls: tls)
         self.token = token
@@ -98,13 +112,22 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             guard let user else { return 0 }
             // Finished, reset by the client (RST_STREAM) or refused: a
             // streaming response ends here and runs its onClose handlers.
-            let stream = HTTP2Connection.from(user).streams.removeValue(forKey: streamId)
+            let conn = HTTP2Connection.from(user)
+            let stream = conn.streams.removeValue(forKey: streamId)
+            if let stream { conn.dropBody(stream) }
             stream?.responseStream?.transportEnded()
             return 0
         }
+        var opt: OpaquePointer?
+        guard nghttp2_option_new(&opt) == 0, let opt else { return false }
+        defer { nghttp2_option_del(opt) }
+        // A header block split into more CONTINUATION frames than this is a
+        // flood (CVE-2024-28182); nghttp2's default is 8.
+        nghttp2_option_set_max_continuations(opt, 16)
         var s: OpaquePointer?
         // Unretained: the session never outlives this object (deleted in close()).
-        guard nghttp2_session_server_new(&s, cbs, Unmanaged.passUnretained(self).toOpaque()) == 0, let s else {
+        guard nghttp2_session_server_new2(&s, cbs, Unmanaged.passUnretained(self).toOpaque(), opt) == 0,
+              let s else {
             return false
         }
         session = s
@@ -112,6 +135,8 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
                                    value: UInt32(clamping: context.configuration.maxConcurrentStreams)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
+                                   value: UInt32(clamping: context.configuration.maxHeaderBytes)),
         ]
         guard nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count) == 0 else {
             return false
@@ -145,7 +170,36 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             _ = nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue)
             flush()
             close()
+            return
         }
+        // Requests still receiving past the request timeout (slowloris).
+        let periodMs = UInt64(max(1, context.configuration.requestTimeoutSeconds)) * 1000
+        var acted = false
+        for stream in Array(streams.values) where !stream.remoteEnded && nowMs >= stream.receiveDeadlineMs {
+            acted = true
+            if !stream.headersDone {
+                // A header block in progress blocks the whole connection
+                // (CONTINUATION must follow at once): give up on it.
+                context.logger.debug("h2 \(remoteAddress): header block not complete within the request timeout")
+                _ = nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR.rawValue)
+                flush()
+                close()
+                return
+            }
+            if !stream.responded {
+                stream.timedOut = true
+                dropBody(stream)
+                submit(stream.id, .text(408, "request not complete within \(context.configuration.requestTimeoutSeconds) s"))
+                stream.receiveDeadlineMs = nowMs + periodMs
+            } else if !stream.resetSent {
+                // Answered (408, 413, 431) but the client still does not end
+                // its upload: stop it.
+                stream.resetSent = true
+                _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
+                                              NGHTTP2_CANCEL.rawValue)
+            }
+        }
+        if acted { flush() }
     }
 
     func shutdown() {
@@ -185,7 +239,6 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             let n = io.recv(buf.baseAddress!, buf.count)
             if n > 0 {
                 gotData = true
-                lastActivityMs = SocketOptions.nowMs()
                 inRecv = true
                 let rv = nghttp2_session_mem_recv(session, buf.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
                 inRecv = false
@@ -249,6 +302,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         io.close()
         if let session { nghttp2_session_del(session) }
         session = nil
+        slot.release()
         let open = streams.values.compactMap { $0.responseStream }
         streams.removeAll()
         outBuf = []
@@ -298,7 +352,10 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     private func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
         if isRequestHeaders(frame) {
             let id = frame.pointee.hd.stream_id
-            streams[id] = HTTP2Stream(id: id)
+            let stream = HTTP2Stream(id: id)
+            stream.receiveDeadlineMs = SocketOptions.nowMs()
+                + UInt64(max(1, context.configuration.requestTimeoutSeconds)) * 1000
+            streams[id] = stream
         }
         return 0
     }
@@ -308,6 +365,15 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
                           _ value: UnsafePointer<UInt8>, _ valuelen: Int) -> Int32 {
         guard frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
               let stream = streams[frame.pointee.hd.stream_id] else { return 0 }
+        // RFC 9113 §6.5.2 accounting; a flood of tiny (indexed) fields counts too.
+        stream.headerBytes += namelen + valuelen + 32
+        if stream.headerBytes > context.configuration.maxHeaderBytes {
+            if !stream.headersTooLarge {
+                stream.headersTooLarge = true
+                stream.headers = []
+            }
+            return 0   // keep decoding (HPACK state), store nothing
+        }
         let n = String(decoding: UnsafeBufferPointer(start: name, count: namelen), as: UTF8.self)
         let v = String(decoding: UnsafeBufferPointer(start: value, count: valuelen), as: UTF8.self)
         switch n {
@@ -326,23 +392,33 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     }
 
     private func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        // A complete frame (any type) is activity; bytes trickling in without
+        // completing one are not, so they cannot hold an idle connection.
+        lastActivityMs = SocketOptions.nowMs()
         let type = frame.pointee.hd.type
         guard type == UInt8(NGHTTP2_HEADERS.rawValue) || type == UInt8(NGHTTP2_DATA.rawValue),
               let stream = streams[frame.pointee.hd.stream_id] else { return 0 }
-        if isRequestHeaders(frame) && stream.tooLarge {
+        if type == UInt8(NGHTTP2_HEADERS.rawValue) { stream.headersDone = true }
+        if isRequestHeaders(frame) && stream.headersTooLarge {
+            stream.tooLarge = true   // body ignored like an oversized one
+            dropBody(stream)
+            if !stream.responded {
+                submit(stream.id, .text(431, "request headers exceed the limit of \(context.configuration.maxHeaderBytes) bytes"))
+            }
+        } else if isRequestHeaders(frame) && stream.tooLarge {
             // Answer before the body arrives; the rest of it is ignored.
             respondTooLarge(stream)
         }
         if frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 {
             stream.remoteEnded = true
-            if !stream.tooLarge && !stream.dispatched { dispatch(stream) }
+            if !stream.tooLarge && !stream.timedOut && !stream.dispatched { dispatch(stream) }
         }
         return 0
     }
 
     private func onDataChunk(_ streamId: Int32, _ data: UnsafePointer<UInt8>, _ len: Int) -> Int32 {
         guard let stream = streams[streamId] else { return 0 }
-        if stream.tooLarge {
+        if stream.tooLarge || stream.timedOut {
             // The 413 is (being) sent. The rest of the upload is discarded
             // rather than reset at once: curl < 8.x reports RST_STREAM(NO_ERROR)
             // as a failure even after a complete response. Past a cap, stop the
@@ -357,15 +433,34 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         }
         if stream.body.count + len > context.configuration.maxBodyBytes {
             stream.tooLarge = true
-            stream.body = []
+            dropBody(stream)
             respondTooLarge(stream)
             return 0
         }
+        if bufferedBodyBytes + len > context.configuration.maxBufferedBodyBytesPerConnection, let session {
+            // Many concurrent uploads on one connection: each within the
+            // limit, together too much memory. Refuse this one.
+            context.logger.debug("h2 \(remoteAddress): buffered request bodies over the per-connection limit")
+            stream.timedOut = true
+            stream.resetSent = true
+            dropBody(stream)
+            _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamId,
+                                          NGHTTP2_ENHANCE_YOUR_CALM.rawValue)
+            return 0
+        }
+        bufferedBodyBytes += len
         stream.body.append(contentsOf: UnsafeBufferPointer(start: data, count: len))
         return 0
     }
 
     // MARK: requests and responses
+
+    /// Forgets a stream's buffered request body (and its share of the
+    /// per-connection budget).
+    func dropBody(_ stream: HTTP2Stream) {
+        bufferedBodyBytes -= stream.body.count
+        stream.body = []
+    }
 
     private func respondTooLarge(_ stream: HTTP2Stream) {
         guard !stream.responded else { return }
@@ -379,7 +474,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         let request = HTTPRequest(method: stream.method, path: path, query: query,
                                   headers: stream.headers, body: stream.body,
                                   version: .http2, remoteAddress: remoteAddress)
-        stream.body = []
+        dropBody(stream)
         let id = stream.id
         let conn = self
         let loop = self.loop

@@ -11,7 +11,32 @@ public struct HTTPServerConfiguration: Sendable {
     public var ioThreads: Int
     /// A new connection that sends nothing recognisable for this long is closed.
     public var sniffTimeoutMs: Int
+    /// A keep-alive connection with no request in progress is closed after
+    /// this long without traffic (HTTP/1.1: libmicrohttpd's inactivity
+    /// timeout; HTTP/2: no open stream and no complete frame received).
     public var idleTimeoutSeconds: Int
+    /// Open client connections at most (all protocols); more are closed at
+    /// accept (plaintext: after a best-effort `503` with `Retry-After: 1`).
+    /// Clamped to what RLIMIT_NOFILE allows.
+    public var maxConnections: Int = 10_000
+    /// Open connections per client IP at most; more are refused like above.
+    public var maxConnectionsPerIP: Int = 1000
+    /// A request whose headers and body are not complete this long after it
+    /// began (HTTP/1.1: after accept, or after the request line of a later
+    /// request on a keep-alive connection; HTTP/2: after its HEADERS began)
+    /// is answered 408 and closed (HTTP/1.1) or reset (HTTP/2). Slowloris
+    /// clients cannot hold a connection longer. Not applied to responses
+    /// (streaming or not) once the request is complete.
+    public var requestTimeoutSeconds: Int = 30
+    /// Largest request header block. HTTP/1.1: the libmicrohttpd
+    /// per-connection memory pool is sized from it (more → 431, a too-long
+    /// request line → 414); HTTP/2: SETTINGS_MAX_HEADER_LIST_SIZE, counted
+    /// as in RFC 9113 (name + value + 32 per field) → 431.
+    public var maxHeaderBytes: Int = 64 * 1024
+    /// HTTP/2: request bodies buffered at once across one connection's
+    /// streams (each within `maxBodyBytes`); a stream pushing past it is
+    /// reset with ENHANCE_YOUR_CALM. Bounds memory against stream floods.
+    public var maxBufferedBodyBytesPerConnection: Int = 64 << 20
     /// SETTINGS_MAX_CONCURRENT_STREAMS per HTTP/2 connection. One Deno process
     /// multiplexes every request and every watch over one connection, so this
     /// bounds its open watches: keep it well above the 10 a typical app uses.
@@ -48,6 +73,7 @@ struct FrontContextCore: Sendable {
 final class FrontContext: @unchecked Sendable {
     let core: FrontContextCore
     let microHTTPD: MicroHTTPDFront
+    let limiter: ConnectionLimiter
     /// Set by HTTPServer.start when TLS is configured.
     var tls: TLSContext?
     var configuration: HTTPServerConfiguration { core.configuration }
@@ -57,6 +83,12 @@ final class FrontContext: @unchecked Sendable {
     init(core: FrontContextCore) {
         self.core = core
         microHTTPD = MicroHTTPDFront(context: core)
+        let c = core.configuration
+        let (maxTotal, clamped) = HTTPServer.connectionBudget(c)
+        limiter = ConnectionLimiter(maxTotal: maxTotal, maxPerIP: c.maxConnectionsPerIP)
+        if clamped {
+            core.logger.notice("max_connections \(c.maxConnections) exceeds the file-descriptor limit; using \(maxTotal)")
+        }
     }
 }
 
@@ -112,25 +144,44 @@ public final class HTTPServer: @unchecked Sendable {
             let loops = self.loops
             let context = self.context
             let counter = RoundRobin()
+            let plaintext = context.tls == nil
+            let limiter = context.limiter
+            let logger = context.logger
             try listener.start { fd, address, length in
+                // Runs on the accept thread: a counter check, never a wait.
+                let slot: ConnectionSlot
+                switch limiter.acquire(address) {
+                case let .success(s): slot = s
+                case let .failure(refusal):
+                    logger.debug("refusing connection from \(SocketOptions.describe(address)): \(refusal.reason == .total ? "max_connections" : "max_connections_per_ip") reached")
+                    ConnectionLimiter.refuse(fd: fd, writeResponse: plaintext)
+                    return
+                }
                 let loop = loops[counter.next() % loops.count]
-                loop.execute {
+                let queued = loop.execute {
                     if let tls = context.tls {
                         let hs = TLSHandshaker(fd: fd, loop: loop, context: context, tls: tls,
-                                               address: address, addressLength: length)
+                                               address: address, addressLength: length, slot: slot)
                         guard let token = loop.register(fd: fd, connection: hs) else {
                             SocketOptions.close(fd)
+                            slot.release()
                             return
                         }
                         hs.token = token
                         return
                     }
-                    let sniffer = Sniffer(fd: fd, loop: loop, context: context, address: address, addressLength: length)
+                    let sniffer = Sniffer(fd: fd, loop: loop, context: context, address: address,
+                                          addressLength: length, slot: slot)
                     guard let token = loop.register(fd: fd, connection: sniffer) else {
                         SocketOptions.close(fd)
+                        slot.release()
                         return
                     }
                     sniffer.token = token
+                }
+                if !queued {   // loop stopping
+                    SocketOptions.close(fd)
+                    slot.release()
                 }
             }
         } catch {
@@ -167,6 +218,23 @@ public final class HTTPServer: @unchecked Sendable {
         for loop in loops { loop.stop() }
         loops.removeAll()
         context.microHTTPD.stop()
+    }
+
+    /// Live connection counts (tests).
+    var limiter: ConnectionLimiter { context.limiter }
+
+    /// `maxConnections` clamped to the descriptors this process may open:
+    /// a plain connection holds one fd, HTTP/1.1 over TLS three (socket and
+    /// socketpair); 256 stay for the database, logs and the server itself.
+    static func connectionBudget(_ c: HTTPServerConfiguration) -> (Int, Bool) {
+        raiseFileLimit()
+        var rl = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0, rl.rlim_cur != rlim_t.max else {
+            return (max(1, c.maxConnections), false)
+        }
+        let perConnection = c.tlsEnabled ? 3 : 1
+        let budget = max(16, (Int(clamping: rl.rlim_cur) - 256) / perConnection)
+        return c.maxConnections > budget ? (budget, true) : (max(1, c.maxConnections), false)
     }
 
     /// Many concurrent connections need more than the common soft limit of 1024 fds.

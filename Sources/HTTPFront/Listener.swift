@@ -64,10 +64,19 @@ final class Listener: @unchecked Sendable {
             var backoffMs: Int32 = -1
             while true {
                 fds[0].revents = 0; fds[1].revents = 0
-                let r = poll(&fds, 2, backoffMs)
+                if backoffMs > 0 {
+                    // Out of descriptors: the listen socket stays readable, so
+                    // wait on the stop eventfd alone for a while (no spinning;
+                    // pending clients wait in the backlog meanwhile).
+                    let r = poll(&fds[1], 1, backoffMs)
+                    if r < 0 && errno != EINTR { break }
+                    if fds[1].revents != 0 { break }
+                    backoffMs = -1
+                    continue
+                }
+                let r = poll(&fds, 2, -1)
                 if r < 0 && errno != EINTR { break }
                 if fds[1].revents != 0 { break }
-                backoffMs = -1
                 // Drain the accept queue.
                 while true {
                     var ss = sockaddr_storage()
@@ -119,10 +128,13 @@ final class Sniffer: LoopConnection {
     let context: FrontContext
     let address: sockaddr_storage
     let addressLength: socklen_t
+    let slot: ConnectionSlot
     private let deadlineMs: UInt64
     private var done = false
 
-    init(fd: Int32, loop: EventLoop, context: FrontContext, address: sockaddr_storage, addressLength: socklen_t) {
+    init(fd: Int32, loop: EventLoop, context: FrontContext, address: sockaddr_storage, addressLength: socklen_t,
+         slot: ConnectionSlot) {
+        self.slot = slot
         self.fd = fd
         self.loop = loop
         self.context = context
@@ -169,6 +181,7 @@ final class Sniffer: LoopConnection {
         done = true
         loop.deregister(token: token, fd: fd)
         SocketOptions.close(fd)
+        slot.release()
     }
 
     private func handToMicroHTTPD() {
@@ -176,13 +189,13 @@ final class Sniffer: LoopConnection {
         loop.deregister(token: token, fd: fd)
         // MHD owns reads from now on; ACK its first segments promptly.
         SocketOptions.setQuickAck(fd)
-        context.microHTTPD.addConnection(fd: fd, address: address, length: addressLength)
+        context.microHTTPD.addConnection(fd: fd, address: address, length: addressLength, slot: slot)
     }
 
     private func becomeHTTP2() {
         done = true
         let conn = HTTP2Connection(fd: fd, token: token, loop: loop, context: context,
-                                   remoteAddress: SocketOptions.describe(address))
+                                   remoteAddress: SocketOptions.describe(address), slot: slot)
         loop.replace(token: token, with: conn)
         guard conn.start() else {
             conn.close()

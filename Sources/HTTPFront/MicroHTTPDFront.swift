@@ -50,6 +50,26 @@ final class MHDRequest: @unchecked Sendable {
     }
 }
 
+/// One libmicrohttpd connection as the front sees it: its connection slot
+/// (released when MHD closes the socket) and the request deadline the reaper
+/// enforces. `deadlineMs` and `expired` are protected by the front's `connLock`.
+final class MHDConnection {
+    let fd: Int32
+    let slot: ConnectionSlot?
+    /// 0 = no deadline (request complete, handler or response running).
+    var deadlineMs: UInt64
+    /// When the request now being received began; 0 = none in progress.
+    var receivingSinceMs: UInt64
+    var expired = false
+
+    init(fd: Int32, slot: ConnectionSlot?, deadlineMs: UInt64, receivingSinceMs: UInt64) {
+        self.fd = fd
+        self.slot = slot
+        self.deadlineMs = deadlineMs
+        self.receivingSinceMs = receivingSinceMs
+    }
+}
+
 /// libmicrohttpd daemon without a listen socket: it gets HTTP/1.x sockets
 /// from the sniffer via MHD_add_connection and runs its own epoll threads.
 final class MicroHTTPDFront: @unchecked Sendable {
@@ -61,8 +81,31 @@ final class MicroHTTPDFront: @unchecked Sendable {
     /// Streaming responses not ended yet (finished by stop()).
     private var openStreams: [ObjectIdentifier: HTTPResponseStream] = [:]
 
+    // Connection tracking for limits and request timeouts. `connLock` also
+    // orders the reaper's writes to a socket before MHD's close of it (MHD
+    // notifies CLOSED before it closes the fd).
+    private let connLock = NSLockLite()
+    /// Slots of sockets handed to MHD_add_connection whose STARTED
+    /// notification has not run yet, by fd.
+    private var pendingSlots: [Int32: ConnectionSlot] = [:]
+    private var connections: [ObjectIdentifier: MHDConnection] = [:]
+    private var reaper: JoinableThread?
+    private var reaperStopFd: Int32 = -1
+    private var reaperRound = 0
+
     init(context: FrontContextCore) {
         self.context = context
+    }
+
+    private var requestTimeoutMs: UInt64 { UInt64(max(1, context.configuration.requestTimeoutSeconds)) * 1000 }
+    private var idleTimeoutMs: UInt64 { UInt64(max(1, context.configuration.idleTimeoutSeconds)) * 1000 }
+
+    /// The memory pool of one MHD connection: the request header block
+    /// (read buffer plus MHD's ~50 bytes of bookkeeping per field) and the
+    /// response header. A block that does not fit gets 431 (414 for the
+    /// request line).
+    static func memoryLimit(maxHeaderBytes: Int) -> Int {
+        max(8 * 1024, maxHeaderBytes) * 2 + 16 * 1024
     }
 
     func start() throws {
@@ -75,7 +118,10 @@ final class MicroHTTPDFront: @unchecked Sendable {
                 let front = Unmanaged<MicroHTTPDFront>.fromOpaque(cls!).takeUnretainedValue()
                 return front.access(connection!, method, uploadData, uploadDataSize!, conCls!)
             }, me,
-            { cls, _, conCls, _ in
+            { cls, connection, conCls, _ in
+                if let cls, let connection {
+                    Unmanaged<MicroHTTPDFront>.fromOpaque(cls).takeUnretainedValue().requestFinished(connection)
+                }
                 // Request finished (sent, failed or client gone): drop our context.
                 // Also the only reliable end for a resumed request: MHD may
                 // close a resumed connection whose client left without calling
@@ -90,26 +136,167 @@ final class MicroHTTPDFront: @unchecked Sendable {
                 req.connection = nil
                 req.lock.unlock()
             }, me,
-            { _, uri, _ in
+            { cls, uri, connection in
+                // The request line is complete: a new request began.
+                if let cls, let connection {
+                    Unmanaged<MicroHTTPDFront>.fromOpaque(cls).takeUnretainedValue().requestBegan(connection)
+                }
                 let req = MHDRequest(rawURI: uri.map { String(cString: $0) } ?? "/")
                 return Unmanaged.passRetained(req).toOpaque()
-            }, nil)
+            }, me,
+            MicroHTTPDFront.memoryLimit(maxHeaderBytes: context.configuration.maxHeaderBytes),
+            { cls, connection, socketContext, code in
+                guard let cls, let connection, let socketContext else { return }
+                let front = Unmanaged<MicroHTTPDFront>.fromOpaque(cls).takeUnretainedValue()
+                if code == .CONNECTION_NOTIFY_STARTED {
+                    front.connectionStarted(connection, socketContext)
+                } else {
+                    front.connectionClosed(socketContext)
+                }
+            }, me)
         guard let d else { throw HTTPServerError.microhttpd("MHD_start_daemon failed") }
         daemon = d
+        reaperStopFd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        let stopFd = reaperStopFd
+        reaper = try JoinableThread(name: "http1-reaper") { [self] in
+            var pfd = pollfd(fd: stopFd, events: Int16(POLLIN), revents: 0)
+            while true {
+                pfd.revents = 0
+                if poll(&pfd, 1, 100) != 0 && (pfd.revents != 0 || errno != EINTR) { break }
+                reapExpired(nowMs: SocketOptions.nowMs())
+            }
+        }
     }
 
-    /// Takes ownership of `fd` (MHD closes it, also on failure).
-    func addConnection(fd: Int32, address: sockaddr_storage, length: socklen_t) {
+    // MARK: connections, limits, request timeouts
+
+    private func connectionStarted(_ connection: OpaquePointer,
+                                   _ socketContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>) {
+        let fd = kv_mhd_connection_fd(connection)
+        connLock.lock()
+        let slot = pendingSlots.removeValue(forKey: fd)
+        // The first request's clock started at accept.
+        let start = slot?.acceptedMs ?? SocketOptions.nowMs()
+        let conn = MHDConnection(fd: fd, slot: slot, deadlineMs: start + requestTimeoutMs, receivingSinceMs: start)
+        connections[ObjectIdentifier(conn)] = conn
+        connLock.unlock()
+        socketContext.pointee = Unmanaged.passRetained(conn).toOpaque()
+    }
+
+    private func connectionClosed(_ socketContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>) {
+        guard let raw = socketContext.pointee else { return }
+        socketContext.pointee = nil
+        let conn = Unmanaged<MHDConnection>.fromOpaque(raw).takeRetainedValue()
+        connLock.withLock { _ = connections.removeValue(forKey: ObjectIdentifier(conn)) }
+        conn.slot?.release()
+    }
+
+    private func mhdConnection(_ connection: OpaquePointer) -> MHDConnection? {
+        guard let raw = kv_mhd_socket_context(connection) else { return nil }
+        return Unmanaged<MHDConnection>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// Request line received: the request must be complete within the
+    /// request timeout (never later than a deadline already running).
+    private func requestBegan(_ connection: OpaquePointer) {
+        guard let conn = mhdConnection(connection) else { return }
+        let now = SocketOptions.nowMs()
+        let limit = now + requestTimeoutMs
+        connLock.withLock {
+            conn.deadlineMs = conn.deadlineMs == 0 ? limit : min(conn.deadlineMs, limit)
+            if conn.receivingSinceMs == 0 { conn.receivingSinceMs = now }
+        }
+    }
+
+    /// Headers and body are in: no deadline while the handler and the
+    /// response (streaming or not) run.
+    private func requestReceived(_ connection: OpaquePointer) {
+        guard let conn = mhdConnection(connection) else { return }
+        connLock.withLock { conn.deadlineMs = 0; conn.receivingSinceMs = 0 }
+    }
+
+    /// Response done, keep-alive: the next request may start any time in
+    /// the idle period (MHD closes a silent connection after it), and must
+    /// then complete within the request timeout.
+    private func requestFinished(_ connection: OpaquePointer) {
+        guard let conn = mhdConnection(connection) else { return }
+        let limit = SocketOptions.nowMs() + idleTimeoutMs + requestTimeoutMs
+        connLock.withLock { conn.deadlineMs = limit; conn.receivingSinceMs = 0 }
+    }
+
+    /// Answers 408 on connections whose request is overdue and shuts their
+    /// socket down; MHD sees EOF and closes the connection itself.
+    private func reapExpired(nowMs: UInt64) {
+        connLock.lock()
+        defer { connLock.unlock() }
+        // A client that half-closed (FIN) in the middle of a request can never
+        // complete it, and libmicrohttpd 0.9.75 keeps such a connection until
+        // its own timeout: close it. Only requests older than 500 ms are
+        // checked (normal ones are complete by then), all in one poll().
+        // Once a second, idle keep-alive connections too: a client that sent
+        // its request with FIN and left would otherwise hold the connection
+        // for the whole idle timeout.
+        reaperRound &+= 1
+        let checkIdle = reaperRound % 10 == 0
+        var candidates: [MHDConnection] = []
+        for conn in connections.values where !conn.expired && conn.deadlineMs != 0 {
+            if conn.receivingSinceMs != 0 ? nowMs &- conn.receivingSinceMs >= 500 : checkIdle {
+                candidates.append(conn)
+            }
+        }
+        if !candidates.isEmpty {
+            var pfds = candidates.map { pollfd(fd: $0.fd, events: Int16(0x2000) /* POLLRDHUP */, revents: 0) }
+            if poll(&pfds, nfds_t(pfds.count), 0) > 0 {
+                let gone = Int16(0x2000) /* POLLRDHUP */ | Int16(POLLHUP) | Int16(POLLERR)
+                for (i, conn) in candidates.enumerated() where pfds[i].revents & gone != 0 {
+                    conn.expired = true
+                    _ = Glibc.shutdown(conn.fd, Int32(SHUT_RDWR))
+                }
+            }
+        }
+        for conn in connections.values where !conn.expired && conn.deadlineMs != 0 && nowMs >= conn.deadlineMs {
+            conn.expired = true
+            // Nothing of a response was written yet (the request is not
+            // complete), so this is the whole answer on the wire.
+            let body = "request not complete within \(context.configuration.requestTimeoutSeconds) s\n"
+            let text = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n"
+                + "Connection: close\r\n\r\n" + body
+            _ = Array(text.utf8).withUnsafeBytes {
+                send(conn.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            }
+            _ = Glibc.shutdown(conn.fd, Int32(SHUT_RDWR))
+        }
+    }
+
+    /// Open MHD connections (tests).
+    var connectionCount: Int { connLock.withLock { connections.count } }
+
+    /// Takes ownership of `fd` (MHD closes it, also on failure) and of
+    /// `slot` (released when MHD closes the connection).
+    func addConnection(fd: Int32, address: sockaddr_storage, length: socklen_t, slot: ConnectionSlot) {
         lock.lock()
         let d = stopping ? nil : daemon
         lock.unlock()
-        guard let d else { SocketOptions.close(fd); return }
+        guard let d else { SocketOptions.close(fd); slot.release(); return }
+        // A stale entry for this fd number belonged to a socket that is
+        // closed by now (the number was reused): release it.
+        let stale = connLock.withLock { () -> ConnectionSlot? in
+            let old = pendingSlots[fd]
+            pendingSlots[fd] = slot
+            return old
+        }
+        stale?.release()
         var addr = address
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MHD_add_connection(d, fd, $0, length) }
         }
         if rc != MHD_Result.YES {
             context.logger.warning("MHD_add_connection failed: \(String(cString: strerror(errno)))")
+            // Still pending = MHD never started the connection (closed the fd).
+            connLock.withLock { () -> ConnectionSlot? in
+                guard pendingSlots[fd] === slot else { return nil }
+                return pendingSlots.removeValue(forKey: fd)
+            }?.release()
         }
     }
 
@@ -125,6 +312,13 @@ final class MicroHTTPDFront: @unchecked Sendable {
         let streams = Array(openStreams.values)
         lock.unlock()
         guard let d else { return }
+        if reaper != nil {
+            var one: UInt64 = 1
+            _ = write(reaperStopFd, &one, 8)
+            reaper?.join()
+            reaper = nil
+            SocketOptions.close(reaperStopFd)
+        }
         for req in waiting { req.deliver(.text(503, "server shutting down"), front: self) }
         // Streams end with their last chunk once drained. finish() also
         // resumes a connection suspended on an empty queue; none suspends
@@ -140,6 +334,12 @@ final class MicroHTTPDFront: @unchecked Sendable {
             usleep(5_000)
         }
         MHD_stop_daemon(d)
+        let pending = connLock.withLock { () -> [ConnectionSlot] in
+            let p = Array(pendingSlots.values)
+            pendingSlots.removeAll()
+            return p
+        }
+        for slot in pending { slot.release() }
     }
 
     /// Remembers a request about to be suspended; false once stopping.
@@ -176,11 +376,21 @@ final class MicroHTTPDFront: @unchecked Sendable {
             req.lock.withLock { req.connection = connection }
             kv_mhd_quickack(connection)
             collectHeaders(connection, into: req)
+            // MHD's memory pool bounds the header block roughly (431 past
+            // it); this makes the configured limit exact.
+            let headerBytes = req.headers.reduce(req.rawURI.utf8.count + 16) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+            if headerBytes > context.configuration.maxHeaderBytes {
+                req.phase = .done
+                requestReceived(connection)
+                return queue(connection, .text(431, "request headers exceed the limit of \(context.configuration.maxHeaderBytes) bytes"),
+                             close: true)
+            }
             if let cl = req.headers.first(where: { $0.name == "content-length" }),
                let n = Int(cl.value.trimmingCharacters(in: " \t")), n > limit {
                 // Queued before the body is read: MHD skips the body (no
                 // 100-continue) and closes the connection afterwards.
                 req.phase = .done
+                requestReceived(connection)
                 return queue(connection, tooLargeResponse(limit), close: true)
             }
             return .YES
@@ -204,6 +414,7 @@ final class MicroHTTPDFront: @unchecked Sendable {
                 uploadDataSize.pointee = 0
                 return .YES
             }
+            requestReceived(connection)
             if req.tooLarge {
                 req.phase = .done
                 return queue(connection, tooLargeResponse(limit), close: true)

@@ -194,11 +194,13 @@ final class TLSHandshaker: LoopConnection {
     let address: sockaddr_storage
     let addressLength: socklen_t
     private let session: TLSSession?
+    let slot: ConnectionSlot
     private let deadlineMs: UInt64
     private var done = false
 
     init(fd: Int32, loop: EventLoop, context: FrontContext, tls: TLSContext,
-         address: sockaddr_storage, addressLength: socklen_t) {
+         address: sockaddr_storage, addressLength: socklen_t, slot: ConnectionSlot) {
+        self.slot = slot
         self.fd = fd
         self.loop = loop
         self.context = context
@@ -238,11 +240,12 @@ final class TLSHandshaker: LoopConnection {
         done = true
         loop.deregister(token: token, fd: fd)
         SocketOptions.close(fd)
+        slot.release()
     }
 
     private func becomeHTTP2(_ session: TLSSession) {
         let conn = HTTP2Connection(fd: fd, token: token, loop: loop, context: context,
-                                   remoteAddress: SocketOptions.describe(address), tls: session)
+                                   remoteAddress: SocketOptions.describe(address), tls: session, slot: slot)
         loop.replace(token: token, with: conn)
         guard conn.start() else {
             conn.close()
@@ -259,6 +262,7 @@ final class TLSHandshaker: LoopConnection {
             context.logger.warning("socketpair failed: \(String(cString: strerror(errno)))")
             loop.deregister(token: token, fd: fd)
             SocketIO(fd: fd, tls: session).close()
+            slot.release()
             return
         }
         let bridge = TLSBridge(io: SocketIO(fd: fd, tls: session), clientToken: token,
@@ -268,11 +272,13 @@ final class TLSHandshaker: LoopConnection {
             bridge.pairToken = nil
             bridge.closeAll()
             SocketOptions.close(pair[1])
+            slot.release()
             return
         }
         bridge.pairToken = pairToken
         // MHD owns the other end; it sees the TLS client's address.
-        context.microHTTPD.addConnection(fd: pair[1], address: address, length: addressLength)
+        // The slot goes with MHD's end: released when MHD closes it.
+        context.microHTTPD.addConnection(fd: pair[1], address: address, length: addressLength, slot: slot)
         bridge.pump()
     }
 }

@@ -23,6 +23,14 @@ struct SettingFlags: ParsableArguments {
     var maxBodyBytes: Int?
     @Option(help: "I/O threads for each HTTP version (default 2).")
     var ioThreads: Int?
+    @Option(help: "Open client connections at most; more are refused at accept with 503 (default 10000).")
+    var maxConnections: Int?
+    @Option(help: "Open client connections per client IP at most (default 1000).")
+    var maxConnectionsPerIp: Int?
+    @Option(help: "A request not fully received (headers and body) within this many seconds gets 408 and is closed (default 30).")
+    var requestTimeoutSeconds: Int?
+    @Option(help: "A keep-alive connection without traffic is closed after this many seconds (default 120).")
+    var idleTimeoutSeconds: Int?
     @Option(help: "Keep-alive ping interval of watch streams in milliseconds (default 5000).")
     var watchPingIntervalMs: Int?
     @Option(help: "SQLite synchronous mode: full (default; every acknowledged write is on disk) or normal.")
@@ -61,6 +69,10 @@ struct SettingFlags: ParsableArguments {
         v["token_lifetime_seconds"] = tokenLifetimeSeconds.map(String.init)
         v["max_body_bytes"] = maxBodyBytes.map(String.init)
         v["io_threads"] = ioThreads.map(String.init)
+        v["max_connections"] = maxConnections.map(String.init)
+        v["max_connections_per_ip"] = maxConnectionsPerIp.map(String.init)
+        v["request_timeout_seconds"] = requestTimeoutSeconds.map(String.init)
+        v["idle_timeout_seconds"] = idleTimeoutSeconds.map(String.init)
         v["watch_ping_interval_ms"] = watchPingIntervalMs.map(String.init)
         v["synchronous"] = synchronous
         v["public_url"] = publicURL

@@ -62,6 +62,10 @@ final class Daemon: @unchecked Sendable {
         front.port = settings.port
         front.maxBodyBytes = settings.maxBodyBytes
         front.ioThreads = settings.ioThreads
+        front.maxConnections = settings.maxConnections
+        front.maxConnectionsPerIP = settings.maxConnectionsPerIP
+        front.requestTimeoutSeconds = settings.requestTimeoutSeconds
+        front.idleTimeoutSeconds = settings.idleTimeoutSeconds
         front.tlsCertificateFile = settings.tlsCertFile
         front.tlsKeyFile = settings.tlsKeyFile
         server = HTTPServer(configuration: front, handler: FrontAdapter(service: service), logger: logger)

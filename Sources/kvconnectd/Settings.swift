@@ -16,6 +16,11 @@ struct Settings: Sendable {
     var tokenLifetimeSeconds: Int64 = 3600
     var maxBodyBytes = 1_048_576
     var ioThreads = 2
+    /// HTTP front hardening (HTTPServerConfiguration).
+    var maxConnections = 10_000
+    var maxConnectionsPerIP = 1000
+    var requestTimeoutSeconds = 30
+    var idleTimeoutSeconds = 120
     var synchronousFull = true
     var publicURL: String?
     var watchPingIntervalMs = 5000
@@ -85,6 +90,10 @@ struct Settings: Sendable {
         s.tokenLifetimeSeconds = Int64(try int(config, "token_lifetime_seconds", 3600, min: 10))
         s.maxBodyBytes = try int(config, "max_body_bytes", s.maxBodyBytes, min: 1024)
         s.ioThreads = try int(config, "io_threads", s.ioThreads, min: 1)
+        s.maxConnections = try int(config, "max_connections", s.maxConnections, min: 1)
+        s.maxConnectionsPerIP = try int(config, "max_connections_per_ip", s.maxConnectionsPerIP, min: 1)
+        s.requestTimeoutSeconds = try int(config, "request_timeout_seconds", s.requestTimeoutSeconds, min: 1)
+        s.idleTimeoutSeconds = try int(config, "idle_timeout_seconds", s.idleTimeoutSeconds, min: 1)
         s.watchPingIntervalMs = try int(config, "watch_ping_interval_ms", s.watchPingIntervalMs, min: 100)
         s.queueWebhookTimeoutMs = try int(config, "queue_webhook_timeout_ms", s.queueWebhookTimeoutMs, min: 10)
         s.queueConcurrency = try int(config, "queue_concurrency", s.queueConcurrency, min: 1)
@@ -192,6 +201,8 @@ struct Settings: Sendable {
          ("signing_key_file", signingKeyFile ?? "\(defaultSigningKeyFile) (default)"),
          ("token_lifetime_seconds", String(tokenLifetimeSeconds)),
          ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),
+         ("max_connections", String(maxConnections)), ("max_connections_per_ip", String(maxConnectionsPerIP)),
+         ("request_timeout_seconds", String(requestTimeoutSeconds)), ("idle_timeout_seconds", String(idleTimeoutSeconds)),
          ("watch_ping_interval_ms", String(watchPingIntervalMs)),
          ("queue_webhook_url", queueWebhookURL?.absoluteString ?? "(none: pull only)"),
          ("queue_webhook_secret_file", queueWebhookSecretFile.map { "\($0) (secret masked)" } ?? "(none)"),

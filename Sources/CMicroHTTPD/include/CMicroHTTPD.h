@@ -15,7 +15,9 @@
 typedef void *(*kv_mhd_uri_log_cb)(void *cls, const char *uri, struct MHD_Connection *connection);
 
 /// Starts a daemon without a listen socket (connections arrive through
-/// MHD_add_connection), internal epoll threads, suspend/resume enabled.
+/// MHD_add_connection), internal epoll threads, suspend/resume enabled,
+/// `memory_limit` bytes of memory pool per connection (bounds the request
+/// header block), `notify_connection` called when a connection starts/closes.
 struct MHD_Daemon *kv_mhd_start_daemon(unsigned int thread_pool_size,
                                        unsigned int connection_timeout_seconds,
                                        unsigned int connection_limit,
@@ -24,7 +26,13 @@ struct MHD_Daemon *kv_mhd_start_daemon(unsigned int thread_pool_size,
                                        MHD_RequestCompletedCallback completed,
                                        void *completed_cls,
                                        kv_mhd_uri_log_cb uri_log,
-                                       void *uri_log_cls);
+                                       void *uri_log_cls,
+                                       size_t memory_limit,
+                                       MHD_NotifyConnectionCallback notify_connection,
+                                       void *notify_connection_cls);
+
+/// The connection's socket context (set by the notify-connection callback), or NULL.
+void *kv_mhd_socket_context(struct MHD_Connection *connection);
 
 /// The socket of a connection, or -1.
 int kv_mhd_connection_fd(struct MHD_Connection *connection);
