@@ -8,49 +8,29 @@ import KVEngine
 
 /// Request metrics (a private TestMetrics factory per service, so nothing is
 /// bootstrapped globally), the /metrics route and the per-request log line.
-final class MetricsRoutingTests: XCTestCase {
-    var dir: URL!
-    var store: KVStore!
+final class MetricsRoutingTests: ServiceTestCase {
     var metrics: TestMetrics!
     var logs: LogCapture!
-    var service: KVConnectService!
-    let accessToken = "metrics-test-token-123"
-    let signer = TokenSigner(secret: Array(repeating: 9, count: 32))
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvc-metrics-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        store = try KVStore(path: dir.appendingPathComponent("db.sqlite3").path)
         metrics = TestMetrics()
         logs = LogCapture()
-        makeService { _ in }
+        try super.setUpWithError()
     }
 
-    func makeService(_ configure: (inout ServiceConfiguration) -> Void) {
-        var config = ServiceConfiguration()
+    override func configure(_ config: inout ServiceConfiguration) {
         config.metricsFactory = metrics
-        configure(&config)
+    }
+
+    override func makeLogger() -> Logger {
         let capture = logs!
         var logger = Logger(label: "test") { _ in capture.handler() }
         logger.logLevel = .debug
-        service = KVConnectService(tenants: [Tenant(store: store, accessTokens: [accessToken])], signer: signer,
-                                   configuration: config, logger: logger)
-    }
-
-    override func tearDown() {
-        store.close()
-        try? FileManager.default.removeItem(at: dir)
+        return logger
     }
 
     func call(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = []) -> ProtocolResponse {
-        let done = expectation(description: "response")
-        nonisolated(unsafe) var response: ProtocolResponse?
-        service.handle(ProtocolRequest(method: method, path: path, headers: headers.map { (name: $0.0, value: $0.1) }, body: body)) {
-            response = $0
-            done.fulfill()
-        }
-        wait(for: [done], timeout: 10)
-        return response!
+        send(method, path, headers: headers, body: body)
     }
 
     func count(_ endpoint: String, _ status: Int) -> Int64 {

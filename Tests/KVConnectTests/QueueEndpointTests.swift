@@ -4,43 +4,22 @@ import XCTest
 @testable import KVConnect
 import KVEngine
 
-final class QueueEndpointTests: XCTestCase {
-    var dir: URL!
-    var store: KVStore!
-    var service: KVConnectService!
-    let accessToken = "queue-test-token-123"
-    let signer = TokenSigner(secret: Array(repeating: 9, count: 32))
+final class QueueEndpointTests: ServiceTestCase {
     var headers: [(String, String)] = []
 
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvc-queue-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        store = try KVStore(path: dir.appendingPathComponent("db.sqlite3").path)
-        var config = ServiceConfiguration()
+    override func configure(_ config: inout ServiceConfiguration) {
         config.queueLongPollMaxMs = 3000
         config.queueVisibilityTimeoutMs = 30_000
-        service = KVConnectService(tenants: [Tenant(store: store, accessTokens: [accessToken])], signer: signer,
-                                   configuration: config, logger: Logger(label: "test"))
-        let token = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 60_000))
-        headers = [("authorization", "Bearer \(token)"), ("content-type", "application/json")]
     }
 
-    override func tearDown() {
-        store.close()
-        try? FileManager.default.removeItem(at: dir)
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        headers = [("authorization", "Bearer \(dataPlaneToken())"), ("content-type", "application/json")]
     }
 
     func call(_ path: String, _ body: String = "", headers h: [(String, String)]? = nil,
               timeout: TimeInterval = 10) -> ProtocolResponse {
-        let done = expectation(description: "response")
-        nonisolated(unsafe) var response: ProtocolResponse?
-        service.handle(ProtocolRequest(method: "POST", path: path, headers: (h ?? headers).map { (name: $0.0, value: $0.1) },
-                                       body: Array(body.utf8))) {
-            response = $0
-            done.fulfill()
-        }
-        wait(for: [done], timeout: timeout)
-        return response!
+        send("POST", path, headers: h ?? headers, body: Array(body.utf8), timeout: timeout)
     }
 
     func json(_ r: ProtocolResponse) -> [String: Any] {

@@ -4,35 +4,9 @@ import XCTest
 @testable import KVConnect
 import KVEngine
 
-final class ServiceTests: XCTestCase {
-    var dir: URL!
-    var store: KVStore!
-    var service: KVConnectService!
-    let accessToken = "service-test-token-123"
-    let signer = TokenSigner(secret: Array(repeating: 5, count: 32))
-
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvc-svc-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        store = try KVStore(path: dir.appendingPathComponent("db.sqlite3").path)
-        service = KVConnectService(tenants: [Tenant(store: store, accessTokens: [accessToken])], signer: signer,
-                                   configuration: ServiceConfiguration(), logger: Logger(label: "test"))
-    }
-
-    override func tearDown() {
-        store.close()
-        try? FileManager.default.removeItem(at: dir)
-    }
-
+final class ServiceTests: ServiceTestCase {
     func call(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = []) -> ProtocolResponse {
-        let done = expectation(description: "response")
-        nonisolated(unsafe) var response: ProtocolResponse?
-        service.handle(ProtocolRequest(method: method, path: path, headers: headers.map { (name: $0.0, value: $0.1) }, body: body)) {
-            response = $0
-            done.fulfill()
-        }
-        wait(for: [done], timeout: 10)
-        return response!
+        send(method, path, headers: headers, body: body)
     }
 
     func text(_ r: ProtocolResponse) -> String { String(decoding: r.body, as: UTF8.self) }

@@ -1,5 +1,7 @@
 import CDatapath
 import Foundation
+import Logging
+import XCTest
 @testable import KVConnect
 import KVEngine
 
@@ -116,3 +118,57 @@ enum Wire {
 }
 
 func stringKey(_ s: String) -> [UInt8] { [0x02] + Array(s.utf8) + [0x00] }
+
+/// A service over a fresh temp-file store, torn down after each test; the
+/// shared setup of the protocol-layer tests.
+class ServiceTestCase: XCTestCase {
+    var dir: URL!
+    var store: KVStore!
+    var service: KVConnectService!
+    let accessToken = "service-test-token-123"
+    let signer = TokenSigner(secret: Array(repeating: 5, count: 32))
+
+    /// Override to adjust the configuration or logger before each test.
+    func configure(_ config: inout ServiceConfiguration) {}
+    func makeLogger() -> Logger { Logger(label: "test") }
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvc-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        store = try KVStore(path: dir.appendingPathComponent("db.sqlite3").path)
+        makeService { _ in }
+    }
+
+    /// (Re)builds the service; `extra` runs after `configure`.
+    func makeService(_ extra: (inout ServiceConfiguration) -> Void) {
+        var config = ServiceConfiguration()
+        configure(&config)
+        extra(&config)
+        service = KVConnectService(tenants: [Tenant(store: store, accessTokens: [accessToken])], signer: signer,
+                                   configuration: config, logger: makeLogger())
+    }
+
+    override func tearDown() {
+        store?.close()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    /// One request through the service, waiting for its (possibly async) answer.
+    func send(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [],
+              timeout: TimeInterval = 10) -> ProtocolResponse {
+        let done = expectation(description: "response")
+        nonisolated(unsafe) var response: ProtocolResponse?
+        service.handle(ProtocolRequest(method: method, path: path, headers: headers.map { (name: $0.0, value: $0.1) }, body: body)) {
+            response = $0
+            done.fulfill()
+        }
+        wait(for: [done], timeout: timeout)
+        return response!
+    }
+
+    /// A data-plane token for the test store, valid for a minute.
+    func dataPlaneToken(scope: DataPlaneToken.Scope = .readWrite) -> String {
+        signer.sign(DataPlaneToken(databaseId: store.databaseId,
+                                   expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 60_000, scope: scope))
+    }
+}

@@ -65,27 +65,16 @@ final class RecordingStream: ResponseStreamWriter, @unchecked Sendable {
     var dataFrames: [[[UInt8]?]] { frames.compactMap { $0 } }
 }
 
-final class WatchTests: XCTestCase {
-    var dir: URL!
-    var store: KVStore!
-    var service: KVConnectService!
-    let signer = TokenSigner(secret: Array(repeating: 1, count: 32))
+final class WatchTests: ServiceTestCase {
     var token: String!
 
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvc-watch-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        store = try KVStore(path: dir.appendingPathComponent("db").path)
-        var config = ServiceConfiguration()
+    override func configure(_ config: inout ServiceConfiguration) {
         config.watchPingIntervalMs = 100
-        service = KVConnectService(tenants: [Tenant(store: store, accessTokens: ["tok-tok-tok-tok"])], signer: signer,
-                                   configuration: config, logger: Logger(label: "t"))
-        token = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: Int64.max))
     }
 
-    override func tearDown() {
-        store.close()
-        try? FileManager.default.removeItem(at: dir)
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        token = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: Int64.max))
     }
 
     func watchBody(_ keys: [[UInt8]]) -> [UInt8] {
