@@ -208,6 +208,15 @@ public final class HTTPServer: @unchecked Sendable {
         stopLocked()
     }
 
+    /// First step of a graceful shutdown: close the listening socket so no
+    /// new connection arrives; open connections keep being served until stop().
+    public func stopAccepting() {
+        lock.lock()
+        defer { lock.unlock() }
+        listener?.stop()
+        listener = nil
+    }
+
     private func stopLocked() {
         guard !stopped else { return }
         stopped = true

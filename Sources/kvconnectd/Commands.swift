@@ -31,6 +31,8 @@ struct SettingFlags: ParsableArguments {
     var requestTimeoutSeconds: Int?
     @Option(help: "A keep-alive connection without traffic is closed after this many seconds (default 120).")
     var idleTimeoutSeconds: Int?
+    @Option(help: "On SIGTERM, how long requests in flight may take to be answered (default 10).")
+    var shutdownGraceSeconds: Int?
     @Option(help: "Keep-alive ping interval of watch streams in milliseconds (default 5000).")
     var watchPingIntervalMs: Int?
     @Option(help: "SQLite synchronous mode: full (default; every acknowledged write is on disk) or normal.")
@@ -74,6 +76,7 @@ struct SettingFlags: ParsableArguments {
         v["request_timeout_seconds"] = requestTimeoutSeconds.map(String.init)
         v["idle_timeout_seconds"] = idleTimeoutSeconds.map(String.init)
         v["watch_ping_interval_ms"] = watchPingIntervalMs.map(String.init)
+        v["shutdown_grace_seconds"] = shutdownGraceSeconds.map(String.init)
         v["synchronous"] = synchronous
         v["public_url"] = publicURL
         v["log_level"] = logLevel

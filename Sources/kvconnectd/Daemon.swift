@@ -10,6 +10,7 @@ final class Daemon: @unchecked Sendable {
     let logger: Logger
     let tenants: [Tenant]
     let server: HTTPServer
+    let adapter: FrontAdapter
     let notifier = SystemdNotifier()
     private var deliverers: [WebhookDeliverer] = []
     /// Re-reads the configuration (same flags and environment) for SIGHUP.
@@ -68,7 +69,8 @@ final class Daemon: @unchecked Sendable {
         front.idleTimeoutSeconds = settings.idleTimeoutSeconds
         front.tlsCertificateFile = settings.tlsCertFile
         front.tlsKeyFile = settings.tlsKeyFile
-        server = HTTPServer(configuration: front, handler: FrontAdapter(service: service), logger: logger)
+        adapter = FrontAdapter(service: service)
+        server = HTTPServer(configuration: front, handler: adapter, logger: logger)
         // Queue push, per database (pull endpoints work either way).
         if let url = settings.queueWebhookURL {
             for t in tenants {
@@ -133,9 +135,13 @@ final class Daemon: @unchecked Sendable {
         }
         logger.info("shutting down", metadata: ["signal": "\(signalName)"])
         notifier.stopping()
-        // Stop accepting, answer or end what is open (watch streams end),
-        // then let pending commits finish; closing the last SQLite
-        // connection checkpoints the WAL.
+        // Stop accepting; give requests in flight up to the grace period to
+        // be answered; then close what is open (watch streams end) and let
+        // pending commits finish; closing the last SQLite connection
+        // checkpoints the WAL.
+        server.stopAccepting()
+        let left = adapter.inFlight.drain(until: Date().addingTimeInterval(Double(settings.shutdownGraceSeconds)))
+        if left > 0 { logger.warning("shutdown grace period over with \(left) request(s) unanswered; they get 503 or a closed connection") }
         server.stop()
         for t in tenants {
             // In-flight deliveries get their timeout to report back; anything

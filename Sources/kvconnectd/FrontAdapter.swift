@@ -1,3 +1,4 @@
+import Foundation
 import HTTPFront
 import KVConnect
 
@@ -5,11 +6,18 @@ import KVConnect
 /// both HTTP versions route through here.
 struct FrontAdapter: HTTPRequestHandler {
     let service: KVConnectService
+    /// Requests handed to the service and not answered yet (graceful shutdown waits for them).
+    let inFlight = InFlightCounter()
 
     func handle(_ request: HTTPRequest, respond: @escaping @Sendable (HTTPResponse) -> Void) {
         let req = ProtocolRequest(method: request.method, path: request.path,
                                   headers: request.headers, body: request.body)
+        // Long-polls (queue leases) may wait for minutes: not worth a grace period.
+        let counted = !request.path.hasSuffix("/queue/lease")
+        if counted { inFlight.enter() }
+        let inFlight = self.inFlight
         service.handle(req) { r in
+            if counted { inFlight.leave() }
             if let start = r.stream {
                 respond(.streaming(status: r.status, headers: r.headers) { stream in start(stream) })
             } else {
@@ -21,3 +29,19 @@ struct FrontAdapter: HTTPRequestHandler {
 
 /// The front's stream is what the protocol layer writes watch frames to.
 extension HTTPResponseStream: ResponseStreamWriter {}
+
+final class InFlightCounter: @unchecked Sendable {
+    private let cond = NSCondition()
+    private var count = 0
+
+    func enter() { cond.lock(); count += 1; cond.unlock() }
+    func leave() { cond.lock(); count -= 1; if count == 0 { cond.broadcast() }; cond.unlock() }
+
+    /// Waits until nothing is in flight or the deadline passes; returns what is left.
+    func drain(until deadline: Date) -> Int {
+        cond.lock()
+        defer { cond.unlock() }
+        while count > 0 && cond.wait(until: deadline) {}
+        return count
+    }
+}

@@ -24,6 +24,7 @@ struct Settings: Sendable {
     var synchronousFull = true
     var publicURL: String?
     var watchPingIntervalMs = 5000
+    var shutdownGraceSeconds = 10
     /// PEM certificate chain and private key: both set = HTTPS only on the port.
     var tlsCertFile: String?
     var tlsKeyFile: String?
@@ -95,6 +96,7 @@ struct Settings: Sendable {
         s.requestTimeoutSeconds = try int(config, "request_timeout_seconds", s.requestTimeoutSeconds, min: 1)
         s.idleTimeoutSeconds = try int(config, "idle_timeout_seconds", s.idleTimeoutSeconds, min: 1)
         s.watchPingIntervalMs = try int(config, "watch_ping_interval_ms", s.watchPingIntervalMs, min: 100)
+        s.shutdownGraceSeconds = try int(config, "shutdown_grace_seconds", s.shutdownGraceSeconds, min: 0)
         s.queueWebhookTimeoutMs = try int(config, "queue_webhook_timeout_ms", s.queueWebhookTimeoutMs, min: 10)
         s.queueConcurrency = try int(config, "queue_concurrency", s.queueConcurrency, min: 1)
         s.queueVisibilityTimeoutMs = try int(config, "queue_visibility_timeout_ms", s.queueVisibilityTimeoutMs, min: 100)
@@ -204,6 +206,7 @@ struct Settings: Sendable {
          ("max_connections", String(maxConnections)), ("max_connections_per_ip", String(maxConnectionsPerIP)),
          ("request_timeout_seconds", String(requestTimeoutSeconds)), ("idle_timeout_seconds", String(idleTimeoutSeconds)),
          ("watch_ping_interval_ms", String(watchPingIntervalMs)),
+         ("shutdown_grace_seconds", String(shutdownGraceSeconds)),
          ("queue_webhook_url", queueWebhookURL?.absoluteString ?? "(none: pull only)"),
          ("queue_webhook_secret_file", queueWebhookSecretFile.map { "\($0) (secret masked)" } ?? "(none)"),
          ("queue_webhook_timeout_ms", String(queueWebhookTimeoutMs)),
