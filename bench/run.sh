@@ -200,7 +200,7 @@ fi
 if want streams; then
   log "$STREAMS watch streams"
   RSS_BEFORE=$(rss "$DPID")
-  deno_run bench/watch_streams.ts "$URL" "$STREAMS" > "$WORK/streams.out" 2>&1 &
+  "$DENO" run --unstable-kv -A bench/watch_streams.ts "$URL" "$STREAMS" > "$WORK/streams.out" 2>&1 &
   SPID=$!; PIDS+=("$SPID")
   for _ in $(seq 600); do grep -q ready "$WORK/streams.out" && break; sleep 0.2; done
   grep -q ready "$WORK/streams.out" || { echo "streams did not open: $(cat "$WORK/streams.out")" >&2; exit 1; }
