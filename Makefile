@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: all deps test-deps build release run test unit-test e2e-test bench crash-test soak install uninstall proto clean
+.PHONY: all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile crash-test soak install uninstall proto clean
 
 all: build
 
@@ -14,6 +14,9 @@ deps:
 
 test-deps:
 	@bash scripts/install-deps.sh --test
+
+bench-deps:
+	@bash scripts/install-deps.sh --bench
 
 build: deps
 	$(SWIFT) build
@@ -60,9 +63,15 @@ crash-test: test-deps build
 soak: test-deps build
 	BANK_SECONDS=$${BANK_SECONDS:-600} SAMPLE_SECONDS=10 bash Tests/e2e/run.sh .build/debug/kvconnectd -k bank -s
 
-# Benchmarks against the release build; writes docs/benchmarks.md.
-bench: test-deps release
-	bash bench/run.sh
+# Benchmarks against the release build with Redis, Deno local KV and the Deno
+# CLI as peers in the same run; writes docs/benchmarks.md. CONNECTIONS,
+# DURATION, SCALE_KEYS, ... overridable (see bench/run.sh).
+bench: bench-deps release
+	BENCH_CMD="make bench$(if $(CONNECTIONS), CONNECTIONS=$(CONNECTIONS))$(if $(DURATION), DURATION=$(DURATION))$(if $(SCALE_KEYS), SCALE_KEYS=$(SCALE_KEYS))" bash bench/run.sh
+
+# perf profile of the release daemon under wrk (read, write) and h2load (read).
+bench-profile: bench-deps release
+	bash bench/profile.sh
 
 # Regenerates the committed protobuf-c code from proto/datapath.proto.
 proto:

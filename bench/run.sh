@@ -1,101 +1,236 @@
 #!/usr/bin/env bash
-# `make bench`: kvconnectd (release build) measured with the real Deno CLI,
-# side by side with Deno's built-in local SQLite KV in the same run.
-# Writes docs/benchmarks.md (latest table) and prints the table.
-# Overridable: CONNECTIONS (concurrency, default 64), DURATION (s, default 5),
-# WATCH_CHANGES (default 1000), STREAMS (default 1000).
+# `make bench`: kvconnectd (release build) under h2load (HTTP/2) and wrk +
+# bench/kv.lua (HTTP/1.1), both speaking KV Connect (one metadata exchange,
+# then protobuf bodies), with its peers measured in the same run on the same
+# disk: redis-server (appendonly yes, appendfsync always) under
+# redis-benchmark, Deno's built-in local SQLite KV driven in-process, and the
+# Deno CLI as a client of kvconnectd. Writes docs/benchmarks.md (latest table
+# + short history) and prints the table. See docs/benchmarks.md for what each
+# row measures.
+#
+# Overridable: CONNECTIONS (default 64), DURATION (s per run, default 5),
+# KEYS (read set, default 10000), SCALE_KEYS (large-database row, default
+# 10000000: about 2 minutes of preloading and 1.7 GB of disk), BIG_CONNECTIONS
+# (default 512), IDLE_CONNECTIONS (default 1000), THREADS (load-generator
+# threads, default 2), WATCH_CHANGES (default 1000), STREAMS (default 1000),
+# BIN (daemon binary, default .build/release/kvconnectd), SKIP (space-separated
+# sections to skip: h2 wrk redis deno scale values conns idle watch streams).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONC=${CONNECTIONS:-64}
 DUR=${DURATION:-5}
+KEYS=${KEYS:-10000}
+SCALE_KEYS=${SCALE_KEYS:-10000000}
+BIGC=${BIG_CONNECTIONS:-512}
+IDLE=${IDLE_CONNECTIONS:-1000}
+THREADS=${THREADS:-2}
 CHANGES=${WATCH_CHANGES:-1000}
 STREAMS=${STREAMS:-1000}
-BIN=.build/release/kvconnectd
+HOT=16
+SKIP=" ${SKIP:-} "
+BIN=${BIN:-.build/release/kvconnectd}
 DENO=.venv/bin/deno
-export DENO_DIR="$PWD/.venv/deno-cache" NO_COLOR=1
+PY=.venv/bin/python
+export DENO_DIR="$PWD/.venv/deno-cache" NO_COLOR=1 DENO_NO_UPDATE_CHECK=1
 TOKEN=bench-access-token-0123456789
 export DENO_KV_ACCESS_TOKEN=$TOKEN
+for tool in h2load wrk redis-server redis-benchmark; do
+  command -v $tool >/dev/null || { echo "bench: $tool missing: run 'bash scripts/install-deps.sh --bench'" >&2; exit 1; }
+done
+[[ -x "$BIN" ]] || { echo "bench: $BIN missing: swift build -c release --product kvconnectd" >&2; exit 1; }
+want() { [[ "$SKIP" != *" $1 "* ]]; }
 
+# Everything (daemon databases, Redis AOF, Deno local KV) under one directory
+# of the worktree, so every peer writes to the same disk.
 WORK=$(mktemp -d "$PWD/.bench-XXXXXX")
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
-
+trap 'exit 130' INT TERM
+RES="$WORK/results.jsonl"; : > "$RES"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+T_START=$(date +%s)
 echo "$TOKEN" > "$WORK/token"
-"$BIN" serve --listen 127.0.0.1:0 --database "$WORK/kv.sqlite3" --access-token-file "$WORK/token" --log-level warning > "$WORK/daemon.log" 2>&1 &
-DPID=$!; PIDS+=("$DPID")
-for _ in $(seq 100); do
-  PORT=$(grep -o 'listen=127.0.0.1:[0-9]*' "$WORK/daemon.log" | head -1 | cut -d: -f2) && [[ -n "$PORT" ]] && break
-  sleep 0.1
-done
-# the startup line is logged at info; with --log-level warning read the port from ss instead
-if [[ -z "${PORT:-}" ]]; then
-  sleep 0.5
-  PORT=$(ss -ltnp | grep "pid=$DPID," | grep -o '127.0.0.1:[0-9]*' | head -1 | cut -d: -f2)
+log() { echo "== $*" >&2; }
+
+# tag '{"k":"v"}' < json lines → merged lines appended to results
+tag() { "$PY" -c 'import json,sys
+t=json.loads(sys.argv[1])
+for l in sys.stdin:
+    l=l.strip()
+    if l.startswith("{"): print(json.dumps({**t, **json.loads(l)}))' "$1" | tee -a "$RES" >&2; }
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_daemon NAME → sets DPID, URL, DTOKEN (data-plane token)
+start_daemon() {
+  local dir="$WORK/$1"; mkdir -p "$dir"
+  "$BIN" serve --listen 127.0.0.1:0 --database "$dir/kv.sqlite3" --access-token-file "$WORK/token" > "$dir/daemon.log" 2>&1 &
+  DPID=$!; PIDS+=("$DPID")
+  local port=""
+  for _ in $(seq 200); do
+    port=$(grep -o 'listen=127.0.0.1:[0-9]*' "$dir/daemon.log" | head -1 | cut -d: -f2) && [[ -n "$port" ]] && break
+    kill -0 "$DPID" 2>/dev/null || { cat "$dir/daemon.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  [[ -n "$port" ]] || { echo "daemon did not start" >&2; cat "$dir/daemon.log" >&2; exit 1; }
+  URL=http://127.0.0.1:$port
+  DTOKEN=$("$PY" bench/kvwire.py token "$URL" "$TOKEN")
+}
+stop_daemon() { kill "$DPID"; wait "$DPID" 2>/dev/null || true; }
+rss() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
+
+# wrk_run TAGJSON CONNS OP [VAR=VALUE...]   (HTTP/1.1, random keys, bench/kv.lua)
+wrk_run() {
+  local t=$1 c=$2 op=$3; shift 3
+  env KV_TOKEN="$DTOKEN" KV_OP="$op" KV_KEYS="$KEYS" KV_HOT="$HOT" "$@" \
+    wrk -t"$THREADS" -c"$c" -d"${DUR}s" --timeout 10s -s bench/kv.lua "$URL" > "$WORK/wrk.out" 2>&1 || true
+  grep '^{' "$WORK/wrk.out" | tag "$t" || { cat "$WORK/wrk.out" >&2; exit 1; }
+}
+# h2_run TAGJSON CONNS BODY PATH   (HTTP/2 prior knowledge, one fixed body per run)
+h2_run() {
+  local t=$1 c=$2 body=$3 path=$4
+  h2load -c "$c" -t "$THREADS" -m 1 -D "$DUR" --warm-up-time=1 \
+    -H "authorization: Bearer $DTOKEN" -H "content-type: application/x-protobuf" \
+    -d "$WORK/bodies/$body" --log-file="$WORK/h2.log" "$URL$path" > "$WORK/h2.out" 2>&1 || true
+  "$PY" bench/kvwire.py h2load "$WORK/h2.log" "$WORK/h2.out" | tag "$t"
+}
+# redis_run TAGPREFIX CONNS VALUEBYTES: SET then GET, each ~DURATION seconds
+redis_run() {
+  local t=$1 c=$2 d=$3 op rps n cal=20000
+  (( d > 1000 )) && cal=2000
+  for op in set get; do
+    redis-benchmark -p "$RPORT" -c "$c" -n "$cal" -d "$d" -r "$KEYS" -t "$op" --csv > "$WORK/redis.csv" 2>/dev/null
+    rps=$("$PY" bench/kvwire.py redis "$WORK/redis.csv" | "$PY" -c 'import json,sys; print(json.loads(sys.stdin.readline())["ops_per_s"])')
+    n=$(( rps * DUR )); (( n < cal )) && n=$cal
+    redis-benchmark -p "$RPORT" -c "$c" -n "$n" -d "$d" -r "$KEYS" -t "$op" --csv > "$WORK/redis.csv" 2>/dev/null
+    "$PY" bench/kvwire.py redis "$WORK/redis.csv" | tag "${t%\}},\"workload\":\"$op\"}"
+  done
+}
+deno_run() { "$DENO" run --unstable-kv -A "$@"; }
+
+# ---------------------------------------------------------------- main daemon
+start_daemon main
+MAIN_PID=$DPID MAIN_URL=$URL MAIN_TOKEN=$DTOKEN
+sleep 0.5
+RSS_IDLE=$(rss "$DPID")
+log "kvconnectd $URL (pid $DPID), $CONC connections, ${DUR}s per run, $KEYS keys"
+# idle connections first, on the fresh daemon: the RSS difference is theirs alone
+if want idle; then
+  log "RSS with $IDLE idle keep-alive connections"
+  for kind in h1 h2; do
+    before=$(rss "$DPID")
+    coproc IDLER { exec "$PY" bench/kvwire.py idle "$URL" "$IDLE" "$kind"; }
+    IPID=$IDLER_PID; PIDS+=("$IPID")
+    read -r line <&"${IDLER[0]}" || true
+    sleep 2
+    held=$(ss -tnH state established "( dport = :${URL##*:} )" | wc -l)
+    echo "{\"conn_kind\":\"$kind\",\"rss_before_kib\":$before,\"rss_kib\":$(rss "$DPID"),\"opened\":\"${line#ready }\",\"held_after_2s\":$held}" | tag '{"kind":"idle"}'
+    kill "$IPID" 2>/dev/null || true; wait "$IPID" 2>/dev/null || true
+    sleep 1
+  done
 fi
-URL=http://127.0.0.1:$PORT
-rss() { awk '/VmRSS/ {print $2}' /proc/"$DPID"/status; }
-run() { "$DENO" run --unstable-kv -A "$@"; }
-RES="$WORK/results.jsonl"
 
-echo "== kvconnectd at $URL (pid $DPID), concurrency $CONC, ${DUR}s per run" >&2
-RSS_IDLE=$(rss)
-run Tests/e2e/deno/get_latency.ts "$URL" 2000 >> "$RES"
-for op in set get; do
-  run bench/get_set_throughput.ts "$URL" "$op" "$CONC" "$DUR" >> "$RES"
-  run bench/get_set_throughput.ts "$WORK/local.sqlite3" "$op" "$CONC" "$DUR" >> "$RES"
-done
-run bench/watch_latency.ts "$URL" "$CHANGES" >> "$RES"
+"$PY" bench/kvwire.py preload "$URL" "$DTOKEN" r "$KEYS" 100 2 | tag '{"kind":"preload"}'
+"$PY" bench/kvwire.py preload "$URL" "$DTOKEN" hot "$HOT" 100 1 | tag '{"kind":"preload"}'
+"$PY" bench/kvwire.py bodies "$WORK/bodies" "$KEYS" "$HOT"
 
-# Streams: RSS and throughput with $STREAMS idle watch streams open.
-RSS_BEFORE=$(rss)
-run bench/watch_streams.ts "$URL" "$STREAMS" > "$WORK/streams.out" 2>&1 &
-SPID=$!; PIDS+=("$SPID")
-for _ in $(seq 600); do grep -q ready "$WORK/streams.out" && break; sleep 0.2; done
-grep -q ready "$WORK/streams.out" || { echo "streams did not open: $(cat "$WORK/streams.out")" >&2; exit 1; }
-sleep 1
-RSS_STREAMS=$(rss)
-for op in set get; do
-  run bench/get_set_throughput.ts "$URL" "$op" "$CONC" "$DUR" | sed "s/\"target\":\"kvconnectd\"/\"target\":\"kvconnectd+${STREAMS}streams\"/" >> "$RES"
-done
-kill "$SPID"
+if want h2; then
+  log "h2load (HTTP/2)"
+  h2_run '{"kind":"main","peer":"kvconnectd h2 (h2load)","workload":"read"}' "$CONC" read.bin /v2/snapshot_read
+  h2_run '{"kind":"main","peer":"kvconnectd h2 (h2load)","workload":"write"}' "$CONC" write.bin /v2/atomic_write
+  h2_run '{"kind":"main","peer":"kvconnectd h2 (h2load)","workload":"list"}' "$CONC" list.bin /v2/snapshot_read
+fi
+if want wrk; then
+  log "wrk (HTTP/1.1)"
+  for op in read write mixed list cas; do
+    wrk_run "{\"kind\":\"main\",\"peer\":\"kvconnectd h1 (wrk)\",\"workload\":\"$op\"}" "$CONC" "$op"
+  done
+fi
 
-python3 - "$RES" "$RSS_IDLE" "$RSS_BEFORE" "$RSS_STREAMS" "$STREAMS" "$CONC" "$DUR" <<'PY'
-import json, os, platform, subprocess, sys, datetime
-res = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-rss_idle, rss_before, rss_streams, streams, conc, dur = map(int, sys.argv[2:8])
-tp = {(r["target"], r["op"]): r for r in res if "op" in r}
-lat = next(r for r in res if "p50_ms" in r and "op" not in r and "n" in r)
-watch = next(r for r in res if "changes" in r)
-kernel = platform.release()
-cores = os.cpu_count()
-lines = []
-lines.append(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {cores} cores, Linux {kernel}, release build, "
-             f"synchronous=FULL, Deno CLI 2.9.8 as the client, concurrency {conc}, {dur} s per run. Command: `make bench`.\n")
-lines.append("| workload | kvconnectd (Deno CLI over HTTP/2) | Deno local KV (in-process SQLite) | ratio |")
-lines.append("|---|---|---|---|")
-for op in ("set", "get"):
-    a, b = tp[("kvconnectd", op)], tp[("deno-local", op)]
-    lines.append(f"| kv.{op}, {conc} concurrent | {a['ops_per_s']} ops/s, p50 {a['p50_ms']} ms, p99 {a['p99_ms']} ms | "
-                 f"{b['ops_per_s']} ops/s, p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms | {a['ops_per_s']/b['ops_per_s']:.2f} |")
-lines.append(f"\nSingle Deno client, sequential `kv.get` (2000): p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms.\n")
-lines.append(f"Watch, {watch['changes']} changes, writer and watcher on separate connections: write→frame p50 "
-             f"{watch['write_to_frame_p50_ms']} ms, p99 {watch['write_to_frame_p99_ms']} ms; ack→frame p50 "
-             f"{watch['ack_to_frame_p50_ms']} ms, p99 {watch['ack_to_frame_p99_ms']} ms.\n")
-lines.append(f"| with {streams} idle watch streams open | set ops/s | get ops/s |")
-lines.append("|---|---|---|")
-for t in ("kvconnectd", f"kvconnectd+{streams}streams"):
-    lines.append(f"| {t} | {tp[(t,'set')]['ops_per_s']} (p99 {tp[(t,'set')]['p99_ms']} ms) | {tp[(t,'get')]['ops_per_s']} (p99 {tp[(t,'get')]['p99_ms']} ms) |")
-lines.append(f"\nDaemon RSS: idle {rss_idle/1024:.1f} MiB; before streams {rss_before/1024:.1f} MiB; with {streams} watch streams "
-             f"{rss_streams/1024:.1f} MiB (+{(rss_streams-rss_before)/1024:.1f} MiB per {streams} streams).")
-table = "\n".join(lines)
-print(table)
-doc = "docs/benchmarks.md"
-old = open(doc).read() if os.path.exists(doc) else ""
-history = old.split("## History", 1)[1] if "## History" in old else ""
-latest = old.split("## Latest", 1)[1].split("## History", 1)[0].strip() if "## Latest" in old else ""
-if latest:
-    history = "\n\n### " + latest.splitlines()[0][:60] + "\n\n" + latest + history
-with open(doc, "w") as f:
-    f.write("# Benchmarks\n\nReproduce with `make bench` (CONNECTIONS, DURATION, WATCH_CHANGES, STREAMS overridable).\n\n## Latest\n\n" + table + "\n\n## History\n" + history)
-PY
+if want redis; then
+  log "redis-server appendonly yes, appendfsync always"
+  RPORT=$(free_port); mkdir -p "$WORK/redis"
+  redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK/redis" --appendonly yes --appendfsync always \
+    --save "" --daemonize no --logfile "$WORK/redis/redis.log" &
+  RPID=$!; PIDS+=("$RPID")
+  for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  redis_run '{"kind":"main","peer":"redis (redis-benchmark)"}' "$CONC" 100
+fi
+
+if want deno; then
+  log "Deno CLI → kvconnectd vs Deno local KV"
+  deno_run Tests/e2e/deno/get_latency.ts "$URL" 2000 | tag '{"kind":"seqget"}'
+  for op in set get mixed list cas; do
+    deno_run bench/get_set_throughput.ts "$URL" "$op" "$CONC" "$DUR" | tag "{\"kind\":\"deno\",\"workload\":\"$op\"}"
+    deno_run bench/get_set_throughput.ts "$WORK/deno-local.sqlite3" "$op" "$CONC" "$DUR" | tag "{\"kind\":\"deno\",\"workload\":\"$op\"}"
+  done
+fi
+
+if want values; then
+  log "value sizes"
+  "$PY" bench/kvwire.py preload "$URL" "$DTOKEN" v4k 1000 4096 2 | tag '{"kind":"preload"}'
+  "$PY" bench/kvwire.py preload "$URL" "$DTOKEN" v64k 1000 65536 2 | tag '{"kind":"preload"}'
+  for v in 4096:v4k 65536:v64k; do
+    size=${v%%:*} pre=${v##*:}
+    wrk_run "{\"kind\":\"value\",\"value_bytes\":$size,\"peer\":\"kvconnectd h1 (wrk)\",\"workload\":\"read\"}" "$CONC" read KV_PREFIX="$pre" KV_KEYS=1000
+    wrk_run "{\"kind\":\"value\",\"value_bytes\":$size,\"peer\":\"kvconnectd h1 (wrk)\",\"workload\":\"write\"}" "$CONC" write KV_VALUE="$size"
+    want redis && redis_run "{\"kind\":\"value\",\"value_bytes\":$size,\"peer\":\"redis (redis-benchmark)\"}" "$CONC" "$size"
+  done
+fi
+
+if want conns; then
+  log "$BIGC connections"
+  wrk_run "{\"kind\":\"conns\",\"conns\":$BIGC,\"peer\":\"kvconnectd h1 (wrk)\",\"workload\":\"read\"}" "$BIGC" read
+  wrk_run "{\"kind\":\"conns\",\"conns\":$BIGC,\"peer\":\"kvconnectd h1 (wrk)\",\"workload\":\"write\"}" "$BIGC" write
+  want h2 && h2_run "{\"kind\":\"conns\",\"conns\":$BIGC,\"peer\":\"kvconnectd h2 (h2load)\",\"workload\":\"read\"}" "$BIGC" read.bin /v2/snapshot_read
+  want redis && redis_run "{\"kind\":\"conns\",\"conns\":$BIGC,\"peer\":\"redis (redis-benchmark)\"}" "$BIGC" 100
+fi
+[[ -n "${RPID:-}" ]] && { kill "$RPID"; wait "$RPID" 2>/dev/null || true; }
+
+if want watch; then
+  log "watch latency"
+  deno_run bench/watch_latency.ts "$URL" "$CHANGES" | tag '{"kind":"watch"}'
+fi
+
+if want streams; then
+  log "$STREAMS watch streams"
+  RSS_BEFORE=$(rss "$DPID")
+  "$DENO" run --unstable-kv -A bench/watch_streams.ts "$URL" "$STREAMS" > "$WORK/streams.out" 2>&1 &
+  SPID=$!; PIDS+=("$SPID")
+  for _ in $(seq 600); do grep -q ready "$WORK/streams.out" && break; sleep 0.2; done
+  grep -q ready "$WORK/streams.out" || { echo "streams did not open: $(cat "$WORK/streams.out")" >&2; exit 1; }
+  sleep 1
+  echo "{\"streams\":$STREAMS,\"rss_before_kib\":$RSS_BEFORE,\"rss_kib\":$(rss "$DPID")}" | tag '{"kind":"streams"}'
+  for op in set get; do
+    deno_run bench/get_set_throughput.ts "$URL" "$op" "$CONC" "$DUR" | tag "{\"kind\":\"streams-tp\",\"workload\":\"$op\"}"
+  done
+  kill "$SPID"; wait "$SPID" 2>/dev/null || true
+fi
+RSS_AFTER=$(rss "$DPID")
+stop_daemon
+
+# ------------------------------------------------- database size: KEYS vs SCALE_KEYS
+if want scale; then
+  for n in "$KEYS" "$SCALE_KEYS"; do
+    log "fresh database with $n keys"
+    start_daemon "scale-$n"
+    "$PY" bench/kvwire.py preload "$URL" "$DTOKEN" r "$n" 100 2 | tag "{\"kind\":\"preload\"}"
+    sleep 1
+    wrk_run "{\"kind\":\"scale\",\"keys\":$n,\"peer\":\"kvconnectd h1 (wrk)\",\"workload\":\"read\"}" "$CONC" read KV_KEYS="$n"
+    wrk_run "{\"kind\":\"scale\",\"keys\":$n,\"peer\":\"kvconnectd h1 (wrk)\",\"workload\":\"write\"}" "$CONC" write
+    echo "{\"db_bytes\":$(stat -c %s "$WORK/scale-$n/kv.sqlite3")}" | tag "{\"kind\":\"dbsize\",\"keys\":$n}"
+    stop_daemon
+    rm -f "$WORK/scale-$n"/kv.sqlite3*
+  done
+fi
+
+T_END=$(date +%s)
+"$PY" bench/report.py "$RES" docs/benchmarks.md \
+  conc="$CONC" dur="$DUR" keys="$KEYS" scale_keys="$SCALE_KEYS" bigc="$BIGC" idle="$IDLE" threads="$THREADS" \
+  rss_idle="$RSS_IDLE" rss_after="$RSS_AFTER" load_start="$LOAD_START" load_end="$(cut -d' ' -f1-3 /proc/loadavg)" \
+  seconds="$((T_END - T_START))" cmd="${BENCH_CMD:-make bench}"

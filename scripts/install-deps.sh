@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Installs what building and testing kvconnectd needs: Debian packages (only
 # the missing ones) and, with --test, the Deno CLI and Python's denokv client
-# from PyPI into the project-local .venv/.
+# from PyPI into the project-local .venv/. --bench adds the benchmark's load
+# generators and peers (h2load, wrk, redis-server, redis-benchmark) on top of
+# everything --test installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(libmicrohttpd-dev libnghttp2-dev libgnutls28-dev libsqlite3-dev libprotobuf-c-dev pkg-config curl)
 TEST_DEBS=(nghttp2-client openssl)
+BENCH_DEBS=(nghttp2-client wrk redis-server redis-tools)
 
+MODE=${1:-}
 want=("${DEBS[@]}")
-[[ "${1:-}" == "--test" ]] && want+=("${TEST_DEBS[@]}")
+[[ "$MODE" == "--test" || "$MODE" == "--bench" ]] && want+=("${TEST_DEBS[@]}")
+[[ "$MODE" == "--bench" ]] && want+=("${BENCH_DEBS[@]}")
 
 missing=()
 for p in "${want[@]}"; do
@@ -23,7 +28,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [[ "${1:-}" == "--test" ]]; then
+if [[ "$MODE" == "--test" || "$MODE" == "--bench" ]]; then
   DENO_VERSION=2.9.8
   DENOKV_PY_VERSION=${DENOKV_PY_VERSION:-}
   if [[ ! -x .venv/bin/python ]]; then
