@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(libmicrohttpd-dev libnghttp2-dev libgnutls28-dev libsqlite3-dev libprotobuf-c-dev pkg-config curl)
-TEST_DEBS=(nghttp2-client openssl)
+TEST_DEBS=(nghttp2-client openssl systemd)
 BENCH_DEBS=(nghttp2-client wrk redis-server redis-tools)
 
 MODE=${1:-}
@@ -30,7 +30,7 @@ fi
 
 if [[ "$MODE" == "--test" || "$MODE" == "--bench" ]]; then
   DENO_VERSION=2.9.8
-  DENOKV_PY_VERSION=${DENOKV_PY_VERSION:-}
+  DENOKV_PY_VERSION=${DENOKV_PY_VERSION:-0.1.0a0.dev180}
   if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
   fi
@@ -40,7 +40,7 @@ if [[ "$MODE" == "--test" || "$MODE" == "--bench" ]]; then
   fi
   if ! .venv/bin/python -c 'import pytest' 2>/dev/null; then
     echo "install-deps: installing pytest into .venv"
-    .venv/bin/pip install -q pytest
+    .venv/bin/pip install -q "pytest==${PYTEST_VERSION:-9.2.0}"
   fi
   if ! .venv/bin/python -c 'import denokv' 2>/dev/null; then
     echo "install-deps: installing denokv (Python KV Connect client) into .venv"
