@@ -2,13 +2,13 @@
 # `make bench-profile`: perf profile (cpu-clock, call graphs) of the release
 # daemon during wrk read, wrk write and h2load read runs (CONNECTIONS, default
 # 64; DURATION, default 10). Prints the top entries of each profile (self
-# time, then by caller) and keeps perf.data files in $OUT (default
-# .bench-profile/).
+# time, by thread, inclusive) and keeps the perf.data files in $OUT (default
+# a new /tmp/kvconnectd-profile-* directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONC=${CONNECTIONS:-64}; DUR=${DURATION:-10}; KEYS=${KEYS:-10000}; THREADS=${THREADS:-2}
 BIN=${BIN:-.build/release/kvconnectd}; PY=.venv/bin/python
-OUT=${OUT:-.bench-profile}; mkdir -p "$OUT"
+OUT=${OUT:-$(mktemp -d /tmp/kvconnectd-profile-XXXXXX)}; mkdir -p "$OUT"; echo "perf data in $OUT" >&2
 TOKEN=bench-access-token-0123456789
 WORK=$(mktemp -d "$PWD/.bench-XXXXXX"); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
