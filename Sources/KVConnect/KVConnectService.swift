@@ -31,6 +31,7 @@ public struct ServiceConfiguration: Sendable {
 public final class KVConnectService: Sendable {
     private let tenants: [Tenant]
     private let signer: TokenSigner
+    private let verifiedTokens = VerifiedTokenCache()
     let config: ServiceConfiguration
     private let codec: WireCodec
     let logger: Logger
@@ -126,7 +127,7 @@ public final class KVConnectService: Sendable {
         }
         let token: DataPlaneToken
         do {
-            token = try signer.verify(presented, nowMs: nowMs())
+            token = try verifiedTokens.verify(presented, nowMs: nowMs(), signer: signer)
         } catch .expired {
             throw .unauthorized("data-plane token expired: redo the metadata exchange")
         } catch {
@@ -208,10 +209,14 @@ public final class KVConnectService: Sendable {
 
     private func bearerToken(_ request: ProtocolRequest) -> String? {
         guard let auth = request.header("authorization") else { return nil }
-        let parts = auth.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
-        return token.isEmpty ? nil : token
+        // Byte-level parsing: Foundation's trimming showed up in the profile.
+        let bytes = Array(auth.utf8)
+        guard bytes.count > 7, bytes[6] == 0x20,
+              String(decoding: bytes[0..<6], as: UTF8.self).lowercased() == "bearer" else { return nil }
+        var lo = 7, hi = bytes.count
+        while lo < hi && (bytes[lo] == 0x20 || bytes[lo] == 0x09) { lo += 1 }
+        while hi > lo && (bytes[hi - 1] == 0x20 || bytes[hi - 1] == 0x09) { hi -= 1 }
+        return lo < hi ? String(decoding: bytes[lo..<hi], as: UTF8.self) : nil
     }
 
     func methodNotAllowed(_ request: ProtocolRequest, allow: String) -> ProtocolResponse {

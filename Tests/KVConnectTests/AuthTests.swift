@@ -24,6 +24,24 @@ final class AuthTests: XCTestCase {
         }
     }
 
+    func testVerifiedTokenCacheKeepsExpiryAndRefusesForgeries() throws {
+        let cache = VerifiedTokenCache(capacity: 2)
+        let good = signer.sign(DataPlaneToken(databaseId: "db", expiresAtMs: 2_000))
+        XCTAssertEqual(try cache.verify(good, nowMs: 1_000, signer: signer).databaseId, "db")
+        XCTAssertEqual(try cache.verify(good, nowMs: 1_500, signer: signer).databaseId, "db")
+        XCTAssertThrowsError(try cache.verify(good, nowMs: 2_000, signer: signer)) {
+            XCTAssertEqual($0 as? TokenSigner.VerifyError, .expired, "a cached token still expires")
+        }
+        let forged = String(good.dropLast()) + (good.last == "A" ? "B" : "A")
+        for _ in 0..<2 {
+            XCTAssertThrowsError(try cache.verify(forged, nowMs: 1_000, signer: signer), "never cached")
+        }
+        for i in 0..<5 {  // past capacity: cleared, still correct
+            let t = signer.sign(DataPlaneToken(databaseId: "db\(i)", expiresAtMs: 9_000))
+            XCTAssertEqual(try cache.verify(t, nowMs: 0, signer: signer).databaseId, "db\(i)")
+        }
+    }
+
     func testConstantTimeEquals() {
         XCTAssertTrue(constantTimeEquals(Array("abc".utf8), Array("abc".utf8)))
         XCTAssertFalse(constantTimeEquals(Array("abc".utf8), Array("abd".utf8)))
