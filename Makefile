@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: all deps test-deps build release run test unit-test e2e-test bench crash-test soak install uninstall proto clean
+.PHONY: all deps test-deps build release run test unit-test e2e-test bench crash-test soak install uninstall proto clean fuzz fuzz-short test-asan test-tsan
 
 all: build
 
@@ -30,12 +30,30 @@ test: test-deps
 	$(SWIFT) test --skip-build
 	$(SWIFT) build --product kvconnectd
 	bash Tests/e2e/run.sh .build/debug/kvconnectd
+	FUZZ_SECONDS=$${FUZZ_SHORT_SECONDS:-10} bash Tests/Fuzz/run.sh
 
 unit-test: deps
 	$(SWIFT) test
 
 e2e-test: test-deps build
 	bash Tests/e2e/run.sh .build/debug/kvconnectd
+
+# libFuzzer targets (Tests/Fuzz), built into .build-fuzz; FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Tests/Fuzz/run.sh
+
+fuzz-short: deps
+	FUZZ_SECONDS=20 bash Tests/Fuzz/run.sh
+
+# The unit tests under AddressSanitizer / ThreadSanitizer (own build dirs).
+test-asan: deps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+
+test-tsan: deps
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 BINDIR ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
