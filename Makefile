@@ -47,9 +47,16 @@ fuzz-short: deps
 	FUZZ_SECONDS=20 bash Tests/Fuzz/run.sh
 
 # The unit tests under AddressSanitizer / ThreadSanitizer (own build dirs).
+# Leak checking at exit is off (detect_leaks=0): every "direct" leak LSan
+# reports there is a Swift weak-reference side table, whose pointer the
+# runtime keeps encoded in the object's refcount word where LSan cannot see
+# it, and the "indirect" ones hang off those (stores of test fixtures whose
+# threads still run at exit). Real leaks are caught by the fuzzers, which
+# run with LSan on per input (that found the engine's thread cycles), and by
+# KVEngineTests/FuzzRegressionTests.testClosedStoreIsFreed.
 test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
 
 test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
