@@ -47,8 +47,12 @@ for t in "${TARGETS[@]}"; do
   echo "fuzz: $t for ${SECS}s"
   rc=0
   # shellcheck disable=SC2086
-  "$BIN/$t" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
+  # fuzz-atomic-write keeps a KVStore under $TMPDIR: give it one we remove.
+  tmp=$SCRATCH/tmp/$t
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  TMPDIR=$PWD/$tmp "$BIN/$t" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
     -print_final_stats=1 -artifact_prefix="$arts/" ${FUZZ_FLAGS:-} "$work" "$seeds" >"$log" 2>&1 || rc=$?
+  rm -rf "$tmp"
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
