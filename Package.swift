@@ -76,3 +76,31 @@ let package = Package(
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
     ]
 )
+
+// libFuzzer targets (Tests/Fuzz, `make fuzz`). Only in the manifest when
+// KVCONNECTD_FUZZ=1, which Tests/Fuzz/run.sh sets together with its own
+// scratch path (.build-fuzz): a plain `swift build` / `swift test` never sees
+// them. The code under test (KVEngine, KVConnect) is instrumented for
+// coverage and ASan and optimized; dependencies are built as usual.
+if Context.environment["KVCONNECTD_FUZZ"] == "1" {
+    let flags: [String] = ["-sanitize=fuzzer,address", "-O"]
+    for target in package.targets where ["KVEngine", "KVConnect"].contains(target.name) {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(flags)]
+    }
+    let fuzzers: [(name: String, deps: [Target.Dependency])] = [
+        ("fuzz-snapshot-read", ["KVConnect", "KVEngine", "CDatapath"]),
+        ("fuzz-atomic-write", ["KVConnect", "KVEngine"]),
+        ("fuzz-watch", ["KVConnect", "KVEngine", "CDatapath"]),
+        ("fuzz-metadata-json", ["KVConnect"]),
+        ("fuzz-v8", ["KVEngine"]),
+        ("fuzz-key", ["KVEngine"]),
+    ]
+    package.targets.append(.target(name: "CFuzzDriver", path: "Tests/Fuzz/targets/CFuzzDriver"))
+    for f in fuzzers {
+        package.targets.append(.executableTarget(
+            name: f.name, dependencies: f.deps + ["CFuzzDriver"], path: "Tests/Fuzz/targets/\(f.name)",
+            swiftSettings: [.unsafeFlags(flags)],
+            linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]
+        ))
+    }
+}

@@ -127,7 +127,7 @@ public struct WireCodec: Sendable {
             if payload.count > limits.maxValueBytes {
                 throw .badRequest("enqueue payload too large: \(payload.count) bytes (limit: \(limits.maxValueBytes) bytes)")
             }
-            if e.deadline_ms - nowMs > limits.maxEnqueueDelayMs {
+            if e.deadline_ms > nowMs && e.deadline_ms - nowMs > limits.maxEnqueueDelayMs {  // no overflow for deadlines near Int64.min
                 throw .badRequest("enqueue delay too long: deadline is more than \(limits.maxEnqueueDelayMs / 86_400_000) days in the future (limit: 30 days)")
             }
             if e.n_keys_if_undelivered > limits.maxKeysIfUndelivered {

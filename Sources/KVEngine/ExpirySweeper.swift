@@ -50,6 +50,7 @@ final class ExpirySweeper: @unchecked Sendable {
     func stop() {
         cond.lock()
         stopped = true
+        thread = nil  // its closure holds self: break the cycle (the running thread keeps itself)
         cond.broadcast()
         cond.unlock()
     }

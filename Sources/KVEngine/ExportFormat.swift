@@ -431,7 +431,9 @@ public enum ExportFormat {
     }
 
     public static func keyJSON(_ key: Bytes) -> JSONValue {
-        guard let parts = KeyCodec.decode(key), KeyCodec.encode(parts) == key else {
+        // NaN is written as "NaN", which imports as the canonical NaN only.
+        guard let parts = KeyCodec.decode(key), KeyCodec.encode(parts) == key,
+              !parts.contains(where: { if case .number(let d) = $0 { return !canonicalIfNaN(d) }; return false }) else {
             return .object([("rawKey", .string(base64(key)))])
         }
         return .array(parts.map { p in
@@ -445,6 +447,10 @@ public enum ExportFormat {
         })
     }
 
+    /// False for a NaN whose bits are not those of `Double.nan` (other NaNs
+    /// have no readable form that imports byte for byte).
+    static func canonicalIfNaN(_ d: Double) -> Bool { !d.isNaN || d.bitPattern == Double.nan.bitPattern }
+
     static func keyNumberJSON(_ d: Double) -> JSONValue {
         if d.isNaN { return .string("NaN") }
         if d.isInfinite { return .string(d < 0 ? "-Infinity" : "Infinity") }
@@ -456,7 +462,9 @@ public enum ExportFormat {
     static func valueJSON(_ data: Bytes, encoding: Int64) -> (JSONValue, JSONValue) {
         switch encoding {
         case Int64(ValueEncoding.v8.rawValue):
-            if let v = V8Value.decodeExactly(data), let j = try? v8JSON(v) {
+            // The readable form imports with the default header version only.
+            if data.count >= 2, data[1] == V8Value.defaultVersion,
+               let v = V8Value.decodeExactly(data), let j = try? v8JSON(v) {
                 return (j, .string("v8"))
             }
             return (.object([("v8", .string(base64(data)))]), .string("v8"))
@@ -483,6 +491,7 @@ public enum ExportFormat {
         case .bool(let b): return .bool(b)
         case .int32(let n): return .number(String(n))
         case .double(let d):
+            guard canonicalIfNaN(d) else { throw NotReadable() }
             if d.isNaN || d.isInfinite || (d == 0 && d.sign == .minus) {
                 return .object([("number", keyNumberJSON(d))])
             }
@@ -490,6 +499,7 @@ public enum ExportFormat {
         case .bigint(let b): return .object([("bigint", .string(b.description))])
         case .string(let s): return .string(s)
         case .date(let ms):
+            guard canonicalIfNaN(ms) else { throw NotReadable() }
             if ms.isNaN { return .object([("date", .string("Invalid Date"))]) }
             if let iso = isoDate(ms) { return .object([("date", .string(iso))]) }
             guard ms.isFinite else { throw NotReadable() }

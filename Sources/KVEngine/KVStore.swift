@@ -437,6 +437,8 @@ final class StoreCore: @unchecked Sendable {
         let onWriter = Thread.current === writerThread
         if !onWriter {
             while !writerFinished { cond.wait() }
+            // The Thread keeps its closure, which holds self: break the cycle.
+            writerThread = nil
         }
         cond.unlock()
         readPool.close()

@@ -201,7 +201,7 @@ public enum V8Codec {
             guard let bitfield = readVarint(bytes, &i) else { return nil }
             let negative = bitfield & 1 == 1
             let byteLength = Int(bitfield >> 1)
-            guard byteLength >= 0, i + byteLength <= bytes.count else { return nil }
+            guard byteLength <= bytes.count - i else { return nil }
             var words = [UInt64](repeating: 0, count: (byteLength + 7) / 8)
             for k in 0..<byteLength {
                 words[k / 8] |= UInt64(bytes[i + k]) << (8 * UInt64(k % 8))

@@ -11,7 +11,12 @@ final class RecordingStream: ResponseStreamWriter, @unchecked Sendable {
     private var data: [UInt8] = []
     private var closeHandlers: [@Sendable () -> Void] = []
     private var _closed = false
-    var pendingOverride = 0
+    private var _pendingOverride = 0
+    /// Simulated unsent bytes (a slow reader); set from the test thread.
+    var pendingOverride: Int {
+        get { lock.lock(); defer { lock.unlock() }; return _pendingOverride }
+        set { lock.lock(); _pendingOverride = newValue; lock.unlock() }
+    }
 
     func write(_ bytes: [UInt8]) -> Bool {
         lock.lock(); defer { lock.unlock() }

@@ -1,0 +1,2 @@
+// Intentionally empty: SwiftPM needs one source file for the header-only module.
+#include "CFuzzDriver.h"
