@@ -22,11 +22,7 @@ public struct WireCodec: Sendable {
     // MARK: SnapshotRead
 
     public func decodeSnapshotRead(_ body: [UInt8]) throws(ProtocolError) -> [ReadRange] {
-        guard let msg = body.withUnsafeBufferPointer({
-            com__deno__kv__datapath__snapshot_read__unpack(nil, $0.count, $0.baseAddress)
-        }) else {
-            throw .badRequest("invalid request body: not a valid SnapshotRead protobuf message")
-        }
+        let msg = try unpack(body, "SnapshotRead", com__deno__kv__datapath__snapshot_read__unpack)
         defer { com__deno__kv__datapath__snapshot_read__free_unpacked(msg, nil) }
         let count = msg.pointee.n_ranges
         if count > limits.maxReadRanges {
@@ -87,11 +83,7 @@ public struct WireCodec: Sendable {
     // MARK: AtomicWrite
 
     public func decodeAtomicWrite(_ body: [UInt8], nowMs: Int64) throws(ProtocolError) -> AtomicWrite {
-        guard let msg = body.withUnsafeBufferPointer({
-            com__deno__kv__datapath__atomic_write__unpack(nil, $0.count, $0.baseAddress)
-        }) else {
-            throw .badRequest("invalid request body: not a valid AtomicWrite protobuf message")
-        }
+        let msg = try unpack(body, "AtomicWrite", com__deno__kv__datapath__atomic_write__unpack)
         defer { com__deno__kv__datapath__atomic_write__free_unpacked(msg, nil) }
         let m = msg.pointee
         if m.n_checks > limits.maxChecks {
@@ -239,11 +231,7 @@ public struct WireCodec: Sendable {
     // MARK: Watch
 
     public func decodeWatch(_ body: [UInt8]) throws(ProtocolError) -> [Bytes] {
-        guard let msg = body.withUnsafeBufferPointer({
-            com__deno__kv__datapath__watch__unpack(nil, $0.count, $0.baseAddress)
-        }) else {
-            throw .badRequest("invalid request body: not a valid Watch protobuf message")
-        }
+        let msg = try unpack(body, "Watch", com__deno__kv__datapath__watch__unpack)
         defer { com__deno__kv__datapath__watch__free_unpacked(msg, nil) }
         let n = msg.pointee.n_keys
         if n == 0 {
@@ -296,6 +284,16 @@ public struct WireCodec: Sendable {
     }
 
     // MARK: helpers
+
+    /// protobuf-c decode of a request body; the caller frees the message.
+    private func unpack<M>(_ body: [UInt8], _ name: String,
+                           _ decode: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<M>?)
+        throws(ProtocolError) -> UnsafeMutablePointer<M> {
+        guard let msg = body.withUnsafeBufferPointer({ decode(nil, $0.count, $0.baseAddress) }) else {
+            throw .badRequest("invalid request body: not a valid \(name) protobuf message")
+        }
+        return msg
+    }
 
     private func bytes(_ b: ProtobufCBinaryData) -> Bytes {
         guard b.len > 0, let p = b.data else { return [] }

@@ -121,7 +121,7 @@ final class MetricsRoutingTests: ServiceTestCase {
         let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(meta.body)) as? [String: Any])
         let token = try XCTUnwrap(o["token"] as? String)
         let r = call("POST", "/v2/watch", headers: [("authorization", "Bearer \(token)"), ("content-type", "application/x-protobuf")],
-                     body: watchBody([stringKey("w")]))
+                     body: Wire.watch([stringKey("w")]))
         XCTAssertEqual(r.status, 200)
         XCTAssertNotNil(r.stream)
         XCTAssertEqual(count("watch", 200), 1)
@@ -151,21 +151,6 @@ final class MetricsRoutingTests: ServiceTestCase {
     }
 }
 
-private func watchBody(_ keys: [[UInt8]]) -> [UInt8] {
-    let arena = Arena(); defer { arena.free() }
-    let ptrs = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__WatchKey>?.self, count: keys.count)
-    for (i, k) in keys.enumerated() {
-        let p = arena.object(Com__Deno__Kv__Datapath__WatchKey.self)
-        com__deno__kv__datapath__watch_key__init(p)
-        p.pointee.key = arena.binary(k)
-        ptrs[i] = p
-    }
-    var m = Com__Deno__Kv__Datapath__Watch()
-    com__deno__kv__datapath__watch__init(&m)
-    m.n_keys = keys.count
-    m.keys = ptrs
-    return pack(&m, com__deno__kv__datapath__watch__get_packed_size, com__deno__kv__datapath__watch__pack)
-}
 
 /// Collects log records for assertions.
 final class LogCapture: @unchecked Sendable {

@@ -86,6 +86,22 @@ enum Wire {
         return pack(&msg, com__deno__kv__datapath__atomic_write__get_packed_size, com__deno__kv__datapath__atomic_write__pack)
     }
 
+    static func watch(_ keys: [[UInt8]]) -> [UInt8] {
+        let arena = Arena(); defer { arena.free() }
+        let ptrs = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__WatchKey>?.self, count: keys.count)
+        for (i, k) in keys.enumerated() {
+            let p = arena.object(Com__Deno__Kv__Datapath__WatchKey.self)
+            com__deno__kv__datapath__watch_key__init(p)
+            p.pointee.key = arena.binary(k)
+            ptrs[i] = p
+        }
+        var m = Com__Deno__Kv__Datapath__Watch()
+        com__deno__kv__datapath__watch__init(&m)
+        m.n_keys = keys.count
+        m.keys = ptrs
+        return pack(&m, com__deno__kv__datapath__watch__get_packed_size, com__deno__kv__datapath__watch__pack)
+    }
+
     static func decodeReadOutput(_ body: [UInt8]) -> (ranges: [[(key: [UInt8], value: [UInt8], vs: [UInt8])]], strong: Bool, status: UInt32)? {
         guard let m = body.withUnsafeBufferPointer({ com__deno__kv__datapath__snapshot_read_output__unpack(nil, $0.count, $0.baseAddress) }) else { return nil }
         defer { com__deno__kv__datapath__snapshot_read_output__free_unpacked(m, nil) }

@@ -82,26 +82,11 @@ final class WatchTests: ServiceTestCase {
         token = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: Int64.max))
     }
 
-    func watchBody(_ keys: [[UInt8]]) -> [UInt8] {
-        let arena = Arena(); defer { arena.free() }
-        let ptrs = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__WatchKey>?.self, count: keys.count)
-        for (i, k) in keys.enumerated() {
-            let p = arena.object(Com__Deno__Kv__Datapath__WatchKey.self)
-            com__deno__kv__datapath__watch_key__init(p)
-            p.pointee.key = arena.binary(k)
-            ptrs[i] = p
-        }
-        var m = Com__Deno__Kv__Datapath__Watch()
-        com__deno__kv__datapath__watch__init(&m)
-        m.n_keys = keys.count
-        m.keys = ptrs
-        return pack(&m, com__deno__kv__datapath__watch__get_packed_size, com__deno__kv__datapath__watch__pack)
-    }
 
     func open(_ keys: [[UInt8]]) throws -> RecordingStream {
         nonisolated(unsafe) var response: ProtocolResponse?
         service.handle(ProtocolRequest(method: "POST", path: "/v2/watch", headers: [("authorization", "Bearer \(token!)")],
-                                       body: watchBody(keys))) { response = $0 }
+                                       body: Wire.watch(keys))) { response = $0 }
         let r = try XCTUnwrap(response)
         XCTAssertEqual(r.status, 200, String(decoding: r.body, as: UTF8.self))
         let s = RecordingStream()
@@ -179,13 +164,13 @@ final class WatchTests: ServiceTestCase {
             return (response!.status, String(decoding: response!.body, as: UTF8.self))
         }
         let eleven = (0..<11).map { stringKey("k\($0)") }
-        let (st, text) = status(watchBody(eleven))
+        let (st, text) = status(Wire.watch(eleven))
         XCTAssertEqual(st, 400)
         XCTAssertTrue(text.contains("too many watched keys") && text.contains("10"), text)
-        XCTAssertEqual(status(watchBody((0..<10).map { stringKey("k\($0)") })).0, 200)
-        XCTAssertEqual(status(watchBody([])).0, 400)
+        XCTAssertEqual(status(Wire.watch((0..<10).map { stringKey("k\($0)") })).0, 200)
+        XCTAssertEqual(status(Wire.watch([])).0, 400)
         XCTAssertEqual(status([0xff, 0xff]).0, 400)
-        XCTAssertEqual(status(watchBody([stringKey("a")]), auth: false).0, 401)
-        XCTAssertEqual(status(watchBody([Array(repeating: 1, count: 2050)])).0, 400)
+        XCTAssertEqual(status(Wire.watch([stringKey("a")]), auth: false).0, 401)
+        XCTAssertEqual(status(Wire.watch([Array(repeating: 1, count: 2050)])).0, 400)
     }
 }
