@@ -87,6 +87,12 @@ int kv_mhd_peer_closed(struct MHD_Connection *connection) {
     return 0;
 }
 
+size_t kv_mhd_request_header_size(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    return info == NULL ? 0 : info->header_size;
+}
+
 void kv_mhd_quickack(struct MHD_Connection *connection) {
     int fd = kv_mhd_connection_fd(connection);
     if (fd < 0) return;

@@ -32,7 +32,7 @@ public struct HTTPServerConfiguration: Sendable {
     /// per-connection memory pool is sized from it (more → 431, a too-long
     /// request line → 414); HTTP/2: SETTINGS_MAX_HEADER_LIST_SIZE, counted
     /// as in RFC 9113 (name + value + 32 per field) → 431.
-    public var maxHeaderBytes: Int = 64 * 1024
+    public var maxHeaderBytes: Int = 16 * 1024
     /// HTTP/2: request bodies buffered at once across one connection's
     /// streams (each within `maxBodyBytes`); a stream pushing past it is
     /// reset with ENHANCE_YOUR_CALM. Bounds memory against stream floods.

@@ -140,12 +140,9 @@ public final class KVConnectService: Sendable {
         guard let tenant = tenants.first(where: { $0.databaseId == token.databaseId }) else {
             throw .unauthorized("data-plane token names an unknown database")
         }
-        if let type = request.header("content-type") {
-            let mime = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-            // The queue endpoints read JSON whatever the label (curl -d sends a form type).
-            if !json && !["application/x-protobuf", "application/protobuf", "application/octet-stream"].contains(mime) {
-                throw ProtocolError(status: 415, "unsupported content type '\(type)': the data path takes application/x-protobuf")
-            }
+        // The queue endpoints read JSON whatever the label (curl -d sends a form type).
+        if !json, let type = request.header("content-type"), !Self.isProtobufMediaType(type) {
+            throw ProtocolError(status: 415, "unsupported content type '\(type)': the data path takes application/x-protobuf")
         }
         return (tenant, token)
     }
@@ -217,6 +214,23 @@ public final class KVConnectService: Sendable {
         while lo < hi && (bytes[lo] == 0x20 || bytes[lo] == 0x09) { lo += 1 }
         while hi > lo && (bytes[hi - 1] == 0x20 || bytes[hi - 1] == 0x09) { hi -= 1 }
         return lo < hi ? String(decoding: bytes[lo..<hi], as: UTF8.self) : nil
+    }
+
+    private static let protobufMediaTypes: [[UInt8]] = ["application/x-protobuf", "application/protobuf",
+                                                        "application/octet-stream"].map { Array($0.utf8) }
+
+    /// The media type before any ";parameters", without surrounding blanks,
+    /// compared case-insensitively. Byte-level: this runs on every request and
+    /// Foundation's trimming showed up in the profile.
+    static func isProtobufMediaType(_ value: String) -> Bool {
+        var utf8 = value.utf8[...]
+        if let semi = utf8.firstIndex(of: UInt8(ascii: ";")) { utf8 = utf8[..<semi] }
+        let blank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 }
+        while let f = utf8.first, blank(f) { utf8 = utf8.dropFirst() }
+        while let l = utf8.last, blank(l) { utf8 = utf8.dropLast() }
+        return protobufMediaTypes.contains { known in
+            known.count == utf8.count && zip(known, utf8).allSatisfy { $0 == ($1 | (($1 >= 0x41 && $1 <= 0x5A) ? 0x20 : 0)) }
+        }
     }
 
     func methodNotAllowed(_ request: ProtocolRequest, allow: String) -> ProtocolResponse {

@@ -304,6 +304,8 @@ final class StoreCore: @unchecked Sendable {
     func snapshotRead(_ ranges: [ReadRange], nowMs: Int64) throws -> [[KVEntry]] {
         do {
             return try readPool.withConnection { c in
+                // One statement is its own snapshot; several need a transaction.
+                if ranges.count == 1 { return [try readRange(c, ranges[0], nowMs: nowMs)] }
                 try c.run("BEGIN")
                 do {
                     var out: [[KVEntry]] = []

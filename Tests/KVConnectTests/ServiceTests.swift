@@ -18,6 +18,17 @@ final class ServiceTests: ServiceTestCase {
         return (o["token"] as! String, o["databaseId"] as! String)
     }
 
+    func testDataPathMediaTypes() {
+        for ok in ["application/x-protobuf", "Application/X-Protobuf; charset=binary", " application/protobuf ",
+                   "application/octet-stream;x=y", "\tAPPLICATION/OCTET-STREAM"] {
+            XCTAssertTrue(KVConnectService.isProtobufMediaType(ok), ok)
+        }
+        for bad in ["", "text/html", "application/x-protobufx", "application/x-proto", "application/json",
+                    "application/ x-protobuf", "application/x-protobuf\u{0}"] {
+            XCTAssertFalse(KVConnectService.isProtobufMediaType(bad), bad)
+        }
+    }
+
     func testMetadataExchangeAuth() {
         XCTAssertEqual(call("POST", "/").status, 401)
         XCTAssertEqual(call("POST", "/", headers: [("authorization", "Bearer wrong-token-xyz")]).status, 401)

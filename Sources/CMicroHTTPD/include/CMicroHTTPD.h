@@ -53,6 +53,11 @@ int kv_mhd_peer_closed(struct MHD_Connection *connection);
 
 /// Re-arms TCP_QUICKACK on the connection's socket (best effort).
 void kv_mhd_quickack(struct MHD_Connection *connection);
+/* Size of the current request's header block (request line to the empty line). */
+size_t kv_mhd_request_header_size(struct MHD_Connection *connection);
+/* TCP bytes received on the connection so far (TCP_INFO); -1 if unknown
+ * (not TCP, or an old kernel). */
+int kv_mhd_bytes_received(struct MHD_Connection *connection, uint64_t *out);
 
 
 // Linux calls Swift's Glibc module does not expose (GNU extensions); they live
