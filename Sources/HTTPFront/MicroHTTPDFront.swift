@@ -70,8 +70,11 @@ final class MHDConnection {
     /// Touched only on the connection's MHD thread.
     var consumedBytes: UInt64 = 0
     var byteCountKnown = true
+    /// The client's "ip:port", formatted once per connection.
+    let remoteAddress: String
 
-    init(fd: Int32, slot: ConnectionSlot?, deadlineMs: UInt64, receivingSinceMs: UInt64) {
+    init(fd: Int32, slot: ConnectionSlot?, deadlineMs: UInt64, receivingSinceMs: UInt64, remoteAddress: String) {
+        self.remoteAddress = remoteAddress
         self.fd = fd
         self.slot = slot
         self.deadlineMs = deadlineMs
@@ -187,7 +190,10 @@ final class MicroHTTPDFront: @unchecked Sendable {
         let slot = pendingSlots.removeValue(forKey: fd)
         // The first request's clock started at accept.
         let start = slot?.acceptedMs ?? SocketOptions.nowMs()
-        let conn = MHDConnection(fd: fd, slot: slot, deadlineMs: start + requestTimeoutMs, receivingSinceMs: start)
+        var buf = [CChar](repeating: 0, count: 64)
+        _ = kv_mhd_client_address(connection, &buf, buf.count)
+        let conn = MHDConnection(fd: fd, slot: slot, deadlineMs: start + requestTimeoutMs, receivingSinceMs: start,
+                                 remoteAddress: cString(buf))
         connections[ObjectIdentifier(conn)] = conn
         connLock.unlock()
         socketContext.pointee = Unmanaged.passRetained(conn).toOpaque()
@@ -482,10 +488,9 @@ final class MicroHTTPDFront: @unchecked Sendable {
 
     private func dispatch(_ connection: OpaquePointer, _ req: MHDRequest, method: String) -> MHD_Result {
         let (path, query) = splitPathAndQuery(req.rawURI)
-        var buf = [CChar](repeating: 0, count: 64)
-        _ = kv_mhd_client_address(connection, &buf, buf.count)
         let request = HTTPRequest(method: method, path: path, query: query, headers: req.headers,
-                                  body: req.body, version: .http1_1, remoteAddress: cString(buf))
+                                  body: req.body, version: .http1_1,
+                                  remoteAddress: mhdConnection(connection)?.remoteAddress ?? "")
         req.body = []
         req.phase = .waiting
         context.handler.handle(request) { [self] response in req.deliver(response, front: self) }
