@@ -70,7 +70,7 @@ def small_fs(request, tmp_path):
         r = run(["mount", "-t", "tmpfs", "-o", f"size={FS_MB}m", "tmpfs", str(mnt)])
     if r.returncode != 0:
         img.unlink(missing_ok=True)
-        pytest.skip(f"cannot mount a {kind} filesystem here (mount exit {r.returncode}: {r.stderr.strip()})")
+        pytest.skip(f"cannot mount a small {kind} filesystem here (mount exit {r.returncode}: {r.stderr.strip()})")
     daemons = []
     try:
         yield mnt, daemons
