@@ -146,6 +146,7 @@ final class ReadPool: @unchecked Sendable {
 
     private func open() throws -> SQLiteConnection {
         let c = try SQLiteConnection(path: path, flags: SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX)
+        c.persistWAL()  // whichever connection closes last keeps the -shm (see SQLiteConnection.persistWAL)
         try c.execScript("PRAGMA busy_timeout = 5000;")
         return c
     }
@@ -254,6 +255,7 @@ final class StoreCore: @unchecked Sendable {
         self.options = options
         let conn = try SQLiteConnection(path: path,
                                         flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
+        conn.persistWAL()
         do {
             try conn.execScript("PRAGMA busy_timeout = 5000;")
             let mode = try conn.queryText("PRAGMA journal_mode = WAL")

@@ -2,18 +2,42 @@
 // prepared-statement cache. A connection is used by one thread at a time.
 
 import CSQLite
+import Glibc
 
 struct SQLiteError: Error, CustomStringConvertible {
     /// Extended result code.
     let code: Int32
     let message: String
+    /// errno behind an I/O error (`sqlite3_system_errno`), 0 if none.
+    var systemErrno: Int32 = 0
 
     var primaryCode: Int32 { code & 0xFF }
 
-    var description: String { "SQLite error \(code): \(message)" }
+    var description: String {
+        "SQLite error \(code): \(message)" + (systemErrno != 0 ? " (errno \(systemErrno))" : "")
+    }
+
+    /// The error of the last failed call on `db`.
+    init(db: OpaquePointer, suffix: String = "") {
+        code = sqlite3_extended_errcode(db)
+        message = String(cString: sqlite3_errmsg(db)) + suffix
+        systemErrno = sqlite3_system_errno(db)
+    }
+
+    init(code: Int32, message: String, systemErrno: Int32 = 0) {
+        self.code = code
+        self.message = message
+        self.systemErrno = systemErrno
+    }
 
     /// Maps to the engine's error: temporary conditions → unavailable.
     var kvError: KVError {
+        // ENOSPC surfaces as SQLITE_FULL from a plain write, but as
+        // SQLITE_IOERR_* from growing the -shm file or from fsync.
+        if primaryCode == SQLITE_IOERR || primaryCode == SQLITE_FULL || primaryCode == SQLITE_CANTOPEN {
+            if systemErrno == ENOSPC { return .unavailable("database or disk is full (no space left on device)") }
+            if systemErrno == EDQUOT { return .unavailable("database or disk is full (disk quota exceeded)") }
+        }
         switch primaryCode {
         case SQLITE_FULL: return .unavailable("database or disk is full")
         case SQLITE_BUSY: return .unavailable("database is busy")
@@ -44,7 +68,7 @@ final class SQLiteStatement {
         var stmt: OpaquePointer?
         let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
         guard rc == SQLITE_OK, let stmt else {
-            throw SQLiteError(code: sqlite3_extended_errcode(db), message: String(cString: sqlite3_errmsg(db)) + " in: \(sql)")
+            throw SQLiteError(db: db, suffix: " in: \(sql)")
         }
         self.db = db
         self.handle = stmt
@@ -83,7 +107,7 @@ final class SQLiteStatement {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
         default:
-            throw SQLiteError(code: sqlite3_extended_errcode(db), message: String(cString: sqlite3_errmsg(db)))
+            throw SQLiteError(db: db)
         }
     }
 
@@ -118,8 +142,9 @@ final class SQLiteConnection {
         guard rc == SQLITE_OK, let handle else {
             let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
             let code = handle.map { sqlite3_extended_errcode($0) } ?? rc
+            let sysErrno = handle.map { sqlite3_system_errno($0) } ?? 0
             if let handle { sqlite3_close_v2(handle) }
-            throw SQLiteError(code: code, message: "\(msg) (\(path))")
+            throw SQLiteError(code: code, message: "\(msg) (\(path))", systemErrno: sysErrno)
         }
         sqlite3_extended_result_codes(handle, 1)
         self.db = handle
@@ -161,7 +186,7 @@ final class SQLiteConnection {
         if rc != SQLITE_OK {
             let msg = err.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(db))
             sqlite3_free(err)
-            throw SQLiteError(code: sqlite3_extended_errcode(db), message: msg)
+            throw SQLiteError(code: sqlite3_extended_errcode(db), message: msg, systemErrno: sqlite3_system_errno(db))
         }
     }
 
@@ -170,6 +195,16 @@ final class SQLiteConnection {
         let s = try SQLiteStatement(db: try requireOpen(), sql: sql)
         guard try s.step() else { return nil }
         return s.columnText(0)
+    }
+
+    /// Keeps the -wal and -shm files when this connection closes last
+    /// (SQLITE_FCNTL_PERSIST_WAL; the WAL is still checkpointed). The next
+    /// open truncates the -shm and re-extends it at once, reusing its own
+    /// blocks, so a daemon stopped cleanly can start again on a full disk.
+    func persistWAL() {
+        guard let db else { return }
+        var on: Int32 = 1
+        _ = sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &on)
     }
 
     /// True when no transaction is open (e.g. after SQLite rolled one back on its own).

@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import XCTest
 @testable import KVEngine
@@ -186,5 +187,42 @@ final class BasicTests: KVTestCase {
         XCTAssertTrue(box2.wait())
         try store.commit([set("b", bytesValue("ok"))])
         XCTAssertEqual(try store.get("b")?.value, bytesValue("ok"))
+    }
+
+    func testNoSpaceLeftFromAnyCallIsUnavailable() {
+        // ENOSPC comes back as SQLITE_FULL from a plain write, but as an I/O
+        // error from growing the -shm or from fsync: all are a retryable 503.
+        // Extended codes (SQLITE_IOERR | n << 8) are not imported into Swift.
+        let ioerrWrite = SQLITE_IOERR | (3 << 8), ioerrFsync = SQLITE_IOERR | (4 << 8)
+        let ioerrShmSize = SQLITE_IOERR | (19 << 8)
+        let cases: [(Int32, Int32, String)] = [
+            (SQLITE_FULL, 0, "database or disk is full"),
+            (ioerrShmSize, ENOSPC, "database or disk is full (no space left on device)"),
+            (ioerrFsync, ENOSPC, "database or disk is full (no space left on device)"),
+            (ioerrWrite, EDQUOT, "database or disk is full (disk quota exceeded)"),
+            (ioerrWrite, EIO, "disk I/O error"),
+        ]
+        for (code, errno, text) in cases {
+            XCTAssertEqual(SQLiteError(code: code, message: "x", systemErrno: errno).kvError, .unavailable(text))
+        }
+    }
+
+    func testWalAndShmAreKeptAtCloseSoARestartNeedsNoNewSpace() throws {
+        // Re-creating a deleted -shm needs free blocks: on a full disk the
+        // daemon could not start again after a clean stop.
+        try store.commit([set("a", bytesValue("1"))])
+        _ = try store.get("a")  // a read connection too: whichever closes last keeps the files
+        store.close()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tmp.path + "-shm"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tmp.path + "-wal"))
+        // A plain connection closing last deletes them again; reopening works either way.
+        let c = try SQLiteConnection(path: tmp.path, flags: SQLITE_OPEN_READWRITE)
+        XCTAssertEqual(try c.queryText("PRAGMA integrity_check"), "ok")
+        c.close()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.path + "-wal"))
+        store = try tmp.open()
+        XCTAssertEqual(try store.get("a")?.value, bytesValue("1"))
+        try store.commit([set("b", bytesValue("2"))])
+        XCTAssertEqual(try store.get("b")?.value, bytesValue("2"))
     }
 }
