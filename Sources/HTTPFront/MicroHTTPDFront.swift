@@ -83,7 +83,7 @@ final class MHDConnection {
 }
 
 /// libmicrohttpd daemon without a listen socket: it gets HTTP/1.x sockets
-/// from the sniffer via MHD_add_connection and runs its own epoll threads.
+/// from the sniffer via MHD_add_connection and runs its own poll() threads.
 final class MicroHTTPDFront: @unchecked Sendable {
     private let context: FrontContextCore
     private var daemon: OpaquePointer?

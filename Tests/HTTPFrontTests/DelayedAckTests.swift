@@ -98,3 +98,58 @@ final class DelayedAckTests: XCTestCase {
         XCTAssertLessThan(afterSilence, 20, "median \(afterSilence) ms: WINDOW_UPDATE waited for a delayed ACK")
     }
 }
+
+final class ManyReadyConnectionsTests: XCTestCase {
+    /// 128 connections become readable while the (single) libmicrohttpd
+    /// worker is busy, so its next wait sees exactly 128 events at once.
+    /// With MHD 0.9.75's epoll loop that wait is repeated with a long timeout
+    /// and the 128 requests sit unanswered (the HTTP/1.1 stall seen at 512
+    /// connections); every one must be answered promptly.
+    func testHTTP1ExactlyOneEpollBatchOfReadyConnectionsIsServed() throws {
+        let server = try makeServer { $0.ioThreads = 1; $0.maxConnectionsPerIP = 1000 }
+        defer { server.stop() }
+        let port = server.boundPort
+        let request = Array("GET /r HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        var clients: [RawClient] = []
+        for _ in 0..<128 {
+            let c = try XCTUnwrap(RawClient(port: port))
+            c.send(request)   // one round trip each: registered with MHD, events consumed
+            XCTAssertTrue(readOneResponse(c), "warm-up")
+            clients.append(c)
+        }
+        let blocker = try XCTUnwrap(RawClient(port: port))
+        blocker.send(Array("GET /block HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        usleep(100_000)   // the worker is inside the /block handler now
+        for c in clients { c.send(request) }
+        XCTAssertTrue(readOneResponse(blocker))
+        let start = Date()
+        var answered = 0
+        for c in clients {
+            let left = Int(5000 - Date().timeIntervalSince(start) * 1000)
+            if left > 0 && readOneResponse(c, timeoutMs: left) { answered += 1 }
+        }
+        XCTAssertEqual(answered, 128, "answered \(answered) of 128 in \(Date().timeIntervalSince(start)) s")
+    }
+
+    private func readOneResponse(_ c: RawClient, timeoutMs: Int = 5000) -> Bool {
+        var buffer: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        while Date() < deadline {
+            if let end = buffer.firstRange(of: Array("\r\n\r\n".utf8)) {
+                let head = String(decoding: buffer[..<end.lowerBound], as: UTF8.self).lowercased()
+                if let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+                   let n = Int(line.dropFirst(15).trimmingCharacters(in: .whitespaces)),
+                   buffer.count >= end.upperBound + n {
+                    return head.hasPrefix("http/1.1 200")
+                }
+            }
+            var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
+            if poll(&pfd, 1, 50) <= 0 { continue }
+            let n = chunk.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return false }
+            buffer += chunk[0..<n]
+        }
+        return false
+    }
+}

@@ -14,6 +14,10 @@ struct EchoHandler: HTTPRequestHandler {
             respond(HTTPResponse(status: 200, body: [UInt8](repeating: UInt8(ascii: "b"), count: n)))
             return
         }
+        if request.path == "/block" {
+            // Holds the connection's I/O thread (HTTP/1.1: the MHD worker) for a moment.
+            usleep(300_000)
+        }
         let version = request.version == .http2 ? "h2" : "h1"
         let line = "\(request.method) \(request.path) \(request.query ?? "-") \(version) \(request.header("X-Test") ?? "-")\n"
         let response = HTTPResponse(status: 200, headers: [("content-type", "text/plain"), ("x-echo", "1")],

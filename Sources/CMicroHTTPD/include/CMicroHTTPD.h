@@ -15,7 +15,7 @@
 typedef void *(*kv_mhd_uri_log_cb)(void *cls, const char *uri, struct MHD_Connection *connection);
 
 /// Starts a daemon without a listen socket (connections arrive through
-/// MHD_add_connection), internal epoll threads, suspend/resume enabled,
+/// MHD_add_connection), internal poll() threads, suspend/resume enabled,
 /// `memory_limit` bytes of memory pool per connection (bounds the request
 /// header block), `notify_connection` called when a connection starts/closes.
 struct MHD_Daemon *kv_mhd_start_daemon(unsigned int thread_pool_size,
