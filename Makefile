@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile crash-test soak install uninstall proto clean fuzz fuzz-short test-asan test-tsan
+.PHONY: all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak install uninstall proto clean fuzz fuzz-short test-asan test-tsan
 
 all: build
 
@@ -99,6 +99,13 @@ bench: bench-deps release
 # perf profile of the release daemon under wrk (read, write) and h2load (read).
 bench-profile: bench-deps release
 	bash bench/profile.sh
+
+# Engine and codec micro-benchmarks (ordo-one/benchmark, release build) from
+# the nested package in Benchmarks/, which the daemon and `make test` never
+# build. BENCH_ARGS goes to `swift package benchmark`: "baseline update NAME",
+# "baseline compare NAME", "--filter REGEX", ... (see docs/benchmarks.md).
+bench-micro: deps
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark $(BENCH_ARGS)
 
 # Regenerates the committed protobuf-c code from proto/datapath.proto.
 proto:

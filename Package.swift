@@ -6,6 +6,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "kvconnectd", targets: ["kvconnectd"]),
+        // For the nested Benchmarks/ package (`make bench-micro`), which can only use products.
+        .library(name: "KVEngine", targets: ["KVEngine"]),
+        .library(name: "KVConnect", targets: ["KVConnect"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
