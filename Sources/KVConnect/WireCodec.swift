@@ -313,30 +313,54 @@ func pack<M>(_ msg: UnsafePointer<M>,
 
 /// Owns the C memory of one outgoing message; freed in one go after packing.
 final class Arena {
-    private var blocks: [UnsafeMutableRawPointer] = []
+    /// A bump allocator: the structs and byte fields of one message are
+    /// carved from a few chunks, not one malloc each (a 100-entry list
+    /// response was ~400 mallocs in the micro-benchmarks).
+    private var chunks: [UnsafeMutableRawPointer] = []
+    private var cursor: UnsafeMutableRawPointer?
+    private var left = 0
+    private static let chunkSize = 16 * 1024
+
+    private func allocate(_ size: Int, alignment: Int) -> UnsafeMutableRawPointer {
+        let size = Swift.max(size, 1)
+        if let c = cursor {
+            let pad = (alignment - Int(bitPattern: c) % alignment) % alignment
+            if pad + size <= left {
+                cursor = c + pad + size
+                left -= pad + size
+                return c + pad
+            }
+        }
+        // Chunks are 16-byte aligned, enough for every protobuf-c struct.
+        let chunk = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(Self.chunkSize, size), alignment: 16)
+        chunks.append(chunk)
+        if size < Self.chunkSize {
+            cursor = chunk + size
+            left = Self.chunkSize - size
+        }
+        return chunk
+    }
 
     func object<T>(_: T.Type) -> UnsafeMutablePointer<T> {
-        let p = UnsafeMutablePointer<T>.allocate(capacity: 1)
-        blocks.append(UnsafeMutableRawPointer(p))
-        return p
+        allocate(MemoryLayout<T>.stride, alignment: MemoryLayout<T>.alignment).bindMemory(to: T.self, capacity: 1)
     }
 
     func array<T>(of: T.Type, count: Int) -> UnsafeMutablePointer<T> {
-        let p = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(count, 1))
-        blocks.append(UnsafeMutableRawPointer(p))
-        return p
+        let n = Swift.max(count, 1)
+        return allocate(MemoryLayout<T>.stride * n, alignment: MemoryLayout<T>.alignment).bindMemory(to: T.self, capacity: n)
     }
 
     func binary(_ bytes: [UInt8]) -> ProtobufCBinaryData {
         if bytes.isEmpty { return ProtobufCBinaryData(len: 0, data: nil) }
-        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes.count)
+        let p = allocate(bytes.count, alignment: 1).bindMemory(to: UInt8.self, capacity: bytes.count)
         p.initialize(from: bytes, count: bytes.count)
-        blocks.append(UnsafeMutableRawPointer(p))
         return ProtobufCBinaryData(len: bytes.count, data: p)
     }
 
     func free() {
-        for b in blocks { b.deallocate() }
-        blocks.removeAll()
+        for c in chunks { c.deallocate() }
+        chunks.removeAll()
+        cursor = nil
+        left = 0
     }
 }

@@ -336,6 +336,7 @@ final class StoreCore: @unchecked Sendable {
         s.bind(3, nowMs)
         s.bind(4, Int64(r.limit))
         var entries: [KVEntry] = []
+        entries.reserveCapacity(Swift.min(r.limit, 256))
         while try s.step() {
             let raw = s.columnInt64(2)
             guard let enc = Int32(exactly: raw).flatMap(ValueEncoding.init(rawValue:)) else {
