@@ -1,5 +1,5 @@
 -- wrk script speaking KV Connect over HTTP/1.1 (protobuf bodies built in Lua;
--- point reads reuse one prebuilt request per key).
+-- point reads and lists reuse one prebuilt request per start key).
 -- The metadata exchange is done once by bench/run.sh; the data-plane token comes in KV_TOKEN.
 --   KV_OP     read | write | mixed | list | cas
 --   KV_KEYS   existing keys ["<KV_PREFIX>", "%08d"] to read (random, uniform)
@@ -86,7 +86,7 @@ end
 -- Point-read requests are built once per key and reused, so the load
 -- generator spends its CPU on the wire rather than in Lua (as
 -- redis-benchmark does); writes still build a new key per request.
-local read_reqs = {}
+local read_reqs, list_reqs = {}, {}
 local function read_request(i)
   local r = read_reqs[i]
   if r == nil then r = wrk.format("POST", READ, hdrs, read_body(rkey(prefix, i))); read_reqs[i] = r end
@@ -100,7 +100,11 @@ function request()
     return wrk.format("POST", WRITE, hdrs, write_body(new_key()))
   elseif op == "list" then
     local s = random(0, math.max(0, nkeys - 100))
-    return wrk.format("POST", READ, hdrs, read_body(rkey(prefix, s), "\2" .. prefix .. "\0\3", 100))
+    local r = list_reqs[s]
+    if r == nil then
+      r = wrk.format("POST", READ, hdrs, read_body(rkey(prefix, s), "\2" .. prefix .. "\0\3", 100)); list_reqs[s] = r
+    end
+    return r
   elseif op == "cas" then
     -- optimistic check-and-set loop on shared hot keys: read the versionstamp,
     -- then write with a check on it; a failed check means another client won.
