@@ -712,8 +712,10 @@ public enum ExportFormat {
     static func unbase64(_ s: String) -> Bytes? { Data(base64Encoded: s).map { Bytes($0) } }
 
     /// "YYYY-MM-DDTHH:MM:SS.sssZ" for whole milliseconds in years 0000…9999.
+    /// Not for -0 (a Date V8 can hold): the text would import as +0.
     static func isoDate(_ ms: Double) -> String? {
-        guard ms.isFinite, ms == ms.rounded(.towardZero), ms >= -62167219200000, ms <= 253402300799999 else { return nil }
+        guard ms.isFinite, ms == ms.rounded(.towardZero), ms >= -62167219200000, ms <= 253402300799999,
+              !(ms == 0 && ms.sign == .minus) else { return nil }
         let t = Int64(ms)
         let days = Int64((Double(t) / 86_400_000).rounded(.down))
         let rem = t - days * 86_400_000

@@ -37,6 +37,8 @@ final class V8ValueTests: XCTestCase {
         ("ff106f7b00", "{}"),
         ("ff104400b08756febc7842", #"{"date":"2023-11-14T22:13:20.123Z"}"#),
         ("ff1044000000000000f87f", #"{"date":"Invalid Date"}"#),
+        // Found by fuzz-v8 (10-minute run): a -0 Date exported as the ISO text of +0.
+        ("ff10440000000000000080", #"{"date":-0.0}"#),
         ("ff106f22016242030102ff56420003007b01", #"{"b":{"bytes":"AQL/"}}"#),
         ("ff10410142005642000000240001", #"[{"bytes":""}]"#),
         ("ff106f2205627974657322044151493d7b01", #"{"object":{"bytes":"AQI="}}"#),
