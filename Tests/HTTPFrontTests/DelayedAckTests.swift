@@ -8,6 +8,35 @@ import XCTest
 /// by 40 ms. The front ACKs at once whenever it waits for more of a request
 /// (or answers nothing to what it read) and lets the response carry the ACK
 /// otherwise; these tests fail with ~40 ms per request if it gets that wrong.
+/// Reads one HTTP/1.1 response with a Content-Length body (left-over bytes stay
+/// in `buffer`); true if it is a 200.
+func readHTTP1Response(_ c: RawClient, buffer: inout [UInt8], timeoutMs: Int = 5000) -> Bool {
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+    while Date() < deadline {
+        if let end = buffer.firstRange(of: Array("\r\n\r\n".utf8)) {
+            let head = String(decoding: buffer[..<end.lowerBound], as: UTF8.self).lowercased()
+            guard let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+                  let n = Int(line.dropFirst(15).trimmingCharacters(in: .whitespaces)) else { return false }
+            if buffer.count >= end.upperBound + n {
+                buffer.removeFirst(end.upperBound + n)
+                return head.hasPrefix("http/1.1 200")
+            }
+        }
+        var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
+        if poll(&pfd, 1, 50) <= 0 { continue }
+        let n = chunk.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { return false }
+        buffer += chunk[0..<n]
+    }
+    return false
+}
+
+func readHTTP1Response(_ c: RawClient, timeoutMs: Int = 5000) -> Bool {
+    var buffer: [UInt8] = []
+    return readHTTP1Response(c, buffer: &buffer, timeoutMs: timeoutMs)
+}
+
 final class DelayedAckTests: XCTestCase {
     /// Median milliseconds of `rounds` calls of `exchange` after a warm-up
     /// (Linux ACKs the first segments of a connection at once anyway).
@@ -22,30 +51,6 @@ final class DelayedAckTests: XCTestCase {
         return times.sorted()[rounds / 2]
     }
 
-    /// Reads one HTTP/1.1 response with a Content-Length body.
-    private func readResponse(_ c: RawClient, buffer: inout [UInt8]) -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
-            if let end = buffer.firstRange(of: Array("\r\n\r\n".utf8)) {
-                let head = String(decoding: buffer[..<end.lowerBound], as: UTF8.self).lowercased()
-                guard head.hasPrefix("http/1.1 200"),
-                      let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
-                      let n = Int(line.dropFirst(15).trimmingCharacters(in: .whitespaces)) else { return false }
-                if buffer.count >= end.upperBound + n {
-                    buffer.removeFirst(end.upperBound + n)
-                    return true
-                }
-            }
-            var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
-            if poll(&pfd, 1, 100) <= 0 { continue }
-            let n = chunk.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { return false }
-            buffer += chunk[0..<n]
-        }
-        return false
-    }
-
     func testHTTP1BodySentAfterHeadersIsNotHeldByDelayedAck() throws {
         let server = try makeServer()
         defer { server.stop() }
@@ -56,12 +61,12 @@ final class DelayedAckTests: XCTestCase {
         let split = medianMs {
             c.send(head)
             c.send(body)   // held by Nagle until the headers are ACKed
-            return readResponse(c, buffer: &buffer)
+            return readHTTP1Response(c, buffer: &buffer)
         }
         XCTAssertLessThan(split, 20, "median \(split) ms: the header segment waited for a delayed ACK")
         let whole = medianMs {
             c.send(head + body)
-            return readResponse(c, buffer: &buffer)
+            return readHTTP1Response(c, buffer: &buffer)
         }
         XCTAssertLessThan(whole, 20, "median \(whole) ms")
     }
@@ -114,42 +119,20 @@ final class ManyReadyConnectionsTests: XCTestCase {
         for _ in 0..<128 {
             let c = try XCTUnwrap(RawClient(port: port))
             c.send(request)   // one round trip each: registered with MHD, events consumed
-            XCTAssertTrue(readOneResponse(c), "warm-up")
+            XCTAssertTrue(readHTTP1Response(c), "warm-up")
             clients.append(c)
         }
         let blocker = try XCTUnwrap(RawClient(port: port))
         blocker.send(Array("GET /block HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
         usleep(100_000)   // the worker is inside the /block handler now
         for c in clients { c.send(request) }
-        XCTAssertTrue(readOneResponse(blocker))
+        XCTAssertTrue(readHTTP1Response(blocker))
         let start = Date()
         var answered = 0
         for c in clients {
             let left = Int(5000 - Date().timeIntervalSince(start) * 1000)
-            if left > 0 && readOneResponse(c, timeoutMs: left) { answered += 1 }
+            if left > 0 && readHTTP1Response(c, timeoutMs: left) { answered += 1 }
         }
         XCTAssertEqual(answered, 128, "answered \(answered) of 128 in \(Date().timeIntervalSince(start)) s")
-    }
-
-    private func readOneResponse(_ c: RawClient, timeoutMs: Int = 5000) -> Bool {
-        var buffer: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-        while Date() < deadline {
-            if let end = buffer.firstRange(of: Array("\r\n\r\n".utf8)) {
-                let head = String(decoding: buffer[..<end.lowerBound], as: UTF8.self).lowercased()
-                if let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
-                   let n = Int(line.dropFirst(15).trimmingCharacters(in: .whitespaces)),
-                   buffer.count >= end.upperBound + n {
-                    return head.hasPrefix("http/1.1 200")
-                }
-            }
-            var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
-            if poll(&pfd, 1, 50) <= 0 { continue }
-            let n = chunk.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { return false }
-            buffer += chunk[0..<n]
-        }
-        return false
     }
 }

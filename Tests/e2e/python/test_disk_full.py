@@ -229,14 +229,20 @@ def check_after_restart(d, raw, acked):
     return found
 
 
-@pytest.mark.parametrize("small_fs", ["ext4", "tmpfs"], indirect=True)
-def test_disk_full_gives_retryable_503_then_recovers(small_fs, tmp_path):
+def start_on_small_fs(small_fs, tmp_path):
+    """A daemon whose database directory is on the small filesystem (log and
+    token outside it); the fixture kills it. Returns (mount, daemon, raw client)."""
     mnt, daemons = small_fs
     (mnt / "data").mkdir()
     d = SmallFsDaemon(tmp_path / "daemon", mnt / "data")
     daemons.append(d)
     d.start()
-    raw = Raw(d)
+    return mnt, d, Raw(d)
+
+
+@pytest.mark.parametrize("small_fs", ["ext4", "tmpfs"], indirect=True)
+def test_disk_full_gives_retryable_503_then_recovers(small_fs, tmp_path):
+    mnt, d, raw = start_on_small_fs(small_fs, tmp_path)
     # Some data before the disk fills, so reads have something to find.
     acked, i = {}, 0
     for _ in range(20):
@@ -386,12 +392,7 @@ def test_daemon_stopped_cleanly_starts_again_on_a_full_disk(small_fs, tmp_path):
     deletes -wal and -shm on the last close unless told to keep them, and
     re-creating the -shm needs free blocks: this failed with 'cannot start:
     disk I/O error' before the engine kept them (SQLITE_FCNTL_PERSIST_WAL)."""
-    mnt, daemons = small_fs
-    (mnt / "data").mkdir()
-    d = SmallFsDaemon(tmp_path / "daemon", mnt / "data")
-    daemons.append(d)
-    d.start()
-    raw = Raw(d)
+    mnt, d, raw = start_on_small_fs(small_fs, tmp_path)
     acked = {}
     for i in range(20):
         st, _, body = raw.write(f"s{i:03d}", value_for(i))
