@@ -53,6 +53,8 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
 
     private var session: OpaquePointer?
     private var streams: [Int32: HTTP2Stream] = [:]
+    /// Streams in `streams` not yet `responded` (read after every socket read).
+    private var unansweredStreams = 0
     private var outBuf: [UInt8] = []
     private var outOffset = 0
     private var closed = false
@@ -114,7 +116,10 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             // streaming response ends here and runs its onClose handlers.
             let conn = HTTP2Connection.from(user)
             let stream = conn.streams.removeValue(forKey: streamId)
-            if let stream { conn.dropBody(stream) }
+            if let stream {
+                if !stream.responded { conn.unansweredStreams -= 1 }
+                conn.dropBody(stream)
+            }
             stream?.responseStream?.transportEnded()
             return 0
         }
@@ -268,7 +273,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         // own, so it is re-armed per read; not unconditionally, because a pure
         // ACK per request was ~9 % of a point read's CPU (DelayedAckTests).
         guard gotData, let session else { return }
-        if nghttp2_session_want_write(session) == 0 || streams.values.contains(where: { !$0.responded }) {
+        if nghttp2_session_want_write(session) == 0 || unansweredStreams > 0 {
             SocketOptions.setQuickAck(fd)
         }
     }
@@ -317,6 +322,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         slot.release()
         let open = streams.values.compactMap { $0.responseStream }
         streams.removeAll()
+        unansweredStreams = 0
         outBuf = []
         // Streaming responses end with the connection; this also drops their
         // references to this object.
@@ -367,7 +373,8 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             let stream = HTTP2Stream(id: id)
             stream.receiveDeadlineMs = SocketOptions.nowMs()
                 + UInt64(max(1, context.configuration.requestTimeoutSeconds)) * 1000
-            streams[id] = stream
+            if let replaced = streams.updateValue(stream, forKey: id), !replaced.responded { unansweredStreams -= 1 }
+            unansweredStreams += 1
         }
         return 0
     }
@@ -517,6 +524,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             return
         }
         stream.responded = true
+        unansweredStreams -= 1
         let streaming = response.stream != nil
         if streaming {
             stream.responseStream = HTTPResponseStream(transport: .h2(self, streamId))

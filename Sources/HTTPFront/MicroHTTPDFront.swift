@@ -14,8 +14,10 @@ final class MHDRequest: @unchecked Sendable {
     var headers: [(name: String, value: String)] = []
     var body: [UInt8] = []
     var tooLarge = false
-    /// Content-Length (nil: none or chunked) and this request's bytes on the wire.
+    /// Content-Length (nil: none or chunked), whether the body is chunked,
+    /// and this request's bytes on the wire.
     var declaredLength: Int?
+    var chunked = false
     var wireBytes: UInt64 = 0
 
     // Shared with whichever thread calls respond; protected by `lock`.
@@ -406,7 +408,10 @@ final class MicroHTTPDFront: @unchecked Sendable {
             }
             req.declaredLength = req.headers.first(where: { $0.name == "content-length" })
                 .flatMap { Int($0.value.trimmingCharacters(in: " \t")) }
-            if req.headers.contains(where: { $0.name == "transfer-encoding" }) { req.declaredLength = nil }
+            if req.headers.contains(where: { $0.name == "transfer-encoding" }) {
+                req.chunked = true
+                req.declaredLength = nil
+            }
             quickAckIfBodyPending(connection, req)
             if let n = req.declaredLength, n > limit {
                 // Queued before the body is read: MHD skips the body (no
@@ -471,10 +476,10 @@ final class MicroHTTPDFront: @unchecked Sendable {
     /// request would cost ~15 % of a point read's throughput.
     private func quickAckIfBodyPending(_ connection: OpaquePointer, _ req: MHDRequest) {
         let header = UInt64(kv_mhd_request_header_size(connection))
-        let chunked = req.declaredLength == nil && req.headers.contains { $0.name == "transfer-encoding" }
         let length = UInt64(max(0, req.declaredLength ?? 0))
-        guard let conn = mhdConnection(connection), header > 0, !chunked else {
-            mhdConnection(connection)?.byteCountKnown = false
+        let conn = mhdConnection(connection)
+        guard let conn, header > 0, !req.chunked else {
+            conn?.byteCountKnown = false
             req.wireBytes = 0
             kv_mhd_quickack(connection)
             return

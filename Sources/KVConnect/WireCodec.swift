@@ -58,13 +58,7 @@ public struct WireCodec: Sendable {
             com__deno__kv__datapath__read_range_output__init(out)
             let values = arena.array(of: UnsafeMutablePointer<PBKvEntry>?.self, count: entries.count)
             for (j, entry) in entries.enumerated() {
-                let e = arena.object(PBKvEntry.self)
-                com__deno__kv__datapath__kv_entry__init(e)
-                e.pointee.key = arena.binary(entry.key)
-                e.pointee.value = arena.binary(entry.value.data)
-                e.pointee.encoding = Com__Deno__Kv__Datapath__ValueEncoding(UInt32(entry.value.encoding.rawValue))
-                e.pointee.versionstamp = arena.binary(entry.versionstamp)
-                values[j] = e
+                values[j] = arena.kvEntry(entry)
             }
             out.pointee.n_values = entries.count
             out.pointee.values = entries.isEmpty ? nil : values
@@ -262,13 +256,7 @@ public struct WireCodec: Sendable {
             com__deno__kv__datapath__watch_key_output__init(o)
             o.pointee.changed = 1
             if let entry {
-                let e = arena.object(PBKvEntry.self)
-                com__deno__kv__datapath__kv_entry__init(e)
-                e.pointee.key = arena.binary(entry.key)
-                e.pointee.value = arena.binary(entry.value.data)
-                e.pointee.encoding = Com__Deno__Kv__Datapath__ValueEncoding(UInt32(entry.value.encoding.rawValue))
-                e.pointee.versionstamp = arena.binary(entry.versionstamp)
-                o.pointee.entry_if_changed = e
+                o.pointee.entry_if_changed = arena.kvEntry(entry)
             }
             outs[i] = o
         }
@@ -355,6 +343,17 @@ final class Arena {
         let p = allocate(bytes.count, alignment: 1).bindMemory(to: UInt8.self, capacity: bytes.count)
         p.initialize(from: bytes, count: bytes.count)
         return ProtobufCBinaryData(len: bytes.count, data: p)
+    }
+
+    /// A KvEntry (snapshot reads and watch frames alike) with its bytes copied in.
+    func kvEntry(_ entry: KVEntry) -> UnsafeMutablePointer<PBKvEntry> {
+        let e = object(PBKvEntry.self)
+        com__deno__kv__datapath__kv_entry__init(e)
+        e.pointee.key = binary(entry.key)
+        e.pointee.value = binary(entry.value.data)
+        e.pointee.encoding = Com__Deno__Kv__Datapath__ValueEncoding(UInt32(entry.value.encoding.rawValue))
+        e.pointee.versionstamp = binary(entry.versionstamp)
+        return e
     }
 
     func free() {

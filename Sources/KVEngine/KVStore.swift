@@ -497,10 +497,7 @@ final class StoreCore: @unchecked Sendable {
         try conn.run("BEGIN IMMEDIATE")
         do {
             try body(eval, versionstamp)
-            let s = try conn.statement(SQL.updateCounter)
-            defer { s.reset() }
-            s.bind(1, Int64(bitPattern: counter))
-            try s.step()
+            try storeCounter(conn, counter)
             try conn.run("COMMIT")
         } catch {
             if !conn.isAutocommit { try? conn.run("ROLLBACK") }
@@ -514,6 +511,14 @@ final class StoreCore: @unchecked Sendable {
         if let e = eval.effects.earliestExpiryMs { sweeper.noteExpiry(e) }
         hub.notify(changed: eval.effects.touched)
         return versionstamp
+    }
+
+    /// Persists the versionstamp counter inside the open write transaction.
+    private func storeCounter(_ conn: SQLiteConnection, _ counter: UInt64) throws {
+        let s = try conn.statement(SQL.updateCounter)
+        defer { s.reset() }
+        s.bind(1, Int64(bitPattern: counter))
+        try s.step()
     }
 
     /// Runs one group-commit transaction; returns one result per write.
@@ -573,12 +578,7 @@ final class StoreCore: @unchecked Sendable {
         }
 
         do {
-            if counter != writerCounter {
-                let s = try conn.statement(SQL.updateCounter)
-                defer { s.reset() }
-                s.bind(1, Int64(bitPattern: counter))
-                try s.step()
-            }
+            if counter != writerCounter { try storeCounter(conn, counter) }
             try conn.run("COMMIT")
         } catch {
             // The in-memory counter is untouched, so it is restored by construction.
