@@ -7,9 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(libmicrohttpd-dev libnghttp2-dev libgnutls28-dev libsqlite3-dev libprotobuf-c-dev pkg-config curl)
-TEST_DEBS=(nghttp2-client openssl systemd)
-BENCH_DEBS=(nghttp2-client wrk redis-server redis-tools)
+DEBS=(libmicrohttpd-dev libnghttp2-dev libgnutls28-dev libsqlite3-dev libprotobuf-c-dev libpq-dev libcurl4-openssl-dev pkg-config curl)
+# postgresql: throwaway clusters for the PostgreSQL backend tests; haproxy: the
+# load-balancer example; chromium + chromium-driver: the console's browser tests.
+TEST_DEBS=(nghttp2-client openssl systemd postgresql haproxy chromium chromium-driver iproute2)
+BENCH_DEBS=(nghttp2-client wrk redis-server redis-tools postgresql-contrib)
 
 MODE=${1:-}
 want=("${DEBS[@]}")
@@ -41,6 +43,10 @@ if [[ "$MODE" == "--test" || "$MODE" == "--bench" ]]; then
   if ! .venv/bin/python -c 'import pytest' 2>/dev/null; then
     echo "install-deps: installing pytest into .venv"
     .venv/bin/pip install -q "pytest==${PYTEST_VERSION:-9.2.0}"
+  fi
+  if ! .venv/bin/python -c 'import selenium' 2>/dev/null; then
+    echo "install-deps: installing selenium into .venv"
+    .venv/bin/pip install -q "selenium==${SELENIUM_VERSION:-4.27.1}"
   fi
   if ! .venv/bin/python -c 'import denokv' 2>/dev/null; then
     echo "install-deps: installing denokv (Python KV Connect client) into .venv"

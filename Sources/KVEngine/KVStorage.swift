@@ -1,0 +1,96 @@
+// The storage protocol: everything the layers above (KVConnect, the daemon,
+// metrics, the console, `copy`) need from a database. SQLite (`KVSQLite`)
+// and PostgreSQL (`KVPostgres`) implement it; `MemoryStorage` is a small
+// in-process implementation for protocol-layer tests.
+
+/// Sizes and counts for metrics and the console.
+public struct StorageStats: Sendable, Equatable {
+    /// Bytes on disk (SQLite: file + WAL; PostgreSQL: relation sizes).
+    public var sizeBytes: Int64
+    /// Live entries (may be an estimate on large PostgreSQL tables).
+    public var entries: Int64
+    public init(sizeBytes: Int64 = 0, entries: Int64 = 0) {
+        self.sizeBytes = sizeBytes
+        self.entries = entries
+    }
+}
+
+public protocol KVStorage: AnyObject, Sendable {
+    /// Stable id of the database (same from every daemon serving it).
+    var databaseId: String { get }
+    /// Where the data lives, for logs and `check-config`: a path, or a URI
+    /// with its password masked. Never contains a secret.
+    var location: String { get }
+
+    /// Reads all ranges from one snapshot. `nowMs` nil means the wall clock
+    /// (expired entries are hidden).
+    func snapshotRead(_ ranges: [ReadRange], nowMs: Int64?) throws -> [[KVEntry]]
+
+    /// Queues the write for the next group commit. The completion runs once
+    /// the write is durable (or failed), on a storage thread: it must not block.
+    func atomicWrite(_ write: AtomicWrite,
+                     completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void)
+
+    /// True when the database is reachable and a write transaction can start.
+    func checkWritable() -> Bool
+
+    /// Versionstamp of the last commit this process knows of.
+    var currentVersionstamp: Versionstamp { get }
+
+    /// Drains pending writes (their completions are called), stops background
+    /// work and closes connections. Later writes fail with `.unavailable`.
+    func close()
+
+    /// Registers interest in `keys`: `onChange` runs after every commit or
+    /// expiry sweep (from any process serving the database) that wrote or
+    /// deleted one of them. It must only schedule work. Register before the
+    /// first read so no change can slip between the read and the registration.
+    func watch(keys: [Bytes], onChange: @escaping @Sendable () -> Void) -> KeyWatch
+
+    /// Open watch registrations in this process.
+    var watchCount: Int { get }
+    /// Expired entries deleted by this process's sweeper since open.
+    var expiredEntriesRemoved: Int { get }
+    /// Size and entry count.
+    func storageStats() throws -> StorageStats
+
+    // MARK: queues
+
+    /// Starts pushing due messages to `deliver` (at most
+    /// `options.concurrency` in flight). Pull works with or without it.
+    func startQueueDelivery(options: QueuePushOptions, deliver: @escaping QueueDeliverFunction)
+    /// Stops pushing; waits up to `drainTimeoutMs` for deliveries in flight.
+    /// Returns true if nothing was left in flight.
+    @discardableResult
+    func stopQueueDelivery(drainTimeoutMs: Int64) -> Bool
+    /// Pull: leases the next due message for `visibilityMs`, waiting up to
+    /// `waitMs`; nil when none became ready in time.
+    func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
+                           completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void)
+    func ackQueueMessage(id: Int64, leaseSeq: Int64,
+                         completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void)
+    func failQueueMessage(id: Int64, leaseSeq: Int64,
+                          completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void)
+    /// Ready and in-flight message counts.
+    func queueCounts() throws -> QueueCounts
+    /// Counters since open (acks, failed attempts, dead letters, expired leases).
+    var queueStats: QueueStats { get }
+    /// In-flight messages of a dead process made ready again on open.
+    var queueRecoveredOnOpen: Int { get }
+}
+
+extension KVStorage {
+    public func snapshotRead(_ ranges: [ReadRange]) throws -> [[KVEntry]] {
+        try snapshotRead(ranges, nowMs: nil)
+    }
+
+    /// Current entries of `keys` (nil = absent or expired), from one snapshot.
+    public func readKeys(_ keys: [Bytes], nowMs: Int64? = nil) throws -> [KVEntry?] {
+        let ranges = keys.map { ReadRange(start: $0, end: $0 + [0x00], limit: 1) }
+        return try snapshotRead(ranges, nowMs: nowMs).map { $0.first }
+    }
+
+    public func startQueueDelivery(deliver: @escaping QueueDeliverFunction) {
+        startQueueDelivery(options: QueuePushOptions(), deliver: deliver)
+    }
+}
