@@ -14,11 +14,12 @@ final class WatchSession: @unchecked Sendable {
     static let slowReaderBytes = 256 * 1024
     private static let queue = DispatchQueue(label: "kvconnect.watch", attributes: .concurrent)
 
+    // Per-session state is kept small: one process may hold 50,000 of these.
     private let store: KVStore
     private let keys: [Bytes]
     private let stream: any ResponseStreamWriter
     private let codec: WireCodec
-    private let pingInterval: DispatchTimeInterval
+    private let pinger: WatchPinger
     private let logger: Logger
 
     private let lock = NSLock()
@@ -27,29 +28,26 @@ final class WatchSession: @unchecked Sendable {
     private var closed = false
     private var lastSent: [Versionstamp?]?
     private var registration: KeyWatch?
-    private var timer: DispatchSourceTimer?
+    /// Where the pinger keeps this session (nil before start and after close).
+    var pingSlot: WatchPinger.Slot?
 
     init(store: KVStore, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
-         pingInterval: DispatchTimeInterval, logger: Logger) {
+         pinger: WatchPinger, logger: Logger) {
         self.store = store
         self.keys = keys
         self.stream = stream
         self.codec = codec
-        self.pingInterval = pingInterval
+        self.pinger = pinger
         self.logger = logger
     }
 
     func start() {
         // Register before the first read, so no commit slips in between.
         let reg = store.watch(keys: keys) { [weak self] in self?.changed() }
-        let t = DispatchSource.makeTimerSource(queue: Self.queue)
-        t.schedule(deadline: .now() + pingInterval, repeating: pingInterval)
-        t.setEventHandler { [weak self] in self?.tick() }
         lock.lock()
         registration = reg
-        timer = t
         lock.unlock()
-        t.resume()
+        pinger.add(self)
         // The session lives as long as the stream: the close handler holds it.
         stream.onClose { [self] in self.close() }
         changed()
@@ -70,7 +68,7 @@ final class WatchSession: @unchecked Sendable {
             lock.lock()
             if closed { reading = false; lock.unlock(); return }
             if stream.pendingBytes > Self.slowReaderBytes {
-                // Leave `dirty` set; the next tick retries with fresh state.
+                // Leave `dirty` set; the next ping retries with fresh state.
                 reading = false
                 lock.unlock()
                 return
@@ -99,7 +97,8 @@ final class WatchSession: @unchecked Sendable {
         }
     }
 
-    private func tick() {
+    /// Keep-alive (an empty frame), from the pinger once per interval.
+    func ping() {
         if !stream.write([0, 0, 0, 0]) { close(); return }
         lock.lock()
         let retry = dirty && !reading && !closed
@@ -111,11 +110,69 @@ final class WatchSession: @unchecked Sendable {
         lock.lock()
         if closed { lock.unlock(); return }
         closed = true
-        let reg = registration, t = timer
+        let reg = registration
         registration = nil
-        timer = nil
         lock.unlock()
         reg?.cancel()
-        t?.cancel()
+        pinger.remove(self)
+    }
+}
+
+/// Keep-alive pings of all watch streams of a service from one timer. A
+/// timer per stream cost memory per stream and, at 50,000 streams and 5 s,
+/// 10,000 timer wake-ups a second; here the sessions are spread over
+/// `slices` groups and one tick every interval/slices pings one group, so
+/// each stream still gets one ping per interval and the load stays even.
+final class WatchPinger: @unchecked Sendable {
+    typealias Slot = Int
+    private static let slices = 16
+    private let lock = NSLock()
+    private var groups: [[ObjectIdentifier: WatchSession]] = Array(repeating: [:], count: WatchPinger.slices)
+    private var nextSlot = 0
+    private var tickIndex = 0
+    private var timer: DispatchSourceTimer?
+    private let queue = DispatchQueue(label: "kvconnect.watch-ping")
+    private let intervalMs: Int
+
+    init(intervalMs: Int) {
+        self.intervalMs = max(10, intervalMs)
+    }
+
+    deinit { timer?.cancel() }
+
+    func add(_ session: WatchSession) {
+        lock.lock()
+        let slot = nextSlot % Self.slices
+        nextSlot &+= 1
+        session.pingSlot = slot
+        groups[slot][ObjectIdentifier(session)] = session
+        let start = timer == nil
+        if start {
+            // Started on first use (a service without watches has no timer).
+            let t = DispatchSource.makeTimerSource(queue: queue)
+            let step = DispatchTimeInterval.milliseconds(max(1, intervalMs / Self.slices))
+            t.schedule(deadline: .now() + step, repeating: step)
+            t.setEventHandler { [weak self] in self?.tick() }
+            timer = t
+        }
+        lock.unlock()
+        if start { timer?.resume() }
+    }
+
+    func remove(_ session: WatchSession) {
+        lock.lock()
+        if let slot = session.pingSlot {
+            groups[slot][ObjectIdentifier(session)] = nil
+            session.pingSlot = nil
+        }
+        lock.unlock()
+    }
+
+    private func tick() {
+        lock.lock()
+        let group = Array(groups[tickIndex].values)
+        tickIndex = (tickIndex + 1) % Self.slices
+        lock.unlock()
+        for session in group { session.ping() }
     }
 }
