@@ -198,7 +198,7 @@ public final class KVConnectService: Sendable {
         let pinger = self.pinger
         var r = ProtocolResponse(status: 200, headers: [("content-type", "application/octet-stream")])
         r.stream = { stream in
-            WatchSession(store: tenant.store, keys: keys, stream: stream, codec: codec,
+            WatchSession(store: tenant.store, reads: tenant.watchReads, keys: keys, stream: stream, codec: codec,
                          pinger: pinger, logger: logger).start()
         }
         return r

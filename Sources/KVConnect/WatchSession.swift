@@ -5,8 +5,9 @@ import Logging
 
 /// One open `/watch` stream. A commit touching a watched key wakes the
 /// session (no polling); it then reads every watched key from one snapshot
-/// and sends a frame if anything differs from the last frame. Wake-ups during
-/// a read collapse into one more read. Every frame reports every key with
+/// (shared with the other sessions of the same keys woken by that commit,
+/// `WatchReads`) and sends a frame if anything differs from the last frame.
+/// Wake-ups during a read collapse into one more read. Every frame reports every key with
 /// changed=true (Deno 2.9.8 reads changed=false as "deleted").
 final class WatchSession: @unchecked Sendable {
     /// Past this much unsent output the reader is slow: frames are held back
@@ -16,6 +17,7 @@ final class WatchSession: @unchecked Sendable {
 
     // Per-session state is kept small: one process may hold 50,000 of these.
     private let store: KVStore
+    private let reads: WatchReads
     private let keys: [Bytes]
     private let stream: any ResponseStreamWriter
     private let codec: WireCodec
@@ -24,6 +26,8 @@ final class WatchSession: @unchecked Sendable {
 
     private let lock = NSLock()
     private var dirty = false
+    /// `reads` stamp of the latest wake-up: a read started after it will do.
+    private var wokenAt: UInt64 = 0
     private var reading = false
     private var closed = false
     private var lastSent: [Versionstamp?]?
@@ -31,9 +35,10 @@ final class WatchSession: @unchecked Sendable {
     /// Where the pinger keeps this session (nil before start and after close).
     var pingSlot: WatchPinger.Slot?
 
-    init(store: KVStore, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
+    init(store: KVStore, reads: WatchReads, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
          pinger: WatchPinger, logger: Logger) {
         self.store = store
+        self.reads = reads
         self.keys = keys
         self.stream = stream
         self.codec = codec
@@ -54,47 +59,57 @@ final class WatchSession: @unchecked Sendable {
     }
 
     private func changed() {
+        let stamp = reads.stamp()
         lock.lock()
         if closed { lock.unlock(); return }
         dirty = true
+        wokenAt = stamp
         if reading { lock.unlock(); return }
         reading = true
         lock.unlock()
         Self.queue.async { [weak self] in self?.pump() }
     }
 
+    /// One read (own or shared) for the wake-ups so far; `deliver` runs when
+    /// it is done and pumps again if more came meanwhile. Only one is in
+    /// progress per session (`reading`).
     private func pump() {
-        while true {
-            lock.lock()
-            if closed { reading = false; lock.unlock(); return }
-            if stream.pendingBytes > Self.slowReaderBytes {
-                // Leave `dirty` set; the next ping retries with fresh state.
-                reading = false
-                lock.unlock()
-                return
-            }
-            dirty = false
+        lock.lock()
+        if closed { reading = false; lock.unlock(); return }
+        if stream.pendingBytes > Self.slowReaderBytes {
+            // Leave `dirty` set; the next ping retries with fresh state.
+            reading = false
             lock.unlock()
-
-            let entries: [KVEntry?]
-            do {
-                entries = try store.readKeys(keys)
-            } catch {
-                logger.debug("watch read failed, ending stream: \(error)")
-                stream.finish()
-                close()
-                return
-            }
-            let stamps = entries.map { $0?.versionstamp }
-            if stamps != lastSent {
-                lastSent = stamps
-                if !stream.write(codec.encodeWatchFrame(entries)) { close(); return }
-            }
-
-            lock.lock()
-            if !dirty || closed { reading = false; lock.unlock(); return }
-            lock.unlock()
+            return
         }
+        dirty = false
+        let since = wokenAt
+        lock.unlock()
+        reads.read(keys, since: since, queue: Self.queue) { [self] result in deliver(result) }
+    }
+
+    private func deliver(_ result: Result<[KVEntry?], any Error>) {
+        let entries: [KVEntry?]
+        switch result {
+        case let .success(e): entries = e
+        case let .failure(error):
+            logger.debug("watch read failed, ending stream: \(error)")
+            stream.finish()
+            close()
+            return
+        }
+        let stamps = entries.map { $0?.versionstamp }
+        lock.lock()
+        // Sessions of one shared read deliver concurrently; each its own.
+        let send = !closed && stamps != lastSent
+        if send { lastSent = stamps }
+        lock.unlock()
+        if send && !stream.write(codec.encodeWatchFrame(entries)) { close(); return }
+
+        lock.lock()
+        if !dirty || closed { reading = false; lock.unlock(); return }
+        lock.unlock()
+        Self.queue.async { [weak self] in self?.pump() }
     }
 
     /// Keep-alive (an empty frame), from the pinger once per interval.
