@@ -114,19 +114,25 @@ def fanout_run(d):
 
 
 def main():
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        d = Daemon(Path(tmp) / "d").start()
-        try:
-            time.sleep(1)
-            rss0 = rss_kib(d.proc.pid)
-            results = []
-            for n in (SMALL, LARGE):
+        # A fresh daemon per size: RSS never shrinks back after a run.
+        for n in (SMALL, LARGE):
+            d = Daemon(Path(tmp) / f"d{n}").start()
+            try:
+                time.sleep(1)
+                rss0 = rss_kib(d.proc.pid)
                 log(f"{n} streams on one handle")
                 r = memory_run(d, n)
+                time.sleep(3)
+                r["rss0_kib"] = rss0
+                r["rss_after_kib"] = rss_kib(d.proc.pid)
                 log(json.dumps(r))
                 results.append(r)
-                time.sleep(3)
-            rss_after = rss_kib(d.proc.pid)
+            finally:
+                d.stop()
+        d = Daemon(Path(tmp) / "fanout").start()
+        try:
             log(f"fan-out: {FANOUT} watchers of one key over {PROCS} processes, {ROUNDS} writes")
             fan = fanout_run(d)
             log(json.dumps(fan))
@@ -139,21 +145,22 @@ def main():
           f"{os.path.basename(os.environ['KVCONNECTD_BIN'].rstrip('/'))} from "
           f"{Path(os.environ['KVCONNECTD_BIN']).parent.name} build)\n")
     print(f"{os.cpu_count()} cores ({cpu}), {deno_v}. Command: `make watch-scale`.\n")
-    print("| watch streams on one Deno.Kv handle | daemon RSS | per 1,000 streams | all initial frames | "
-          "a change of every key seen | idle CPU (pings) | cancel all + set/get |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| 0 | {rss0 / 1024:.1f} MiB | | | | | |")
+    print("| watch streams on one Deno.Kv handle | daemon RSS before → open | per 1,000 streams | "
+          "all initial frames | a change of every key seen | idle CPU (pings) | cancel all + set/get | "
+          "RSS after they ended |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        per = (r["rss_kib"] - rss0) / 1024 / (r["streams"] / 1000)
-        print(f"| {r['streams']:,} | {r['rss_kib'] / 1024:.1f} MiB | {per:.2f} MiB | {r['open_ms'] / 1000:.1f} s | "
-              f"{r['change_ms'] / 1000:.1f} s | {r['idle_cpu'] * 100:.0f} % of a core | {r['cancel_ms'] / 1000:.1f} s |")
-    print(f"\nAfter the streams ended: {rss_after / 1024:.1f} MiB.\n")
+        per = (r["rss_kib"] - r["rss0_kib"]) / 1024 / (r["streams"] / 1000)
+        print(f"| {r['streams']:,} | {r['rss0_kib'] / 1024:.1f} → {r['rss_kib'] / 1024:.1f} MiB | {per:.2f} MiB | "
+              f"{r['open_ms'] / 1000:.1f} s | {r['change_ms'] / 1000:.1f} s | {r['idle_cpu'] * 100:.0f} % of a core | "
+              f"{r['cancel_ms'] / 1000:.1f} s | {r['rss_after_kib'] / 1024:.1f} MiB |")
+    print()
     rs = fan["rounds"]
     p50s = [r["p50_ms"] for r in rs]
     lasts = [r["last_ms"] for r in rs]
     acks = [r["ack_ms"] for r in rs]
     print(f"Fan-out: {FANOUT:,} watchers of one key over {PROCS} Deno processes (daemon RSS "
-          f"{fan['rss_kib'] / 1024:.1f} MiB), {ROUNDS} writes 1 s apart from a fifth process. Latency from the "
+          f"{fan['rss_kib'] / 1024:.1f} MiB), {ROUNDS} writes 1 s apart from one more process. Latency from the "
           "writer's `kv.set` call to each watcher's frame, measured in the watcher processes (wall clock, "
           "same machine), so it includes the commit (fsync) and the clients' own work:\n")
     print("| per write | median over the writes | worst write |")
