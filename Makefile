@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: format lint all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak install uninstall proto clean fuzz fuzz-short test-asan test-tsan
+.PHONY: format lint all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak watch-scale install uninstall proto clean fuzz fuzz-short test-asan test-tsan
 
 all: build
 
@@ -91,6 +91,14 @@ crash-test: test-deps build
 # 10-minute bank-transfer soak with RSS and fd samples every 10 s.
 soak: test-deps build
 	BANK_SECONDS=$${BANK_SECONDS:-600} SAMPLE_SECONDS=10 bash Tests/e2e/run.sh .build/debug/kvconnectd -k bank -s
+
+# Watch streams at full size on the release build (issue 16): 10,000 and
+# 50,000 watches on one Deno.Kv handle (RSS per 1,000 streams, every stream
+# live, the handle still serves), then 10,000 watchers of one key over 4 Deno
+# processes (commit -> frame latency). Prints a section for docs/benchmarks.md.
+# LARGE, SMALL, FANOUT, PROCS, ROUNDS overridable (see bench/watch_scale.py).
+watch-scale: test-deps release
+	.venv/bin/python bench/watch_scale.py
 
 # Benchmarks against the release build with Redis, Deno local KV and the Deno
 # CLI as peers in the same run; writes docs/benchmarks.md. CONNECTIONS,

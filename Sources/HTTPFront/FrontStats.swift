@@ -11,4 +11,10 @@ public enum FrontStats {
     public static var openResponseStreams: Int { LiveCount.responseStreams.value }
     /// TLS sessions alive (handshaking or serving).
     public static var openTLSSessions: Int { LiveCount.tlsSessions.value }
+    /// HTTP/2 connections whose open streams reached `maxConcurrentStreams`
+    /// since start (once per connection): their client queues requests.
+    public static var http2StreamLimitReached: Int { LiveCount.http2StreamLimitReached.value }
+    /// HTTP/2 connections closed with ENHANCE_YOUR_CALM for a rapid-reset
+    /// flood since start.
+    public static var http2RapidResetCloses: Int { LiveCount.http2RapidResetCloses.value }
 }

@@ -10,6 +10,8 @@ final class HTTP2Stream {
     var rawPath = ""
     var headers: [(name: String, value: String)] = []
     var body: [UInt8] = []
+    /// Header bytes of `headers` counted in the connection's buffered-request budget.
+    var bufferedHeaderBytes = 0
     /// Content-Length or received data went over the limit: body dropped, 413 sent.
     var tooLarge = false
     var discardedBytes = 0
@@ -62,8 +64,19 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     /// but mem_send must wait until mem_recv returns.
     private var inRecv = false
     private var lastActivityMs: UInt64
-    /// Request-body bytes buffered across this connection's streams.
-    private var bufferedBodyBytes = 0
+    /// Request bytes (stored header fields and bodies) buffered across this
+    /// connection's streams until they are handed to the handler.
+    private var bufferedRequestBytes = 0
+    /// Streams whose request is still arriving (the only ones `tick` checks:
+    /// with tens of thousands of open watches, scanning all would cost).
+    private var receiving: [Int32: HTTP2Stream] = [:]
+    /// Reaching `maxConcurrentStreams` is logged and counted once.
+    private var streamLimitReported = false
+    /// Rapid-reset token bucket (see `earlyResetBurst`).
+    private var earlyResetTokens: Double
+    private var earlyResetRefilledMs: UInt64
+    /// Set inside mem_recv when the connection must go (GOAWAY queued).
+    private var terminating = false
 
     // Streams with new data (or finish) since the last wake-up; any thread
     // adds, the loop drains. One loop task per batch, not per write.
@@ -84,6 +97,8 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         self.context = context
         self.remoteAddress = remoteAddress
         self.lastActivityMs = SocketOptions.nowMs()
+        self.earlyResetTokens = Double(context.configuration.earlyResetBurst)
+        self.earlyResetRefilledMs = lastActivityMs
         LiveCount.http2Connections.add(1)
     }
 
@@ -118,7 +133,8 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             let stream = conn.streams.removeValue(forKey: streamId)
             if let stream {
                 if !stream.responded { conn.unansweredStreams -= 1 }
-                conn.dropBody(stream)
+                conn.receiving[streamId] = nil
+                conn.dropRequest(stream)
             }
             stream?.responseStream?.transportEnded()
             return 0
@@ -133,6 +149,18 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         // dynamic HPACK table saves a few bytes but nghttp2's table lookup
         // was 15 % of a point read's CPU in the profile.
         nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0)
+        // nghttp2 keeps up to SETTINGS_MAX_CONCURRENT_STREAMS closed streams
+        // for the RFC 7540 priority tree: with a limit of 100,000 that is tens
+        // of MiB per connection of streams nobody uses. Drop them at close.
+        nghttp2_option_set_no_closed_streams(opt, 1)
+        // nghttp2's own rapid-reset guard counts every RST_STREAM (1000, then
+        // 33/s): cancelling a few thousand watches at once, which a server
+        // process does when its clients leave, would end the connection and
+        // every other watch on it. Our guard counts only resets of streams
+        // not yet answered (onFrameRecv); nghttp2's stays as a backstop sized
+        // to the stream limit.
+        let streamLimit = UInt64(max(1, context.configuration.maxConcurrentStreams))
+        nghttp2_option_set_stream_reset_rate_limit(opt, streamLimit + 1000, max(1000, streamLimit / 10))
         var s: OpaquePointer?
         // Unretained: the session never outlives this object (deleted in close()).
         guard nghttp2_session_server_new2(&s, cbs, Unmanaged.passUnretained(self).toOpaque(), opt) == 0,
@@ -184,7 +212,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         // Requests still receiving past the request timeout (slowloris).
         let periodMs = UInt64(max(1, context.configuration.requestTimeoutSeconds)) * 1000
         var acted = false
-        for stream in Array(streams.values) where !stream.remoteEnded && nowMs >= stream.receiveDeadlineMs {
+        for stream in Array(receiving.values) where nowMs >= stream.receiveDeadlineMs {
             acted = true
             if !stream.headersDone {
                 // A header block in progress blocks the whole connection
@@ -197,7 +225,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             }
             if !stream.responded {
                 stream.timedOut = true
-                dropBody(stream)
+                dropRequest(stream)
                 submit(stream.id, .text(408, "request not complete within \(context.configuration.requestTimeoutSeconds) s"))
                 stream.receiveDeadlineMs = nowMs + periodMs
             } else if !stream.resetSent {
@@ -251,6 +279,11 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
                 inRecv = true
                 let rv = nghttp2_session_mem_recv(session, buf.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
                 inRecv = false
+                if terminating {   // GOAWAY queued by a flood guard
+                    flush()
+                    close()
+                    return
+                }
                 if rv < 0 {
                     context.logger.debug("h2 \(remoteAddress): \(String(cString: nghttp2_strerror(Int32(rv))))")
                     flush()   // GOAWAY if nghttp2 queued one
@@ -322,6 +355,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         slot.release()
         let open = streams.values.compactMap { $0.responseStream }
         streams.removeAll()
+        receiving.removeAll()
         unansweredStreams = 0
         outBuf = []
         // Streaming responses end with the connection; this also drops their
@@ -375,8 +409,37 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
                 + UInt64(max(1, context.configuration.requestTimeoutSeconds)) * 1000
             if let replaced = streams.updateValue(stream, forKey: id), !replaced.responded { unansweredStreams -= 1 }
             unansweredStreams += 1
+            receiving[id] = stream
+            let limit = context.configuration.maxConcurrentStreams
+            if streams.count >= limit && !streamLimitReported {
+                // The client now queues further requests (Deno: every request
+                // of the Deno.Kv handle) until a stream ends: say why, once.
+                streamLimitReported = true
+                LiveCount.http2StreamLimitReached.add(1)
+                context.logger.notice("h2 \(remoteAddress): reached the stream limit of \(limit) concurrent streams (http2_max_concurrent_streams); the client waits for a stream to end before its next request")
+            }
         }
         return 0
+    }
+
+    /// A client RST_STREAM on a stream not answered yet: rapid reset
+    /// (CVE-2023-44487) costs the handler's work without holding a stream
+    /// slot. Token bucket; when empty, GOAWAY ENHANCE_YOUR_CALM.
+    private func noteEarlyReset() {
+        let c = context.configuration
+        let now = SocketOptions.nowMs()
+        let burst = Double(max(1, c.earlyResetBurst))
+        earlyResetTokens = min(burst, earlyResetTokens + Double(now &- earlyResetRefilledMs) * Double(c.earlyResetsPerSecond) / 1000)
+        earlyResetRefilledMs = now
+        if earlyResetTokens >= 1 {
+            earlyResetTokens -= 1
+            return
+        }
+        guard !terminating, let session else { return }
+        terminating = true
+        LiveCount.http2RapidResetCloses.add(1)
+        context.logger.notice("h2 \(remoteAddress): more than \(c.earlyResetBurst) streams (then \(c.earlyResetsPerSecond)/s) reset before their response (rapid reset); closing with ENHANCE_YOUR_CALM")
+        _ = nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM.rawValue)
     }
 
     private func onHeader(_ frame: UnsafePointer<nghttp2_frame>,
@@ -389,10 +452,20 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         if stream.headerBytes > context.configuration.maxHeaderBytes {
             if !stream.headersTooLarge {
                 stream.headersTooLarge = true
+                bufferedRequestBytes -= stream.bufferedHeaderBytes
+                stream.bufferedHeaderBytes = 0
                 stream.headers = []
             }
             return 0   // keep decoding (HPACK state), store nothing
         }
+        if stream.timedOut { return 0 }   // refused below: store nothing
+        let cost = namelen + valuelen + 32
+        if bufferedRequestBytes + cost > context.configuration.maxBufferedRequestBytesPerConnection {
+            refuseOverBudget(stream)
+            return 0
+        }
+        bufferedRequestBytes += cost
+        stream.bufferedHeaderBytes += cost
         let n = String(decoding: UnsafeBufferPointer(start: name, count: namelen), as: UTF8.self)
         let v = String(decoding: UnsafeBufferPointer(start: value, count: valuelen), as: UTF8.self)
         switch n {
@@ -415,12 +488,17 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         // completing one are not, so they cannot hold an idle connection.
         lastActivityMs = SocketOptions.nowMs()
         let type = frame.pointee.hd.type
+        if type == UInt8(NGHTTP2_RST_STREAM.rawValue) {
+            // Called before nghttp2 closes the stream.
+            if let stream = streams[frame.pointee.hd.stream_id], !stream.responded { noteEarlyReset() }
+            return 0
+        }
         guard type == UInt8(NGHTTP2_HEADERS.rawValue) || type == UInt8(NGHTTP2_DATA.rawValue),
               let stream = streams[frame.pointee.hd.stream_id] else { return 0 }
         if type == UInt8(NGHTTP2_HEADERS.rawValue) { stream.headersDone = true }
         if isRequestHeaders(frame) && stream.headersTooLarge {
             stream.tooLarge = true   // body ignored like an oversized one
-            dropBody(stream)
+            dropRequest(stream)
             if !stream.responded {
                 submit(stream.id, .text(431, "request headers exceed the limit of \(context.configuration.maxHeaderBytes) bytes"))
             }
@@ -430,6 +508,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         }
         if frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 {
             stream.remoteEnded = true
+            receiving[stream.id] = nil
             if !stream.tooLarge && !stream.timedOut && !stream.dispatched { dispatch(stream) }
         }
         return 0
@@ -452,33 +531,40 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         }
         if stream.body.count + len > context.configuration.maxBodyBytes {
             stream.tooLarge = true
-            dropBody(stream)
+            dropRequest(stream)
             respondTooLarge(stream)
             return 0
         }
-        if bufferedBodyBytes + len > context.configuration.maxBufferedBodyBytesPerConnection, let session {
-            // Many concurrent uploads on one connection: each within the
-            // limit, together too much memory. Refuse this one.
-            context.logger.debug("h2 \(remoteAddress): buffered request bodies over the per-connection limit")
-            stream.timedOut = true
-            stream.resetSent = true
-            dropBody(stream)
-            _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamId,
-                                          NGHTTP2_ENHANCE_YOUR_CALM.rawValue)
+        if bufferedRequestBytes + len > context.configuration.maxBufferedRequestBytesPerConnection {
+            refuseOverBudget(stream)
             return 0
         }
-        bufferedBodyBytes += len
+        bufferedRequestBytes += len
         stream.body.append(contentsOf: UnsafeBufferPointer(start: data, count: len))
         return 0
     }
 
     // MARK: requests and responses
 
-    /// Forgets a stream's buffered request body (and its share of the
-    /// per-connection budget).
-    func dropBody(_ stream: HTTP2Stream) {
-        bufferedBodyBytes -= stream.body.count
+    /// Forgets a stream's buffered request (headers and body) and its share
+    /// of the per-connection budget.
+    func dropRequest(_ stream: HTTP2Stream) {
+        bufferedRequestBytes -= stream.body.count + stream.bufferedHeaderBytes
         stream.body = []
+        stream.headers = []
+        stream.bufferedHeaderBytes = 0
+    }
+
+    /// Many concurrent requests on one connection, each within its limits,
+    /// together too much memory: reset this one (it is never dispatched).
+    private func refuseOverBudget(_ stream: HTTP2Stream) {
+        guard let session, !stream.resetSent else { return }
+        context.logger.debug("h2 \(remoteAddress): buffered request bytes over the per-connection limit")
+        stream.timedOut = true
+        stream.resetSent = true
+        dropRequest(stream)
+        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
+                                      NGHTTP2_ENHANCE_YOUR_CALM.rawValue)
     }
 
     private func respondTooLarge(_ stream: HTTP2Stream) {
@@ -493,7 +579,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         let request = HTTPRequest(method: stream.method, path: path, query: query,
                                   headers: stream.headers, body: stream.body,
                                   version: .http2, remoteAddress: remoteAddress)
-        dropBody(stream)
+        dropRequest(stream)
         let id = stream.id
         let conn = self
         let loop = self.loop

@@ -33,14 +33,27 @@ public struct HTTPServerConfiguration: Sendable {
     /// request line → 414); HTTP/2: SETTINGS_MAX_HEADER_LIST_SIZE, counted
     /// as in RFC 9113 (name + value + 32 per field) → 431.
     public var maxHeaderBytes: Int = 16 * 1024
-    /// HTTP/2: request bodies buffered at once across one connection's
-    /// streams (each within `maxBodyBytes`); a stream pushing past it is
-    /// reset with ENHANCE_YOUR_CALM. Bounds memory against stream floods.
-    public var maxBufferedBodyBytesPerConnection: Int = 64 << 20
+    /// HTTP/2: request bytes (header fields and bodies) buffered at once
+    /// across one connection's streams not yet handed to the handler (each
+    /// within `maxHeaderBytes` / `maxBodyBytes`); a stream pushing past it is
+    /// reset with ENHANCE_YOUR_CALM. Bounds memory against stream floods,
+    /// whatever `maxConcurrentStreams` is.
+    public var maxBufferedRequestBytesPerConnection: Int = 64 << 20
     /// SETTINGS_MAX_CONCURRENT_STREAMS per HTTP/2 connection. One Deno process
-    /// multiplexes every request and every watch over one connection, so this
-    /// bounds its open watches: keep it well above the 10 a typical app uses.
-    public var maxConcurrentStreams: Int = 4096
+    /// multiplexes every request and every watch over one connection and
+    /// queues new streams at this limit, so it bounds the open watches of one
+    /// client process (one per WebSocket in a chat server adds up fast).
+    /// Reaching it is logged once per connection and counted
+    /// (`FrontStats.http2StreamLimitReached`).
+    public var maxConcurrentStreams: Int = 100_000
+    /// HTTP/2 rapid reset (CVE-2023-44487): streams the client resets before
+    /// they were answered cost the handler's work but no longer count against
+    /// `maxConcurrentStreams`. A token bucket of this burst, refilled at this
+    /// rate per second, allows them; past it the connection gets GOAWAY
+    /// ENHANCE_YOUR_CALM. Resets of answered streams (a cancelled watch) are
+    /// not counted: their work is done.
+    public var earlyResetBurst: Int = 1000
+    public var earlyResetsPerSecond: Int = 200
     /// PEM certificate chain and private key. Both set: the port speaks TLS
     /// only (ALPN h2 → HTTP/2, http/1.1 or none → HTTP/1.1); the sniff
     /// timeout then bounds the handshake.

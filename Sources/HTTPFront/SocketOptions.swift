@@ -109,6 +109,9 @@ final class LiveCount: @unchecked Sendable {
     static let tlsSessions = LiveCount()
     /// HTTP/1.1-over-TLS socketpair bridges alive.
     static let tlsBridges = LiveCount()
+    /// Running totals (only ever added to): see FrontStats.
+    static let http2StreamLimitReached = LiveCount()
+    static let http2RapidResetCloses = LiveCount()
     private let lock = NSLockLite()
     private var n = 0
     func add(_ d: Int) { lock.lock(); n += d; lock.unlock() }

@@ -32,6 +32,7 @@ public final class KVConnectService: Sendable {
     private let tenants: [Tenant]
     private let signer: TokenSigner
     private let verifiedTokens = VerifiedTokenCache()
+    private let pinger: WatchPinger
     let config: ServiceConfiguration
     private let codec: WireCodec
     let logger: Logger
@@ -42,6 +43,7 @@ public final class KVConnectService: Sendable {
         self.signer = signer
         self.config = configuration
         self.codec = WireCodec(limits: configuration.limits)
+        self.pinger = WatchPinger(intervalMs: configuration.watchPingIntervalMs)
         self.logger = logger
         self.observer = RequestObserver(factory: configuration.metricsFactory ?? MetricsSystem.factory,
                                         logger: logger, endpointPath: configuration.endpointPath)
@@ -193,11 +195,11 @@ public final class KVConnectService: Sendable {
             return .error(error)
         }
         let codec = self.codec, logger = self.logger
-        let ping = DispatchTimeInterval.milliseconds(max(10, config.watchPingIntervalMs))
+        let pinger = self.pinger
         var r = ProtocolResponse(status: 200, headers: [("content-type", "application/octet-stream")])
         r.stream = { stream in
-            WatchSession(store: tenant.store, keys: keys, stream: stream, codec: codec,
-                         pingInterval: ping, logger: logger).start()
+            WatchSession(store: tenant.store, reads: tenant.watchReads, keys: keys, stream: stream, codec: codec,
+                         pinger: pinger, logger: logger).start()
         }
         return r
     }

@@ -35,6 +35,8 @@ public final class Tenant: @unchecked Sendable {
     public let name: String
     public let store: any KVStorage
     public var databaseId: String { store.databaseId }
+    /// Shared snapshot reads of this database's watch sessions.
+    let watchReads: WatchReads
     private let lock = NSLock()
     private var tokens: [AccessToken]
 
@@ -42,6 +44,7 @@ public final class Tenant: @unchecked Sendable {
         self.name = name
         self.store = store
         self.tokens = tokens
+        watchReads = WatchReads { [store] in try store.readKeys($0) }
     }
 
     /// Read-write tokens given in clear (tests, single-database setups).

@@ -5,8 +5,9 @@ import Logging
 
 /// One open `/watch` stream. A commit touching a watched key wakes the
 /// session (no polling); it then reads every watched key from one snapshot
-/// and sends a frame if anything differs from the last frame. Wake-ups during
-/// a read collapse into one more read. Every frame reports every key with
+/// (shared with the other sessions of the same keys woken by that commit,
+/// `WatchReads`) and sends a frame if anything differs from the last frame.
+/// Wake-ups during a read collapse into one more read. Every frame reports every key with
 /// changed=true (Deno 2.9.8 reads changed=false as "deleted").
 final class WatchSession: @unchecked Sendable {
     /// Past this much unsent output the reader is slow: frames are held back
@@ -14,92 +15,105 @@ final class WatchSession: @unchecked Sendable {
     static let slowReaderBytes = 256 * 1024
     private static let queue = DispatchQueue(label: "kvconnect.watch", attributes: .concurrent)
 
+    // Per-session state is kept small: one process may hold 50,000 of these.
     private let store: any KVStorage
+    private let reads: WatchReads
     private let keys: [Bytes]
     private let stream: any ResponseStreamWriter
     private let codec: WireCodec
-    private let pingInterval: DispatchTimeInterval
+    private let pinger: WatchPinger
     private let logger: Logger
 
     private let lock = NSLock()
     private var dirty = false
+    /// `reads` stamp of the latest wake-up: a read started after it will do.
+    private var wokenAt: UInt64 = 0
     private var reading = false
     private var closed = false
     private var lastSent: [Versionstamp?]?
     private var registration: KeyWatch?
-    private var timer: DispatchSourceTimer?
+    /// Where the pinger keeps this session (nil before start and after close).
+    var pingSlot: WatchPinger.Slot?
 
-    init(store: any KVStorage, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
-         pingInterval: DispatchTimeInterval, logger: Logger) {
+    init(store: any KVStorage, reads: WatchReads, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
+         pinger: WatchPinger, logger: Logger) {
         self.store = store
+        self.reads = reads
         self.keys = keys
         self.stream = stream
         self.codec = codec
-        self.pingInterval = pingInterval
+        self.pinger = pinger
         self.logger = logger
     }
 
     func start() {
         // Register before the first read, so no commit slips in between.
         let reg = store.watch(keys: keys) { [weak self] in self?.changed() }
-        let t = DispatchSource.makeTimerSource(queue: Self.queue)
-        t.schedule(deadline: .now() + pingInterval, repeating: pingInterval)
-        t.setEventHandler { [weak self] in self?.tick() }
         lock.lock()
         registration = reg
-        timer = t
         lock.unlock()
-        t.resume()
+        pinger.add(self)
         // The session lives as long as the stream: the close handler holds it.
         stream.onClose { [self] in self.close() }
         changed()
     }
 
     private func changed() {
+        let stamp = reads.stamp()
         lock.lock()
         if closed { lock.unlock(); return }
         dirty = true
+        wokenAt = stamp
         if reading { lock.unlock(); return }
         reading = true
         lock.unlock()
         Self.queue.async { [weak self] in self?.pump() }
     }
 
+    /// One read (own or shared) for the wake-ups so far; `deliver` runs when
+    /// it is done and pumps again if more came meanwhile. Only one is in
+    /// progress per session (`reading`).
     private func pump() {
-        while true {
-            lock.lock()
-            if closed { reading = false; lock.unlock(); return }
-            if stream.pendingBytes > Self.slowReaderBytes {
-                // Leave `dirty` set; the next tick retries with fresh state.
-                reading = false
-                lock.unlock()
-                return
-            }
-            dirty = false
+        lock.lock()
+        if closed { reading = false; lock.unlock(); return }
+        if stream.pendingBytes > Self.slowReaderBytes {
+            // Leave `dirty` set; the next ping retries with fresh state.
+            reading = false
             lock.unlock()
-
-            let entries: [KVEntry?]
-            do {
-                entries = try store.readKeys(keys)
-            } catch {
-                logger.debug("watch read failed, ending stream: \(error)")
-                stream.finish()
-                close()
-                return
-            }
-            let stamps = entries.map { $0?.versionstamp }
-            if stamps != lastSent {
-                lastSent = stamps
-                if !stream.write(codec.encodeWatchFrame(entries)) { close(); return }
-            }
-
-            lock.lock()
-            if !dirty || closed { reading = false; lock.unlock(); return }
-            lock.unlock()
+            return
         }
+        dirty = false
+        let since = wokenAt
+        lock.unlock()
+        reads.read(keys, since: since, queue: Self.queue) { [self] result in deliver(result) }
     }
 
-    private func tick() {
+    private func deliver(_ result: Result<[KVEntry?], any Error>) {
+        let entries: [KVEntry?]
+        switch result {
+        case let .success(e): entries = e
+        case let .failure(error):
+            logger.debug("watch read failed, ending stream: \(error)")
+            stream.finish()
+            close()
+            return
+        }
+        let stamps = entries.map { $0?.versionstamp }
+        lock.lock()
+        // Sessions of one shared read deliver concurrently; each its own.
+        let send = !closed && stamps != lastSent
+        if send { lastSent = stamps }
+        lock.unlock()
+        if send && !stream.write(codec.encodeWatchFrame(entries)) { close(); return }
+
+        lock.lock()
+        if !dirty || closed { reading = false; lock.unlock(); return }
+        lock.unlock()
+        Self.queue.async { [weak self] in self?.pump() }
+    }
+
+    /// Keep-alive (an empty frame), from the pinger once per interval.
+    func ping() {
         if !stream.write([0, 0, 0, 0]) { close(); return }
         lock.lock()
         let retry = dirty && !reading && !closed
@@ -111,11 +125,69 @@ final class WatchSession: @unchecked Sendable {
         lock.lock()
         if closed { lock.unlock(); return }
         closed = true
-        let reg = registration, t = timer
+        let reg = registration
         registration = nil
-        timer = nil
         lock.unlock()
         reg?.cancel()
-        t?.cancel()
+        pinger.remove(self)
+    }
+}
+
+/// Keep-alive pings of all watch streams of a service from one timer. A
+/// timer per stream cost memory per stream and, at 50,000 streams and 5 s,
+/// 10,000 timer wake-ups a second; here the sessions are spread over
+/// `slices` groups and one tick every interval/slices pings one group, so
+/// each stream still gets one ping per interval and the load stays even.
+final class WatchPinger: @unchecked Sendable {
+    typealias Slot = Int
+    private static let slices = 16
+    private let lock = NSLock()
+    private var groups: [[ObjectIdentifier: WatchSession]] = Array(repeating: [:], count: WatchPinger.slices)
+    private var nextSlot = 0
+    private var tickIndex = 0
+    private var timer: DispatchSourceTimer?
+    private let queue = DispatchQueue(label: "kvconnect.watch-ping")
+    private let intervalMs: Int
+
+    init(intervalMs: Int) {
+        self.intervalMs = max(10, intervalMs)
+    }
+
+    deinit { timer?.cancel() }
+
+    func add(_ session: WatchSession) {
+        lock.lock()
+        let slot = nextSlot % Self.slices
+        nextSlot &+= 1
+        session.pingSlot = slot
+        groups[slot][ObjectIdentifier(session)] = session
+        let start = timer == nil
+        if start {
+            // Started on first use (a service without watches has no timer).
+            let t = DispatchSource.makeTimerSource(queue: queue)
+            let step = DispatchTimeInterval.milliseconds(max(1, intervalMs / Self.slices))
+            t.schedule(deadline: .now() + step, repeating: step)
+            t.setEventHandler { [weak self] in self?.tick() }
+            timer = t
+        }
+        lock.unlock()
+        if start { timer?.resume() }
+    }
+
+    func remove(_ session: WatchSession) {
+        lock.lock()
+        if let slot = session.pingSlot {
+            groups[slot][ObjectIdentifier(session)] = nil
+            session.pingSlot = nil
+        }
+        lock.unlock()
+    }
+
+    private func tick() {
+        lock.lock()
+        let group = Array(groups[tickIndex].values)
+        tickIndex = (tickIndex + 1) % Self.slices
+        lock.unlock()
+        for session in group { session.ping() }
     }
 }

@@ -27,6 +27,8 @@ struct SettingFlags: ParsableArguments {
     var maxConnections: Int?
     @Option(help: "Open client connections per client IP at most (default 1000).")
     var maxConnectionsPerIp: Int?
+    @Option(help: "Concurrent HTTP/2 streams per connection, i.e. open watches plus requests of one Deno.Kv handle (default 100000).")
+    var http2MaxConcurrentStreams: Int?
     @Option(help: "A request not fully received (headers and body) within this many seconds gets 408 and is closed (default 30).")
     var requestTimeoutSeconds: Int?
     @Option(help: "A keep-alive connection without traffic is closed after this many seconds (default 120).")
@@ -73,6 +75,7 @@ struct SettingFlags: ParsableArguments {
         v["io_threads"] = ioThreads.map(String.init)
         v["max_connections"] = maxConnections.map(String.init)
         v["max_connections_per_ip"] = maxConnectionsPerIp.map(String.init)
+        v["http2_max_concurrent_streams"] = http2MaxConcurrentStreams.map(String.init)
         v["request_timeout_seconds"] = requestTimeoutSeconds.map(String.init)
         v["idle_timeout_seconds"] = idleTimeoutSeconds.map(String.init)
         v["watch_ping_interval_ms"] = watchPingIntervalMs.map(String.init)

@@ -66,6 +66,7 @@ final class Daemon: @unchecked Sendable {
         front.ioThreads = settings.ioThreads
         front.maxConnections = settings.maxConnections
         front.maxConnectionsPerIP = settings.maxConnectionsPerIP
+        front.maxConcurrentStreams = settings.http2MaxConcurrentStreams
         front.requestTimeoutSeconds = settings.requestTimeoutSeconds
         front.idleTimeoutSeconds = settings.idleTimeoutSeconds
         front.tlsCertificateFile = settings.tlsCertFile

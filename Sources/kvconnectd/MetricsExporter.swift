@@ -40,6 +40,8 @@ final class MetricsExporter: Sendable {
     private let stores: [any KVStorage]
     /// Engine totals already added to the Prometheus counters, per database.
     private let exported = Mutex<[String: EngineTotals]>([:])
+    /// Front totals already added (HTTP/2 stream limit reached, rapid-reset closes).
+    private let frontExported = Mutex<(streamLimit: Int, rapidReset: Int)>((0, 0))
 
     private struct EngineTotals {
         var acknowledged = 0, failedAttempts = 0, deadLettered = 0, expired = 0
@@ -63,6 +65,14 @@ final class MetricsExporter: Sendable {
             .set(Double(FrontStats.activeHTTP1Requests))
         registry.makeGauge(name: "kvconnectd_open_connections", labels: [("protocol", "h2")], help: conns)
             .set(Double(FrontStats.openHTTP2Connections))
+        frontExported.withLock { last in
+            add("kvconnectd_http2_stream_limit_reached_total", [],
+                "HTTP/2 connections whose open streams reached http2_max_concurrent_streams (their client queues requests).",
+                FrontStats.http2StreamLimitReached, &last.streamLimit)
+            add("kvconnectd_http2_rapid_reset_closes_total", [],
+                "HTTP/2 connections closed with ENHANCE_YOUR_CALM for resetting too many streams before their response.",
+                FrontStats.http2RapidResetCloses, &last.rapidReset)
+        }
 
         for store in stores {
             let db = [("database_id", store.databaseId)]

@@ -19,6 +19,8 @@ struct Settings: Sendable {
     /// HTTP front hardening (HTTPServerConfiguration).
     var maxConnections = 10_000
     var maxConnectionsPerIP = 1000
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: bounds one Deno.Kv handle's open watches.
+    var http2MaxConcurrentStreams = 100_000
     var requestTimeoutSeconds = 30
     var idleTimeoutSeconds = 120
     var synchronousFull = true
@@ -93,6 +95,8 @@ struct Settings: Sendable {
         s.ioThreads = try int(config, "io_threads", s.ioThreads, min: 1)
         s.maxConnections = try int(config, "max_connections", s.maxConnections, min: 1)
         s.maxConnectionsPerIP = try int(config, "max_connections_per_ip", s.maxConnectionsPerIP, min: 1)
+        s.http2MaxConcurrentStreams = try int(config, "http2_max_concurrent_streams", s.http2MaxConcurrentStreams,
+                                              min: 1, max: Int(Int32.max))
         s.requestTimeoutSeconds = try int(config, "request_timeout_seconds", s.requestTimeoutSeconds, min: 1)
         s.idleTimeoutSeconds = try int(config, "idle_timeout_seconds", s.idleTimeoutSeconds, min: 1)
         s.watchPingIntervalMs = try int(config, "watch_ping_interval_ms", s.watchPingIntervalMs, min: 100)
@@ -179,10 +183,11 @@ struct Settings: Sendable {
         return s
     }
 
-    private static func int(_ config: ConfigReader, _ key: String, _ def: Int, min: Int) throws -> Int {
+    private static func int(_ config: ConfigReader, _ key: String, _ def: Int, min: Int, max: Int = .max) throws -> Int {
         guard let text = config.string(forKey: ConfigKey(key)) else { return def }
-        guard let v = Int(text), v >= min else {
-            throw Invalid(description: "invalid \(key) '\(text)': expected an integer >= \(min)")
+        guard let v = Int(text), v >= min, v <= max else {
+            let range = max == .max ? ">= \(min)" : "from \(min) to \(max)"
+            throw Invalid(description: "invalid \(key) '\(text)': expected an integer \(range)")
         }
         return v
     }
@@ -204,6 +209,7 @@ struct Settings: Sendable {
          ("token_lifetime_seconds", String(tokenLifetimeSeconds)),
          ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),
          ("max_connections", String(maxConnections)), ("max_connections_per_ip", String(maxConnectionsPerIP)),
+         ("http2_max_concurrent_streams", String(http2MaxConcurrentStreams)),
          ("request_timeout_seconds", String(requestTimeoutSeconds)), ("idle_timeout_seconds", String(idleTimeoutSeconds)),
          ("watch_ping_interval_ms", String(watchPingIntervalMs)),
          ("shutdown_grace_seconds", String(shutdownGraceSeconds)),

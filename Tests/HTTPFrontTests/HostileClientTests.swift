@@ -393,7 +393,7 @@ final class HostileClientTests: XCTestCase {
         XCTAssertEqual(Self.get(port: port).0, 200)
     }
     func testHTTP2BufferedBodiesPerConnectionAreBounded() throws {
-        let server = try makeServer { $0.maxBodyBytes = 100_000; $0.maxBufferedBodyBytesPerConnection = 100_000 }
+        let server = try makeServer { $0.maxBodyBytes = 100_000; $0.maxBufferedRequestBytesPerConnection = 100_000 }
         defer { server.stop() }
         let c = try XCTUnwrap(RawClient(port: server.boundPort))
         func frame(_ type: UInt8, _ flags: UInt8, _ stream: UInt32, _ payload: [UInt8]) -> [UInt8] {

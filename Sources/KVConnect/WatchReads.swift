@@ -1,0 +1,80 @@
+import Foundation
+import KVEngine
+
+/// Snapshot reads for watch sessions, shared: sessions of the same keys
+/// woken by one commit (10,000 watchers of one key) take one read instead
+/// of one each. A read serves every session woken *before* it started, so
+/// each sees a snapshot at least as new as the commit that woke it. Reads of
+/// one key list run one at a time (a session woken during a read waits for
+/// the next one), so a session never gets an older snapshot after a newer.
+final class WatchReads: @unchecked Sendable {
+    typealias Done = @Sendable (Result<[KVEntry?], any Error>) -> Void
+
+    /// The read in progress for a key list and who waits for the next one.
+    private struct Flights {
+        var started: UInt64
+        var current: [Done] = []
+        var next: [Done] = []
+    }
+
+    private let readKeys: @Sendable ([Bytes]) throws -> [KVEntry?]
+    private let lock = NSLock()
+    /// Ticks at every wake-up and every read start: orders the two.
+    private var clock: UInt64 = 0
+    private var flights: [[Bytes]: Flights] = [:]
+
+    init(readKeys: @escaping @Sendable ([Bytes]) throws -> [KVEntry?]) {
+        self.readKeys = readKeys
+    }
+
+    /// Taken when a session is woken (or starts): reads started later serve it.
+    func stamp() -> UInt64 {
+        lock.lock()
+        defer { lock.unlock() }
+        clock += 1
+        return clock
+    }
+
+    /// Calls `done` with the entries of `keys` from a snapshot taken after
+    /// `since`: joins the read in progress if it started later, else the
+    /// next one, else reads now on the calling thread — and then also the
+    /// next reads of these keys that others wait for. Waiters are called in
+    /// batches on `queue`.
+    func read(_ keys: [Bytes], since: UInt64, queue: DispatchQueue, done: @escaping Done) {
+        lock.lock()
+        if var f = flights[keys] {
+            if f.started > since { f.current.append(done) } else { f.next.append(done) }
+            flights[keys] = f
+            lock.unlock()
+            return
+        }
+        clock += 1
+        flights[keys] = Flights(started: clock, current: [done])
+        lock.unlock()
+
+        while true {
+            let result = Result<[KVEntry?], any Error> { try readKeys(keys) }
+            lock.lock()
+            guard var f = flights[keys] else { lock.unlock(); return }
+            let waiters = f.current
+            if f.next.isEmpty {
+                flights[keys] = nil
+            } else {
+                clock += 1
+                f.started = clock
+                f.current = f.next
+                f.next = []
+                flights[keys] = f
+            }
+            let more = flights[keys] != nil
+            lock.unlock()
+            // Thousands of sessions each encode and queue a frame: spread them.
+            let batch = 256
+            for start in stride(from: 0, to: waiters.count, by: batch) {
+                let slice = waiters[start..<min(start + batch, waiters.count)]
+                queue.async { for w in slice { w(result) } }
+            }
+            if !more { return }
+        }
+    }
+}
