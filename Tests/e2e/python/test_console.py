@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -55,7 +56,24 @@ def shot(driver, name):
 
 
 def wait(driver, cond, timeout=15, what=""):
-    return WebDriverWait(driver, timeout).until(lambda d: cond(d), what)
+    """Until cond is truthy; elements replaced by a re-render meanwhile are looked up again."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,
+                                                              NoSuchElementException)).until(lambda d: cond(d), what)
+
+
+def click(driver, find, what=""):
+    """Clicks what `find` returns, retrying while the page re-renders it."""
+    def attempt(d):
+        e = find(d)
+        if not e:
+            return False
+        e.click()
+        return True
+    wait(driver, attempt, what=what)
+
+
+def row(driver, text):
+    return next((tr for tr in driver.find_elements(By.CSS_SELECTOR, "#entries tbody tr") if text in tr.text), None)
 
 
 def visible(driver, id_):
@@ -74,12 +92,12 @@ def sign_in(driver, daemon, token=TOKEN):
 
 def open_prefix(driver, *parts):
     """Clicks through key-part links from the root: parts are their texts."""
-    driver.find_element(By.CSS_SELECTOR, '#breadcrumbs a[data-prefix=""]').click()
-    for p in parts:
-        link = wait(driver, lambda d: next((a for a in d.find_elements(By.CSS_SELECTOR, "#entries td.key a")
-                                            if a.text == p), None), what=f"link {p}")
-        link.click()
-        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#breadcrumbs a")[-1].text == p)
+    click(driver, lambda d: d.find_element(By.CSS_SELECTOR, '#breadcrumbs a[data-prefix=""]'))
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#breadcrumbs a")) == 1)
+    for i, p in enumerate(parts):
+        click(driver, lambda d: next((a for a in d.find_elements(By.CSS_SELECTOR, "#entries td.key a")
+                                      if a.text == p), None), what=f"link {p}")
+        wait(driver, lambda d: [a.text for a in d.find_elements(By.CSS_SELECTOR, "#breadcrumbs a")][1:] == list(parts[:i + 1]))
 
 
 def rows(driver):
@@ -135,12 +153,11 @@ def test_values_written_by_deno_show_as_deno_inspect_shows_them(console_daemon, 
     assert shown['[ "console", "types", "u64" ]'][0] == "Deno.KvU64"
     assert shown['[ "console", "types", "map" ]'][0] == "Map"
 
-    next(tr for tr in browser.find_elements(By.CSS_SELECTOR, "#entries tbody tr") if '"long"' in tr.text).click()
+    click(browser, lambda d: row(d, '"long"'))
     wait(browser, lambda d: d.find_element(By.ID, "entry-text").text == expected["long"]["compact"], what="whole long value")
 
     # Entry view of a Map: type, versionstamp, the raw bytes.
-    next(tr for tr in browser.find_elements(By.CSS_SELECTOR, "#entries tbody tr")
-         if '"map"' in tr.text).click()
+    click(browser, lambda d: row(d, '"map"'))
     wait(browser, lambda d: d.find_element(By.ID, "entry-text").text == expected["map"]["compact"])
     assert re.fullmatch(r"[0-9a-f]{20}", browser.find_element(By.ID, "entry-versionstamp").text)
     browser.find_element(By.ID, "raw-toggle").click()
@@ -163,7 +180,7 @@ def test_edit_with_conflict_live_update_delete_and_delete_prefix(console_daemon,
     open_prefix(browser, '"console"', '"edit"')
     wait(browser, lambda d: visible(d, "live-status") and "on" in d.find_element(By.ID, "live-status").get_attribute("class"),
          what="live view connected")
-    browser.find_element(By.CSS_SELECTOR, "#entries tbody tr").click()
+    click(browser, lambda d: row(d, '"k"'))
     wait(browser, lambda d: d.find_element(By.ID, "editor-value").get_attribute("value") == "v1")
     assert browser.find_element(By.ID, "editor-type").get_attribute("value") == "string"
     editor = browser.find_element(By.ID, "editor-value")
@@ -242,7 +259,7 @@ def test_read_only_token_gives_a_read_only_console(console_daemon, browser):
     sign_in(browser, console_daemon, token=RO_TOKEN)
     assert visible(browser, "ro-badge")
     open_prefix(browser, '"console"', '"ro"')
-    browser.find_element(By.CSS_SELECTOR, "#entries tbody tr").click()
+    click(browser, lambda d: row(d, '"ro"'))
     wait(browser, lambda d: d.find_element(By.ID, "entry-text").text == '"keep"')
     for id_ in ("editor", "new-key", "delete-prefix", "save", "delete"):
         assert not visible(browser, id_), f"{id_} shown to a read-only session"
