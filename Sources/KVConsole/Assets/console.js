@@ -117,6 +117,7 @@ function showTab(tab) {
   for (const b of document.querySelectorAll("button.tab")) b.classList.toggle("active", b.dataset.tab === tab);
   for (const t of ["data", "queue", "server"]) $("view-" + t).hidden = t !== tab;
   stopServer();
+  say("");
   if (tab !== "data") stopLive();
   writeHash();
   if (tab === "data") loadList(true);
@@ -156,6 +157,7 @@ function keyCell(key) {
 
 function goPrefix(prefix) {
   state.prefix = prefix; state.key = null;
+  say("");
   writeHash();
   loadList(true);
 }
@@ -173,7 +175,7 @@ function renderBreadcrumbs(prefix) {
 }
 
 async function loadList(reset) {
-  if (reset) { state.cursor = null; $("entries").tBodies[0].replaceChildren(); say(""); $("confirm-panel").hidden = true; }
+  if (reset) { state.cursor = null; $("entries").tBodies[0].replaceChildren(); $("confirm-panel").hidden = true; }
   let page;
   try {
     page = await call("list", { db: state.db, prefix: state.prefix, cursor: state.cursor });
@@ -320,7 +322,7 @@ $("confirm-delete-prefix").addEventListener("click", async () => {
     const r = await call("delete-prefix", null, { db: state.db, prefix: state.prefix, count: pendingPrefixCount });
     say("Deleted " + r.deleted + " key" + (r.deleted === 1 ? "" : "s") + ".", "ok");
     state.key = null;
-    loadList(true).then(() => say("Deleted " + r.deleted + " key" + (r.deleted === 1 ? "" : "s") + ".", "ok"));
+    loadList(true);
   } catch (e) {
     say(e.status === 409 && e.body ? e.body.message : e.message, e.status === 409 ? "conflict" : "error");
   }

@@ -2,6 +2,7 @@
 chromium-driver) driven by Selenium against a daemon the test starts. Values
 are written by the Deno CLI; the console must show them as Deno.inspect does.
 Screenshots go to Tests/e2e/artifacts/ (git-ignored)."""
+import asyncio
 import http.server
 import json
 import os
@@ -14,11 +15,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from datetime import datetime, timedelta, timezone
+from denokv import open_kv
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import DENO, ROOT, TOKEN, Daemon, run_deno
 
@@ -52,6 +55,7 @@ def browser():
 
 def shot(driver, name):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(ARTIFACTS / f"console-{name}.png"))
 
 
@@ -70,6 +74,13 @@ def click(driver, find, what=""):
         e.click()
         return True
     wait(driver, attempt, what=what)
+
+
+def message_after(driver, action):
+    """Clears the status line, runs action, returns the next status text."""
+    driver.execute_script('document.getElementById("message").textContent = ""')
+    action()
+    return wait(driver, lambda d: d.find_element(By.ID, "message").text, what="status message")
 
 
 def row(driver, text):
@@ -202,9 +213,9 @@ def test_edit_with_conflict_live_update_delete_and_delete_prefix(console_daemon,
     editor = browser.find_element(By.ID, "editor-value")
     editor.clear()
     editor.send_keys("42")
-    browser.find_element(By.ID, "editor-type").send_keys("number")
-    browser.find_element(By.ID, "save").click()
-    wait(browser, lambda d: d.find_element(By.ID, "message").text.startswith("Saved"))
+    Select(browser.find_element(By.ID, "editor-type")).select_by_value("number")
+    msg = message_after(browser, lambda: browser.find_element(By.ID, "save").click())
+    assert msg.startswith("Saved"), msg
     out = deno_eval(console_daemon, 'const e = await kv.get(["console", "edit", "k"]); console.log(typeof e.value, e.value);')
     assert out.strip() == "number 42"
 
@@ -242,10 +253,10 @@ def test_new_key_from_the_console_wakes_a_deno_watcher(console_daemon, browser):
         key = wait(browser, lambda d: visible(d, "editor-key"))
         key.clear()
         key.send_keys('["console", "watched"]')
-        browser.find_element(By.ID, "editor-type").send_keys("JSON")
+        Select(browser.find_element(By.ID, "editor-type")).select_by_value("json")
         browser.find_element(By.ID, "editor-value").send_keys('{"from": "console", "n": [1, 2]}')
-        browser.find_element(By.ID, "save").click()
-        wait(browser, lambda d: d.find_element(By.ID, "message").text.startswith("Saved"))
+        msg = message_after(browser, lambda: browser.find_element(By.ID, "save").click())
+        assert msg.startswith("Saved"), msg
         assert json.loads(proc.stdout.readline()) == {"from": "console", "n": [1, 2]}
         assert proc.wait(timeout=20) == 0
     finally:
@@ -353,7 +364,12 @@ def test_sign_out_failed_sign_in_and_headers(console_daemon, browser):
 
 
 def test_queue_and_server_tabs(console_daemon, browser):
-    deno_eval(console_daemon, 'await kv.enqueue({ job: 1 }, { delay: 3600_000 });')
+    # The Deno CLI cannot enqueue over KV Connect; Python's denokv client can.
+    async def enqueue():
+        kv = await open_kv(console_daemon.url, access_token=TOKEN)
+        async with kv:
+            await kv.enqueue({"job": 1}, delivery_time=datetime.now(timezone.utc) + timedelta(hours=1))
+    asyncio.run(enqueue())
     sign_in(browser, console_daemon)
     browser.find_element(By.ID, "tab-queue").click()
     wait(browser, lambda d: visible(d, "queue-ready") and int(d.find_element(By.ID, "queue-ready").text) >= 1)
