@@ -66,7 +66,7 @@ struct ConsoleAPI {
         }
     }
 
-    func events(_ r: ConsoleRequest) -> ProtocolResponse {
+    func events(_ r: ConsoleRequest, authorized: @escaping @Sendable () -> Bool) -> ProtocolResponse {
         let range: ReadRange
         if let k = r.param("key"), !k.isEmpty {
             guard let key = KeyPresentation.bytes(fromId: k) else { return .text(400, "bad key") }
@@ -78,7 +78,7 @@ struct ConsoleAPI {
         var resp = ProtocolResponse(status: 200, headers: [("content-type", "text/event-stream; charset=utf-8"),
                                                            ("x-accel-buffering", "no")])
         let store = self.store
-        resp.stream = { stream in LiveFeed(store: store, range: range, stream: stream).start() }
+        resp.stream = { stream in LiveFeed(store: store, range: range, stream: stream, authorized: authorized).start() }
         return resp
     }
 

@@ -168,7 +168,12 @@ public final class ConsoleService: Sendable {
         case "list": respond(api.list(request))
         case "entry": respond(api.entry(request))
         case "count": respond(api.count(request))
-        case "events": respond(api.events(request))
+        case "events":
+            let sessionId = session.id, tenantName = tenant.name
+            respond(api.events(request) { [weak self] in
+                guard let self, let s = self.sessions.peek(sessionId) else { return false }
+                return self.databases(for: s).contains { $0.0.name == tenantName }
+            })
         case "queue": respond(api.queue())
         case "server": respond(api.server())
         case "set": api.set(body, respond)

@@ -2,7 +2,8 @@
 // telling it when what it shows (a key, or the first page of a prefix)
 // changed. No thread per viewer: a commit to a shown key wakes the feed
 // through `store.watch`; a shared timer notices new keys under the prefix
-// (the commit counter moved, so the page's range is read again).
+// (the commit counter moved, so the page's range is read again). The stream
+// ends when its session does (sign-out, expiry, token removed).
 
 import Dispatch
 import Foundation
@@ -16,6 +17,7 @@ final class LiveFeed: @unchecked Sendable {
     private let store: any KVStorage
     private let range: ReadRange
     private let stream: any ResponseStreamWriter
+    private let authorized: @Sendable () -> Bool
     private let lock = NSLock()
     private var closed = false
     private var lastFingerprint: [Bytes]?
@@ -25,7 +27,9 @@ final class LiveFeed: @unchecked Sendable {
     private var timer: DispatchSourceTimer?
     private var ticks = 0
 
-    init(store: any KVStorage, range: ReadRange, stream: any ResponseStreamWriter) {
+    init(store: any KVStorage, range: ReadRange, stream: any ResponseStreamWriter,
+         authorized: @escaping @Sendable () -> Bool) {
+        self.authorized = authorized
         self.store = store
         self.range = range
         self.stream = stream
@@ -46,8 +50,10 @@ final class LiveFeed: @unchecked Sendable {
     private func tick() {
         lock.lock()
         ticks += 1
-        let ping = ticks % 15 == 0
+        // Pings also find a client that left (the front notices on a write).
+        let ping = ticks % 5 == 0
         lock.unlock()
+        guard authorized() else { stream.finish(); close(); return }
         if ping, !stream.write(Array(": ping\n\n".utf8)) { close(); return }
         check(force: false)
     }

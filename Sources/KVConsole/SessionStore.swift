@@ -66,6 +66,13 @@ final class SessionStore: @unchecked Sendable {
         return s
     }
 
+    /// Like `lookup`, without counting as use (an open live view does not
+    /// keep an otherwise idle session alive).
+    func peek(_ id: String) -> ConsoleSession? {
+        let now = clock()
+        return lock.withLock { sessions[id].flatMap { live($0, now) ? $0 : nil } }
+    }
+
     func remove(_ id: String) {
         lock.lock()
         sessions[id] = nil

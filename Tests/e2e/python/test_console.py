@@ -3,6 +3,7 @@ chromium-driver) driven by Selenium against a daemon the test starts. Values
 are written by the Deno CLI; the console must show them as Deno.inspect does.
 Screenshots go to Tests/e2e/artifacts/ (git-ignored)."""
 import asyncio
+import http.client
 import http.server
 import json
 import os
@@ -342,9 +343,20 @@ def test_sign_out_failed_sign_in_and_headers(console_daemon, browser):
     sign_in(browser, console_daemon)
     cookie = next(c for c in browser.get_cookies() if c["name"] == "kvconsole_session")["value"]
     assert api(console_daemon, "/console/api/session", headers={"cookie": f"kvconsole_session={cookie}"})[0] == 200
+    # A live-view stream of this session (read here with http.client) ends with the session.
+    conn = http.client.HTTPConnection("127.0.0.1", console_daemon.port, timeout=10)
+    conn.request("GET", "/console/api/events?db=default&prefix=", headers={"cookie": f"kvconsole_session={cookie}"})
+    stream = conn.getresponse()
+    assert stream.status == 200 and stream.getheader("content-type").startswith("text/event-stream")
+    while stream.readline().strip() != b"event: ready":
+        pass
     browser.find_element(By.ID, "signout").click()
     wait(browser, lambda d: visible(d, "signin-form"))
     assert api(console_daemon, "/console/api/session", headers={"cookie": f"kvconsole_session={cookie}"})[0] == 401
+    start = time.monotonic()
+    stream.read()  # returns at the end of the stream; a timeout would raise
+    assert time.monotonic() - start < 5
+    conn.close()
 
     # A wrong token is refused, late.
     browser.find_element(By.ID, "token").send_keys("not-the-token-000000")
