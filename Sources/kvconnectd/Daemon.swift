@@ -3,6 +3,7 @@ import HTTPFront
 import KVConnect
 import KVConsole
 import KVEngine
+import KVSQLite
 import Logging
 
 /// Wires engine, protocol and front together and owns their lifetime.
@@ -26,7 +27,7 @@ final class Daemon: @unchecked Sendable {
         logger.logLevel = settings.logLevel
         self.logger = logger
 
-        var options = KVStoreOptions()
+        var options = SQLiteStoreOptions()
         options.synchronousFull = settings.synchronousFull
         var opened: [Tenant] = []
         do {
@@ -35,7 +36,7 @@ final class Daemon: @unchecked Sendable {
                 if !dir.isEmpty {
                     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 }
-                let store = try KVStore(path: spec.path, options: options)
+                let store = try SQLiteStore(path: spec.path, options: options)
                 opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens))
             }
         } catch {

@@ -1,6 +1,7 @@
 import Foundation
 import KVConnect
 import KVEngine
+import KVSQLite
 import Logging
 import XCTest
 @testable import KVConsole
@@ -9,13 +10,13 @@ import XCTest
 /// CSRF, read-only scope and versionstamp conflicts.
 final class ConsoleServiceTests: XCTestCase {
     var dir: URL!
-    var store: KVStore!
+    var store: SQLiteStore!
     var console: ConsoleService!
 
     override func setUpWithError() throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvconsole-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        store = try KVStore(path: dir.appendingPathComponent("kv.sqlite3").path)
+        store = try SQLiteStore(path: dir.appendingPathComponent("kv.sqlite3").path)
         let tenant = Tenant(store: store, tokens: [AccessToken(secret: "rw-token-0123456789"),
                                                    AccessToken(secret: "ro-token-0123456789", scope: .readOnly)])
         var c = ConsoleConfiguration()
