@@ -23,24 +23,31 @@ struct ConsoleAPI {
     // MARK: reads
 
     func list(_ r: ConsoleRequest) -> ProtocolResponse {
-        guard let prefix = KeyPresentation.bytes(fromId: r.param("prefix") ?? "") else { return .text(400, "bad prefix") }
+        guard let prefix = KeyPresentation.bytes(fromId: r.param("prefix") ?? "") else {
+            return .text(400, "bad prefix")
+        }
         var start = prefix
         if let c = r.param("cursor"), !c.isEmpty {
-            guard let cursor = KeyPresentation.bytes(fromId: c), cursor.starts(with: prefix) else { return .text(400, "bad cursor") }
+            guard let cursor = KeyPresentation.bytes(fromId: c), cursor.starts(with: prefix) else {
+                return .text(400, "bad cursor")
+            }
             start = cursor + [0x00]
         }
         let limit = min(max(Int(r.param("limit") ?? "") ?? Self.listLimit, 1), Self.maxListLimit)
         let entries: [KVEntry]
-        do { entries = try store.snapshotRead([ReadRange(start: start, end: prefix + [0xFF], limit: limit + 1)])[0] } catch {
+        do {
+            entries = try store.snapshotRead([ReadRange(start: start, end: prefix + [0xFF], limit: limit + 1)])[0]
+        } catch {
             return failure(error)
         }
         let page = entries.prefix(limit)
-        return service.json(.object([
-            ("database", .string(tenant.name)),
-            ("prefix", KeyPresentation.json(prefix)),
-            ("entries", .array(page.map { summary($0) })),
-            ("cursor", entries.count > limit ? .string(KeyPresentation.id(page.last!.key)) : .null),
-        ]))
+        return service.json(
+            .object([
+                ("database", .string(tenant.name)),
+                ("prefix", KeyPresentation.json(prefix)),
+                ("entries", .array(page.map { summary($0) })),
+                ("cursor", entries.count > limit ? .string(KeyPresentation.id(page.last!.key)) : .null)
+            ]))
     }
 
     func entry(_ r: ConsoleRequest) -> ProtocolResponse {
@@ -56,11 +63,16 @@ struct ConsoleAPI {
     }
 
     func count(_ r: ConsoleRequest) -> ProtocolResponse {
-        guard let prefix = KeyPresentation.bytes(fromId: r.param("prefix") ?? "") else { return .text(400, "bad prefix") }
+        guard let prefix = KeyPresentation.bytes(fromId: r.param("prefix") ?? "") else {
+            return .text(400, "bad prefix")
+        }
         do {
             let keys = try keys(under: prefix, atMost: service.config.maxPrefixDelete + 1)
-            return service.json(.object([("count", .number(String(keys.count))),
-                                         ("tooMany", .bool(keys.count > service.config.maxPrefixDelete))]))
+            return service.json(
+                .object([
+                    ("count", .number(String(keys.count))),
+                    ("tooMany", .bool(keys.count > service.config.maxPrefixDelete))
+                ]))
         } catch {
             return failure(error)
         }
@@ -72,11 +84,17 @@ struct ConsoleAPI {
             guard let key = KeyPresentation.bytes(fromId: k) else { return .text(400, "bad key") }
             range = ReadRange(start: key, end: key + [0x00], limit: 1)
         } else {
-            guard let prefix = KeyPresentation.bytes(fromId: r.param("prefix") ?? "") else { return .text(400, "bad prefix") }
+            guard let prefix = KeyPresentation.bytes(fromId: r.param("prefix") ?? "") else {
+                return .text(400, "bad prefix")
+            }
             range = ReadRange(start: prefix, end: prefix + [0xFF], limit: LiveFeed.pageSize)
         }
-        var resp = ProtocolResponse(status: 200, headers: [("content-type", "text/event-stream; charset=utf-8"),
-                                                           ("x-accel-buffering", "no")])
+        var resp = ProtocolResponse(
+            status: 200,
+            headers: [
+                ("content-type", "text/event-stream; charset=utf-8"),
+                ("x-accel-buffering", "no")
+            ])
         let store = self.store
         resp.stream = { stream in LiveFeed(store: store, range: range, stream: stream, authorized: authorized).start() }
         return resp
@@ -86,13 +104,16 @@ struct ConsoleAPI {
         do {
             let c = try store.queueCounts()
             let s = store.queueStats
-            return service.json(.object([
-                ("database", .string(tenant.name)),
-                ("ready", .number(String(c.ready))), ("inflight", .number(String(c.inflight))),
-                ("acknowledged", .number(String(s.acknowledged))), ("failedAttempts", .number(String(s.failedAttempts))),
-                ("deadLettered", .number(String(s.deadLettered))), ("leasesExpired", .number(String(s.leasesExpired))),
-                ("recoveredOnOpen", .number(String(store.queueRecoveredOnOpen))),
-            ]))
+            return service.json(
+                .object([
+                    ("database", .string(tenant.name)),
+                    ("ready", .number(String(c.ready))), ("inflight", .number(String(c.inflight))),
+                    ("acknowledged", .number(String(s.acknowledged))),
+                    ("failedAttempts", .number(String(s.failedAttempts))),
+                    ("deadLettered", .number(String(s.deadLettered))),
+                    ("leasesExpired", .number(String(s.leasesExpired))),
+                    ("recoveredOnOpen", .number(String(store.queueRecoveredOnOpen)))
+                ]))
         } catch {
             return failure(error)
         }
@@ -103,25 +124,37 @@ struct ConsoleAPI {
         var members: [(String, JSONValue)] = [
             ("version", .string(service.config.serverVersion)),
             ("uptimeSeconds", .number(String(Int(Date().timeIntervalSince1970 - service.startedAt)))),
-            ("database", .object([
-                ("name", .string(tenant.name)), ("id", .string(tenant.databaseId)), ("location", .string(store.location)),
-                ("sizeBytes", stats.map { .number(String($0.sizeBytes)) } ?? .null),
-                ("entries", stats.map { .number(String($0.entries)) } ?? .null),
-                ("watches", .number(String(store.watchCount))),
-                ("versionstamp", .string(Self.hex(store.currentVersionstamp))),
-            ])),
+            (
+                "database",
+                .object([
+                    ("name", .string(tenant.name)), ("id", .string(tenant.databaseId)),
+                    ("location", .string(store.location)),
+                    ("sizeBytes", stats.map { .number(String($0.sizeBytes)) } ?? .null),
+                    ("entries", stats.map { .number(String($0.entries)) } ?? .null),
+                    ("watches", .number(String(store.watchCount))),
+                    ("versionstamp", .string(Self.hex(store.currentVersionstamp)))
+                ])
+            )
         ]
         if let h = service.history {
             let c = h.current
-            func n(_ d: Double?) -> JSONValue { d.map { .number(InspectFormatter.jsNumber(($0 * 1000).rounded() / 1000)) } ?? .null }
+            func n(_ d: Double?) -> JSONValue {
+                d.map { .number(InspectFormatter.jsNumber(($0 * 1000).rounded() / 1000)) } ?? .null
+            }
             members += [
                 ("openConnections", .number(String(c.openConnections))),
                 ("openStreams", .number(String(c.openStreams))),
                 ("requestsTotal", n(c.requests)), ("writesTotal", n(c.writes)),
-                ("samples", .array(h.samples.map { s in
-                    .object([("t", n(s.time)), ("rps", n(s.requestsPerSecond)), ("reqMs", n(s.requestLatencyMs)),
-                             ("wps", n(s.writesPerSecond)), ("commitMs", n(s.commitLatencyMs))])
-                })),
+                (
+                    "samples",
+                    .array(
+                        h.samples.map { s in
+                            .object([
+                                ("t", n(s.time)), ("rps", n(s.requestsPerSecond)), ("reqMs", n(s.requestLatencyMs)),
+                                ("wps", n(s.writesPerSecond)), ("commitMs", n(s.commitLatencyMs))
+                            ])
+                        })
+                )
             ]
         }
         return service.json(.object(members))
@@ -142,20 +175,26 @@ struct ConsoleAPI {
         guard !key.isEmpty, key.count <= service.config.limits.maxWriteKeyBytes else {
             return respond(.text(400, "key must be 1 to \(service.config.limits.maxWriteKeyBytes) bytes"))
         }
-        guard let type = body["type"].flatMap(ConsoleService.string), let text = body["value"].flatMap(ConsoleService.string) else {
+        guard let type = body["type"].flatMap(ConsoleService.string),
+            let text = body["value"].flatMap(ConsoleService.string)
+        else {
             return respond(.text(400, "send \"type\" and \"value\" (as text)"))
         }
         let value: KVValue
-        do { value = try ValuePresentation.value(type: type, text: text) } catch { return respond(.text(400, error.description)) }
+        do { value = try ValuePresentation.value(type: type, text: text) } catch {
+            return respond(.text(400, error.description))
+        }
         guard value.data.count <= service.config.limits.maxValueBytes else {
-            return respond(.text(413, "value is \(value.data.count) bytes; at most \(service.config.limits.maxValueBytes)"))
+            return respond(
+                .text(413, "value is \(value.data.count) bytes; at most \(service.config.limits.maxValueBytes)"))
         }
         guard let check = check(key, body, respond) else { return }
         commit(AtomicWrite(checks: [check], mutations: [Mutation(key: key, kind: .set(value))]), key: key, respond)
     }
 
     func delete(_ body: JSONValue, _ respond: @escaping Respond) {
-        guard let key = body["key"].flatMap(ConsoleService.string).flatMap(KeyPresentation.bytes(fromId:)), !key.isEmpty else {
+        guard let key = body["key"].flatMap(ConsoleService.string).flatMap(KeyPresentation.bytes(fromId:)), !key.isEmpty
+        else {
             return respond(.text(400, "send \"key\" (the key's id)"))
         }
         guard let check = check(key, body, respond) else { return }
@@ -172,18 +211,27 @@ struct ConsoleAPI {
             return respond(.text(400, "send \"count\": the number of keys you confirmed"))
         }
         let keys: [Bytes]
-        do { keys = try self.keys(under: prefix, atMost: service.config.maxPrefixDelete + 1) } catch { return respond(failure(error)) }
+        do { keys = try self.keys(under: prefix, atMost: service.config.maxPrefixDelete + 1) } catch {
+            return respond(failure(error))
+        }
         if keys.count > service.config.maxPrefixDelete {
-            return respond(.text(400, "more than \(service.config.maxPrefixDelete) keys under this prefix: delete narrower prefixes"))
+            return respond(
+                .text(
+                    400, "more than \(service.config.maxPrefixDelete) keys under this prefix: delete narrower prefixes")
+            )
         }
         if keys.count != expected {
-            return respond(service.json(.object([
-                ("conflict", .bool(true)), ("count", .number(String(keys.count))),
-                ("message", .string("the prefix now holds \(keys.count) keys, not \(expected): confirm again")),
-            ]), status: 409))
+            return respond(
+                service.json(
+                    .object([
+                        ("conflict", .bool(true)), ("count", .number(String(keys.count))),
+                        ("message", .string("the prefix now holds \(keys.count) keys, not \(expected): confirm again"))
+                    ]), status: 409))
         }
         let store = self.store, service = self.service
-        let batches = stride(from: 0, to: keys.count, by: Self.deleteBatch).map { Array(keys[$0..<min($0 + Self.deleteBatch, keys.count)]) }
+        let batches = stride(from: 0, to: keys.count, by: Self.deleteBatch).map {
+            Array(keys[$0..<min($0 + Self.deleteBatch, keys.count)])
+        }
         @Sendable func run(_ i: Int, _ deleted: Int) {
             guard i < batches.count else {
                 return respond(service.json(.object([("deleted", .number(String(deleted)))])))
@@ -193,7 +241,9 @@ struct ConsoleAPI {
                 case .success: run(i + 1, deleted + batches[i].count)
                 case .failure(let e):
                     var r = ProtocolResponse.error(ProtocolError(e))
-                    r.body = Array("deleted \(deleted) of \(keys.count) keys, then: \(String(decoding: r.body, as: UTF8.self))".utf8)
+                    r.body = Array(
+                        "deleted \(deleted) of \(keys.count) keys, then: \(String(decoding: r.body, as: UTF8.self))"
+                            .utf8)
                     respond(r)
                 }
             }
@@ -226,11 +276,17 @@ struct ConsoleAPI {
                 respond(service.json(.object([("versionstamp", .string(Self.hex(v)))])))
             case .success(.checkFailed):
                 let current = (try? store.readKeys([key])[0]) ?? nil
-                respond(service.json(.object([
-                    ("conflict", .bool(true)),
-                    ("message", .string(current == nil ? "the key was deleted meanwhile" : "the key was changed meanwhile")),
-                    ("entry", current.map { ConsoleAPI.detail($0) } ?? .null),
-                ]), status: 409))
+                respond(
+                    service.json(
+                        .object([
+                            ("conflict", .bool(true)),
+                            (
+                                "message",
+                                .string(
+                                    current == nil ? "the key was deleted meanwhile" : "the key was changed meanwhile")
+                            ),
+                            ("entry", current.map { ConsoleAPI.detail($0) } ?? .null)
+                        ]), status: 409))
             case .failure(let e):
                 respond(.error(ProtocolError(e)))
             }
@@ -255,9 +311,11 @@ struct ConsoleAPI {
     private func summary(_ e: KVEntry) -> JSONValue {
         var text = InspectFormatter.inspect(e.value)
         if text.count > Self.listTextChars { text = String(text.prefix(Self.listTextChars)) + "…" }
-        return .object([("key", KeyPresentation.json(e.key)), ("type", .string(ValuePresentation.typeName(e.value))),
-                        ("text", .string(text)), ("versionstamp", .string(Self.hex(e.versionstamp))),
-                        ("size", .number(String(e.value.data.count)))])
+        return .object([
+            ("key", KeyPresentation.json(e.key)), ("type", .string(ValuePresentation.typeName(e.value))),
+            ("text", .string(text)), ("versionstamp", .string(Self.hex(e.versionstamp))),
+            ("size", .number(String(e.value.data.count)))
+        ])
     }
 
     static func detail(_ e: KVEntry) -> JSONValue {
@@ -275,7 +333,7 @@ struct ConsoleAPI {
             ("text", .string(text)), ("versionstamp", .string(hex(e.versionstamp))),
             ("size", .number(String(e.value.data.count))),
             ("editor", editor.map { .object([("type", .string($0.0)), ("value", .string($0.1))]) } ?? .null),
-            ("raw", .object([("encoding", .string(encoding)), ("hex", .string(hex(e.value.data)))])),
+            ("raw", .object([("encoding", .string(encoding)), ("hex", .string(hex(e.value.data)))]))
         ])
     }
 

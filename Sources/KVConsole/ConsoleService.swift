@@ -38,8 +38,10 @@ public struct ConsoleRequest: Sendable {
     public var body: [UInt8]
     public var remoteAddress: String
 
-    public init(method: String, path: String, query: String?, headers: [(name: String, value: String)],
-                body: [UInt8], remoteAddress: String) {
+    public init(
+        method: String, path: String, query: String?, headers: [(name: String, value: String)],
+        body: [UInt8], remoteAddress: String
+    ) {
         self.method = method
         self.path = path
         self.query = query
@@ -73,13 +75,17 @@ public final class ConsoleService: Sendable {
     let history: StatsHistory?
     let startedAt = Date().timeIntervalSince1970
 
-    public init(tenants: [Tenant], configuration: ConsoleConfiguration, stats: (any ConsoleServerStats)?, logger: Logger) {
+    public init(
+        tenants: [Tenant], configuration: ConsoleConfiguration, stats: (any ConsoleServerStats)?, logger: Logger
+    ) {
         self.tenants = tenants
         self.config = configuration
         self.logger = logger
-        sessions = SessionStore(idleSeconds: configuration.sessionIdleSeconds, maxSeconds: configuration.sessionMaxSeconds)
-        throttle = SignInThrottle(maxFailures: configuration.maxFailedSignIns,
-                                  windowSeconds: configuration.failedSignInWindowSeconds)
+        sessions = SessionStore(
+            idleSeconds: configuration.sessionIdleSeconds, maxSeconds: configuration.sessionMaxSeconds)
+        throttle = SignInThrottle(
+            maxFailures: configuration.maxFailedSignIns,
+            windowSeconds: configuration.failedSignInWindowSeconds)
         history = stats.map { StatsHistory(source: $0) }
         history?.start()
     }
@@ -104,8 +110,11 @@ public final class ConsoleService: Sendable {
             return respond(r)
         }
         if let asset = ConsoleAssets.file(sub) {
-            guard request.method == "GET" || request.method == "HEAD" else { return respond(notAllowed(request, "GET, HEAD")) }
-            return respond(ProtocolResponse(status: 200, headers: [("content-type", asset.contentType)], body: asset.bytes))
+            guard request.method == "GET" || request.method == "HEAD" else {
+                return respond(notAllowed(request, "GET, HEAD"))
+            }
+            return respond(
+                ProtocolResponse(status: 200, headers: [("content-type", asset.contentType)], body: asset.bytes))
         }
         guard sub.hasPrefix("/api/") else { return respond(.text(404, "not found: \(request.path)")) }
         let route = String(sub.dropFirst(5))
@@ -125,7 +134,8 @@ public final class ConsoleService: Sendable {
         if route == "signin" { return signIn(request, respond) }
 
         guard let id = RequestGuard.cookie(Self.sessionCookie, in: request.header("cookie")),
-              let session = sessions.lookup(id) else {
+            let session = sessions.lookup(id)
+        else {
             return respond(.text(401, "not signed in (or the session expired): sign in with an access token"))
         }
         let dbs = databases(for: session)
@@ -170,10 +180,11 @@ public final class ConsoleService: Sendable {
         case "count": respond(api.count(request))
         case "events":
             let sessionId = session.id, tenantName = tenant.name
-            respond(api.events(request) { [weak self] in
-                guard let self, let s = self.sessions.peek(sessionId) else { return false }
-                return self.databases(for: s).contains { $0.0.name == tenantName }
-            })
+            respond(
+                api.events(request) { [weak self] in
+                    guard let self, let s = self.sessions.peek(sessionId) else { return false }
+                    return self.databases(for: s).contains { $0.0.name == tenantName }
+                })
         case "queue": respond(api.queue())
         case "server": respond(api.server())
         case "set": api.set(body, respond)
@@ -193,7 +204,8 @@ public final class ConsoleService: Sendable {
             return respond(r)
         }
         guard let body = try? JSONValue.parse(String(decoding: request.body, as: UTF8.self)),
-              let token = body["token"].flatMap(Self.string), !token.isEmpty else {
+            let token = body["token"].flatMap(Self.string), !token.isEmpty
+        else {
             return respond(.text(400, "send {\"token\": \"<access token>\"}"))
         }
         let digest = Array(SHA256.hash(data: Array(token.utf8)))
@@ -210,8 +222,12 @@ public final class ConsoleService: Sendable {
         }
         throttle.recordSuccess(address)
         let session = sessions.create(tokenDigest: digest)
-        logger.info("console: signed in", metadata: ["remote": "\(address)",
-                                                    "databases": "\(dbs.map(\.0.name).joined(separator: ","))"])
+        logger.info(
+            "console: signed in",
+            metadata: [
+                "remote": "\(address)",
+                "databases": "\(dbs.map(\.0.name).joined(separator: ","))"
+            ])
         var r = json(sessionJSON(session, dbs))
         r.headers.append(("set-cookie", cookie(value: session.id, maxAge: Int(config.sessionMaxSeconds))))
         respond(r)
@@ -236,10 +252,16 @@ public final class ConsoleService: Sendable {
         .object([
             ("csrfToken", .string(s.csrfToken)),
             ("serverVersion", .string(config.serverVersion)),
-            ("databases", .array(dbs.map { t, scope in
-                .object([("name", .string(t.name)), ("id", .string(t.databaseId)),
-                         ("readOnly", .bool(scope == .readOnly))])
-            })),
+            (
+                "databases",
+                .array(
+                    dbs.map { t, scope in
+                        .object([
+                            ("name", .string(t.name)), ("id", .string(t.databaseId)),
+                            ("readOnly", .bool(scope == .readOnly))
+                        ])
+                    })
+            )
         ])
     }
 
@@ -251,12 +273,14 @@ public final class ConsoleService: Sendable {
     }
 
     func json(_ j: JSONValue, status: Int = 200) -> ProtocolResponse {
-        ProtocolResponse(status: status, headers: [("content-type", "application/json; charset=utf-8")],
-                         body: Array(j.serialized.utf8))
+        ProtocolResponse(
+            status: status, headers: [("content-type", "application/json; charset=utf-8")],
+            body: Array(j.serialized.utf8))
     }
 
     func notAllowed(_ request: ConsoleRequest, _ allow: String) -> ProtocolResponse {
-        var r = ProtocolResponse.text(405, "method \(request.method) not allowed on \(request.path) (allowed: \(allow))")
+        var r = ProtocolResponse.text(
+            405, "method \(request.method) not allowed on \(request.path) (allowed: \(allow))")
         r.headers.append(("allow", allow))
         return r
     }

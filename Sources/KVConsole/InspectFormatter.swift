@@ -84,7 +84,8 @@ enum InspectFormatter {
             var body: String
             switch obj {
             case .plain(let props):
-                body = braces("{", props.map { "\(InspectFormatter.key($0.key)): \(format($0.value, depth: depth + 1))" }, "}")
+                body = braces(
+                    "{", props.map { "\(InspectFormatter.key($0.key)): \(format($0.value, depth: depth + 1))" }, "}")
             case .array(let length, let elements, let extra):
                 var out = arrayItems(length: length, elements: elements, depth: depth)
                 out += extra.map { "\(InspectFormatter.key($0.key)): \(format($0.value, depth: depth + 1))" }
@@ -94,18 +95,23 @@ enum InspectFormatter {
                 for p in pairs.prefix(InspectFormatter.maxItems) {
                     out.append("\(format(p.key, depth: depth + 1)) => \(format(p.value, depth: depth + 1))")
                 }
-                if pairs.count > InspectFormatter.maxItems { out.append(InspectFormatter.more(pairs.count - InspectFormatter.maxItems)) }
+                if pairs.count > InspectFormatter.maxItems {
+                    out.append(InspectFormatter.more(pairs.count - InspectFormatter.maxItems))
+                }
                 body = braces("Map(\(pairs.count)) {", out, "}")
             case .set(let items):
                 var out = items.prefix(InspectFormatter.maxItems).map { format($0, depth: depth + 1) }
-                if items.count > InspectFormatter.maxItems { out.append(InspectFormatter.more(items.count - InspectFormatter.maxItems)) }
+                if items.count > InspectFormatter.maxItems {
+                    out.append(InspectFormatter.more(items.count - InspectFormatter.maxItems))
+                }
                 body = braces("Set(\(items.count)) {", out, "}")
             case .arrayBuffer(let b):
                 body = InspectFormatter.arrayBuffer(b)
             case .view(let kind, let buffer, let offset, let length):
                 let bytes = graph.viewBytes(buffer: buffer, offset: offset, length: length)
                 if kind == .dataView {
-                    body = "DataView { byteLength: \(length), byteOffset: \(offset), buffer: \(InspectFormatter.arrayBuffer(fullBuffer(buffer))) }"
+                    body =
+                        "DataView { byteLength: \(length), byteOffset: \(offset), buffer: \(InspectFormatter.arrayBuffer(fullBuffer(buffer))) }"
                 } else {
                     body = InspectFormatter.typedArray(kind, bytes)
                 }
@@ -222,8 +228,11 @@ enum InspectFormatter {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         let intPart = String(parts[0]), fracPart = parts.count > 1 ? String(parts[1]) : ""
         var digits = intPart + fracPart
-        var n = intPart.count + exp           // decimal point position
-        while digits.hasPrefix("0") && digits.count > 1 { digits.removeFirst(); n -= 1 }
+        var n = intPart.count + exp  // decimal point position
+        while digits.hasPrefix("0") && digits.count > 1 {
+            digits.removeFirst()
+            n -= 1
+        }
         while digits.hasSuffix("0") && digits.count > 1 { digits.removeLast() }
         let k = digits.count
         if k <= n && n <= 21 { return sign + digits + String(repeating: "0", count: n - k) }
@@ -275,7 +284,10 @@ enum InspectFormatter {
         guard ms.isFinite, abs(ms) <= 8.64e15 else { return "Invalid Date" }
         let t = Int64(ms)
         var days = t / 86_400_000, rem = t % 86_400_000
-        if rem < 0 { rem += 86_400_000; days -= 1 }
+        if rem < 0 {
+            rem += 86_400_000
+            days -= 1
+        }
         // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
         let z = days + 719_468
         let era = (z >= 0 ? z : z - 146_096) / 146_097
@@ -291,7 +303,8 @@ enum InspectFormatter {
             return String(repeating: "0", count: max(0, w - s.count)) + s
         }
         let year = (0...9999).contains(y) ? pad(y, 4) : (y < 0 ? "-" : "+") + pad(abs(y), 6)
-        return "\(year)-\(pad(m, 2))-\(pad(d, 2))T\(pad(rem / 3_600_000, 2)):\(pad(rem / 60_000 % 60, 2)):\(pad(rem / 1000 % 60, 2)).\(pad(rem % 1000, 3))Z"
+        return
+            "\(year)-\(pad(m, 2))-\(pad(d, 2))T\(pad(rem / 3_600_000, 2)):\(pad(rem / 60_000 % 60, 2)):\(pad(rem / 1000 % 60, 2)).\(pad(rem % 1000, 3))Z"
     }
 }
 

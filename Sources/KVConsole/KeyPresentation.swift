@@ -48,13 +48,19 @@ enum KeyPresentation {
     /// and links); a key that is not a valid tuple is shown as raw bytes.
     static func json(_ key: Bytes) -> JSONValue {
         guard let parts = KeyCodec.decode(key) else {
-            return .object([("id", .string(id(key))), ("text", .string("<raw key \(key.map { String(format: "%02x", $0) }.joined())>")),
-                            ("parts", .array([]))])
+            return .object([
+                ("id", .string(id(key))),
+                ("text", .string("<raw key \(key.map { String(format: "%02x", $0) }.joined())>")),
+                ("parts", .array([]))
+            ])
         }
         var items: [JSONValue] = []
         for (i, p) in parts.enumerated() {
-            items.append(.object([("type", .string(typeName(p))), ("text", .string(text(p))),
-                                  ("prefix", .string(id(KeyCodec.encode(Array(parts[0...i])))))]))
+            items.append(
+                .object([
+                    ("type", .string(typeName(p))), ("text", .string(text(p))),
+                    ("prefix", .string(id(KeyCodec.encode(Array(parts[0...i])))))
+                ]))
         }
         return .object([("id", .string(id(key))), ("text", .string(text(parts))), ("parts", .array(items))])
     }
@@ -68,7 +74,9 @@ enum KeyPresentation {
     static func parse(_ text: String) throws(ParseError) -> Bytes {
         let j: JSONValue
         do { j = try JSONValue.parse(text) } catch { throw ParseError(description: "key is not valid JSON: \(error)") }
-        guard case .array(let items) = j else { throw ParseError(description: "key must be a JSON array, e.g. [\"users\", 1]") }
+        guard case .array(let items) = j else {
+            throw ParseError(description: "key must be a JSON array, e.g. [\"users\", 1]")
+        }
         guard !items.isEmpty else { throw ParseError(description: "key must have at least one part") }
         var parts: [KeyPart] = []
         for item in items {
@@ -89,7 +97,10 @@ enum KeyPresentation {
                 }
                 parts.append(.bytes(b))
             default:
-                throw ParseError(description: "unsupported key part \(item.serialized): use a string, number, boolean, {\"bigint\": ...} or {\"bytes\": ...}")
+                throw ParseError(
+                    description:
+                        "unsupported key part \(item.serialized): use a string, number, boolean, {\"bigint\": ...} or {\"bytes\": ...}"
+                )
             }
         }
         return KeyCodec.encode(parts)

@@ -27,8 +27,10 @@ final class LiveFeed: @unchecked Sendable {
     private var timer: DispatchSourceTimer?
     private var ticks = 0
 
-    init(store: any KVStorage, range: ReadRange, stream: any ResponseStreamWriter,
-         authorized: @escaping @Sendable () -> Bool) {
+    init(
+        store: any KVStorage, range: ReadRange, stream: any ResponseStreamWriter,
+        authorized: @escaping @Sendable () -> Bool
+    ) {
         self.authorized = authorized
         self.store = store
         self.range = range
@@ -53,8 +55,15 @@ final class LiveFeed: @unchecked Sendable {
         // Pings also find a client that left (the front notices on a write).
         let ping = ticks % 5 == 0
         lock.unlock()
-        guard authorized() else { stream.finish(); close(); return }
-        if ping, !stream.write(Array(": ping\n\n".utf8)) { close(); return }
+        guard authorized() else {
+            stream.finish()
+            close()
+            return
+        }
+        if ping, !stream.write(Array(": ping\n\n".utf8)) {
+            close()
+            return
+        }
         check(force: false)
     }
 
@@ -63,7 +72,10 @@ final class LiveFeed: @unchecked Sendable {
     private func check(force: Bool) {
         let stamp = store.currentVersionstamp
         lock.lock()
-        if closed || (!force && stamp == lastVersionstamp) { lock.unlock(); return }
+        if closed || (!force && stamp == lastVersionstamp) {
+            lock.unlock()
+            return
+        }
         lastVersionstamp = stamp
         lock.unlock()
         guard let entries = try? store.snapshotRead([range]).first else { return }
@@ -79,12 +91,19 @@ final class LiveFeed: @unchecked Sendable {
         lock.unlock()
         if rewatch {
             old?.cancel()
-            let reg = keys.isEmpty ? nil : store.watch(keys: keys) { [weak self] in
-                guard let feed = self else { return }
-                LiveFeed.queue.async { feed.check(force: true) }
-            }
+            let reg =
+                keys.isEmpty
+                ? nil
+                : store.watch(keys: keys) { [weak self] in
+                    guard let feed = self else { return }
+                    LiveFeed.queue.async { feed.check(force: true) }
+                }
             lock.lock()
-            if closed { lock.unlock(); reg?.cancel(); return }
+            if closed {
+                lock.unlock()
+                reg?.cancel()
+                return
+            }
             registration = reg
             lock.unlock()
         }
@@ -96,7 +115,10 @@ final class LiveFeed: @unchecked Sendable {
 
     func close() {
         lock.lock()
-        if closed { lock.unlock(); return }
+        if closed {
+            lock.unlock()
+            return
+        }
         closed = true
         let reg = registration, t = timer
         registration = nil

@@ -14,7 +14,8 @@ enum RequestGuard {
         }
         if let origin = header("origin") {
             guard let host = header("host") ?? header(":authority"),
-                  let r = origin.range(of: "://"), origin[r.upperBound...].lowercased() == host.lowercased() else {
+                let r = origin.range(of: "://"), origin[r.upperBound...].lowercased() == host.lowercased()
+            else {
                 return "cross-site request refused (Origin \(origin) is not this server)"
             }
         }
@@ -49,12 +50,15 @@ enum RequestGuard {
     /// Headers every console response carries: nothing inline may run, no
     /// other host is contacted, no framing, no type sniffing, no caching.
     static let securityHeaders: [(name: String, value: String)] = [
-        ("content-security-policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+        (
+            "content-security-policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        ),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "no-referrer"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cross-origin-resource-policy", "same-origin"),
-        ("cache-control", "no-store"),
+        ("cache-control", "no-store")
     ]
 }

@@ -24,8 +24,10 @@ final class SessionStore: @unchecked Sendable {
     private let lock = NSLock()
     private var sessions: [String: ConsoleSession] = [:]
 
-    init(idleSeconds: Double, maxSeconds: Double, maxSessions: Int = 10_000,
-         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+    init(
+        idleSeconds: Double, maxSeconds: Double, maxSessions: Int = 10_000,
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) {
         self.idleSeconds = idleSeconds
         self.maxSeconds = maxSeconds
         self.maxSessions = maxSessions
@@ -39,8 +41,9 @@ final class SessionStore: @unchecked Sendable {
 
     func create(tokenDigest: [UInt8]) -> ConsoleSession {
         let now = clock()
-        let s = ConsoleSession(id: Self.randomToken(), csrfToken: Self.randomToken(), tokenDigest: tokenDigest,
-                               createdAt: now, lastUsed: now)
+        let s = ConsoleSession(
+            id: Self.randomToken(), csrfToken: Self.randomToken(), tokenDigest: tokenDigest,
+            createdAt: now, lastUsed: now)
         lock.lock()
         defer { lock.unlock() }
         if sessions.count >= maxSessions {
@@ -60,7 +63,10 @@ final class SessionStore: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard var s = sessions[id] else { return nil }
-        guard live(s, now) else { sessions[id] = nil; return nil }
+        guard live(s, now) else {
+            sessions[id] = nil
+            return nil
+        }
         s.lastUsed = now
         sessions[id] = s
         return s
@@ -98,8 +104,10 @@ final class SignInThrottle: @unchecked Sendable {
     /// Bounds memory under a spray of addresses.
     private let maxAddresses = 100_000
 
-    init(maxFailures: Int, windowSeconds: Double,
-         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+    init(
+        maxFailures: Int, windowSeconds: Double,
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) {
         self.maxFailures = maxFailures
         self.windowSeconds = windowSeconds
         self.clock = clock

@@ -38,19 +38,19 @@ enum V8ViewKind: String {
 
     init?(subtag: UInt8) {
         switch subtag {
-        case 0x62: self = .int8          // 'b'
-        case 0x42: self = .uint8         // 'B'
+        case 0x62: self = .int8  // 'b'
+        case 0x42: self = .uint8  // 'B'
         case 0x43: self = .uint8Clamped  // 'C'
-        case 0x77: self = .int16         // 'w'
-        case 0x57: self = .uint16        // 'W'
-        case 0x64: self = .int32         // 'd'
-        case 0x44: self = .uint32        // 'D'
-        case 0x68: self = .float16       // 'h'
-        case 0x66: self = .float32       // 'f'
-        case 0x46: self = .float64       // 'F'
-        case 0x71: self = .bigInt64      // 'q'
-        case 0x51: self = .bigUint64     // 'Q'
-        case 0x3F: self = .dataView      // '?'
+        case 0x77: self = .int16  // 'w'
+        case 0x57: self = .uint16  // 'W'
+        case 0x64: self = .int32  // 'd'
+        case 0x44: self = .uint32  // 'D'
+        case 0x68: self = .float16  // 'h'
+        case 0x66: self = .float32  // 'f'
+        case 0x46: self = .float64  // 'F'
+        case 0x71: self = .bigInt64  // 'q'
+        case 0x51: self = .bigUint64  // 'Q'
+        case 0x3F: self = .dataView  // '?'
         default: return nil
         }
     }
@@ -96,7 +96,9 @@ struct V8Graph {
     static func decode(_ bytes: Bytes) throws(DecodeError) -> V8Graph {
         var r = Reader(bytes: bytes)
         guard r.byte() == 0xFF else { throw DecodeError(description: "no V8 header") }
-        guard let version = r.varint(), version >= 13 else { throw DecodeError(description: "unsupported V8 format version") }
+        guard let version = r.varint(), version >= 13 else {
+            throw DecodeError(description: "unsupported V8 format version")
+        }
         r.version = version
         let root = try r.value(depth: 0)
         while r.peek() == 0 { r.i += 1 }
@@ -107,7 +109,8 @@ struct V8Graph {
     /// The bytes a view shows.
     func viewBytes(buffer: Int, offset: Int, length: Int) -> Bytes {
         guard case .arrayBuffer(let b)? = objects[safe: buffer], offset >= 0, length >= 0,
-              offset + length <= b.count else { return [] }
+            offset + length <= b.count
+        else { return [] }
         return Array(b[offset..<(offset + length)])
     }
 
@@ -184,23 +187,23 @@ struct V8Graph {
                 tag = t
             } while tag == 0x00
             switch tag {
-            case 0x5F: return .undefined                       // '_'
-            case 0x30: return .null                            // '0'
-            case 0x54: return .bool(true)                      // 'T'
-            case 0x46: return .bool(false)                     // 'F'
-            case 0x49:                                         // 'I' zigzag int32
+            case 0x5F: return .undefined  // '_'
+            case 0x30: return .null  // '0'
+            case 0x54: return .bool(true)  // 'T'
+            case 0x46: return .bool(false)  // 'F'
+            case 0x49:  // 'I' zigzag int32
                 guard let raw = varint(), raw <= UInt64(UInt32.max) else { throw fail("bad int32") }
                 let u = UInt32(raw)
                 return .number(Double(Int32(bitPattern: (u >> 1) ^ (0 &- (u & 1)))))
-            case 0x55:                                         // 'U'
+            case 0x55:  // 'U'
                 guard let raw = varint(), raw <= UInt64(UInt32.max) else { throw fail("bad uint32") }
                 return .number(Double(raw))
-            case 0x4E: return .number(try double())            // 'N'
-            case 0x5A: return .bigint(try bigint())            // 'Z'
-            case 0x22:                                         // '"' Latin-1
+            case 0x4E: return .number(try double())  // 'N'
+            case 0x5A: return .bigint(try bigint())  // 'Z'
+            case 0x22:  // '"' Latin-1
                 let s = try take(try length())
                 return .string(String(s.map { Character(Unicode.Scalar($0)) }))
-            case 0x63:                                         // 'c' UTF-16LE
+            case 0x63:  // 'c' UTF-16LE
                 let n = try length()
                 guard n % 2 == 0 else { throw fail("odd two-byte string") }
                 let s = try take(n)
@@ -210,83 +213,99 @@ struct V8Graph {
                 while let lo = it.next(), let hi = it.next() { units.append(UInt16(lo) | UInt16(hi) << 8) }
                 // Lone surrogates become U+FFFD (display only).
                 return .string(String(decoding: units, as: UTF16.self))
-            case 0x53:                                         // 'S' UTF-8
+            case 0x53:  // 'S' UTF-8
                 let s = try take(try length())
                 return .string(String(decoding: s, as: UTF8.self))
-            case 0x5E:                                         // '^' back-reference
+            case 0x5E:  // '^' back-reference
                 let id = try length()
                 guard id < objects.count else { throw fail("reference to unknown object \(id)") }
                 return .object(id)
-            case 0x6F:                                         // 'o' object
+            case 0x6F:  // 'o' object
                 let id = reserve()
                 let props = try properties(end: 0x7B, depth: depth)
                 _ = try length()
                 objects[id] = .plain(props)
                 return .object(id)
-            case 0x41:                                         // 'A' dense array
+            case 0x41:  // 'A' dense array
                 let id = reserve()
                 let n = try length()
                 guard n <= bytes.count - i else { throw fail("array longer than its data") }
                 var elements: [Int: V8Node] = [:]
                 for k in 0..<n {
-                    if peek() == 0x2D { i += 1; continue }     // '-' hole
+                    if peek() == 0x2D {
+                        i += 1
+                        continue
+                    }  // '-' hole
                     elements[k] = try value(depth: depth + 1)
                 }
                 var extra: [(key: String, value: V8Node)] = []
                 for p in try properties(end: 0x24, depth: depth) {
-                    if let idx = Int(p.key), idx >= 0, idx < n, String(idx) == p.key { elements[idx] = p.value } else { extra.append(p) }
+                    if let idx = Int(p.key), idx >= 0, idx < n, String(idx) == p.key {
+                        elements[idx] = p.value
+                    } else {
+                        extra.append(p)
+                    }
                 }
                 _ = try length()
                 _ = try length()
                 objects[id] = .array(length: n, elements: elements, extra: extra)
                 return .object(id)
-            case 0x61:                                         // 'a' sparse array
+            case 0x61:  // 'a' sparse array
                 let id = reserve()
                 let n = try length()
                 var elements: [Int: V8Node] = [:]
                 var extra: [(key: String, value: V8Node)] = []
                 for p in try properties(end: 0x40, depth: depth) {
-                    if let idx = Int(p.key), idx >= 0, idx < n, String(idx) == p.key { elements[idx] = p.value } else { extra.append(p) }
+                    if let idx = Int(p.key), idx >= 0, idx < n, String(idx) == p.key {
+                        elements[idx] = p.value
+                    } else {
+                        extra.append(p)
+                    }
                 }
                 _ = try length()
                 _ = try length()
                 objects[id] = .array(length: n, elements: elements, extra: extra)
                 return .object(id)
-            case 0x44:                                         // 'D' Date
+            case 0x44:  // 'D' Date
                 let id = reserve()
                 objects[id] = .date(try double())
                 return .object(id)
-            case 0x79, 0x78:                                   // 'y' / 'x' Boolean objects
+            case 0x79, 0x78:  // 'y' / 'x' Boolean objects
                 let id = reserve()
                 objects[id] = .boxed(.bool(tag == 0x79))
                 return .object(id)
-            case 0x6E:                                         // 'n' Number object
+            case 0x6E:  // 'n' Number object
                 let id = reserve()
                 objects[id] = .boxed(.number(try double()))
                 return .object(id)
-            case 0x7A:                                         // 'z' BigInt object
+            case 0x7A:  // 'z' BigInt object
                 let id = reserve()
                 objects[id] = .boxed(.bigint(try bigint()))
                 return .object(id)
-            case 0x73:                                         // 's' String object
+            case 0x73:  // 's' String object
                 let id = reserve()
                 objects[id] = .boxed(.string(try string()))
                 return .object(id)
-            case 0x52:                                         // 'R' RegExp
+            case 0x52:  // 'R' RegExp
                 let id = reserve()
                 let source = try string()
                 guard let bits = varint() else { throw fail("bad regexp flags") }
                 // V8's JSRegExp::Flags bit order.
-                let names: [(UInt64, Character)] = [(1 << 7, "d"), (1 << 0, "g"), (1 << 1, "i"), (1 << 2, "m"),
-                                                     (1 << 5, "s"), (1 << 4, "u"), (1 << 8, "v"), (1 << 3, "y")]
+                let names: [(UInt64, Character)] = [
+                    (1 << 7, "d"), (1 << 0, "g"), (1 << 1, "i"), (1 << 2, "m"),
+                    (1 << 5, "s"), (1 << 4, "u"), (1 << 8, "v"), (1 << 3, "y")
+                ]
                 objects[id] = .regexp(source: source, flags: String(names.filter { bits & $0.0 != 0 }.map(\.1)))
                 return .object(id)
-            case 0x3B:                                         // ';' Map
+            case 0x3B:  // ';' Map
                 let id = reserve()
                 var pairs: [(key: V8Node, value: V8Node)] = []
                 while true {
                     while peek() == 0 { i += 1 }
-                    if peek() == 0x3A { i += 1; break }        // ':'
+                    if peek() == 0x3A {
+                        i += 1
+                        break
+                    }  // ':'
                     let k = try value(depth: depth + 1)
                     let v = try value(depth: depth + 1)
                     pairs.append((k, v))
@@ -294,29 +313,32 @@ struct V8Graph {
                 _ = try length()
                 objects[id] = .map(pairs)
                 return .object(id)
-            case 0x27:                                         // '\'' Set
+            case 0x27:  // '\'' Set
                 let id = reserve()
                 var items: [V8Node] = []
                 while true {
                     while peek() == 0 { i += 1 }
-                    if peek() == 0x2C { i += 1; break }        // ','
+                    if peek() == 0x2C {
+                        i += 1
+                        break
+                    }  // ','
                     items.append(try value(depth: depth + 1))
                 }
                 _ = try length()
                 objects[id] = .set(items)
                 return .object(id)
-            case 0x42, 0x7E:                                   // 'B' ArrayBuffer, '~' resizable
+            case 0x42, 0x7E:  // 'B' ArrayBuffer, '~' resizable
                 let id = reserve()
                 let n = try length()
                 if tag == 0x7E { _ = try length() }
                 objects[id] = .arrayBuffer(Bytes(try take(n)))
                 // A view consumes the buffer before it.
-                if peek() == 0x56 {                            // 'V'
+                if peek() == 0x56 {  // 'V'
                     i += 1
                     return try view(buffer: id)
                 }
                 return .object(id)
-            case 0x72:                                         // 'r' Error
+            case 0x72:  // 'r' Error
                 let id = reserve()
                 objects[id] = try error(depth: depth)
                 return .object(id)
@@ -328,7 +350,7 @@ struct V8Graph {
         mutating func view(buffer: Int) throws(DecodeError) -> V8Node {
             guard let sub = byte(), let kind = V8ViewKind(subtag: sub) else { throw fail("unknown array buffer view") }
             let offset = try length(), len = try length()
-            if version >= 14 { _ = varint() }                  // flags
+            if version >= 14 { _ = varint() }  // flags
             let id = reserve()
             objects[id] = .view(kind: kind, buffer: buffer, offset: offset, length: len)
             return .object(id)
@@ -339,16 +361,16 @@ struct V8Graph {
             while true {
                 guard let t = byte() else { throw fail("truncated error") }
                 switch t {
-                case 0x45: name = "EvalError"                  // 'E'
-                case 0x52: name = "RangeError"                 // 'R'
-                case 0x46: name = "ReferenceError"             // 'F'
-                case 0x53: name = "SyntaxError"                // 'S'
-                case 0x54: name = "TypeError"                  // 'T'
-                case 0x55: name = "URIError"                   // 'U'
-                case 0x6D: message = try string()              // 'm'
-                case 0x73: stack = try string()                // 's'
-                case 0x63: cause = try value(depth: depth + 1) // 'c'
-                case 0x2E:                                     // '.'
+                case 0x45: name = "EvalError"  // 'E'
+                case 0x52: name = "RangeError"  // 'R'
+                case 0x46: name = "ReferenceError"  // 'F'
+                case 0x53: name = "SyntaxError"  // 'S'
+                case 0x54: name = "TypeError"  // 'T'
+                case 0x55: name = "URIError"  // 'U'
+                case 0x6D: message = try string()  // 'm'
+                case 0x73: stack = try string()  // 's'
+                case 0x63: cause = try value(depth: depth + 1)  // 'c'
+                case 0x2E:  // '.'
                     return .error(name: name, message: message, stack: stack, cause: cause)
                 default: throw fail("unknown error field")
                 }
@@ -361,7 +383,10 @@ struct V8Graph {
             while true {
                 while peek() == 0 { i += 1 }
                 guard let t = peek() else { throw fail("truncated object") }
-                if t == end { i += 1; return props }
+                if t == end {
+                    i += 1
+                    return props
+                }
                 let k = try value(depth: depth + 1)
                 let v = try value(depth: depth + 1)
                 switch k {

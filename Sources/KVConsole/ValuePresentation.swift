@@ -69,7 +69,7 @@ enum ValuePresentation {
             return .number(InspectFormatter.jsNumber(d))
         case .undefined, .bigint: return nil
         case .object(let id):
-            guard !seen.contains(id) else { return nil }   // shared or circular
+            guard !seen.contains(id) else { return nil }  // shared or circular
             seen.insert(id)
             switch g.objects[safe: id] {
             case .plain(let props)?:
@@ -97,7 +97,8 @@ enum ValuePresentation {
         case .array(let items) where !items.isEmpty:
             return "[\n" + items.map { inner + pretty($0, indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
         case .object(let m) where !m.isEmpty:
-            return "{\n" + m.map { inner + JSONValue.string($0.0).serialized + ": " + pretty($0.1, indent: inner) }
+            return "{\n"
+                + m.map { inner + JSONValue.string($0.0).serialized + ": " + pretty($0.1, indent: inner) }
                 .joined(separator: ",\n") + "\n\(indent)}"
         default:
             return j.serialized
@@ -111,7 +112,9 @@ enum ValuePresentation {
     /// A value from the typed editor.
     static func value(type: String, text: String) throws(InputError) -> KVValue {
         func v8(_ v: V8Value) throws(InputError) -> KVValue {
-            do { return KVValue(data: try v.encode(), encoding: .v8) } catch { throw InputError(description: "\(error)") }
+            do { return KVValue(data: try v.encode(), encoding: .v8) } catch {
+                throw InputError(description: "\(error)")
+            }
         }
         switch type {
         case "string": return try v8(.string(text))
@@ -142,7 +145,8 @@ enum ValuePresentation {
             do { j = try JSONValue.parse(text) } catch { throw InputError(description: "\(error)") }
             return try v8(try v8Value(j))
         default:
-            throw InputError(description: "unknown value type '\(type)': expected string, number, bigint, boolean, u64 or json")
+            throw InputError(
+                description: "unknown value type '\(type)': expected string, number, bigint, boolean, u64 or json")
         }
     }
 

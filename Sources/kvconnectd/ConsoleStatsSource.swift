@@ -19,7 +19,9 @@ struct ConsoleStatsSource: ConsoleServerStats {
         var c = ServerCounters()
         var open = 0.0
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+                continue
+            }
             let series = line[..<space]
             let name = series.firstIndex(of: "{").map { series[..<$0] } ?? series
             switch name {

@@ -14,7 +14,8 @@ final class InspectFormatterTests: XCTestCase {
 
     func testPlainObject() {
         // { a: 1, b: "x", "a-b": 2 }
-        XCTAssertEqual(show("FF0F 6F 2201 61 4902 2201 62 2201 78 2203 612D62 4904 7B03"), #"{ a: 1, b: "x", "a-b": 2 }"#)
+        XCTAssertEqual(
+            show("FF0F 6F 2201 61 4902 2201 62 2201 78 2203 612D62 4904 7B03"), #"{ a: 1, b: "x", "a-b": 2 }"#)
         XCTAssertEqual(show("FF0F 6F 7B00"), "{}")
     }
 
@@ -33,8 +34,9 @@ final class InspectFormatterTests: XCTestCase {
         let circ = "6F 2204 6E616D65 2201 63 2204 73656C66 5E00 7B02"
         XCTAssertEqual(show("FF0F " + circ), #"<ref *1> { name: "c", self: [Circular *1] }"#)
         // [c, c]: the second element is a back-reference to the first
-        XCTAssertEqual(show("FF0F 4102 6F 2204 6E616D65 2201 63 2204 73656C66 5E01 7B02 5E01 2400 02"),
-                       #"[ <ref *1> { name: "c", self: [Circular *1] }, <ref *1> { name: "c", self: [Circular *1] } ]"#)
+        XCTAssertEqual(
+            show("FF0F 4102 6F 2204 6E616D65 2201 63 2204 73656C66 5E01 7B02 5E01 2400 02"),
+            #"[ <ref *1> { name: "c", self: [Circular *1] }, <ref *1> { name: "c", self: [Circular *1] } ]"#)
     }
 
     func testArraysHolesAndTypedArrays() {
@@ -47,16 +49,21 @@ final class InspectFormatterTests: XCTestCase {
         // new Int16Array([1, -2])
         XCTAssertEqual(show("FF0F 42 04 0100FEFF 56 77 00 04 00"), "Int16Array(2) [ 1, -2 ]")
         XCTAssertEqual(InspectFormatter.inspect(KVValue(data: [1, 2], encoding: .bytes)), "Uint8Array(2) [ 1, 2 ]")
-        XCTAssertEqual(InspectFormatter.inspect(KVValue(data: [5, 0, 0, 0, 0, 0, 0, 0], encoding: .le64)), "[Deno.KvU64: 5n]")
+        XCTAssertEqual(
+            InspectFormatter.inspect(KVValue(data: [5, 0, 0, 0, 0, 0, 0, 0], encoding: .le64)), "[Deno.KvU64: 5n]")
     }
 
     func testDepthLimitAndStrings() {
         // { x: { y: { z: { w: { v: 1 } } } } } is exactly at Deno's depth limit
-        XCTAssertEqual(show("FF0F 6F 2201 78 6F 2201 79 6F 2201 7A 6F 2201 77 6F 2201 76 4902 7B01 7B01 7B01 7B01 7B01"),
-                       "{ x: { y: { z: { w: { v: 1 } } } } }")
+        XCTAssertEqual(
+            show("FF0F 6F 2201 78 6F 2201 79 6F 2201 7A 6F 2201 77 6F 2201 76 4902 7B01 7B01 7B01 7B01 7B01"),
+            "{ x: { y: { z: { w: { v: 1 } } } } }")
         // one level deeper becomes [Object]
-        XCTAssertEqual(show("FF0F 6F 2201 78 6F 2201 79 6F 2201 7A 6F 2201 77 6F 2201 76 6F 2201 75 4902 7B01 7B01 7B01 7B01 7B01 7B01"),
-                       "{ x: { y: { z: { w: { v: [Object] } } } } }")
+        XCTAssertEqual(
+            show(
+                "FF0F 6F 2201 78 6F 2201 79 6F 2201 7A 6F 2201 77 6F 2201 76 6F 2201 75 4902 7B01 7B01 7B01 7B01 7B01 7B01"
+            ),
+            "{ x: { y: { z: { w: { v: [Object] } } } } }")
         XCTAssertEqual(show("FF0F 2203 737472"), #""str""#)
         XCTAssertEqual(InspectFormatter.quote("it's \"x\""), "`it's \"x\"`")
         XCTAssertEqual(InspectFormatter.quote("a\"b"), "'a\"b'")
@@ -66,10 +73,12 @@ final class InspectFormatterTests: XCTestCase {
     }
 
     func testNumbersAsJavaScriptPrintsThem() {
-        let cases: [(Double, String)] = [(1, "1"), (-0.0, "-0"), (0.1, "0.1"), (1.5, "1.5"), (100, "100"),
-                                         (1e21, "1e+21"), (123456789012345680000, "123456789012345680000"),
-                                         (1e-7, "1e-7"), (-2.5e-7, "-2.5e-7"), (0.000001, "0.000001"),
-                                         (.nan, "NaN"), (-.infinity, "-Infinity"), (2.5e300, "2.5e+300")]
+        let cases: [(Double, String)] = [
+            (1, "1"), (-0.0, "-0"), (0.1, "0.1"), (1.5, "1.5"), (100, "100"),
+            (1e21, "1e+21"), (123456789012345680000, "123456789012345680000"),
+            (1e-7, "1e-7"), (-2.5e-7, "-2.5e-7"), (0.000001, "0.000001"),
+            (.nan, "NaN"), (-.infinity, "-Infinity"), (2.5e300, "2.5e+300")
+        ]
         for (d, text) in cases { XCTAssertEqual(InspectFormatter.number(d), text, "\(d)") }
     }
 
@@ -85,7 +94,7 @@ final class ValuePresentationTests: XCTestCase {
             ("string", "hello", #""hello""#), ("number", "2.5", "2.5"), ("number", "7", "7"),
             ("bigint", "-123456789012345678901234567890", "-123456789012345678901234567890n"),
             ("boolean", "true", "true"), ("u64", "18446744073709551615", "[Deno.KvU64: 18446744073709551615n]"),
-            ("json", #"{"a": [1, "x", null, {"b": true}]}"#, #"{ a: [ 1, "x", null, { b: true } ] }"#),
+            ("json", #"{"a": [1, "x", null, {"b": true}]}"#, #"{ a: [ 1, "x", null, { b: true } ] }"#)
         ]
         for (type, text, shown) in cases {
             let v = try ValuePresentation.value(type: type, text: text)
@@ -107,15 +116,21 @@ final class ValuePresentationTests: XCTestCase {
 
     func testValuesWithoutAnEditableForm() {
         // A Map and a circular object open no editor (they are replaced, not edited).
-        XCTAssertNil(ValuePresentation.editor(KVValue(data: KeyPresentation.hexBytes("FF0F3B22016B49023A02")!, encoding: .v8)))
-        XCTAssertNil(ValuePresentation.editor(KVValue(data: KeyPresentation.hexBytes("FF0F6F22016E5E007B01")!, encoding: .v8)))
-        XCTAssertEqual(ValuePresentation.typeName(KVValue(data: KeyPresentation.hexBytes("FF0F3B22016B49023A02")!, encoding: .v8)), "Map")
+        XCTAssertNil(
+            ValuePresentation.editor(KVValue(data: KeyPresentation.hexBytes("FF0F3B22016B49023A02")!, encoding: .v8)))
+        XCTAssertNil(
+            ValuePresentation.editor(KVValue(data: KeyPresentation.hexBytes("FF0F6F22016E5E007B01")!, encoding: .v8)))
+        XCTAssertEqual(
+            ValuePresentation.typeName(KVValue(data: KeyPresentation.hexBytes("FF0F3B22016B49023A02")!, encoding: .v8)),
+            "Map")
     }
 
     func testKeysParseAndShowWithTheirTypes() throws {
         let key = try KeyPresentation.parse(#"["users", 1, {"bigint": "2"}, true, {"bytes": "0102"}]"#)
-        XCTAssertEqual(KeyCodec.decode(key), [.string("users"), .number(1), .bigint(BigIntValue(2)), .bool(true), .bytes([1, 2])])
-        XCTAssertEqual(KeyPresentation.text(KeyCodec.decode(key)!), #"[ "users", 1, 2n, true, Uint8Array(2) [ 1, 2 ] ]"#)
+        XCTAssertEqual(
+            KeyCodec.decode(key), [.string("users"), .number(1), .bigint(BigIntValue(2)), .bool(true), .bytes([1, 2])])
+        XCTAssertEqual(
+            KeyPresentation.text(KeyCodec.decode(key)!), #"[ "users", 1, 2n, true, Uint8Array(2) [ 1, 2 ] ]"#)
         XCTAssertEqual(KeyPresentation.bytes(fromId: KeyPresentation.id(key)), key)
         XCTAssertThrowsError(try KeyPresentation.parse("[]"))
         XCTAssertThrowsError(try KeyPresentation.parse(#"{"a": 1}"#))

@@ -16,13 +16,16 @@ final class SessionAndGuardTests: XCTestCase {
         XCTAssertEqual(s.id.count, 64)
         XCTAssertNotEqual(s.id, s.csrfToken)
         clock.advance(50)
-        XCTAssertNotNil(store.lookup(s.id))   // used: idle timer restarts
+        XCTAssertNotNil(store.lookup(s.id))  // used: idle timer restarts
         clock.advance(50)
         XCTAssertNotNil(store.lookup(s.id))
         clock.advance(61)
         XCTAssertNil(store.lookup(s.id), "idle too long")
         let s2 = store.create(tokenDigest: [1])
-        for _ in 0..<6 { clock.advance(55); _ = store.lookup(s2.id) }
+        for _ in 0..<6 {
+            clock.advance(55)
+            _ = store.lookup(s2.id)
+        }
         XCTAssertNil(store.lookup(s2.id), "past the maximum age even when used")
         let s3 = store.create(tokenDigest: [1])
         store.remove(s3.id)
@@ -57,7 +60,8 @@ final class SessionAndGuardTests: XCTestCase {
 
     func testCrossSiteRequestsAreRecognised() {
         func reason(_ h: [String: String]) -> String? { RequestGuard.crossSiteReason { h[$0] } }
-        XCTAssertNil(reason(["host": "127.0.0.1:4512", "origin": "http://127.0.0.1:4512", "sec-fetch-site": "same-origin"]))
+        XCTAssertNil(
+            reason(["host": "127.0.0.1:4512", "origin": "http://127.0.0.1:4512", "sec-fetch-site": "same-origin"]))
         XCTAssertNil(reason(["host": "kv.example.com"]), "non-browser clients send neither header")
         XCTAssertNotNil(reason(["host": "127.0.0.1:4512", "origin": "http://evil.example"]))
         XCTAssertNotNil(reason(["host": "127.0.0.1:4512", "origin": "null"]))
@@ -82,9 +86,19 @@ final class SessionAndGuardTests: XCTestCase {
         let h = StatsHistory(source: src, capacity: 3)
         h.sample(now: 0)
         XCTAssertTrue(h.samples.isEmpty, "the first call only sets the baseline")
-        src.c.requests = 8; src.c.requestSeconds = 0.0625; src.c.writes = 4; src.c.commitBatches = 2; src.c.commitSeconds = 0.015625
+        src.c.requests = 8
+        src.c.requestSeconds = 0.0625
+        src.c.writes = 4
+        src.c.commitBatches = 2
+        src.c.commitSeconds = 0.015625
         h.sample(now: 2)
-        XCTAssertEqual(h.samples, [StatsSample(time: 2, requestsPerSecond: 4, requestLatencyMs: 7.8125, writesPerSecond: 2, commitLatencyMs: 7.8125)])
+        XCTAssertEqual(
+            h.samples,
+            [
+                StatsSample(
+                    time: 2, requestsPerSecond: 4, requestLatencyMs: 7.8125, writesPerSecond: 2, commitLatencyMs: 7.8125
+                )
+            ])
         for t in 3...5 { h.sample(now: Double(t)) }
         XCTAssertEqual(h.samples.map(\.time), [3, 4, 5], "ring buffer keeps the newest, oldest first")
         XCTAssertNil(h.samples[0].requestLatencyMs, "no requests: no latency")

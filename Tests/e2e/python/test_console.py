@@ -418,3 +418,39 @@ def test_console_can_be_turned_off_or_moved(tmp_path):
             assert e.code == 404
     finally:
         moved.stop()
+
+
+def test_multi_database_server_opens_the_database_of_the_token(tmp_path, browser):
+    work = tmp_path / "multi"
+    work.mkdir()
+    (work / "app-token").write_text("app-token-0123456789")
+    (work / "an-token").write_text("analytics-token-0123456789")
+    (work / "databases.yaml").write_text(f"""databases:
+  - name: app
+    path: {work}/app.sqlite3
+    tokens:
+      - file: {work}/app-token
+  - name: analytics
+    path: {work}/analytics.sqlite3
+    tokens:
+      - file: {work}/an-token
+        scope: read-only
+""")
+    d = Daemon(work / "daemon", extra_args=["--databases-file", str(work / "databases.yaml")]).start()
+    try:
+        r = run_deno(["eval", "--unstable-kv", f'const kv = await Deno.openKv("{d.url}"); await kv.set(["where"], "analytics"); kv.close();'],
+                     token="analytics-token-0123456789")
+        assert r.returncode != 0, "the analytics token is read-only"
+        r = run_deno(["eval", "--unstable-kv", f'const kv = await Deno.openKv("{d.url}"); await kv.set(["where"], "app"); kv.close();'],
+                     token="app-token-0123456789")
+        assert r.returncode == 0, r.stderr
+        sign_in(browser, d, token="app-token-0123456789")
+        options = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#db-select option")]
+        assert options == ["app"]
+        wait(browser, lambda d_: rows(d_).get('[ "where" ]', (None, None))[1] == '"app"')
+        sign_in(browser, d, token="analytics-token-0123456789")
+        assert [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#db-select option")] == ["analytics (read-only)"]
+        assert visible(browser, "ro-badge")
+        wait(browser, lambda d_: visible(d_, "empty"), what="the analytics database is empty")
+    finally:
+        d.stop()
