@@ -120,7 +120,7 @@ struct ConsoleAPI {
     }
 
     func server() -> ProtocolResponse {
-        let stats = try? store.storageStats()
+        let stats = service.storageStats(tenant)
         var members: [(String, JSONValue)] = [
             ("version", .string(service.config.serverVersion)),
             ("uptimeSeconds", .number(String(Int(Date().timeIntervalSince1970 - service.startedAt)))),

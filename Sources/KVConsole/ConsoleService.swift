@@ -73,6 +73,9 @@ public final class ConsoleService: Sendable {
     let sessions: SessionStore
     let throttle: SignInThrottle
     let history: StatsHistory?
+    /// storageStats() per database, at most every 10 s (counting entries can
+    /// scan a table; the Server tab polls every 2 s).
+    private let statsCache = StatsCache(ttlSeconds: 10)
     let startedAt = Date().timeIntervalSince1970
 
     public init(
@@ -265,6 +268,10 @@ public final class ConsoleService: Sendable {
         ])
     }
 
+    func storageStats(_ tenant: Tenant) -> StorageStats? {
+        statsCache.get(tenant.name) { try? tenant.store.storageStats() }
+    }
+
     // MARK: helpers
 
     static func string(_ j: JSONValue) -> String? {
@@ -283,5 +290,21 @@ public final class ConsoleService: Sendable {
             405, "method \(request.method) not allowed on \(request.path) (allowed: \(allow))")
         r.headers.append(("allow", allow))
         return r
+    }
+}
+
+final class StatsCache: @unchecked Sendable {
+    let ttlSeconds: Double
+    private let lock = NSLock()
+    private var entries: [String: (at: Double, stats: StorageStats)] = [:]
+
+    init(ttlSeconds: Double) { self.ttlSeconds = ttlSeconds }
+
+    func get(_ name: String, load: () -> StorageStats?) -> StorageStats? {
+        let now = Date().timeIntervalSince1970
+        if let e = lock.withLock({ entries[name] }), now - e.at < ttlSeconds { return e.stats }
+        guard let fresh = load() else { return nil }
+        lock.withLock { entries[name] = (now, fresh) }
+        return fresh
     }
 }

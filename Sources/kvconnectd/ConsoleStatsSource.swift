@@ -1,15 +1,19 @@
 import Foundation
 import HTTPFront
 import KVConsole
+import Prometheus
 
 /// The console's server numbers, read from what the daemon already measures:
-/// the totals of its own /metrics exposition (requests, commits, their
-/// latency sums, open connections) and the front's live stream count.
+/// the totals the layers push into the metrics registry (requests, commits,
+/// their latency sums) and the front's live counts. Sampled every second, so
+/// it reads the registry as is: the /metrics renderer's scrape-time refresh
+/// (database size, entry count) is too costly for that.
 struct ConsoleStatsSource: ConsoleServerStats {
-    let render: @Sendable () -> String
+    let registry: PrometheusCollectorRegistry
 
     func counters() -> ServerCounters {
-        var c = Self.parse(render())
+        var c = Self.parse(registry.emitToString())
+        c.openConnections = FrontStats.activeHTTP1Requests + FrontStats.openHTTP2Connections
         c.openStreams = FrontStats.openResponseStreams
         return c
     }
@@ -17,7 +21,6 @@ struct ConsoleStatsSource: ConsoleServerStats {
     /// Sums the series of the metrics the console charts.
     static func parse(_ text: String) -> ServerCounters {
         var c = ServerCounters()
-        var open = 0.0
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
             guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
                 continue
@@ -30,11 +33,9 @@ struct ConsoleStatsSource: ConsoleServerStats {
             case "kvconnectd_commit_batch_size_sum": c.writes += value
             case "kvconnectd_commit_duration_seconds_count": c.commitBatches += value
             case "kvconnectd_commit_duration_seconds_sum": c.commitSeconds += value
-            case "kvconnectd_open_connections": open += value
             default: break
             }
         }
-        c.openConnections = Int(open)
         return c
     }
 }

@@ -58,8 +58,8 @@ final class Daemon: @unchecked Sendable {
         serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
         serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
         serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
-        let exporter = MetricsExporter(registry: MetricsBackend.bootstrap(), stores: tenants.map(\.store))
-        serviceConfig.metricsText = exporter.render
+        let registry = MetricsBackend.bootstrap()
+        serviceConfig.metricsText = MetricsExporter(registry: registry, stores: tenants.map(\.store)).render
         let service = KVConnectService(tenants: tenants, signer: TokenSigner(secret: secret),
                                        configuration: serviceConfig, logger: logger)
 
@@ -80,7 +80,7 @@ final class Daemon: @unchecked Sendable {
             c.secureCookies = front.tlsEnabled
             c.serverVersion = BuildInfo.version
             console = ConsoleService(tenants: tenants, configuration: c,
-                                     stats: ConsoleStatsSource(render: exporter.render), logger: logger)
+                                     stats: ConsoleStatsSource(registry: registry), logger: logger)
         }
         adapter = FrontAdapter(service: service, console: settings.consoleListen == nil ? console : nil)
         server = HTTPServer(configuration: front, handler: adapter, logger: logger)
