@@ -70,8 +70,9 @@ enum InspectFormatter {
                 }
                 return "[\(kind): \(format(inner, depth: depth))]"
             case .error(let name, let message, let stack, _):
+                // Deno prints the stack when there is one, else `[TypeError: message]`.
                 if let stack { return stack }
-                return message.map { "\(name): \($0)" } ?? name
+                return "[" + (message.map { "\(name): \($0)" } ?? name) + "]"
             case .plain(let p) where p.isEmpty: return "{}"
             case .array(0, _, let extra) where extra.isEmpty: return "[]"
             case .pending: return "[?]"

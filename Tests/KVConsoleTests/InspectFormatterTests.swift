@@ -82,6 +82,12 @@ final class InspectFormatterTests: XCTestCase {
         for (d, text) in cases { XCTAssertEqual(InspectFormatter.number(d), text, "\(d)") }
     }
 
+    func testErrors() {
+        // new RangeError("x") with its stack removed; with a stack, Deno prints the stack.
+        XCTAssertEqual(show("FF0F 72 52 6D 2201 78 2E"), "[RangeError: x]")
+        XCTAssertEqual(show("FF0F 72 6D 2201 78 73 2208 4572726F723A2078 2E"), "Error: x")
+    }
+
     func testUndecodableBytesSayWhy() {
         XCTAssertTrue(show("FF0F 6F 2201").hasPrefix("[undecodable V8 value"))
         XCTAssertTrue(show("0102").hasPrefix("[undecodable V8 value"))

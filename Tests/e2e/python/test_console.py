@@ -140,19 +140,11 @@ def api(daemon, path, body=None, headers=None, method=None):
         return e.code, e.read().decode(), dict(e.headers)
 
 
-def test_values_written_by_deno_show_as_deno_inspect_shows_them(console_daemon, browser):
-    r = run_deno(["run", "-A", "--unstable-kv", str(DENO_VALUES), console_daemon.url])
-    assert r.returncode == 0, r.stderr
-    expected = json.loads(r.stdout)
-    key_text = expected.pop("#key")["compact"]
-
-    sign_in(browser, console_daemon)
-    open_prefix(browser, '"console"', '"types"')
-    wait(browser, lambda d: len(rows(d)) == len(expected), what="all values listed")
-    shown = rows(browser)
+def compare(shown, group, expected):
+    """(name, console text, Deno text) for every value the listing shows differently."""
     mismatches = []
     for name, want in expected.items():
-        got = shown.get(f'[ "console", "types", "{name}" ]')
+        got = shown.get(f'[ "console", "{group}", "{name}" ]')
         assert got is not None, f"{name} not listed: {list(shown)}"
         # Listings cut long values; the entry view shows them whole (checked below).
         listed = want["compact"] if len(want["compact"]) <= 300 else want["compact"][:300] + "…"
@@ -161,9 +153,27 @@ def test_values_written_by_deno_show_as_deno_inspect_shows_them(console_daemon, 
         # One-line values are also exactly what plain Deno.inspect prints.
         if "\n" not in want["standard"]:
             assert want["standard"] == want["compact"]
+    return mismatches
+
+
+def test_values_written_by_deno_show_as_deno_inspect_shows_them(console_daemon, browser):
+    r = run_deno(["run", "-A", "--unstable-kv", str(DENO_VALUES), console_daemon.url])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    key_text = out["key"]
+
+    sign_in(browser, console_daemon)
+    mismatches = []
+    for group in ("more", "types"):
+        expected = out[group]
+        open_prefix(browser, '"console"', f'"{group}"')
+        wait(browser, lambda d: len(rows(d)) == len(expected), what=f"all {group} values listed")
+        mismatches += compare(rows(browser), group, expected)
     assert not mismatches, "\n".join(f"{n}: console {c!r} != Deno {d!r}" for n, c, d in mismatches)
+    shown = rows(browser)
     assert shown['[ "console", "types", "u64" ]'][0] == "Deno.KvU64"
     assert shown['[ "console", "types", "map" ]'][0] == "Map"
+    expected = out["types"]
 
     click(browser, lambda d: row(d, '"long"'))
     wait(browser, lambda d: d.find_element(By.ID, "entry-text").text == expected["long"]["compact"], what="whole long value")
