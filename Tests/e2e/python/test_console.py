@@ -402,6 +402,25 @@ def test_queue_and_server_tabs(console_daemon, browser):
     n = deno_eval(console_daemon, 'let n = 0; for await (const _ of kv.list({ prefix: [] })) n++; console.log(n);').strip()
     wait(browser, lambda d: d.find_element(By.ID, "server-keys").text == n, timeout=10)
     assert "B" in browser.find_element(By.ID, "server-size").text
+
+    # The numbers are the daemon's own request metrics: 20 health checks show up.
+    cookie = next(c for c in browser.get_cookies() if c["name"] == "kvconsole_session")["value"]
+
+    def server():
+        status, text, _ = api(console_daemon, "/console/api/server?db=default",
+                              headers={"cookie": f"kvconsole_session={cookie}"})
+        assert status == 200, text
+        return json.loads(text)
+    before = server()["requestsTotal"]
+    for _ in range(20):
+        assert api(console_daemon, "/healthz")[0] == 200
+    deadline = time.monotonic() + 10
+    while True:
+        s = server()
+        if s["requestsTotal"] >= before + 20 and any(x["rps"] > 0 for x in s["samples"][-5:]):
+            break
+        assert time.monotonic() < deadline, s
+        time.sleep(0.5)
     time.sleep(2.5)  # a few samples for the chart
     shot(browser, "server")
 
