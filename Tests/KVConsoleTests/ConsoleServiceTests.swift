@@ -254,4 +254,15 @@ final class ConsoleServiceTests: XCTestCase {
             call("POST", "/console/api/set", body: set.replacingOccurrences(of: "DB", with: "a"), headers: [cookie, csrf])
                 .status, 200)
     }
+
+    func testSessionCookieIsSecureUnderTLS() {
+        var c = ConsoleConfiguration()
+        c.secureCookies = true
+        console = ConsoleService(
+            tenants: [Tenant(store: store, tokens: [AccessToken(secret: "rw-token-0123456789")])], configuration: c,
+            stats: nil, logger: Logger(label: "test"))
+        let r = call("POST", "/console/api/signin", body: #"{"token":"rw-token-0123456789"}"#)
+        let cookie = r.header("set-cookie") ?? ""
+        XCTAssertTrue(cookie.hasSuffix("; Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/console/"), cookie)
+    }
 }

@@ -3,6 +3,7 @@ chromium-driver) driven by Selenium against a daemon the test starts. Values
 are written by the Deno CLI; the console must show them as Deno.inspect does.
 Screenshots go to Tests/e2e/artifacts/ (git-ignored)."""
 import asyncio
+import base64
 import http.client
 import http.server
 import json
@@ -112,6 +113,16 @@ def open_prefix(driver, *parts):
         wait(driver, lambda d: [a.text for a in d.find_elements(By.CSS_SELECTOR, "#breadcrumbs a")][1:] == list(parts[:i + 1]))
 
 
+def go_prefix(driver, *parts):
+    """Opens the prefix of string parts directly (as a bookmark would), not by
+    clicking through listings that may be longer than a page."""
+    raw = b"".join(b"\x02" + p.encode() + b"\x00" for p in parts)
+    prefix = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    driver.execute_script("goPrefix(arguments[0])", prefix)
+    wait(driver, lambda d: [a.text for a in d.find_elements(By.CSS_SELECTOR, "#breadcrumbs a")][1:]
+         == [f'"{p}"' for p in parts])
+
+
 def rows(driver):
     """{key text: (type, value text)} of the listing."""
     out = {}
@@ -199,7 +210,7 @@ def test_edit_with_conflict_live_update_delete_and_delete_prefix(console_daemon,
     deno_eval(console_daemon, 'await kv.set(["console", "edit", "k"], "v1");'
                               'for (const i of [1, 2, 3]) await kv.set(["console", "bulk", i], { i });')
     sign_in(browser, console_daemon)
-    open_prefix(browser, '"console"', '"edit"')
+    go_prefix(browser, "console", "edit")
     wait(browser, lambda d: visible(d, "live-status") and "on" in d.find_element(By.ID, "live-status").get_attribute("class"),
          what="live view connected")
     click(browser, lambda d: row(d, '"k"'))
@@ -235,8 +246,17 @@ def test_edit_with_conflict_live_update_delete_and_delete_prefix(console_daemon,
     wait(browser, lambda d: d.find_element(By.ID, "message").text.startswith("Deleted"))
     assert deno_eval(console_daemon, 'console.log((await kv.get(["console", "edit", "k"])).versionstamp);').strip() == "null"
 
+    # Pages of 50 with a cursor ("Load more").
+    deno_eval(console_daemon, 'for (let i = 0; i < 60; i += 10) { const op = kv.atomic();'
+                              ' for (let j = i; j < i + 10; j++) op.set(["console", "page", j], j); await op.commit(); }')
+    go_prefix(browser, "console", "page")
+    wait(browser, lambda d: len(rows(d)) == 50 and visible(d, "load-more"))
+    browser.find_element(By.ID, "load-more").click()
+    wait(browser, lambda d: len(rows(d)) == 60 and not visible(d, "load-more"))
+    assert [v for _, v in rows(browser).values()] == [str(i) for i in range(60)]
+
     # Delete a prefix after a confirmation that shows the count.
-    open_prefix(browser, '"console"', '"bulk"')
+    go_prefix(browser, "console", "bulk")
     wait(browser, lambda d: len(rows(d)) == 3)
     browser.find_element(By.ID, "delete-prefix").click()
     confirm = wait(browser, lambda d: visible(d, "confirm-panel"))
@@ -280,7 +300,7 @@ def test_read_only_token_gives_a_read_only_console(console_daemon, browser):
     deno_eval(console_daemon, 'await kv.set(["console", "ro"], "keep");')
     sign_in(browser, console_daemon, token=RO_TOKEN)
     assert visible(browser, "ro-badge")
-    open_prefix(browser, '"console"', '"ro"')
+    go_prefix(browser, "console", "ro")
     click(browser, lambda d: row(d, '"ro"'))
     wait(browser, lambda d: d.find_element(By.ID, "entry-text").text == '"keep"')
     for id_ in ("editor", "new-key", "delete-prefix", "save", "delete"):
