@@ -63,13 +63,25 @@ let package = Package(
             ]
         ),
         .target(
+            name: "KVConsole",
+            dependencies: [
+                "KVEngine", "KVConnect",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [
+                .embedInCode("Assets/index.html"), .embedInCode("Assets/console.js"),
+                .embedInCode("Assets/console.css"), .embedInCode("Assets/favicon.svg"),
+            ]
+        ),
+        .target(
             name: "HTTPFront",
             dependencies: ["CMicroHTTPD", "CNGHTTP2", "CGnuTLS", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "kvconnectd",
             dependencies: [
-                "KVEngine", "KVSQLite", "KVConnect", "HTTPFront",
+                "KVEngine", "KVSQLite", "KVConnect", "KVConsole", "HTTPFront",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -87,6 +99,7 @@ let package = Package(
             .product(name: "MetricsTestKit", package: "swift-metrics"),
         ]),
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
+        .testTarget(name: "KVConsoleTests", dependencies: ["KVConsole", "KVConnect", "KVEngine", "KVSQLite"]),
     ]
 )
 

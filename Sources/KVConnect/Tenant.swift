@@ -60,7 +60,7 @@ public final class Tenant: @unchecked Sendable {
 
     /// The scope of a presented access token, or nil. Compares the digest
     /// against every configured token in constant time, with no early exit.
-    func scope(forPresented digest: [UInt8]) -> DataPlaneToken.Scope? {
+    public func scope(forPresented digest: [UInt8]) -> DataPlaneToken.Scope? {
         lock.lock()
         let current = tokens
         lock.unlock()

@@ -61,6 +61,10 @@ struct SettingFlags: ParsableArguments {
     var queueVisibilityTimeoutMs: Int?
     @Option(help: "Longest long-poll of /queue/lease in milliseconds (default 20000).")
     var queueLongPollMaxMs: Int?
+    @Option(help: "Web console at /console/: true (default) or false.")
+    var console: String?
+    @Option(help: "Serve the console on this HOST:PORT instead of the main listener.")
+    var consoleListen: String?
 
     var asConfigValues: [String: String] {
         var v: [String: String] = [:]
@@ -92,6 +96,8 @@ struct SettingFlags: ParsableArguments {
         v["queue_concurrency"] = queueConcurrency.map(String.init)
         v["queue_visibility_timeout_ms"] = queueVisibilityTimeoutMs.map(String.init)
         v["queue_long_poll_max_ms"] = queueLongPollMaxMs.map(String.init)
+        v["console"] = console
+        v["console_listen"] = consoleListen
         return v
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPFront
 import KVConnect
+import KVConsole
 import KVEngine
 import KVSQLite
 import Logging
@@ -12,6 +13,8 @@ final class Daemon: @unchecked Sendable {
     let tenants: [Tenant]
     let server: HTTPServer
     let adapter: FrontAdapter
+    /// The console's own listener (`console_listen`), if any.
+    let consoleServer: HTTPServer?
     let notifier = SystemdNotifier()
     private var deliverers: [WebhookDeliverer] = []
     /// Re-reads the configuration (same flags and environment) for SIGHUP.
@@ -55,7 +58,8 @@ final class Daemon: @unchecked Sendable {
         serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
         serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
         serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
-        serviceConfig.metricsText = MetricsExporter(registry: MetricsBackend.bootstrap(), stores: tenants.map(\.store)).render
+        let registry = MetricsBackend.bootstrap()
+        serviceConfig.metricsText = MetricsExporter(registry: registry, stores: tenants.map(\.store)).render
         let service = KVConnectService(tenants: tenants, signer: TokenSigner(secret: secret),
                                        configuration: serviceConfig, logger: logger)
 
@@ -71,8 +75,26 @@ final class Daemon: @unchecked Sendable {
         front.idleTimeoutSeconds = settings.idleTimeoutSeconds
         front.tlsCertificateFile = settings.tlsCertFile
         front.tlsKeyFile = settings.tlsKeyFile
-        adapter = FrontAdapter(service: service)
+        var console: ConsoleService?
+        if settings.consoleEnabled {
+            var c = ConsoleConfiguration()
+            c.secureCookies = front.tlsEnabled
+            c.serverVersion = BuildInfo.version
+            console = ConsoleService(tenants: tenants, configuration: c,
+                                     stats: ConsoleStatsSource(registry: registry), logger: logger)
+        }
+        adapter = FrontAdapter(service: service, console: settings.consoleListen == nil ? console : nil)
         server = HTTPServer(configuration: front, handler: adapter, logger: logger)
+        if let console, let (host, port) = settings.consoleListen {
+            var consoleFront = front
+            consoleFront.host = host
+            consoleFront.port = port
+            consoleServer = HTTPServer(configuration: consoleFront,
+                                       handler: FrontAdapter(service: service, console: console, consoleOnly: true),
+                                       logger: logger)
+        } else {
+            consoleServer = nil
+        }
         // Queue push, per database (pull endpoints work either way).
         if let url = settings.queueWebhookURL {
             for t in tenants {
@@ -90,6 +112,7 @@ final class Daemon: @unchecked Sendable {
         }
         do {
             try server.start()
+            do { try consoleServer?.start() } catch { server.stop(); throw error }
         } catch {
             for t in tenants {
                 t.store.stopQueueDelivery(drainTimeoutMs: 0)
@@ -108,6 +131,7 @@ final class Daemon: @unchecked Sendable {
             "queue": "\(settings.queueWebhookURL.map { "push to \($0.absoluteString) + pull" } ?? "pull only")",
             "queue_ready_again": "\(tenants.map { $0.store.queueRecoveredOnOpen }.reduce(0, +))",
             "systemd_notify": "\(notifier.isActive)",
+            "console": "\(settings.consoleEnabled ? "\(scheme)://\(consoleServer.map { "\(settings.consoleListen!.host):\($0.boundPort)" } ?? "\(settings.host):\(server.boundPort)")/console/" : "off")",
         ])
         notifier.ready(status: "listening on \(scheme)://\(settings.host):\(server.boundPort)")
     }
@@ -142,9 +166,11 @@ final class Daemon: @unchecked Sendable {
         // pending commits finish; closing the last SQLite connection
         // checkpoints the WAL.
         server.stopAccepting()
+        consoleServer?.stopAccepting()
         let left = adapter.inFlight.drain(until: Date().addingTimeInterval(Double(settings.shutdownGraceSeconds)))
         if left > 0 { logger.warning("shutdown grace period over with \(left) request(s) unanswered; they get 503 or a closed connection") }
         server.stop()
+        consoleServer?.stop()
         for t in tenants {
             // In-flight deliveries get their timeout to report back; anything
             // left in flight is ready again on the next start.

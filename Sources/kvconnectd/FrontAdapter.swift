@@ -1,15 +1,26 @@
 import Foundation
 import HTTPFront
 import KVConnect
+import KVConsole
 
 /// The one place the front's request value becomes the protocol layer's:
 /// both HTTP versions route through here.
 struct FrontAdapter: HTTPRequestHandler {
     let service: KVConnectService
+    /// The web console under /console/ (nil: not on this listener).
+    var console: ConsoleService?
+    /// A listener of the console alone (`console_listen`): nothing else answers.
+    var consoleOnly = false
     /// Requests handed to the service and not answered yet (graceful shutdown waits for them).
     let inFlight = InFlightCounter()
 
     func handle(_ request: HTTPRequest, respond: @escaping @Sendable (HTTPResponse) -> Void) {
+        if let console, console.owns(request.path) {
+            let req = ConsoleRequest(method: request.method, path: request.path, query: request.query,
+                                     headers: request.headers, body: request.body, remoteAddress: request.remoteAddress)
+            return console.handle(req) { r in respond(Self.httpResponse(r)) }
+        }
+        if consoleOnly { return respond(.text(404, "not found: \(request.path) (this listener serves only the console)")) }
         let req = ProtocolRequest(method: request.method, path: request.path,
                                   headers: request.headers, body: request.body)
         // Long-polls (queue leases) may wait for minutes: not worth a grace period.
@@ -18,12 +29,15 @@ struct FrontAdapter: HTTPRequestHandler {
         let inFlight = self.inFlight
         service.handle(req) { r in
             if counted { inFlight.leave() }
-            if let start = r.stream {
-                respond(.streaming(status: r.status, headers: r.headers) { stream in start(stream) })
-            } else {
-                respond(HTTPResponse(status: r.status, headers: r.headers, body: r.body))
-            }
+            respond(Self.httpResponse(r))
         }
+    }
+
+    static func httpResponse(_ r: ProtocolResponse) -> HTTPResponse {
+        if let start = r.stream {
+            return .streaming(status: r.status, headers: r.headers) { stream in start(stream) }
+        }
+        return HTTPResponse(status: r.status, headers: r.headers, body: r.body)
     }
 }
 

@@ -45,6 +45,10 @@ struct Settings: Sendable {
     var queueConcurrency = 16
     var queueVisibilityTimeoutMs = 30_000
     var queueLongPollMaxMs = 20_000
+    /// The web console (/console/): on by default, on the main listener
+    /// unless `console_listen` names another address.
+    var consoleEnabled = true
+    var consoleListen: (host: String, port: Int)?
 
     struct Invalid: Error, CustomStringConvertible {
         var description: String
@@ -75,13 +79,15 @@ struct Settings: Sendable {
         let config = ConfigReader(providers: providers)
         var s = Settings()
 
-        let listen = config.string(forKey: "listen", default: "127.0.0.1:4512")
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
-              (0...65535).contains(port) else {
-            throw Invalid(description: "invalid listen address '\(listen)': expected HOST:PORT")
+        (s.host, s.port) = try hostPort(config.string(forKey: "listen", default: "127.0.0.1:4512"), key: "listen")
+        switch config.string(forKey: "console", default: "true").lowercased() {
+        case "true", "on", "yes": s.consoleEnabled = true
+        case "false", "off", "no": s.consoleEnabled = false
+        case let other: throw Invalid(description: "invalid console '\(other)': expected true or false")
         }
-        s.host = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        s.port = port
+        if let text = config.string(forKey: "console_listen"), !text.isEmpty {
+            s.consoleListen = try hostPort(text, key: "console_listen")
+        }
         s.databasePath = config.string(forKey: "database", default: s.databasePath)
         s.signingKeyFile = config.string(forKey: "signing_key_file")
         s.publicURL = config.string(forKey: "public_url")
@@ -183,6 +189,14 @@ struct Settings: Sendable {
         return s
     }
 
+    private static func hostPort(_ text: String, key: String) throws -> (host: String, port: Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65535).contains(port) else {
+            throw Invalid(description: "invalid \(key) address '\(text)': expected HOST:PORT")
+        }
+        return (String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+    }
+
     private static func int(_ config: ConfigReader, _ key: String, _ def: Int, min: Int, max: Int = .max) throws -> Int {
         guard let text = config.string(forKey: ConfigKey(key)) else { return def }
         guard let v = Int(text), v >= min, v <= max else {
@@ -222,7 +236,8 @@ struct Settings: Sendable {
          ("synchronous", synchronousFull ? "full" : "normal"),
          ("public_url", publicURL ?? "(from the request's Host)"),
          ("tls_cert_file", tlsCertFile ?? "(none: plain HTTP)"), ("tls_key_file", tlsKeyFile ?? "(none)"), ("log_level", logLevel.rawValue),
-         ("log_format", logFormat)]
+         ("log_format", logFormat),
+         ("console", !consoleEnabled ? "false" : consoleListen.map { "true (on \($0.host):\($0.port))" } ?? "true (on the main listener, /console/)")]
     }
 
     var defaultSigningKeyFile: String {

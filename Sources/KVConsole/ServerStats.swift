@@ -1,0 +1,85 @@
+// Server numbers for the console's Server tab. The daemon injects where they
+// come from (its own metrics: nothing is counted twice); the console keeps a
+// ring buffer of per-second rates for the chart.
+
+import Dispatch
+import Foundation
+
+/// Running totals and live counts as the daemon measures them.
+public struct ServerCounters: Sendable, Equatable {
+    public var requests: Double = 0
+    public var requestSeconds: Double = 0
+    /// Writes committed and group-commit batches, with the batches' total time.
+    public var writes: Double = 0
+    public var commitBatches: Double = 0
+    public var commitSeconds: Double = 0
+    public var openConnections: Int = 0
+    public var openStreams: Int = 0
+    public init() {}
+}
+
+public protocol ConsoleServerStats: Sendable {
+    func counters() -> ServerCounters
+}
+
+/// One second of activity.
+struct StatsSample: Sendable, Equatable {
+    var time: Double
+    var requestsPerSecond: Double
+    var requestLatencyMs: Double?
+    var writesPerSecond: Double
+    var commitLatencyMs: Double?
+}
+
+final class StatsHistory: @unchecked Sendable {
+    let capacity: Int
+    private let source: any ConsoleServerStats
+    private let lock = NSLock()
+    private var ring: [StatsSample] = []
+    private var next = 0
+    private var last: (time: Double, c: ServerCounters)?
+    private var timer: DispatchSourceTimer?
+
+    init(source: any ConsoleServerStats, capacity: Int = 300) {
+        self.source = source
+        self.capacity = capacity
+    }
+
+    func start(queue: DispatchQueue = DispatchQueue(label: "kvconsole.stats")) {
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        t.schedule(deadline: .now(), repeating: .seconds(1))
+        t.setEventHandler { [weak self] in self?.sample(now: Date().timeIntervalSince1970) }
+        lock.withLock { timer = t }
+        t.resume()
+    }
+
+    func stop() {
+        lock.withLock { timer }?.cancel()
+    }
+
+    /// Adds the rates since the previous call (the first call only sets the baseline).
+    func sample(now: Double) {
+        let c = source.counters()
+        lock.lock()
+        defer { lock.unlock() }
+        if let (t0, p) = last, now > t0 {
+            let dt = now - t0
+            let dReq = max(0, c.requests - p.requests), dBatches = max(0, c.commitBatches - p.commitBatches)
+            let s = StatsSample(
+                time: now, requestsPerSecond: dReq / dt,
+                requestLatencyMs: dReq > 0 ? max(0, c.requestSeconds - p.requestSeconds) / dReq * 1000 : nil,
+                writesPerSecond: max(0, c.writes - p.writes) / dt,
+                commitLatencyMs: dBatches > 0 ? max(0, c.commitSeconds - p.commitSeconds) / dBatches * 1000 : nil)
+            if ring.count < capacity { ring.append(s) } else { ring[next] = s }
+            next = (next + 1) % capacity
+        }
+        last = (now, c)
+    }
+
+    /// Oldest first.
+    var samples: [StatsSample] {
+        lock.withLock { ring.count < capacity ? ring : Array(ring[next...] + ring[..<next]) }
+    }
+
+    var current: ServerCounters { source.counters() }
+}

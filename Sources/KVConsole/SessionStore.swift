@@ -1,0 +1,143 @@
+// Console sign-in sessions. The browser holds only a random session id in
+// an HttpOnly cookie; the access token never reaches page-readable storage.
+// A session keeps the token's SHA-256 (as the daemon does), so every request
+// re-checks it against the tenants' current tokens: a token removed by a
+// SIGHUP reload ends its console sessions too.
+
+import Crypto
+import Foundation
+
+struct ConsoleSession: Sendable {
+    let id: String
+    /// Sent back by the page in `x-csrf-token` on every change.
+    let csrfToken: String
+    let tokenDigest: [UInt8]
+    let createdAt: Double
+    var lastUsed: Double
+}
+
+final class SessionStore: @unchecked Sendable {
+    let idleSeconds: Double
+    let maxSeconds: Double
+    let maxSessions: Int
+    private let clock: @Sendable () -> Double
+    private let lock = NSLock()
+    private var sessions: [String: ConsoleSession] = [:]
+
+    init(
+        idleSeconds: Double, maxSeconds: Double, maxSessions: Int = 10_000,
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) {
+        self.idleSeconds = idleSeconds
+        self.maxSeconds = maxSeconds
+        self.maxSessions = maxSessions
+        self.clock = clock
+    }
+
+    static func randomToken() -> String {
+        var g = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+    }
+
+    func create(tokenDigest: [UInt8]) -> ConsoleSession {
+        let now = clock()
+        let s = ConsoleSession(
+            id: Self.randomToken(), csrfToken: Self.randomToken(), tokenDigest: tokenDigest,
+            createdAt: now, lastUsed: now)
+        lock.lock()
+        defer { lock.unlock() }
+        if sessions.count >= maxSessions {
+            sessions = sessions.filter { live($0.value, now) }
+            // Still full: the least recently used session goes.
+            if sessions.count >= maxSessions, let oldest = sessions.min(by: { $0.value.lastUsed < $1.value.lastUsed }) {
+                sessions[oldest.key] = nil
+            }
+        }
+        sessions[s.id] = s
+        return s
+    }
+
+    /// The live session with this id (its idle timer restarts), or nil.
+    func lookup(_ id: String) -> ConsoleSession? {
+        let now = clock()
+        lock.lock()
+        defer { lock.unlock() }
+        guard var s = sessions[id] else { return nil }
+        guard live(s, now) else {
+            sessions[id] = nil
+            return nil
+        }
+        s.lastUsed = now
+        sessions[id] = s
+        return s
+    }
+
+    /// Like `lookup`, without counting as use (an open live view does not
+    /// keep an otherwise idle session alive).
+    func peek(_ id: String) -> ConsoleSession? {
+        let now = clock()
+        return lock.withLock { sessions[id].flatMap { live($0, now) ? $0 : nil } }
+    }
+
+    func remove(_ id: String) {
+        lock.lock()
+        sessions[id] = nil
+        lock.unlock()
+    }
+
+    var count: Int { lock.withLock { sessions.count } }
+
+    private func live(_ s: ConsoleSession, _ now: Double) -> Bool {
+        now - s.lastUsed < idleSeconds && now - s.createdAt < maxSeconds
+    }
+}
+
+/// Failed sign-ins per client address: after `maxFailures` within
+/// `windowSeconds` the address gets 429 until the oldest failure ages out.
+/// (Every failure is also answered late; see ConsoleService.)
+final class SignInThrottle: @unchecked Sendable {
+    let maxFailures: Int
+    let windowSeconds: Double
+    private let clock: @Sendable () -> Double
+    private let lock = NSLock()
+    private var failures: [String: [Double]] = [:]
+    /// Bounds memory under a spray of addresses.
+    private let maxAddresses = 100_000
+
+    init(
+        maxFailures: Int, windowSeconds: Double,
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) {
+        self.maxFailures = maxFailures
+        self.windowSeconds = windowSeconds
+        self.clock = clock
+    }
+
+    /// Seconds until this address may try again; nil when it may now.
+    func retryAfter(_ address: String) -> Int? {
+        let now = clock()
+        lock.lock()
+        defer { lock.unlock() }
+        let recent = (failures[address] ?? []).filter { now - $0 < windowSeconds }
+        failures[address] = recent.isEmpty ? nil : recent
+        guard recent.count >= maxFailures, let oldest = recent.first else { return nil }
+        return max(1, Int((oldest + windowSeconds - now).rounded(.up)))
+    }
+
+    func recordFailure(_ address: String) {
+        let now = clock()
+        lock.lock()
+        defer { lock.unlock() }
+        if failures.count >= maxAddresses && failures[address] == nil {
+            failures = failures.filter { $0.value.contains { now - $0 < windowSeconds } }
+            if failures.count >= maxAddresses { failures.removeAll() }
+        }
+        failures[address, default: []].append(now)
+    }
+
+    func recordSuccess(_ address: String) {
+        lock.lock()
+        failures[address] = nil
+        lock.unlock()
+    }
+}
