@@ -149,6 +149,7 @@ final class Daemon: @unchecked Sendable {
             t.store.stopQueueDelivery(drainTimeoutMs: Int64(settings.queueWebhookTimeoutMs) + 1000)
             t.store.close()
         }
+        deliverers.forEach { $0.stop() }
         logger.info("stopped")
     }
 
