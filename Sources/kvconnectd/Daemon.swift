@@ -26,6 +26,7 @@ final class Daemon: @unchecked Sendable {
 
         var options = SQLiteStoreOptions()
         options.synchronousFull = settings.synchronousFull
+        options.queueMaxLeases = settings.queueMaxLeases
         var opened: [Tenant] = []
         do {
             for spec in settings.databases {

@@ -10,7 +10,7 @@ struct FrontAdapter: HTTPRequestHandler {
     let inFlight = InFlightCounter()
 
     func handle(_ request: HTTPRequest, respond: @escaping @Sendable (HTTPResponse) -> Void) {
-        let req = ProtocolRequest(method: request.method, path: request.path,
+        let req = ProtocolRequest(method: request.method, path: request.path, query: request.query,
                                   headers: request.headers, body: request.body)
         // Long-polls (queue leases) may wait for minutes: not worth a grace period.
         let counted = !request.path.hasSuffix("/queue/lease")
