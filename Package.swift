@@ -29,6 +29,7 @@ let package = Package(
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
         .systemLibrary(name: "CGnuTLS", pkgConfig: "gnutls"),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl"),
         .target(
             name: "CDatapath",
             cSettings: [.unsafeFlags(["-Wno-everything"])],
@@ -81,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "kvconnectd",
             dependencies: [
-                "KVEngine", "KVSQLite", "KVConnect", "KVConsole", "HTTPFront",
+                "KVEngine", "KVSQLite", "KVConnect", "KVConsole", "HTTPFront", "CCurl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Configuration", package: "swift-configuration"),

@@ -18,13 +18,17 @@ install)
   { echo ".TH KVCONNECTD 1"; echo ".SH NAME"; echo "kvconnectd \\- KV Connect server for Deno.openKv";
     echo ".SH SYNOPSIS"; echo ".nf"; "$bin" --help; echo; echo ".SH SERVE"; "$bin" serve --help;
     echo; echo ".SH CHECK-CONFIG"; "$bin" check-config --help; echo ".fi"; } > "$dest$mandir/kvconnectd.1"
-  install -m 0644 README.md docs/ARCHITECTURE.md "$dest$docdir/"
+  install -m 0644 README.md docs/ARCHITECTURE.md docs/queues.md "$dest$docdir/"
+  # The Deno queue module (docs/queues.md): import it from here or copy it.
+  install -d "$dest$docdir/clients/deno"
+  install -m 0644 clients/deno/queue.ts clients/deno/wire.ts "$dest$docdir/clients/deno/"
   echo "installed kvconnectd into ${dest:-/}"
   ;;
 uninstall)
   rm -f "$dest$bindir/kvconnectd" "$dest$unitdir/kvconnectd.service" "$dest$mandir/kvconnectd.1" \
-        "$dest$sysconfdir/kvconnectd/kvconnectd.yaml.example" "$dest$docdir/README.md" "$dest$docdir/ARCHITECTURE.md"
-  rmdir "$dest$docdir" 2>/dev/null || true
+        "$dest$sysconfdir/kvconnectd/kvconnectd.yaml.example" "$dest$docdir/README.md" "$dest$docdir/ARCHITECTURE.md" \
+        "$dest$docdir/queues.md" "$dest$docdir/clients/deno/queue.ts" "$dest$docdir/clients/deno/wire.ts"
+  rmdir "$dest$docdir/clients/deno" "$dest$docdir/clients" "$dest$docdir" 2>/dev/null || true
   echo "uninstalled kvconnectd from ${dest:-/} (kept $sysconfdir/kvconnectd/kvconnectd.yaml and data)"
   ;;
 esac

@@ -29,7 +29,7 @@ public struct ServiceConfiguration: Sendable {
 /// data path or the health checks, and turns every failure into a status
 /// and a plain-text reason.
 public final class KVConnectService: Sendable {
-    private let tenants: [Tenant]
+    let tenants: [Tenant]
     private let signer: TokenSigner
     private let verifiedTokens = VerifiedTokenCache()
     private let pinger: WatchPinger
@@ -78,6 +78,8 @@ public final class KVConnectService: Sendable {
         case ep + "/queue/lease", ep + "/queue/ack", ep + "/queue/fail":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             queueEndpoint(request, respond: respond)
+        case let p where p.hasPrefix(Self.adminPrefix + "/"):
+            queueAdmin(request, respond: respond)
         default:
             respond(.text(404, "not found: \(request.path)"))
         }
@@ -206,7 +208,7 @@ public final class KVConnectService: Sendable {
 
     // MARK: helpers
 
-    private func bearerToken(_ request: ProtocolRequest) -> String? {
+    func bearerToken(_ request: ProtocolRequest) -> String? {
         guard let auth = request.header("authorization") else { return nil }
         // Byte-level parsing: Foundation's trimming showed up in the profile.
         let bytes = Array(auth.utf8)

@@ -4,13 +4,17 @@
 public struct ProtocolRequest: Sendable {
     public var method: String
     public var path: String
+    /// The query string (after '?'), if any; only the admin endpoints read it.
+    public var query: String?
     /// Lower-cased header names.
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
 
-    public init(method: String, path: String, headers: [(name: String, value: String)], body: [UInt8]) {
+    public init(method: String, path: String, query: String? = nil, headers: [(name: String, value: String)],
+                body: [UInt8]) {
         self.method = method
         self.path = path
+        self.query = query
         self.headers = headers
         self.body = body
     }

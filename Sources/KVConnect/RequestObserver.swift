@@ -38,6 +38,7 @@ final class RequestObserver: Sendable {
         case "/metrics": return "metrics"
         default: break
         }
+        if path.hasPrefix("/admin/queue/") { return "queue_admin" }
         // Suffix match so per-database prefixes still map to the endpoint.
         for (suffix, name) in Self.dataEndpoints where path.hasSuffix(ep + suffix) {
             return name

@@ -80,7 +80,15 @@ public enum ExportFormat {
         return .number("\(d)")
     }
 
-    static func valueJSON(_ data: Bytes, encoding: Int64) -> (JSONValue, JSONValue) {
+    /// A V8 value as readable JSON (the export format's wrappers) whatever
+    /// its header version; `{"v8": base64}` when it has no readable form.
+    /// For display only: unlike `valueJSON` it does not promise a byte-exact import.
+    public static func readableV8(_ data: Bytes) -> JSONValue {
+        if let v = V8Value.decode(data)?.value, let j = try? v8JSON(v) { return j }
+        return .object([("v8", .string(base64(data)))])
+    }
+
+    public static func valueJSON(_ data: Bytes, encoding: Int64) -> (JSONValue, JSONValue) {
         switch encoding {
         case Int64(ValueEncoding.v8.rawValue):
             // The readable form imports with the default header version only.
@@ -184,7 +192,7 @@ public enum ExportFormat {
         return nil
     }
 
-    static func keyBytes(_ j: JSONValue) throws -> Bytes {
+    public static func keyBytes(_ j: JSONValue) throws -> Bytes {
         if let (name, v) = wrapper(j), name == "rawKey" {
             guard case .string(let s) = v, let b = unbase64(s) else { throw ExportFormatError("bad rawKey") }
             return b

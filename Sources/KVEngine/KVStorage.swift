@@ -80,6 +80,24 @@ public protocol KVStorage: AnyObject, Sendable {
     var queueStats: QueueStats { get }
     /// In-flight messages of a dead process made ready again on open.
     var queueRecoveredOnOpen: Int { get }
+
+    // MARK: queue administration
+    // For operators (`kvconnectd queue`, `/admin/queue/...`, `/metrics`).
+    // Re-driving dead letters needs nothing here: it is an atomic write
+    // (check the dead-letter key, delete it, enqueue its value).
+
+    /// Messages by state at `nowMs` (ready = waiting and due).
+    func queueOverview(nowMs: Int64) throws -> QueueOverview
+    /// One page of messages in id order: up to `limit` with an id greater
+    /// than `afterId` (0 for the first page; then the last id seen).
+    func listQueueMessages(afterId: Int64, limit: Int, nowMs: Int64) throws -> [QueueMessageInfo]
+    /// One message by id; nil if there is none (settled or never existed).
+    func queueMessage(id: Int64, nowMs: Int64) throws -> QueueMessageInfo?
+    /// Deletes the given messages whatever their state (`ids` nil: all of
+    /// them, a purge); nothing is dead-lettered. A later ack or fail of a
+    /// deleted in-flight message gets `.notFound`. The completion gets how
+    /// many were deleted; it runs on a storage thread and must not block.
+    func deleteQueueMessages(ids: [Int64]?, completion: @escaping @Sendable (Result<Int, KVError>) -> Void)
 }
 
 extension KVStorage {

@@ -202,6 +202,53 @@ public final class MemoryStorage: KVStorage, Sendable {
     public var queueStats: QueueStats { state.withLock { $0.stats } }
     public var queueRecoveredOnOpen: Int { 0 }
 
+    // MARK: queue administration
+
+    private static func info(_ m: Message, now: Int64) -> QueueMessageInfo {
+        let state: QueueMessageState = m.leaseUntilMs != nil ? .inflight : (m.deadlineMs <= now ? .ready : .delayed)
+        return QueueMessageInfo(id: m.id, state: state, attempt: m.attempts + 1, deadlineMs: m.deadlineMs,
+                                leaseUntilMs: m.leaseUntilMs, leases: m.leaseSeq, payload: m.enqueue.payload,
+                                keysIfUndelivered: m.enqueue.keysIfUndelivered,
+                                backoffSchedule: m.enqueue.backoffSchedule)
+    }
+
+    public func queueOverview(nowMs: Int64) throws -> QueueOverview {
+        state.withLock { s in
+            var o = QueueOverview()
+            for m in s.messages.values {
+                switch Self.info(m, now: nowMs).state {
+                case .ready: o.ready += 1
+                case .delayed: o.delayed += 1
+                case .inflight: o.inflight += 1
+                }
+                if m.leaseUntilMs == nil { o.oldestDueMs = min(o.oldestDueMs ?? m.deadlineMs, m.deadlineMs) }
+            }
+            return o
+        }
+    }
+
+    public func listQueueMessages(afterId: Int64, limit: Int, nowMs: Int64) throws -> [QueueMessageInfo] {
+        state.withLock { s in
+            s.messages.values.filter { $0.id > afterId }.sorted { $0.id < $1.id }.prefix(max(0, limit))
+                .map { Self.info($0, now: nowMs) }
+        }
+    }
+
+    public func queueMessage(id: Int64, nowMs: Int64) throws -> QueueMessageInfo? {
+        state.withLock { s in s.messages[id].map { Self.info($0, now: nowMs) } }
+    }
+
+    public func deleteQueueMessages(ids: [Int64]?, completion: @escaping @Sendable (Result<Int, KVError>) -> Void) {
+        let n: Int = state.withLock { s in
+            guard let ids else {
+                defer { s.messages.removeAll() }
+                return s.messages.count
+            }
+            return ids.reduce(0) { n, id in n + (s.messages.removeValue(forKey: id) == nil ? 0 : 1) }
+        }
+        completion(.success(n))
+    }
+
     // MARK: queue internals
 
     /// Expires lapsed leases, then leases the earliest due ready message.

@@ -23,6 +23,9 @@ public struct QueueStats: Sendable, Equatable {
     public var failedAttempts = 0
     public var deadLettered = 0
     public var leasesExpired = 0
+    /// Dead-lettered because their leases kept expiring (poison messages;
+    /// also counted in `deadLettered`).
+    public var poisoned = 0
     public init() {}
 }
 

@@ -40,8 +40,13 @@ final class QueueDispatcher: @unchecked Sendable {
     private var _stats = QueueStats()
     private let logger = Logger(label: "kvengine.queue")
 
-    init(core: StoreCore) {
+    /// Poison limit: a message whose `maxLeases`-th lease ends without ack or
+    /// fail is dead-lettered (0 = leased again forever).
+    private let maxLeases: Int
+
+    init(core: StoreCore, maxLeases: Int) {
         self.core = core
+        self.maxLeases = maxLeases
     }
 
     var stats: QueueStats { cond.lock(); defer { cond.unlock() }; return _stats }
@@ -179,8 +184,9 @@ final class QueueDispatcher: @unchecked Sendable {
         }
     }
 
-    private func record(_ r: QueueSettleResult) {
+    private func record(_ r: QueueSettleResult, poisoned: Bool = false) {
         cond.lock()
+        if poisoned { _stats.poisoned += 1 }
         switch r {
         case .acknowledged: _stats.acknowledged += 1
         case .retryScheduled(let at):
@@ -301,13 +307,15 @@ final class QueueDispatcher: @unchecked Sendable {
         guard let core else { return nil }
         let box = ResultBox<Outcome>()
         let logger = self.logger
-        let queued = core.onWriter { c in
+        let maxLeases = self.maxLeases
+        let queued = core.onWriter { [weak self] c in
             let now = StoreCore.wallClockMs()
             var out = Outcome()
+            var poison: [QueueMessage] = []
             do {
                 // One transaction (one fsync) per round.
                 try c.run("BEGIN IMMEDIATE")
-                out.expired = try QueueStore.expireLeases(c, nowMs: now)
+                out.expired = try QueueStore.expireLeases(c, nowMs: now, maxLeases: maxLeases, poison: &poison)
                 var i = 0
                 while i < waiters.count {
                     let w = waiters[i]
@@ -319,6 +327,9 @@ final class QueueDispatcher: @unchecked Sendable {
                 out.pushed = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + pushLeaseMs, limit: pushCapacity)
                 out.nextDue = try QueueStore.nextDue(c)
                 try c.run("COMMIT")
+                for m in out.assigned.map(\.1) + out.pushed {
+                    EngineMetrics.recordQueueDelivery(lagMs: now - m.deadlineMs)
+                }
             } catch {
                 // Rolled back: nothing was claimed; try again shortly.
                 if !c.isAutocommit { try? c.run("ROLLBACK") }
@@ -326,6 +337,19 @@ final class QueueDispatcher: @unchecked Sendable {
                 out = Outcome()
                 out.leftover = waiters
                 out.nextDue = now + 1000
+                poison = []
+            }
+            // Poison messages: dead-lettered like a failed last attempt, each
+            // in its own versionstamped commit (as in drainSettles).
+            for m in poison {
+                do {
+                    _ = try QueueStore.deadLetter(core, c, m)
+                    logger.warning("queue: message \(m.id) dead-lettered: \(maxLeases) leases ended without ack or fail")
+                    self?.record(.deadLettered(versionstamp: nil), poisoned: true)
+                } catch {
+                    if !c.isAutocommit { try? c.run("ROLLBACK") }
+                    logger.error("queue: dead-lettering poison message \(m.id) failed: \(error)")
+                }
             }
             box.set(out)
         }

@@ -39,6 +39,13 @@ enum QueueStore {
         UPDATE queue_messages SET state = 'ready', lease_until_ms = NULL
         WHERE state = 'inflight' AND lease_until_ms <= ?1 RETURNING id
         """
+    /// Expired leases, with how many of the message's leases ended unsettled
+    /// (leases minus failed attempts; an ack deletes the row).
+    static let selectExpired = """
+        SELECT \(columns), lease_seq - attempts FROM queue_messages
+        WHERE state = 'inflight' AND lease_until_ms <= ?1
+        """
+    static let makeReady = "UPDATE queue_messages SET state = 'ready', lease_until_ms = NULL WHERE id = ?1"
     static let recover = "UPDATE queue_messages SET state = 'ready', lease_until_ms = NULL WHERE state = 'inflight' RETURNING id"
     static let nextReady = "SELECT MIN(deadline_ms) FROM queue_messages WHERE state = 'ready'"
     static let nextLeaseEnd = "SELECT MIN(lease_until_ms) FROM queue_messages WHERE state = 'inflight'"
@@ -77,13 +84,95 @@ enum QueueStore {
         return out
     }
 
-    /// Expired leases → ready. Returns how many.
-    static func expireLeases(_ c: SQLiteConnection, nowMs: Int64) throws -> Int {
-        let s = try c.statement(expireLeases)
+    /// Expired leases → ready, except messages whose `maxLeases`-th lease
+    /// ended without ack or fail (0 = no limit): poison messages, returned
+    /// (still in flight) for `deadLetter`. Returns how many leases expired.
+    static func expireLeases(_ c: SQLiteConnection, nowMs: Int64, maxLeases: Int,
+                             poison: inout [QueueMessage]) throws -> Int {
+        let s = try c.statement(selectExpired)
+        s.bind(1, nowMs)
+        var expired: [(QueueMessage, Int64)] = []
+        while try s.step() { expired.append((message(s), s.columnInt64(8))) }
+        s.reset()
+        let u = try c.statement(makeReady)
+        defer { u.reset() }
+        for (m, unsettled) in expired {
+            if maxLeases > 0 && unsettled >= Int64(maxLeases) {
+                poison.append(m)
+                continue
+            }
+            u.bind(1, m.id)
+            try u.step()
+            u.reset()
+        }
+        return expired.count
+    }
+
+    // MARK: administration
+
+    static let adminColumns = "id, state, attempts, deadline_ms, lease_until_ms, lease_seq, payload, keys_if_undelivered, backoff_schedule"
+    static let overview = """
+        SELECT COALESCE(SUM(state = 'ready' AND deadline_ms <= ?1), 0),
+               COALESCE(SUM(state = 'ready' AND deadline_ms > ?1), 0),
+               COALESCE(SUM(state = 'inflight'), 0),
+               MIN(CASE WHEN state = 'ready' THEN deadline_ms END)
+        FROM queue_messages
+        """
+    static let page = "SELECT \(adminColumns) FROM queue_messages WHERE id > ?1 ORDER BY id LIMIT ?2"
+    static let one = "SELECT \(adminColumns) FROM queue_messages WHERE id = ?1"
+    static let deleteAll = "DELETE FROM queue_messages"
+
+    static func overview(_ c: SQLiteConnection, nowMs: Int64) throws -> QueueOverview {
+        let s = try c.statement(overview)
         defer { s.reset() }
         s.bind(1, nowMs)
+        guard try s.step() else { return QueueOverview() }
+        return QueueOverview(ready: Int(s.columnInt64(0)), delayed: Int(s.columnInt64(1)),
+                             inflight: Int(s.columnInt64(2)), oldestDueMs: s.columnIsNull(3) ? nil : s.columnInt64(3))
+    }
+
+    private static func info(_ s: SQLiteStatement, nowMs: Int64) -> QueueMessageInfo {
+        let deadline = s.columnInt64(3)
+        let state: QueueMessageState = s.columnText(1) == "inflight" ? .inflight : (deadline <= nowMs ? .ready : .delayed)
+        return QueueMessageInfo(id: s.columnInt64(0), state: state, attempt: Int(s.columnInt64(2)) + 1,
+                                deadlineMs: deadline, leaseUntilMs: s.columnIsNull(4) ? nil : s.columnInt64(4),
+                                leases: s.columnInt64(5), payload: s.columnBytes(6),
+                                keysIfUndelivered: QueueKeysCodec.decode(s.columnBytes(7)) ?? [],
+                                backoffSchedule: s.columnText(8).flatMap(QueueKeysCodec.decodeBackoff) ?? [])
+    }
+
+    static func list(_ c: SQLiteConnection, afterId: Int64, limit: Int, nowMs: Int64) throws -> [QueueMessageInfo] {
+        let s = try c.statement(page)
+        defer { s.reset() }
+        s.bind(1, afterId)
+        s.bind(2, Int64(max(0, limit)))
+        var out: [QueueMessageInfo] = []
+        while try s.step() { out.append(info(s, nowMs: nowMs)) }
+        return out
+    }
+
+    static func get(_ c: SQLiteConnection, id: Int64, nowMs: Int64) throws -> QueueMessageInfo? {
+        let s = try c.statement(one)
+        defer { s.reset() }
+        s.bind(1, id)
+        return try s.step() ? info(s, nowMs: nowMs) : nil
+    }
+
+    /// Deletes the messages (nil: all); returns how many there were.
+    static func delete(_ c: SQLiteConnection, ids: [Int64]?) throws -> Int {
+        guard let ids else {
+            try c.run(deleteAll)
+            return Int(c.changes)
+        }
+        let d = try c.statement(deleteById)
+        defer { d.reset() }
         var n = 0
-        while try s.step() { n += 1 }
+        for id in ids {
+            d.bind(1, id)
+            try d.step()
+            n += Int(c.changes)
+            d.reset()
+        }
         return n
     }
 

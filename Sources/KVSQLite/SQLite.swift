@@ -208,6 +208,12 @@ final class SQLiteConnection {
         _ = sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &on)
     }
 
+    /// Rows changed by the last INSERT, UPDATE or DELETE.
+    var changes: Int64 {
+        guard let db else { return 0 }
+        return Int64(sqlite3_changes64(db))
+    }
+
     /// True when no transaction is open (e.g. after SQLite rolled one back on its own).
     var isAutocommit: Bool {
         guard let db else { return true }

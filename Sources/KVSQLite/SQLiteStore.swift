@@ -13,11 +13,16 @@ public struct SQLiteStoreOptions: Sendable {
     public var readConnections: Int = 4
     /// Maximum number of atomic writes per group-commit transaction.
     public var maxBatchSize: Int = 256
+    /// Poison limit: a queue message whose this-many-th lease ends without
+    /// ack or fail is dead-lettered; 0 = no limit (`queue_max_leases`).
+    public var queueMaxLeases: Int = 10
 
-    public init(synchronousFull: Bool = true, readConnections: Int = 4, maxBatchSize: Int = 256) {
+    public init(synchronousFull: Bool = true, readConnections: Int = 4, maxBatchSize: Int = 256,
+                queueMaxLeases: Int = 10) {
         self.synchronousFull = synchronousFull
         self.readConnections = readConnections
         self.maxBatchSize = maxBatchSize
+        self.queueMaxLeases = queueMaxLeases
     }
 }
 
@@ -159,4 +164,34 @@ extension SQLiteStore {
 
     /// In-flight messages of a previous process made ready again on open.
     public var queueRecoveredOnOpen: Int { core.recoveredInflight }
+
+    // MARK: queue administration
+
+    public func queueOverview(nowMs: Int64) throws -> QueueOverview {
+        try core.read { c in try QueueStore.overview(c, nowMs: nowMs) }
+    }
+
+    public func listQueueMessages(afterId: Int64, limit: Int, nowMs: Int64) throws -> [QueueMessageInfo] {
+        try core.read { c in try QueueStore.list(c, afterId: afterId, limit: limit, nowMs: nowMs) }
+    }
+
+    public func queueMessage(id: Int64, nowMs: Int64) throws -> QueueMessageInfo? {
+        try core.read { c in try QueueStore.get(c, id: id, nowMs: nowMs) }
+    }
+
+    /// On the writer thread, so it serializes with claims and settles.
+    public func deleteQueueMessages(ids: [Int64]?, completion: @escaping @Sendable (Result<Int, KVError>) -> Void) {
+        let queued = core.onWriter { c in
+            do {
+                try c.run("BEGIN IMMEDIATE")
+                let n = try QueueStore.delete(c, ids: ids)
+                try c.run("COMMIT")
+                completion(.success(n))
+            } catch {
+                if !c.isAutocommit { try? c.run("ROLLBACK") }
+                completion(.failure(error.asKVError))
+            }
+        }
+        if !queued { completion(.failure(.unavailable("shutting down"))) }
+    }
 }

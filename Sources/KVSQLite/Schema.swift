@@ -55,6 +55,33 @@ enum Schema {
                 ALTER TABLE queue_messages ADD COLUMN lease_seq INTEGER NOT NULL DEFAULT 0;
                 """)
         },
+        // 4 → 5: message ids are never reused (AUTOINCREMENT). A plain
+        // INTEGER PRIMARY KEY hands out max(id) + 1, so once the newest
+        // message was delivered its id came back for the next enqueue: the
+        // webhook's message id (documented as the idempotency key) repeated,
+        // and a stale lease handle "<id>-<seq>" could settle a new message.
+        { c in
+            try c.execScript("""
+                CREATE TABLE queue_messages_v5 (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    payload BLOB NOT NULL,
+                    deadline_ms INTEGER NOT NULL,
+                    keys_if_undelivered BLOB NOT NULL,
+                    backoff_schedule TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    state TEXT NOT NULL DEFAULT 'ready',
+                    lease_until_ms INTEGER NULL,
+                    lease_seq INTEGER NOT NULL DEFAULT 0
+                );
+                INSERT INTO queue_messages_v5 (id, payload, deadline_ms, keys_if_undelivered, backoff_schedule,
+                                               attempts, state, lease_until_ms, lease_seq)
+                    SELECT id, payload, deadline_ms, keys_if_undelivered, backoff_schedule,
+                           attempts, state, lease_until_ms, lease_seq FROM queue_messages;
+                DROP TABLE queue_messages;
+                ALTER TABLE queue_messages_v5 RENAME TO queue_messages;
+                CREATE INDEX queue_messages_state_deadline ON queue_messages (state, deadline_ms);
+                """)
+        },
     ]
 
     static var latestVersion: Int { migrations.count }

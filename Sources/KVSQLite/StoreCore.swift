@@ -95,7 +95,7 @@ final class StoreCore: @unchecked Sendable {
         thread.start()
         sweeper = ExpirySweeper(core: self)
         sweeper.start()
-        queue = QueueDispatcher(core: self)
+        queue = QueueDispatcher(core: self, maxLeases: options.queueMaxLeases)
         queue.start()
         if recoveredInflight > 0 {
             logger.notice("queue: \(recoveredInflight) in-flight message(s) of a previous run are ready again")
@@ -185,6 +185,15 @@ final class StoreCore: @unchecked Sendable {
     func queueCounts() throws -> QueueCounts {
         do {
             return try readPool.withConnection { c in try QueueStore.counts(c) }
+        } catch {
+            throw error.asKVError
+        }
+    }
+
+    /// A read on a pool connection, errors as KVError.
+    func read<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        do {
+            return try readPool.withConnection(body)
         } catch {
             throw error.asKVError
         }

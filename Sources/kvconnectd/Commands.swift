@@ -65,6 +65,8 @@ struct SettingFlags: ParsableArguments {
     var console: String?
     @Option(help: "Serve the console on this HOST:PORT instead of the main listener.")
     var consoleListen: String?
+    @Option(help: "Poison limit: a message leased this many times without ack or fail is dead-lettered (default 10; 0 = no limit).")
+    var queueMaxLeases: Int?
 
     var asConfigValues: [String: String] {
         var v: [String: String] = [:]
@@ -95,6 +97,7 @@ struct SettingFlags: ParsableArguments {
         v["queue_webhook_timeout_ms"] = queueWebhookTimeoutMs.map(String.init)
         v["queue_concurrency"] = queueConcurrency.map(String.init)
         v["queue_visibility_timeout_ms"] = queueVisibilityTimeoutMs.map(String.init)
+        v["queue_max_leases"] = queueMaxLeases.map(String.init)
         v["queue_long_poll_max_ms"] = queueLongPollMaxMs.map(String.init)
         v["console"] = console
         v["console_listen"] = consoleListen

@@ -29,6 +29,7 @@ final class Daemon: @unchecked Sendable {
 
         var options = SQLiteStoreOptions()
         options.synchronousFull = settings.synchronousFull
+        options.queueMaxLeases = settings.queueMaxLeases
         var opened: [Tenant] = []
         do {
             for spec in settings.databases {
@@ -177,6 +178,7 @@ final class Daemon: @unchecked Sendable {
             t.store.stopQueueDelivery(drainTimeoutMs: Int64(settings.queueWebhookTimeoutMs) + 1000)
             t.store.close()
         }
+        deliverers.forEach { $0.stop() }
         logger.info("stopped")
     }
 

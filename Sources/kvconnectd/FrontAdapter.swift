@@ -21,7 +21,7 @@ struct FrontAdapter: HTTPRequestHandler {
             return console.handle(req) { r in respond(Self.httpResponse(r)) }
         }
         if consoleOnly { return respond(.text(404, "not found: \(request.path) (this listener serves only the console)")) }
-        let req = ProtocolRequest(method: request.method, path: request.path,
+        let req = ProtocolRequest(method: request.method, path: request.path, query: request.query,
                                   headers: request.headers, body: request.body)
         // Long-polls (queue leases) may wait for minutes: not worth a grace period.
         let counted = !request.path.hasSuffix("/queue/lease")

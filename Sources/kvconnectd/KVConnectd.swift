@@ -13,7 +13,7 @@ struct KVConnectd: AsyncParsableCommand {
         DENO_KV_ACCESS_TOKEN; it is never taken from argv and never logged.
         """,
         version: BuildInfo.version,
-        subcommands: [Serve.self, CheckConfig.self, Backup.self, Restore.self, Export.self, Import.self],
+        subcommands: [Serve.self, CheckConfig.self, Backup.self, Restore.self, Export.self, Import.self, QueueCommand.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -44,7 +44,7 @@ final class MetricsExporter: Sendable {
     private let frontExported = Mutex<(streamLimit: Int, rapidReset: Int)>((0, 0))
 
     private struct EngineTotals {
-        var acknowledged = 0, failedAttempts = 0, deadLettered = 0, expired = 0
+        var acknowledged = 0, failedAttempts = 0, deadLettered = 0, expired = 0, poisoned = 0, leasesExpired = 0
     }
 
     init(registry: PrometheusCollectorRegistry, stores: [any KVStorage]) {
@@ -84,10 +84,15 @@ final class MetricsExporter: Sendable {
             }
             gauge("kvconnectd_versionstamp_counter", db, "Commit counter behind the latest versionstamp.")
                 .set(Double(Versionstamps.counter(of: store.currentVersionstamp) ?? 0))
-            if let q = try? store.queueCounts() {
-                let help = "Queue messages by state."
+            let now = WallClock.nowMs()
+            if let q = try? store.queueOverview(nowMs: now) {
+                let help = "Queue messages by state (ready: due and waiting; delayed: due later; inflight: leased)."
                 gauge("kvconnectd_queue_messages", db + [("state", "ready")], help).set(Double(q.ready))
+                gauge("kvconnectd_queue_messages", db + [("state", "delayed")], help).set(Double(q.delayed))
                 gauge("kvconnectd_queue_messages", db + [("state", "inflight")], help).set(Double(q.inflight))
+                gauge("kvconnectd_queue_oldest_due_age_seconds", db,
+                      "How long the earliest-due waiting message has been due (0 if none is due).")
+                    .set(Double(max(0, now - (q.oldestDueMs ?? now))) / 1000)
             }
 
             var last = totals[store.databaseId] ?? EngineTotals()
@@ -99,6 +104,11 @@ final class MetricsExporter: Sendable {
                 stats.failedAttempts, &last.failedAttempts)
             add("kvconnectd_queue_deliveries_total", db + [("result", "dead_lettered")], deliveries,
                 stats.deadLettered, &last.deadLettered)
+            add("kvconnectd_queue_poison_messages_total", db,
+                "Messages dead-lettered because queue_max_leases leases ended without ack or fail.",
+                stats.poisoned, &last.poisoned)
+            add("kvconnectd_queue_leases_expired_total", db, "Queue leases that ended without ack or fail.",
+                stats.leasesExpired, &last.leasesExpired)
             add("kvconnectd_expired_entries_removed_total", db, "Expired entries deleted by the sweeper.",
                 store.expiredEntriesRemoved, &last.expired)
             totals[store.databaseId] = last

@@ -44,6 +44,7 @@ struct Settings: Sendable {
     var queueWebhookTimeoutMs = 10_000
     var queueConcurrency = 16
     var queueVisibilityTimeoutMs = 30_000
+    var queueMaxLeases = 10
     var queueLongPollMaxMs = 20_000
     /// The web console (/console/): on by default, on the main listener
     /// unless `console_listen` names another address.
@@ -110,6 +111,7 @@ struct Settings: Sendable {
         s.queueWebhookTimeoutMs = try int(config, "queue_webhook_timeout_ms", s.queueWebhookTimeoutMs, min: 10)
         s.queueConcurrency = try int(config, "queue_concurrency", s.queueConcurrency, min: 1)
         s.queueVisibilityTimeoutMs = try int(config, "queue_visibility_timeout_ms", s.queueVisibilityTimeoutMs, min: 100)
+        s.queueMaxLeases = try int(config, "queue_max_leases", s.queueMaxLeases, min: 0)
         s.queueLongPollMaxMs = try int(config, "queue_long_poll_max_ms", s.queueLongPollMaxMs, min: 0)
         if let text = config.string(forKey: "queue_webhook_url"), !text.isEmpty {
             guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
@@ -232,6 +234,7 @@ struct Settings: Sendable {
          ("queue_webhook_timeout_ms", String(queueWebhookTimeoutMs)),
          ("queue_concurrency", String(queueConcurrency)),
          ("queue_visibility_timeout_ms", String(queueVisibilityTimeoutMs)),
+         ("queue_max_leases", String(queueMaxLeases)),
          ("queue_long_poll_max_ms", String(queueLongPollMaxMs)),
          ("synchronous", synchronousFull ? "full" : "normal"),
          ("public_url", publicURL ?? "(from the request's Host)"),

@@ -1,8 +1,5 @@
 import Crypto
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import KVEngine
 import Logging
 
@@ -22,30 +19,39 @@ final class WebhookDeliverer: @unchecked Sendable {
     private let lock = NSLock()
     private var target: Target
     let databaseId: String
-    private let session: URLSession
+    private let client: CurlMultiClient
     private let logger: Logger
 
     init(url: URL, secret: [UInt8], timeoutMs: Int, databaseId: String, concurrency: Int, logger: Logger) {
         self.target = Target(url: url, secret: SymmetricKey(data: secret), timeoutMs: timeoutMs)
         self.databaseId = databaseId
         self.logger = logger
-        let config = URLSessionConfiguration.ephemeral
-        // Per-request timeouts (below) apply, so a reload can change them.
-        config.timeoutIntervalForRequest = 3600
-        config.timeoutIntervalForResource = 3600
-        config.httpMaximumConnectionsPerHost = max(1, concurrency)
-        config.requestCachePolicy = .reloadIgnoringLocalCacheData
-        config.urlCache = nil
-        config.httpCookieStorage = nil
-        session = URLSession(configuration: config)
+        // One kept-alive connection per concurrent delivery.
+        client = CurlMultiClient(maxConnections: concurrency)
     }
+
+    deinit { client.stop() }
+
+    /// Ends the client thread; deliveries still running report a failed attempt.
+    func stop() { client.stop() }
 
     /// "sha256=" + lower-case hex of HMAC-SHA256(key, "<id>." + body).
     static func signature(key: SymmetricKey, id: String, body: [UInt8]) -> String {
         var h = HMAC<SHA256>(key: key)
         h.update(data: Array((id + ".").utf8))
         h.update(data: body)
-        return "sha256=" + h.finalize().map { String(format: "%02x", $0) }.joined()
+        return "sha256=" + hex(Array(h.finalize()))
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+    private static func hex(_ bytes: [UInt8]) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes {
+            out.append(hexDigits[Int(b >> 4)])
+            out.append(hexDigits[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// SIGHUP: new deliveries use the new URL, secret and timeout.
@@ -59,41 +65,29 @@ final class WebhookDeliverer: @unchecked Sendable {
         lock.lock()
         let t = target
         lock.unlock()
-        let url = t.url, secret = t.secret, timeoutMs = t.timeoutMs
         let id = String(m.id)
-        var req = URLRequest(url: url)
-        req.httpMethod = "POST"
-        req.timeoutInterval = Double(timeoutMs) / 1000
-        req.setValue("application/octet-stream", forHTTPHeaderField: "Content-Type")
-        req.setValue(id, forHTTPHeaderField: "x-kvconnectd-message-id")
-        req.setValue(String(m.attempt), forHTTPHeaderField: "x-kvconnectd-attempt")
-        req.setValue(databaseId, forHTTPHeaderField: "x-kvconnectd-database-id")
-        req.setValue(Self.signature(key: secret, id: id, body: m.payload), forHTTPHeaderField: "x-kvconnectd-signature")
-        req.httpBody = Data(m.payload)
-        let once = OnceFlag()
-        let logger = self.logger
         let attempt = m.attempt
-        let task = session.dataTask(with: req) { _, response, error in
-            guard once.claim() else { return }
-            let status = (response as? HTTPURLResponse)?.statusCode
+        let logger = self.logger
+        let headers = [
+            "Content-Type: application/octet-stream",
+            "x-kvconnectd-message-id: \(id)",
+            "x-kvconnectd-attempt: \(attempt)",
+            "x-kvconnectd-database-id: \(databaseId)",
+            "x-kvconnectd-signature: \(Self.signature(key: t.secret, id: id, body: m.payload))",
+            "Expect:", // no 100-continue round trip before larger bodies
+        ]
+        // libcurl ends the transfer at the timeout, so every delivery reports back within it.
+        client.post(.init(url: t.url.absoluteString, headers: headers, body: m.payload, timeoutMs: t.timeoutMs) { status, error in
             if let status, (200..<300).contains(status) {
                 logger.debug("queue: delivered", metadata: ["message_id": "\(id)", "attempt": "\(attempt)"])
                 done(true)
             } else {
                 logger.info("queue: delivery failed", metadata: [
                     "message_id": "\(id)", "attempt": "\(attempt)",
-                    "reason": "\(status.map { "status \($0)" } ?? String(describing: error.map { $0.localizedDescription } ?? "no response"))",
+                    "reason": "\(status.map { "status \($0)" } ?? error ?? "no response")",
                 ])
                 done(false)
             }
-        }
-        task.resume()
-        // Our own deadline, so a delivery always reports back within the timeout.
-        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(timeoutMs + 200)) {
-            guard once.claim() else { return }
-            task.cancel()
-            logger.info("queue: delivery timed out", metadata: ["message_id": "\(id)", "attempt": "\(attempt)"])
-            done(false)
-        }
+        })
     }
 }

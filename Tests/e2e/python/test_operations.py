@@ -80,10 +80,17 @@ def test_make_install_into_destdir_and_uninstall(tmp_path):
     assert files == ["etc/kvconnectd/kvconnectd.yaml", "etc/kvconnectd/kvconnectd.yaml.example",
                      "lib/systemd/system/kvconnectd.service", "usr/local/bin/kvconnectd",
                      "usr/local/share/doc/kvconnectd/ARCHITECTURE.md", "usr/local/share/doc/kvconnectd/README.md",
+                     "usr/local/share/doc/kvconnectd/clients/deno/queue.ts",
+                     "usr/local/share/doc/kvconnectd/clients/deno/wire.ts",
+                     "usr/local/share/doc/kvconnectd/queues.md",
                      "usr/local/share/man/man1/kvconnectd.1"]
     assert os.access(dest / "usr/local/bin/kvconnectd", os.X_OK)
     assert "ExecStart=/usr/local/bin/kvconnectd serve" in (dest / "lib/systemd/system/kvconnectd.service").read_text()
     assert "check-config" in (dest / "usr/local/share/man/man1/kvconnectd.1").read_text()
+    # The installed Deno queue module stands alone (no imports outside its folder, none remote).
+    c = subprocess.run([DENO, "check", str(dest / "usr/local/share/doc/kvconnectd/clients/deno/queue.ts")],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, NO_COLOR="1"))
+    assert c.returncode == 0, c.stderr
     r = subprocess.run(["make", "-s", "uninstall", f"DESTDIR={dest}", "PREFIX=/usr/local"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -361,3 +361,80 @@ def test_sighup_reloads_the_webhook_url(workdir, cleanup):
     enqueue(d.url, ("to-second", {}))
     got = second.wait_for(lambda ds: len(ds) == 1)
     assert len(first.deliveries()) == 1 and got[0]
+
+
+class KeepAliveReceiver:
+    """An HTTP/1.1 receiver that answers 200 and records, per delivery, the
+    client's (address, port): one port per kept-alive connection."""
+
+    def __init__(self):
+        import http.server
+        import socketserver
+        seen = self.seen = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                seen.append((self.client_address[1], body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.server = S(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/queue"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_webhook_connections_are_kept_alive(workdir, cleanup):
+    r = KeepAliveReceiver()
+    cleanup.append(r)
+    d = push_daemon(workdir, r, cleanup, extra=["--queue-concurrency", "4"])
+    n = 200
+    enqueue(d.url, *[(i, dict(retry_delays=[])) for i in range(n)])
+    deadline = time.time() + 20
+    while len(r.seen) < n and time.time() < deadline:
+        time.sleep(0.05)
+    # Payloads, not message ids: an id can be reused once its message is gone.
+    assert len({body for _, body in r.seen}) == n == len(r.seen), len(r.seen)
+    ports = {p for p, _ in r.seen}
+    assert len(ports) <= 4, f"{len(ports)} connections for {n} deliveries: not kept alive"
+
+
+def test_slow_receiver_times_out_as_a_failed_attempt(workdir, cleanup):
+    slow = Receiver(workdir, DELAY_MS=1500)
+    cleanup.append(slow)
+    d = push_daemon(workdir, slow, cleanup, extra=["--queue-webhook-timeout-ms", "300"])
+    t0 = time.time()
+    enqueue(d.url, ("slow", dict(retry_delays=[0.1], dead_letter_keys=[("timedout",)])))
+
+    async def read():
+        kv = await open_kv(d.url, access_token=TOKEN)
+        async with kv:
+            for _ in range(200):
+                _, e = await kv.get(("timedout",))
+                if e is not None:
+                    return e.value, time.time() - t0
+                await asyncio.sleep(0.05)
+        return None, None
+    value, took = asyncio.run(read())
+    assert value == "slow", "two timed-out attempts dead-letter the message"
+    # Two attempts of 300 ms + 100 ms backoff, not two of the receiver's 1.5 s.
+    assert took < 2.5, took
+    assert "Timeout was reached" in d.log(), d.log()[-2000:]
