@@ -6,13 +6,15 @@
 #       print its URI on stdout (postgresql://USER@127.0.0.1:PORT/kvtest).
 #   scripts/pg-test-cluster.sh stop DIR    → stop it (fast) and remove DIR.
 #   scripts/pg-test-cluster.sh restart DIR → stop and start again, same port.
+#   scripts/pg-test-cluster.sh pause DIR   → stop the server only (fault tests).
+#   scripts/pg-test-cluster.sh resume DIR  → start it again on the same port.
 #
 # Runs the server as the `postgres` OS user when invoked as root (initdb
 # refuses root), as the caller otherwise. Trust authentication: local only.
 set -euo pipefail
 
-cmd=${1:?usage: $0 start|stop|restart DIR}
-dir=${2:?usage: $0 start|stop|restart DIR}
+cmd=${1:?usage: $0 start|stop|restart|pause|resume DIR}
+dir=${2:?usage: $0 start|stop|restart|pause|resume DIR}
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL server binaries not found (PGBIN=$PGBIN)" >&2; exit 1; }
 
@@ -54,8 +56,14 @@ restart)
     as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
     start_server
     ;;
+pause)
+    as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    ;;
+resume)
+    start_server
+    ;;
 *)
-    echo "usage: $0 start|stop|restart DIR" >&2
+    echo "usage: $0 start|stop|restart|pause|resume DIR" >&2
     exit 2
     ;;
 esac
