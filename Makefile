@@ -28,11 +28,13 @@ release: deps
 run: release
 	@bash scripts/run-dev.sh "$(DATA)" "$(PORT)"
 
-# Unit tests (XCTest), a short run of every fuzz target, then the end-to-end
+# Unit tests (XCTest; the protocol layer's again on the in-memory storage), a
+# short run of every fuzz target, then the end-to-end
 # suite with real clients (its "N passed" line closes the run).
 test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-swift-testing
+	KVCONNECT_TEST_BACKEND=memory $(SWIFT) test --skip-build --disable-swift-testing --filter KVConnectTests
 	FUZZ_SECONDS=$${FUZZ_SHORT_SECONDS:-10} bash Tests/Fuzz/run.sh
 	$(SWIFT) build --product kvconnectd
 	bash Tests/e2e/run.sh .build/debug/kvconnectd

@@ -33,19 +33,19 @@ public struct AccessToken: Sendable, Equatable {
 /// (SIGHUP) without touching open connections.
 public final class Tenant: @unchecked Sendable {
     public let name: String
-    public let store: KVStore
+    public let store: any KVStorage
     public var databaseId: String { store.databaseId }
     private let lock = NSLock()
     private var tokens: [AccessToken]
 
-    public init(name: String = "default", store: KVStore, tokens: [AccessToken]) {
+    public init(name: String = "default", store: any KVStorage, tokens: [AccessToken]) {
         self.name = name
         self.store = store
         self.tokens = tokens
     }
 
     /// Read-write tokens given in clear (tests, single-database setups).
-    public convenience init(store: KVStore, accessTokens: [String]) {
+    public convenience init(store: any KVStorage, accessTokens: [String]) {
         self.init(store: store, tokens: accessTokens.map { AccessToken(secret: $0) })
     }
 

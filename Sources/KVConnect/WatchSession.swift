@@ -14,7 +14,7 @@ final class WatchSession: @unchecked Sendable {
     static let slowReaderBytes = 256 * 1024
     private static let queue = DispatchQueue(label: "kvconnect.watch", attributes: .concurrent)
 
-    private let store: KVStore
+    private let store: any KVStorage
     private let keys: [Bytes]
     private let stream: any ResponseStreamWriter
     private let codec: WireCodec
@@ -29,7 +29,7 @@ final class WatchSession: @unchecked Sendable {
     private var registration: KeyWatch?
     private var timer: DispatchSourceTimer?
 
-    init(store: KVStore, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
+    init(store: any KVStorage, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
          pingInterval: DispatchTimeInterval, logger: Logger) {
         self.store = store
         self.keys = keys
