@@ -30,16 +30,20 @@ public struct ServiceConfiguration: Sendable {
 /// and a plain-text reason.
 public final class KVConnectService: Sendable {
     private let tenants: [Tenant]
-    private let signer: TokenSigner
+    private let keyring: SigningKeyring
     private let verifiedTokens = VerifiedTokenCache()
     let config: ServiceConfiguration
     private let codec: WireCodec
     let logger: Logger
     let observer: RequestObserver
 
-    public init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger) {
+    public convenience init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger) {
+        self.init(tenants: tenants, keyring: SigningKeyring(default: signer), configuration: configuration, logger: logger)
+    }
+
+    public init(tenants: [Tenant], keyring: SigningKeyring, configuration: ServiceConfiguration, logger: Logger) {
         self.tenants = tenants
-        self.signer = signer
+        self.keyring = keyring
         self.config = configuration
         self.codec = WireCodec(limits: configuration.limits)
         self.logger = logger
@@ -98,7 +102,7 @@ public final class KVConnectService: Sendable {
         let version: Int
         do { version = try MetadataExchange.negotiateVersion(body: request.body) } catch { return .error(error) }
         let expires = nowMs() + config.tokenLifetimeSeconds * 1000
-        let token = signer.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires, scope: scope))
+        let token = keyring.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires, scope: scope))
         let body = MetadataExchange.responseBody(
             version: version, databaseId: tenant.databaseId, endpointPath: config.endpointPath,
             baseURL: baseURL(request), token: token, expiresAtMs: expires)
@@ -127,7 +131,7 @@ public final class KVConnectService: Sendable {
         }
         let token: DataPlaneToken
         do {
-            token = try verifiedTokens.verify(presented, nowMs: nowMs(), signer: signer)
+            token = try verifiedTokens.verify(presented, nowMs: nowMs(), keyring: keyring)
         } catch .expired {
             throw .unauthorized("data-plane token expired: redo the metadata exchange")
         } catch {

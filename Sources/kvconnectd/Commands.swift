@@ -7,8 +7,10 @@ struct SettingFlags: ParsableArguments {
     var config: String?
     @Option(help: "Listen address HOST:PORT (default 127.0.0.1:4512).")
     var listen: String?
-    @Option(help: "SQLite database file (default ./data/kv.sqlite3).")
+    @Option(help: "SQLite database file (default ./data/kv.sqlite3), or a postgres:// URI (PostgreSQL; no password here: see --database-password-file).")
     var database: String?
+    @Option(help: "File holding the PostgreSQL password (else PGPASSWORD, PGPASSFILE or ~/.pgpass).")
+    var databasePasswordFile: String?
     @Option(help: "YAML file listing several databases with their tokens and scopes (see config/databases.yaml); replaces --database and the single access token.")
     var databasesFile: String?
     @Option(help: "File holding a read-only access token for the single database (reads and watches only).")
@@ -64,6 +66,7 @@ struct SettingFlags: ParsableArguments {
         var v: [String: String] = [:]
         v["listen"] = listen
         v["database"] = database
+        v["database_password_file"] = databasePasswordFile
         v["access_token_file"] = accessTokenFile
         v["databases_file"] = databasesFile
         v["read_only_access_token_file"] = readOnlyAccessTokenFile

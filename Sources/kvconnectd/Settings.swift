@@ -81,6 +81,11 @@ struct Settings: Sendable {
         s.host = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         s.port = port
         s.databasePath = config.string(forKey: "database", default: s.databasePath)
+        // A password on the command line is visible to every local user (ps).
+        if let given = flags["database"], PostgresURI.isPostgres(given), try PostgresURI(given).hasPassword {
+            throw Invalid(description: "--database holds a password, which every local user can read in the process list: put the URI in the config file or KVCONNECTD_DATABASE, or the password in database_password_file, PGPASSWORD or a .pgpass file")
+        }
+        let passwordFile = config.string(forKey: "database_password_file").map { DatabaseSpecs.expand($0, env0) }
         s.signingKeyFile = config.string(forKey: "signing_key_file")
         s.publicURL = config.string(forKey: "public_url")
         s.tlsCertFile = config.string(forKey: "tls_cert_file")
@@ -175,7 +180,9 @@ struct Settings: Sendable {
             tokens.append(AccessToken(secret: text.trimmingCharacters(in: .whitespacesAndNewlines), scope: .readOnly))
             sources.append("file \(path) (read-only)")
         }
-        s.databases = [DatabaseSpec(name: "default", path: s.databasePath, tokens: tokens, tokenSources: sources)]
+        s.databases = [DatabaseSpec(name: "default", path: s.databasePath, tokens: tokens, tokenSources: sources,
+                                    passwordFile: passwordFile)]
+        try DatabaseSpecs.validate(s.databases)
         return s
     }
 
@@ -189,18 +196,20 @@ struct Settings: Sendable {
 
     /// Printable settings with secrets masked.
     var summary: [(String, String)] {
-        var head: [(String, String)] = [("listen", "\(host):\(port)"), ("database", databasePath),
+        var head: [(String, String)] = [("listen", "\(host):\(port)"), ("database", databaseLocation.display),
                                         ("access_token", "******** (from \(accessTokenSource))")]
         for d in databases {
             let tokens: String = d.tokenSources.joined(separator: ", ")
-            head.append(("database.\(d.name)", "\(d.path); tokens: \(tokens)"))
+            let password = d.passwordFile.map { "; password from file \($0) (masked)" } ?? ""
+            head.append(("database.\(d.name)", "\(d.location.display)\(password); tokens: \(tokens)"))
         }
         return head + rest
     }
 
     private var rest: [(String, String)] {
         [
-         ("signing_key_file", signingKeyFile ?? "\(defaultSigningKeyFile) (default)"),
+         ("signing_key_file", usesSigningKeyFile ? signingKeyFile ?? "\(defaultSigningKeyFile) (default)"
+            : "(not used: PostgreSQL databases keep their signing keys in the database)"),
          ("token_lifetime_seconds", String(tokenLifetimeSeconds)),
          ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),
          ("max_connections", String(maxConnections)), ("max_connections_per_ip", String(maxConnectionsPerIP)),
@@ -219,7 +228,16 @@ struct Settings: Sendable {
          ("log_format", logFormat)]
     }
 
+    var databaseLocation: DatabaseLocation { (try? DatabaseLocation(databasePath)) ?? .sqlite(path: databasePath) }
+
+    /// Beside the (first) SQLite database; PostgreSQL databases keep their keys in the database.
     var defaultSigningKeyFile: String {
-        (databasePath as NSString).deletingLastPathComponent.appending("/signing.key")
+        let sqlite = databases.compactMap { if case .sqlite(let p) = $0.location { p } else { nil } }.first
+        return ((sqlite ?? databasePath) as NSString).deletingLastPathComponent.appending("/signing.key")
+    }
+
+    /// Whether the daemon needs the key file: some database is SQLite, or it was set.
+    var usesSigningKeyFile: Bool {
+        signingKeyFile != nil || databases.contains { !$0.location.isPostgres }
     }
 }
