@@ -60,7 +60,7 @@ let package = Package(
                 "KVEngine", "CLibPQ", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
-            exclude: ["PGWriter.swift", "PGBatchOverlay.swift", "PostgresStore.swift", "PGQueue.swift", "PGListener.swift", "PGSweeper.swift", "PGSigningKeys.swift", "PGReadPool.swift", "PGContext.swift"]
+            exclude: ["PGWriter.swift", "PGBatchOverlay.swift", "PostgresStore.swift", "PGQueue.swift", "PGListener.swift", "PGSweeper.swift", "PGSigningKeys.swift", "PGReadPool.swift", "PGContext.swift", "PostgresReplicaStore.swift"]
         ),
         .target(
             name: "KVConnect",

@@ -60,6 +60,9 @@ public final class KVConnectService: Sendable {
         case "/":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             respond(metadataExchange(request))
+        case "/replica":
+            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
+            respond(metadataExchange(request, replicaHandle: true))
         case "/healthz":
             guard request.method == "GET" || request.method == "HEAD" else { return respond(methodNotAllowed(request, allow: "GET, HEAD")) }
             respond(.text(200, "ok"))
@@ -71,10 +74,13 @@ public final class KVConnectService: Sendable {
         case ep + "/snapshot_read":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             respond(snapshotRead(request))
-        case ep + "/atomic_write":
+        case ep + ReplicaEndpoint.suffix + "/snapshot_read":
+            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
+            respond(snapshotRead(request, eventual: true))
+        case ep + "/atomic_write", ep + ReplicaEndpoint.suffix + "/atomic_write":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             atomicWrite(request, respond: respond)
-        case ep + "/watch":
+        case ep + "/watch", ep + ReplicaEndpoint.suffix + "/watch":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             respond(watch(request))
         case ep + "/queue/lease", ep + "/queue/ack", ep + "/queue/fail":
@@ -87,7 +93,9 @@ public final class KVConnectService: Sendable {
 
     // MARK: control plane
 
-    private func metadataExchange(_ request: ProtocolRequest) -> ProtocolResponse {
+    /// `replicaHandle`: the exchange at `/replica`, whose only endpoint reads
+    /// from the replica (see ReplicaEndpoint).
+    private func metadataExchange(_ request: ProtocolRequest, replicaHandle: Bool = false) -> ProtocolResponse {
         guard let presented = bearerToken(request) else {
             return .text(401, "missing access token: send 'Authorization: Bearer <access token>'")
         }
@@ -99,12 +107,18 @@ public final class KVConnectService: Sendable {
         guard let (tenant, scope) = match else {
             return .text(401, "invalid access token")
         }
+        if replicaHandle && tenant.replica == nil {
+            return .text(404, "database \(tenant.databaseId) has no replica: set replica_database to serve /replica")
+        }
         let version: Int
         do { version = try MetadataExchange.negotiateVersion(body: request.body) } catch { return .error(error) }
         let expires = nowMs() + config.tokenLifetimeSeconds * 1000
         let token = keyring.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires, scope: scope))
+        let replicaPath = config.endpointPath + ReplicaEndpoint.suffix
         let body = MetadataExchange.responseBody(
-            version: version, databaseId: tenant.databaseId, endpointPath: config.endpointPath,
+            version: version, databaseId: tenant.databaseId,
+            endpointPath: replicaHandle ? replicaPath : config.endpointPath,
+            eventualEndpointPath: replicaHandle || tenant.replica == nil ? nil : replicaPath,
             baseURL: baseURL(request), token: token, expiresAtMs: expires)
         return ProtocolResponse(status: 200, headers: [("content-type", "application/json")], body: body)
     }
@@ -151,13 +165,17 @@ public final class KVConnectService: Sendable {
         return (tenant, token)
     }
 
-    private func snapshotRead(_ request: ProtocolRequest) -> ProtocolResponse {
+    /// `eventual`: the replica endpoint (see ReplicaEndpoint).
+    private func snapshotRead(_ request: ProtocolRequest, eventual: Bool = false) -> ProtocolResponse {
         do {
             let (tenant, _) = try authorize(request)
             let ranges = try codec.decodeSnapshotRead(request.body)
             let results: [[KVEntry]]
-            do { results = try tenant.store.snapshotRead(ranges) } catch let e as KVError { throw ProtocolError(e) }
-            return .protobuf(codec.encodeSnapshotReadOutput(results))
+            do {
+                results = eventual ? try ReplicaEndpoint.read(ranges, tenant: tenant)
+                                   : try tenant.store.snapshotRead(ranges)
+            } catch let e as KVError { throw ProtocolError(e) }
+            return .protobuf(codec.encodeSnapshotReadOutput(results, stronglyConsistent: !eventual))
         } catch let e as ProtocolError {
             return .error(e)
         } catch {

@@ -26,13 +26,18 @@ public struct MetadataExchange: Sendable {
     }
 
     /// The JSON reply. Version 1 clients need an absolute endpoint URL.
+    /// `eventualEndpointPath`: a second endpoint listed as `eventual` (a
+    /// replica). The strong endpoint comes first (Deno uses the first strong one).
     public static func responseBody(version: Int, databaseId: String, endpointPath: String,
+                                    eventualEndpointPath: String? = nil,
                                     baseURL: String, token: String, expiresAtMs: Int64) -> [UInt8] {
-        let url = version == 1 ? baseURL + endpointPath : endpointPath
+        let url = { (path: String) in version == 1 ? baseURL + path : path }
+        var endpoints = [["url": url(endpointPath), "consistency": "strong"]]
+        if let eventual = eventualEndpointPath { endpoints.append(["url": url(eventual), "consistency": "eventual"]) }
         let object: [String: Any] = [
             "version": version,
             "databaseId": databaseId,
-            "endpoints": [["url": url, "consistency": "strong"]],
+            "endpoints": endpoints,
             "token": token,
             "expiresAt": rfc3339(ms: expiresAtMs),
         ]
