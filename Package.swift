@@ -29,6 +29,7 @@ let package = Package(
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
         .systemLibrary(name: "CGnuTLS", pkgConfig: "gnutls"),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq"),
         .target(
             name: "CDatapath",
             cSettings: [.unsafeFlags(["-Wno-everything"])],
@@ -52,6 +53,14 @@ let package = Package(
                 "KVEngine", "CSQLite", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
+        ),
+        .target(
+            name: "KVPostgres",
+            dependencies: [
+                "KVEngine", "CLibPQ", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            exclude: ["PGWriter.swift", "PGBatchOverlay.swift", "PostgresStore.swift", "PGQueue.swift", "PGListener.swift", "PGSweeper.swift", "PGSigningKeys.swift", "PGReadPool.swift", "PGContext.swift"]
         ),
         .target(
             name: "KVConnect",
@@ -87,6 +96,7 @@ let package = Package(
             .product(name: "MetricsTestKit", package: "swift-metrics"),
         ]),
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
+        .testTarget(name: "KVPostgresTests", dependencies: ["KVPostgres", "KVEngine"]),
     ]
 )
 
