@@ -11,9 +11,14 @@ final class SettableHealth: ReplicaHealth {
     var replicaState: ReplicaState { value.withLock { $0 } }
 }
 
+final class LogLines: Sendable {
+    let value = Mutex<[String]>([])
+    func withLock<T>(_ body: (inout [String]) -> T) -> T { value.withLock { body(&$0) } }
+}
+
 /// Records log messages, to check that fallbacks are logged once per change.
 struct RecordingLogHandler: LogHandler {
-    let lines: Mutex<[String]>
+    let lines: LogLines
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level = .trace
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -36,7 +41,7 @@ final class ReplicaTests: XCTestCase {
     var replica: MemoryStorage!
     var health: SettableHealth!
     var service: KVConnectService!
-    let logLines = Mutex<[String]>([])
+    let logLines = LogLines()
 
     override func setUp() {
         let id = UUID().uuidString.lowercased()
