@@ -60,7 +60,7 @@ let package = Package(
                 "KVEngine", "CLibPQ", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
-            exclude: ["PGWriter.swift", "PGBatchOverlay.swift", "PostgresStore.swift", "PGQueue.swift", "PGListener.swift", "PGSweeper.swift", "PGSigningKeys.swift", "PGReadPool.swift", "PGContext.swift", "PostgresReplicaStore.swift"]
+            exclude: ["PGWriter.swift", "PGBatchOverlay.swift", "PostgresStore.swift", "PGQueue.swift", "PGListener.swift", "PGSweeper.swift", "PGSigningKeys.swift", "PGReadPool.swift", "PGContext.swift"]
         ),
         .target(
             name: "KVConnect",
@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "kvconnectd",
             dependencies: [
-                "KVEngine", "KVSQLite", "KVConnect", "HTTPFront",
+                "KVEngine", "KVSQLite", "KVPostgres", "KVConnect", "HTTPFront",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Configuration", package: "swift-configuration"),

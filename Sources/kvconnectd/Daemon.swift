@@ -29,7 +29,8 @@ final class Daemon: @unchecked Sendable {
             for spec in settings.databases {
                 let store = try StorageFactory.open(spec.location, passwordFile: spec.passwordFile,
                                                     synchronousFull: settings.synchronousFull)
-                opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens))
+                let replica = try ReplicaSettings.route(for: spec, primary: store, maxLagMs: settings.replicaMaxLagMs, logger: logger)
+                opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens, replica: replica))
             }
         } catch {
             for t in opened { t.store.close() }
@@ -56,7 +57,9 @@ final class Daemon: @unchecked Sendable {
         serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
         serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
         serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
-        serviceConfig.metricsText = MetricsExporter(registry: MetricsBackend.bootstrap(), stores: tenants.map(\.store)).render
+        let exporter = MetricsExporter(registry: MetricsBackend.bootstrap(), stores: tenants.map(\.store))
+        let replicated = tenants
+        serviceConfig.metricsText = { exporter.render() + ReplicaSettings.metrics(replicated) }
         let service = KVConnectService(tenants: tenants, keyring: keyring,
                                        configuration: serviceConfig, logger: logger)
 
@@ -94,6 +97,7 @@ final class Daemon: @unchecked Sendable {
             for t in tenants {
                 t.store.stopQueueDelivery(drainTimeoutMs: 0)
                 t.store.close()
+                t.replica?.store.close()
             }
             throw error
         }
@@ -151,6 +155,7 @@ final class Daemon: @unchecked Sendable {
             // left in flight is ready again on the next start.
             t.store.stopQueueDelivery(drainTimeoutMs: Int64(settings.queueWebhookTimeoutMs) + 1000)
             t.store.close()
+            t.replica?.store.close()
         }
         logger.info("stopped")
     }

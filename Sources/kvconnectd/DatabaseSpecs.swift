@@ -12,6 +12,8 @@ struct DatabaseSpec: Sendable {
     var tokenSources: [String]
     /// PostgreSQL: file holding the password (else the URI, PGPASSWORD or .pgpass).
     var passwordFile: String? = nil
+    /// PostgreSQL: URI of a hot standby serving eventual reads (may hold a password).
+    var replica: String? = nil
 
     /// Checked when the settings are read, so this cannot fail later.
     var location: DatabaseLocation { (try? DatabaseLocation(path)) ?? .sqlite(path: path) }
@@ -84,8 +86,9 @@ enum DatabaseSpecs {
                 }
             }
             let passwordFile = (item["password_file"] as? String).map { expand($0, environment) }
+            let replica = (item["replica"] as? String).map { expand($0, environment) }
             specs.append(DatabaseSpec(name: name, path: expand(path, environment), tokens: tokens, tokenSources: sources,
-                                      passwordFile: passwordFile))
+                                      passwordFile: passwordFile, replica: replica))
         }
         try validate(specs)
         return specs
@@ -97,6 +100,7 @@ enum DatabaseSpecs {
             guard names.insert(s.name).inserted else { throw Invalid(description: "databases: duplicate name '\(s.name)'") }
             let location = try DatabaseLocation(s.path)
             guard paths.insert(location.identity).inserted else { throw Invalid(description: "databases: path \(location.display) used twice") }
+            try ReplicaSettings.validate(s, primary: location)
             if s.passwordFile != nil, !location.isPostgres {
                 throw Invalid(description: "databases: '\(s.name)': password_file is only for a PostgreSQL URI")
             }

@@ -43,6 +43,8 @@ struct Settings: Sendable {
     var queueConcurrency = 16
     var queueVisibilityTimeoutMs = 30_000
     var queueLongPollMaxMs = 20_000
+    /// Eventual reads fall back to the primary when the standby lags more (0 = no bound).
+    var replicaMaxLagMs = 10_000
 
     struct Invalid: Error, CustomStringConvertible {
         var description: String
@@ -86,6 +88,8 @@ struct Settings: Sendable {
             throw Invalid(description: "--database holds a password, which every local user can read in the process list: put the URI in the config file or KVCONNECTD_DATABASE, or the password in database_password_file, PGPASSWORD or a .pgpass file")
         }
         let passwordFile = config.string(forKey: "database_password_file").map { DatabaseSpecs.expand($0, env0) }
+        let replica = try ReplicaSettings.replicaDatabase(config.string(forKey: "replica_database"), flag: flags["replica_database"])
+        s.replicaMaxLagMs = try int(config, "replica_max_lag_ms", s.replicaMaxLagMs, min: 0)
         s.signingKeyFile = config.string(forKey: "signing_key_file")
         s.publicURL = config.string(forKey: "public_url")
         s.tlsCertFile = config.string(forKey: "tls_cert_file")
@@ -145,6 +149,9 @@ struct Settings: Sendable {
             guard let specs = try DatabaseSpecs.load(configFile: dbFile, environment: env0) else {
                 throw Invalid(description: "databases file \(dbFile) has no databases: list")
             }
+            if replica != nil {
+                throw Invalid(description: "replica_database is for the single database; with databases_file give each entry its own replica:")
+            }
             s.databases = specs
             s.databasePath = specs[0].path
             s.accessTokenSource = "databases file \(dbFile)"
@@ -181,7 +188,7 @@ struct Settings: Sendable {
             sources.append("file \(path) (read-only)")
         }
         s.databases = [DatabaseSpec(name: "default", path: s.databasePath, tokens: tokens, tokenSources: sources,
-                                    passwordFile: passwordFile)]
+                                    passwordFile: passwordFile, replica: replica)]
         try DatabaseSpecs.validate(s.databases)
         return s
     }
@@ -201,7 +208,8 @@ struct Settings: Sendable {
         for d in databases {
             let tokens: String = d.tokenSources.joined(separator: ", ")
             let password = d.passwordFile.map { "; password from file \($0) (masked)" } ?? ""
-            head.append(("database.\(d.name)", "\(d.location.display)\(password); tokens: \(tokens)"))
+            let replica = d.replica.map { "; replica: \(ReplicaSettings.display($0))" } ?? ""
+            head.append(("database.\(d.name)", "\(d.location.display)\(password)\(replica); tokens: \(tokens)"))
         }
         return head + rest
     }
@@ -211,6 +219,7 @@ struct Settings: Sendable {
          ("signing_key_file", usesSigningKeyFile ? signingKeyFile ?? "\(defaultSigningKeyFile) (default)"
             : "(not used: PostgreSQL databases keep their signing keys in the database)"),
          ("token_lifetime_seconds", String(tokenLifetimeSeconds)),
+         ("replica_max_lag_ms", replicaMaxLagMs == 0 ? "0 (no bound)" : String(replicaMaxLagMs)),
          ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),
          ("max_connections", String(maxConnections)), ("max_connections_per_ip", String(maxConnectionsPerIP)),
          ("request_timeout_seconds", String(requestTimeoutSeconds)), ("idle_timeout_seconds", String(idleTimeoutSeconds)),
