@@ -4,7 +4,7 @@ import ArgumentParser
 struct KVConnectd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kvconnectd",
-        abstract: "A KV Connect server: Deno.openKv(\"http://host:4512\") against a durable SQLite database.",
+        abstract: "A KV Connect server: Deno.openKv(\"http://host:4512\") against a durable SQLite or PostgreSQL database.",
         discussion: """
         Settings come from, highest precedence first: command-line flags, environment
         variables (KVCONNECTD_<SETTING>, e.g. KVCONNECTD_LISTEN), the YAML config file
