@@ -26,14 +26,16 @@ public struct MetadataExchange: Sendable {
     }
 
     /// The JSON reply. Version 1 clients need an absolute endpoint URL.
-    /// `eventualEndpointPath`: a second endpoint listed as `eventual` (a
-    /// replica). The strong endpoint comes first (Deno uses the first strong one).
+    /// `eventualEndpointPath`: an endpoint listed as `eventual` (a replica).
+    /// It comes first: Python's denokv sends eventual reads to the first
+    /// endpoint listed and strong ones to the first strong one; Deno sends
+    /// everything to the first strong one whatever the order.
     public static func responseBody(version: Int, databaseId: String, endpointPath: String,
                                     eventualEndpointPath: String? = nil,
                                     baseURL: String, token: String, expiresAtMs: Int64) -> [UInt8] {
         let url = { (path: String) in version == 1 ? baseURL + path : path }
         var endpoints = [["url": url(endpointPath), "consistency": "strong"]]
-        if let eventual = eventualEndpointPath { endpoints.append(["url": url(eventual), "consistency": "eventual"]) }
+        if let eventual = eventualEndpointPath { endpoints.insert(["url": url(eventual), "consistency": "eventual"], at: 0) }
         let object: [String: Any] = [
             "version": version,
             "databaseId": databaseId,

@@ -101,11 +101,11 @@ final class ReplicaTests: XCTestCase {
         return (out.ranges[0].first?.value, out.strong)
     }
 
-    func testNormalExchangeListsTheEventualEndpointAfterTheStrongOne() throws {
-        XCTAssertEqual(endpoints(try exchange("/")), [["url": "/v2", "consistency": "strong"],
-                                                      ["url": "/v2/replica", "consistency": "eventual"]])
+    func testNormalExchangeListsTheEventualEndpointFirst() throws {
+        XCTAssertEqual(endpoints(try exchange("/")), [["url": "/v2/replica", "consistency": "eventual"],
+                                                      ["url": "/v2", "consistency": "strong"]])
         // Version 1 clients get absolute URLs for both.
-        XCTAssertEqual(endpoints(try exchange("/", version: 1)).map { $0["url"] }, ["http://h:1/v2", "http://h:1/v2/replica"])
+        XCTAssertEqual(endpoints(try exchange("/", version: 1)).map { $0["url"] }, ["http://h:1/v2/replica", "http://h:1/v2"])
         makeService(maxLagMs: nil, withReplica: false)
         XCTAssertEqual(endpoints(try exchange("/")), [["url": "/v2", "consistency": "strong"]])
     }
