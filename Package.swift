@@ -54,13 +54,13 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // The PostgreSQL backend (several daemons on one database), on libpq.
         .target(
             name: "KVPostgres",
             dependencies: [
                 "KVEngine", "CLibPQ", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-            ],
-            exclude: ["PGWriter.swift", "PGBatchOverlay.swift", "PostgresStore.swift", "PGQueue.swift", "PGListener.swift", "PGSweeper.swift", "PGSigningKeys.swift", "PGReadPool.swift", "PGContext.swift"]
+            ]
         ),
         .target(
             name: "KVConnect",

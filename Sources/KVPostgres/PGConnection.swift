@@ -172,8 +172,9 @@ struct PGQuery {
     }
 }
 
-/// Not thread-safe: one thread uses a connection at a time.
-final class PGConnection {
+/// Not thread-safe: one thread uses a connection at a time (it may be handed
+/// from one thread to another, hence Sendable).
+final class PGConnection: @unchecked Sendable {
     private var conn: OpaquePointer?
     private var prepared: [String: String] = [:]
 

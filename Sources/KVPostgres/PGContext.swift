@@ -48,7 +48,7 @@ final class PGContext: @unchecked Sendable {
         lock.unlock()
     }
 
-    static func wallClockMs() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
+    static func wallClockMs() -> Int64 { WallClock.nowMs() }
 
     /// The NOTIFY statement for a change, or nil when nobody needs to know.
     func notifyQuery(counter: UInt64, keys: [Bytes]?, expiryMs: Int64?, dueMs: Int64?) -> PGQuery? {

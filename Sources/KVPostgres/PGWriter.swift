@@ -149,9 +149,9 @@ final class PGWriter: @unchecked Sendable {
             attempt += 1
             let batchId = Bytes((0..<16).map { _ in UInt8.random(in: 0...255) })
             do {
-                let start = PGMetrics.now()
+                let start = EngineMetrics.now()
                 let (results, outcome) = try runOnce(writes, batchId: batchId)
-                PGMetrics.recordCommit(writes: writes.count, startNs: start)
+                EngineMetrics.recordCommit(writes: writes.count, startNs: start)
                 return (results, outcome)
             } catch let e as PGError {
                 conn?.rollbackQuietly()

@@ -10,6 +10,7 @@ final class PostgresStoreTests: PGTestCase {
     func testSchemaIsCreatedOnceWhenDaemonsStartTogether() throws {
         let ids = Locked<[String]>([])
         let errors = Locked<[String]>([])
+        let url = self.url!, options = self.options
         DispatchQueue.concurrentPerform(iterations: 4) { _ in
             do {
                 let s = try PostgresStore(url: url, options: options)
@@ -126,7 +127,7 @@ final class PostgresStoreTests: PGTestCase {
     func testOversizedKeyFailsAloneNotItsBatch() throws {
         let s = try open()
         // Larger than a btree index row may be: PostgreSQL rejects the statement.
-        let huge = Bytes((0..<9000).map { UInt8(truncatingIfNeeded: $0 &* 7919) })
+        let huge = Bytes((0..<9000).map { _ in UInt8.random(in: 0...255) })  // incompressible
         let results = Locked<[Int: Result<AtomicWriteResult, KVError>]>([:])
         let done = DispatchGroup()
         var writes: [(AtomicWrite, @Sendable (Result<AtomicWriteResult, KVError>) -> Void)] = []
