@@ -30,6 +30,7 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
         .systemLibrary(name: "CGnuTLS", pkgConfig: "gnutls"),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl"),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq"),
         .target(
             name: "CDatapath",
             cSettings: [.unsafeFlags(["-Wno-everything"])],
@@ -51,6 +52,14 @@ let package = Package(
             name: "KVSQLite",
             dependencies: [
                 "KVEngine", "CSQLite", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The PostgreSQL backend (several daemons on one database), on libpq.
+        .target(
+            name: "KVPostgres",
+            dependencies: [
+                "KVEngine", "CLibPQ", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
@@ -82,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "kvconnectd",
             dependencies: [
-                "KVEngine", "KVSQLite", "KVConnect", "KVConsole", "HTTPFront", "CCurl",
+                "KVEngine", "KVSQLite", "KVPostgres", "KVConnect", "KVConsole", "HTTPFront", "CCurl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -101,6 +110,7 @@ let package = Package(
         ]),
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
         .testTarget(name: "KVConsoleTests", dependencies: ["KVConsole", "KVConnect", "KVEngine", "KVSQLite"]),
+        .testTarget(name: "KVPostgresTests", dependencies: ["KVPostgres", "KVEngine"]),
     ]
 )
 

@@ -120,26 +120,36 @@ def idle(url, n, kind):
     sys.stdin.read()   # hold until stdin closes / the process is killed
 
 
-def h2load_summary(logfile, stdout_file):
+def h2load_parse(logfile, stdout_file):
+    """(requests/s, sorted latencies in ms, failed requests) of one h2load run."""
     import re
     out = open(stdout_file).read()
     m = re.search(r"finished in [0-9.]+\w*, ([0-9.]+) req/s", out)
     rps = float(m.group(1)) if m else 0.0
     m = re.search(r"requests: .*?(\d+) succeeded, (\d+) failed, (\d+) errored", out)
-    lat, ok, bad = [], 0, 0
+    lat, bad = [], 0
     for line in open(logfile):
         parts = line.split()
         if len(parts) < 3:
             continue
         if parts[1] == "200":
-            ok += 1
             lat.append(int(parts[2]) / 1000.0)
         else:
             bad += 1
+    failed = int(m.group(2)) + int(m.group(3)) if m else bad
+    return rps, lat, max(bad, failed)
+
+
+def h2load_summary(*files):
+    """One run (log, stdout) or several run at the same time (summed)."""
+    rps, lat, errors = 0.0, [], 0
+    for i in range(0, len(files), 2):
+        r, l, e = h2load_parse(files[i], files[i + 1])
+        rps, errors = rps + r, errors + e
+        lat += l
     lat.sort()
     q = lambda f: round(lat[min(len(lat) - 1, int(f * len(lat)))], 3) if lat else None
-    failed = int(m.group(2)) + int(m.group(3)) if m else bad
-    print(json.dumps({"ops_per_s": round(rps), "p50_ms": q(0.5), "p99_ms": q(0.99), "errors": max(bad, failed)}))
+    print(json.dumps({"ops_per_s": round(rps), "p50_ms": q(0.5), "p99_ms": q(0.99), "errors": errors}))
 
 
 def redis_csv(path):
@@ -162,7 +172,7 @@ if __name__ == "__main__":
         bodies(*args)
     elif cmd == "idle":
         idle(*args)
-    elif cmd == "h2load":
+    elif cmd in ("h2load", "h2load-sum"):
         h2load_summary(*args)
     elif cmd == "redis":
         redis_csv(*args)

@@ -159,6 +159,23 @@ if st:
         L.append(f"- Deno CLI set/get with the streams open: {fmt(a, False)} / {fmt(b, False)} "
                  f"(without: {ops(main_cell(DENO_R, 'write')) or '–'} / {ops(main_cell(DENO_R, 'read')) or '–'} ops/s)".replace("<br>", ", "))
 
+# PostgreSQL backend (section "pg" of run.sh)
+PG1, PG2 = "kvconnectd PostgreSQL, 1 daemon (h2load)", "kvconnectd PostgreSQL, 2 daemons (h2load)"
+pgw = find("pg-watch")
+if find("pg", peer="pgbench -S") or find("pg", peer=PG1, workload="read"):
+    L.append(f"\n### PostgreSQL backend, {conc} connections / clients, same cluster (fsync on)\n")
+    L.append("| | point reads | durable writes |\n|---|---|---|")
+    for label, peer in (("kvconnectd, PostgreSQL, 1 daemon (h2load)", PG1), ("kvconnectd, PostgreSQL, 2 daemons (h2load, half the connections each)", PG2),
+                        ("kvconnectd, SQLite (h2load, above)", H2)):
+        kind = "main" if peer == H2 else "pg"
+        L.append(f"| {label} | {fmt(find(kind, peer=peer, workload='read'))} | {fmt(find(kind, peer=peer, workload='write'))} |")
+    ps, pn = find("pg", peer="pgbench -S"), find("pg", peer="pgbench -N")
+    tx = lambda r: f"{r['ops_per_s']:,} tx/s<br>avg {r['latency_avg_ms']:.2f} ms" if r else "–"
+    L.append(f"| pgbench -S / -N (prepared, {conc} clients) | {tx(ps)} | {tx(pn)} |")
+    if pgw:
+        L.append(f"\nCross-daemon watch (write through one daemon, watch through the other, {pgw['changes']} changes): "
+                 f"write → frame p50 {pgw['write_to_frame_p50_ms']:.2f} ms, p99 {pgw['write_to_frame_p99_ms']:.2f} ms.")
+
 # targets
 L.append("\n### Targets\n")
 L.append("| target | measured | |\n|---|---|---|")
@@ -190,6 +207,16 @@ if idl:
     worst = max(idl, key=lambda r: r["rss_kib"])
     target(f"RSS ≤ 100 MiB with {idle} idle connections", ", ".join(f"{r['conn_kind']} {mib(r['rss_kib'])}" for r in idl),
            all(int(r["rss_kib"]) <= 100 * 1024 for r in idl))
+
+best = lambda wl: max((ops(find("pg", peer=p, workload=wl)) or 0 for p in (PG1, PG2)), default=0) or None
+if find("pg", peer="pgbench -S"):
+    v = ratio({"ops_per_s": best("read")}, find("pg", peer="pgbench -S"))
+    target("PostgreSQL point reads ≥ 0.5 × pgbench -S", rs(v), None if v is None else v >= 0.5)
+    v = ratio({"ops_per_s": best("write")}, find("pg", peer="pgbench -N"))
+    target("PostgreSQL durable writes ≥ 1.0 × pgbench -N", rs(v), None if v is None else v >= 1.0)
+if pgw:
+    target("cross-daemon watch p50 ≤ 5 ms, p99 ≤ 20 ms", f"p50 {pgw['write_to_frame_p50_ms']:.2f} ms, p99 {pgw['write_to_frame_p99_ms']:.2f} ms",
+           pgw["write_to_frame_p50_ms"] <= 5 and pgw["write_to_frame_p99_ms"] <= 20)
 
 table = "\n".join(L)
 print(table)

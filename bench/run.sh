@@ -14,7 +14,7 @@
 # (default 512), IDLE_CONNECTIONS (default 1000), THREADS (load-generator
 # threads, default 2), WATCH_CHANGES (default 1000), STREAMS (default 1000),
 # BIN (daemon binary, default .build/release/kvconnectd), SKIP (space-separated
-# sections to skip: h2 wrk redis deno scale values conns idle watch streams).
+# sections to skip: h2 wrk redis deno scale values conns idle watch streams pg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONC=${CONNECTIONS:-64}
@@ -66,10 +66,10 @@ for l in sys.stdin:
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_daemon NAME → sets DPID, URL, DTOKEN (data-plane token)
+# start_daemon NAME [DATABASE] → sets DPID, URL, DTOKEN (data-plane token); SQLite unless DATABASE is a URI
 start_daemon() {
   local dir="$WORK/$1"; mkdir -p "$dir"
-  "$BIN" serve --listen 127.0.0.1:0 --database "$dir/kv.sqlite3" --access-token-file "$WORK/token" > "$dir/daemon.log" 2>&1 &
+  "$BIN" serve --listen 127.0.0.1:0 --database "${2:-$dir/kv.sqlite3}" --access-token-file "$WORK/token" > "$dir/daemon.log" 2>&1 &
   DPID=$!; PIDS+=("$DPID")
   local port=""
   for _ in $(seq 200); do
@@ -213,6 +213,60 @@ if want streams; then
 fi
 RSS_AFTER=$(rss "$DPID")
 stop_daemon
+
+# ------------------------------- PostgreSQL backend: 1 and 2 daemons, pgbench
+# One cluster in WORK (same disk), fsync on (durable like the SQLite rows),
+# 64-client pgbench -S (select-only) and -N (simple update) with prepared
+# statements on it, then kvconnectd with that cluster as its backend: h2load
+# point reads and writes through one daemon and through two (half the
+# connections each, run at the same time), and watch latency from a write
+# through one daemon to the frame from the other.
+if want pg; then
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  PGDIR="$WORK/pg"; mkdir -p "$PGDIR"; chmod 755 "$WORK"
+  [[ $(id -u) == 0 ]] && chown postgres "$PGDIR"
+  PGPORT=$(free_port)
+  as_pg "$PGBIN/initdb" -D "$PGDIR/data" -U postgres -A trust -E UTF8 > "$PGDIR/initdb.log" 2>&1
+  as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -o "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB" start > /dev/null
+  PGURI="postgresql://postgres@127.0.0.1:$PGPORT"
+  log "pgbench on PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') (port $PGPORT)"
+  createdb -h 127.0.0.1 -p "$PGPORT" -U postgres pgbench
+  pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -q -s 10 pgbench > "$PGDIR/pgbench-init.log" 2>&1
+  for mode in S N; do
+    pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -M prepared -$mode -c "$CONC" -j "$THREADS" -T "$DUR" pgbench > "$WORK/pgbench.out" 2>&1 || true
+    "$PY" -c 'import json,re,sys
+t=open(sys.argv[1]).read()
+tps=re.search(r"tps = ([0-9.]+) \(without initial", t) or re.search(r"tps = ([0-9.]+)", t)
+lat=re.search(r"latency average = ([0-9.]+) ms", t)
+print(json.dumps({"ops_per_s": round(float(tps.group(1))), "latency_avg_ms": float(lat.group(1)) if lat else None}) if tps else sys.exit(t))' "$WORK/pgbench.out" \
+      | tag "{\"kind\":\"pg\",\"peer\":\"pgbench -$mode\",\"workload\":\"$([[ $mode == S ]] && echo read || echo write)\"}"
+  done
+  createdb -h 127.0.0.1 -p "$PGPORT" -U postgres kv
+  start_daemon pg1 "$PGURI/kv"; PG1_PID=$DPID PG1_URL=$URL PG1_TOKEN=$DTOKEN
+  start_daemon pg2 "$PGURI/kv"; PG2_PID=$DPID PG2_URL=$URL PG2_TOKEN=$DTOKEN
+  "$PY" bench/kvwire.py preload "$PG1_URL" "$PG1_TOKEN" r "$KEYS" 100 2 | tag '{"kind":"preload"}'
+  "$PY" bench/kvwire.py preload "$PG1_URL" "$PG1_TOKEN" hot "$HOT" 100 1 | tag '{"kind":"preload"}'
+  URL=$PG1_URL DTOKEN=$PG1_TOKEN
+  h2_run '{"kind":"pg","peer":"kvconnectd PostgreSQL, 1 daemon (h2load)","workload":"read"}' "$CONC" read.bin /v2/snapshot_read
+  h2_run '{"kind":"pg","peer":"kvconnectd PostgreSQL, 1 daemon (h2load)","workload":"write"}' "$CONC" write.bin /v2/atomic_write
+  for wl in read:read.bin:/v2/snapshot_read write:write.bin:/v2/atomic_write; do
+    IFS=: read -r name body path <<< "$wl"
+    H2PIDS=()
+    for i in 1 2; do
+      eval "u=\$PG${i}_URL t=\$PG${i}_TOKEN"
+      h2load -c $((CONC / 2)) -t 1 -m 1 -D "$DUR" --warm-up-time=1 -H "authorization: Bearer $t" \
+        -H "content-type: application/x-protobuf" -d "$WORK/bodies/$body" --log-file="$WORK/h2-$i.log" "$u$path" > "$WORK/h2-$i.out" 2>&1 &
+      H2PIDS+=($!)
+    done
+    wait "${H2PIDS[@]}" || true
+    "$PY" bench/kvwire.py h2load-sum "$WORK/h2-1.log" "$WORK/h2-1.out" "$WORK/h2-2.log" "$WORK/h2-2.out" \
+      | tag "{\"kind\":\"pg\",\"peer\":\"kvconnectd PostgreSQL, 2 daemons (h2load)\",\"workload\":\"$name\"}"
+  done
+  deno_run bench/watch_latency.ts "$PG1_URL" "$CHANGES" "$PG2_URL" | tag '{"kind":"pg-watch"}'
+  kill "$PG1_PID" "$PG2_PID"; wait "$PG1_PID" "$PG2_PID" 2>/dev/null || true
+  as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop > /dev/null
+fi
 
 # ------------------------------------------------- database size: KEYS vs SCALE_KEYS
 if want scale; then

@@ -1,9 +1,10 @@
 // Latency from a write to the watch frame that reports it, over N changes.
-// The writer and the watcher use separate connections (separate Deno.Kv).
-const [url, nText] = Deno.args;
+// The writer and the watcher use separate connections (separate Deno.Kv);
+// with WATCH_URL, the watcher uses another daemon (PostgreSQL backend).
+const [url, nText, watchUrl] = Deno.args;
 const n = Number(nText ?? 1000);
 const writer = await Deno.openKv(url);
-const watcher = await Deno.openKv(url);
+const watcher = await Deno.openKv(watchUrl ?? url);
 const key = ["bench", "watch", crypto.randomUUID()];
 await writer.set(key, -1);
 const reader = watcher.watch([key]).getReader();

@@ -19,19 +19,35 @@ public struct DataPlaneToken: Sendable, Equatable {
 }
 
 public struct TokenSigner: Sendable {
-    private let secret: [UInt8]
-    private var key: SymmetricKey { SymmetricKey(data: secret) }
+    /// The first key signs; every key verifies (current + previous after a
+    /// rotation, so tokens signed before it stay valid until they expire).
+    let keys: [[UInt8]]
     private static let prefix = "kvc1"
 
     /// `secret` should be at least 32 random bytes.
     public init(secret: [UInt8]) {
-        self.secret = secret
+        self.keys = [secret]
+    }
+
+    /// `keys[0]` signs; all verify. At least one key.
+    public init(keys: [[UInt8]]) {
+        precondition(!keys.isEmpty, "a token signer needs a key")
+        self.keys = keys
     }
 
     public func sign(_ token: DataPlaneToken) -> String {
         let payload = "\(token.databaseId).\(token.expiresAtMs).\(token.scope.rawValue)"
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(payload.utf8), using: key)
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(payload.utf8), using: SymmetricKey(data: keys[0]))
         return "\(Self.prefix).\(base64url(Array(payload.utf8))).\(base64url(Array(mac)))"
+    }
+
+    /// The database id a token claims, read without verifying it: only to
+    /// pick the keys to verify it with.
+    public static func claimedDatabaseId(_ text: String) -> String? {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == prefix, let payload = unbase64url(parts[1]),
+              let dot = payload.firstIndex(of: UInt8(ascii: ".")) else { return nil }
+        return String(decoding: payload[..<dot], as: UTF8.self)
     }
 
     public enum VerifyError: Error, Equatable {
@@ -45,9 +61,11 @@ public struct TokenSigner: Sendable {
               let payload = unbase64url(parts[1]), let mac = unbase64url(parts[2]) else {
             throw .malformed
         }
-        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: key) else {
-            throw .badSignature
+        var valid = false
+        for secret in keys where HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: SymmetricKey(data: secret)) {
+            valid = true
         }
+        guard valid else { throw .badSignature }
         let fields = String(decoding: payload, as: UTF8.self).split(separator: ".")
         guard fields.count == 3, let exp = Int64(fields[1]),
               let scope = DataPlaneToken.Scope(rawValue: String(fields[2])) else {

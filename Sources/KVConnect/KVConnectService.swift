@@ -30,7 +30,7 @@ public struct ServiceConfiguration: Sendable {
 /// and a plain-text reason.
 public final class KVConnectService: Sendable {
     let tenants: [Tenant]
-    private let signer: TokenSigner
+    private let keyring: SigningKeyring
     private let verifiedTokens = VerifiedTokenCache()
     private let pinger: WatchPinger
     let config: ServiceConfiguration
@@ -38,9 +38,13 @@ public final class KVConnectService: Sendable {
     let logger: Logger
     let observer: RequestObserver
 
-    public init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger) {
+    public convenience init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger) {
+        self.init(tenants: tenants, keyring: SigningKeyring(default: signer), configuration: configuration, logger: logger)
+    }
+
+    public init(tenants: [Tenant], keyring: SigningKeyring, configuration: ServiceConfiguration, logger: Logger) {
         self.tenants = tenants
-        self.signer = signer
+        self.keyring = keyring
         self.config = configuration
         self.codec = WireCodec(limits: configuration.limits)
         self.pinger = WatchPinger(intervalMs: configuration.watchPingIntervalMs)
@@ -58,6 +62,9 @@ public final class KVConnectService: Sendable {
         case "/":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             respond(metadataExchange(request))
+        case "/replica":
+            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
+            respond(metadataExchange(request, replicaHandle: true))
         case "/healthz":
             guard request.method == "GET" || request.method == "HEAD" else { return respond(methodNotAllowed(request, allow: "GET, HEAD")) }
             respond(.text(200, "ok"))
@@ -69,10 +76,13 @@ public final class KVConnectService: Sendable {
         case ep + "/snapshot_read":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             respond(snapshotRead(request))
-        case ep + "/atomic_write":
+        case ep + ReplicaEndpoint.suffix + "/snapshot_read":
+            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
+            respond(snapshotRead(request, eventual: true))
+        case ep + "/atomic_write", ep + ReplicaEndpoint.suffix + "/atomic_write":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             atomicWrite(request, respond: respond)
-        case ep + "/watch":
+        case ep + "/watch", ep + ReplicaEndpoint.suffix + "/watch":
             guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
             respond(watch(request))
         case ep + "/queue/lease", ep + "/queue/ack", ep + "/queue/fail":
@@ -87,7 +97,9 @@ public final class KVConnectService: Sendable {
 
     // MARK: control plane
 
-    private func metadataExchange(_ request: ProtocolRequest) -> ProtocolResponse {
+    /// `replicaHandle`: the exchange at `/replica`, whose only endpoint reads
+    /// from the replica (see ReplicaEndpoint).
+    private func metadataExchange(_ request: ProtocolRequest, replicaHandle: Bool = false) -> ProtocolResponse {
         guard let presented = bearerToken(request) else {
             return .text(401, "missing access token: send 'Authorization: Bearer <access token>'")
         }
@@ -99,12 +111,18 @@ public final class KVConnectService: Sendable {
         guard let (tenant, scope) = match else {
             return .text(401, "invalid access token")
         }
+        if replicaHandle && tenant.replica == nil {
+            return .text(404, "database \(tenant.databaseId) has no replica: set replica_database to serve /replica")
+        }
         let version: Int
         do { version = try MetadataExchange.negotiateVersion(body: request.body) } catch { return .error(error) }
         let expires = nowMs() + config.tokenLifetimeSeconds * 1000
-        let token = signer.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires, scope: scope))
+        let token = keyring.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires, scope: scope))
+        let replicaPath = config.endpointPath + ReplicaEndpoint.suffix
         let body = MetadataExchange.responseBody(
-            version: version, databaseId: tenant.databaseId, endpointPath: config.endpointPath,
+            version: version, databaseId: tenant.databaseId,
+            endpointPath: replicaHandle ? replicaPath : config.endpointPath,
+            eventualEndpointPath: replicaHandle || tenant.replica == nil ? nil : replicaPath,
             baseURL: baseURL(request), token: token, expiresAtMs: expires)
         return ProtocolResponse(status: 200, headers: [("content-type", "application/json")], body: body)
     }
@@ -131,7 +149,7 @@ public final class KVConnectService: Sendable {
         }
         let token: DataPlaneToken
         do {
-            token = try verifiedTokens.verify(presented, nowMs: nowMs(), signer: signer)
+            token = try verifiedTokens.verify(presented, nowMs: nowMs(), keyring: keyring)
         } catch .expired {
             throw .unauthorized("data-plane token expired: redo the metadata exchange")
         } catch {
@@ -151,13 +169,17 @@ public final class KVConnectService: Sendable {
         return (tenant, token)
     }
 
-    private func snapshotRead(_ request: ProtocolRequest) -> ProtocolResponse {
+    /// `eventual`: the replica endpoint (see ReplicaEndpoint).
+    private func snapshotRead(_ request: ProtocolRequest, eventual: Bool = false) -> ProtocolResponse {
         do {
             let (tenant, _) = try authorize(request)
             let ranges = try codec.decodeSnapshotRead(request.body)
             let results: [[KVEntry]]
-            do { results = try tenant.store.snapshotRead(ranges) } catch let e as KVError { throw ProtocolError(e) }
-            return .protobuf(codec.encodeSnapshotReadOutput(results))
+            do {
+                results = eventual ? try ReplicaEndpoint.read(ranges, tenant: tenant)
+                                   : try tenant.store.snapshotRead(ranges)
+            } catch let e as KVError { throw ProtocolError(e) }
+            return .protobuf(codec.encodeSnapshotReadOutput(results, stronglyConsistent: !eventual))
         } catch let e as ProtocolError {
             return .error(e)
         } catch {

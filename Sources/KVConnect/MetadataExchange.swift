@@ -26,13 +26,20 @@ public struct MetadataExchange: Sendable {
     }
 
     /// The JSON reply. Version 1 clients need an absolute endpoint URL.
+    /// `eventualEndpointPath`: an endpoint listed as `eventual` (a replica).
+    /// It comes first: Python's denokv sends eventual reads to the first
+    /// endpoint listed and strong ones to the first strong one; Deno sends
+    /// everything to the first strong one whatever the order.
     public static func responseBody(version: Int, databaseId: String, endpointPath: String,
+                                    eventualEndpointPath: String? = nil,
                                     baseURL: String, token: String, expiresAtMs: Int64) -> [UInt8] {
-        let url = version == 1 ? baseURL + endpointPath : endpointPath
+        let url = { (path: String) in version == 1 ? baseURL + path : path }
+        var endpoints = [["url": url(endpointPath), "consistency": "strong"]]
+        if let eventual = eventualEndpointPath { endpoints.insert(["url": url(eventual), "consistency": "eventual"], at: 0) }
         let object: [String: Any] = [
             "version": version,
             "databaseId": databaseId,
-            "endpoints": [["url": url, "consistency": "strong"]],
+            "endpoints": endpoints,
             "token": token,
             "expiresAt": rfc3339(ms: expiresAtMs),
         ]

@@ -34,15 +34,18 @@ public struct AccessToken: Sendable, Equatable {
 public final class Tenant: @unchecked Sendable {
     public let name: String
     public let store: any KVStorage
+    /// Eventual reads (the `/replica` handle, the eventual endpoint); nil = none.
+    public let replica: ReplicaRoute?
     public var databaseId: String { store.databaseId }
     /// Shared snapshot reads of this database's watch sessions.
     let watchReads: WatchReads
     private let lock = NSLock()
     private var tokens: [AccessToken]
 
-    public init(name: String = "default", store: any KVStorage, tokens: [AccessToken]) {
+    public init(name: String = "default", store: any KVStorage, tokens: [AccessToken], replica: ReplicaRoute? = nil) {
         self.name = name
         self.store = store
+        self.replica = replica
         self.tokens = tokens
         watchReads = WatchReads { [store] in try store.readKeys($0) }
     }

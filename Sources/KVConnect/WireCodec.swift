@@ -49,7 +49,7 @@ public struct WireCodec: Sendable {
         return ranges
     }
 
-    public func encodeSnapshotReadOutput(_ results: [[KVEntry]]) -> [UInt8] {
+    public func encodeSnapshotReadOutput(_ results: [[KVEntry]], stronglyConsistent: Bool = true) -> [UInt8] {
         let arena = Arena()
         defer { arena.free() }
         let rangeOutputs = arena.array(of: UnsafeMutablePointer<PBReadRangeOutput>?.self, count: results.count)
@@ -68,7 +68,7 @@ public struct WireCodec: Sendable {
         com__deno__kv__datapath__snapshot_read_output__init(&msg)
         msg.n_ranges = results.count
         msg.ranges = results.isEmpty ? nil : rangeOutputs
-        msg.read_is_strongly_consistent = 1
+        msg.read_is_strongly_consistent = stronglyConsistent ? 1 : 0
         msg.status = COM__DENO__KV__DATAPATH__SNAPSHOT_READ_STATUS__SR_SUCCESS
         return pack(&msg, com__deno__kv__datapath__snapshot_read_output__get_packed_size,
                     com__deno__kv__datapath__snapshot_read_output__pack)

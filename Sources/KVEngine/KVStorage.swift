@@ -98,6 +98,63 @@ public protocol KVStorage: AnyObject, Sendable {
     /// deleted in-flight message gets `.notFound`. The completion gets how
     /// many were deleted; it runs on a storage thread and must not block.
     func deleteQueueMessages(ids: [Int64]?, completion: @escaping @Sendable (Result<Int, KVError>) -> Void)
+    // MARK: bulk copy (`kvconnectd copy`)
+
+    /// Entries as stored (expired ones included) with keys after `after`
+    /// (nil: from the first), in key order, at most `limit`.
+    func scanEntries(after: Bytes?, limit: Int) throws -> [StoredEntry]
+    /// Queue messages with ids after `after` (nil: from the first), in id order.
+    func scanQueueMessages(after: Int64?, limit: Int) throws -> [StoredQueueMessage]
+    /// In one transaction: upserts the entries with their versionstamps and
+    /// expiry, adds the messages (ready, new ids, attempts kept), raises the
+    /// commit counter to at least the largest versionstamp's, and stores the
+    /// progress marker. Watchers are not woken: the destination of a copy is
+    /// not being served.
+    func importBulk(_ batch: BulkImport) throws
+    /// The progress marker `importBulk` stored under `name`, nil if none.
+    func copyProgress(name: String) throws -> Bytes?
+}
+
+/// An entry as stored, for copying between databases.
+public struct StoredEntry: Sendable, Equatable {
+    public var key: Bytes
+    public var value: KVValue
+    public var versionstamp: Versionstamp
+    /// Unix milliseconds; nil = never expires.
+    public var expiresAtMs: Int64?
+    public init(key: Bytes, value: KVValue, versionstamp: Versionstamp, expiresAtMs: Int64?) {
+        self.key = key
+        self.value = value
+        self.versionstamp = versionstamp
+        self.expiresAtMs = expiresAtMs
+    }
+}
+
+/// A queue message as stored (one in flight is copied as ready).
+public struct StoredQueueMessage: Sendable, Equatable {
+    public var id: Int64
+    public var enqueue: Enqueue
+    /// Failed attempts so far.
+    public var attempts: Int
+    public init(id: Int64, enqueue: Enqueue, attempts: Int) {
+        self.id = id
+        self.enqueue = enqueue
+        self.attempts = attempts
+    }
+}
+
+/// One page of a copy and the copy's position after it.
+public struct BulkImport: Sendable {
+    public var entries: [StoredEntry]
+    public var messages: [StoredQueueMessage]
+    public var progressName: String
+    public var progress: Bytes
+    public init(entries: [StoredEntry], messages: [StoredQueueMessage], progressName: String, progress: Bytes) {
+        self.entries = entries
+        self.messages = messages
+        self.progressName = progressName
+        self.progress = progress
+    }
 }
 
 extension KVStorage {

@@ -43,6 +43,7 @@ public final class MemoryStorage: KVStorage, Sendable {
         var stats = QueueStats()
         var push: (deliver: QueueDeliverFunction, options: QueuePushOptions)?
         var pushInFlight = 0
+        var copyMarkers: [String: Bytes] = [:]
     }
 
     private let state = Mutex(State())
@@ -247,6 +248,49 @@ public final class MemoryStorage: KVStorage, Sendable {
             return ids.reduce(0) { n, id in n + (s.messages.removeValue(forKey: id) == nil ? 0 : 1) }
         }
         completion(.success(n))
+    }
+
+    // MARK: bulk copy
+
+    public func scanEntries(after: Bytes?, limit: Int) throws -> [StoredEntry] {
+        state.withLock { s in
+            let keys = s.entries.keys.filter { k in after.map { $0.lexicographicallyPrecedes(k) } ?? true }
+                .sorted { $0.lexicographicallyPrecedes($1) }.prefix(limit)
+            return keys.map { k in
+                let e = s.entries[k]!
+                return StoredEntry(key: k, value: e.value, versionstamp: e.versionstamp, expiresAtMs: e.expireAtMs)
+            }
+        }
+    }
+
+    public func scanQueueMessages(after: Int64?, limit: Int) throws -> [StoredQueueMessage] {
+        state.withLock { s in
+            s.messages.values.filter { $0.id > (after ?? .min) }.sorted { $0.id < $1.id }.prefix(limit).map {
+                var e = $0.enqueue
+                e.deadlineMs = $0.deadlineMs
+                return StoredQueueMessage(id: $0.id, enqueue: e, attempts: $0.attempts)
+            }
+        }
+    }
+
+    public func importBulk(_ batch: BulkImport) throws {
+        try state.withLock { s in
+            if s.closed { throw KVError.unavailable("storage closed") }
+            for e in batch.entries {
+                s.entries[e.key] = Stored(value: e.value, versionstamp: e.versionstamp, expireAtMs: e.expiresAtMs)
+                s.counter = max(s.counter, Versionstamps.counter(of: e.versionstamp) ?? 0)
+            }
+            for m in batch.messages {
+                let id = s.nextMessageId
+                s.nextMessageId += 1
+                s.messages[id] = Message(id: id, enqueue: m.enqueue, deadlineMs: m.enqueue.deadlineMs, attempts: m.attempts)
+            }
+            s.copyMarkers[batch.progressName] = batch.progress
+        }
+    }
+
+    public func copyProgress(name: String) throws -> Bytes? {
+        state.withLock { $0.copyMarkers[name] }
     }
 
     // MARK: queue internals

@@ -342,6 +342,38 @@ final class StoreCore: @unchecked Sendable {
         return versionstamp
     }
 
+    /// A read connection of the pool (bulk copy scans).
+    func withReadConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        try readPool.withConnection(body)
+    }
+
+    /// Bulk copy: runs `body` in one write transaction on the writer thread;
+    /// `body` returns the largest commit counter it wrote, and the counter is
+    /// raised to it, so later commits get larger versionstamps. Throws KVError.
+    func importOnWriter(_ body: @escaping @Sendable (SQLiteConnection) throws -> UInt64) throws {
+        let box = ResultBox<Result<Void, KVError>>()
+        let queued = onWriter { [self] conn in
+            do {
+                try conn.run("BEGIN IMMEDIATE")
+                let counter = try body(conn)
+                if counter > writerCounter { try storeCounter(conn, counter) }
+                try conn.run("COMMIT")
+                if counter > writerCounter {
+                    writerCounter = counter
+                    counterLock.lock()
+                    _committedCounter = counter
+                    counterLock.unlock()
+                }
+                box.set(.success(()))
+            } catch {
+                if !conn.isAutocommit { try? conn.run("ROLLBACK") }
+                box.set(.failure(error.asKVError))
+            }
+        }
+        guard queued else { throw KVError.unavailable("shutting down") }
+        try box.wait().get()
+    }
+
     /// Persists the versionstamp counter inside the open write transaction.
     private func storeCounter(_ conn: SQLiteConnection, _ counter: UInt64) throws {
         let s = try conn.statement(SQL.updateCounter)

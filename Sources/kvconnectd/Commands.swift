@@ -7,8 +7,14 @@ struct SettingFlags: ParsableArguments {
     var config: String?
     @Option(help: "Listen address HOST:PORT (default 127.0.0.1:4512).")
     var listen: String?
-    @Option(help: "SQLite database file (default ./data/kv.sqlite3).")
+    @Option(help: "SQLite database file (default ./data/kv.sqlite3), or a postgres:// URI (PostgreSQL; no password here: see --database-password-file).")
     var database: String?
+    @Option(help: "File holding the PostgreSQL password (else PGPASSWORD, PGPASSFILE or ~/.pgpass).")
+    var databasePasswordFile: String?
+    @Option(help: "PostgreSQL hot standby URI serving eventual reads (the eventual endpoint and the /replica handle; docs/ha.md).")
+    var replicaDatabase: String?
+    @Option(help: "Eventual reads go to the primary while the standby lags more than this (ms; 0 = no bound; default 10000).")
+    var replicaMaxLagMs: Int?
     @Option(help: "YAML file listing several databases with their tokens and scopes (see config/databases.yaml); replaces --database and the single access token.")
     var databasesFile: String?
     @Option(help: "File holding a read-only access token for the single database (reads and watches only).")
@@ -72,6 +78,9 @@ struct SettingFlags: ParsableArguments {
         var v: [String: String] = [:]
         v["listen"] = listen
         v["database"] = database
+        v["database_password_file"] = databasePasswordFile
+        v["replica_database"] = replicaDatabase
+        v["replica_max_lag_ms"] = replicaMaxLagMs.map(String.init)
         v["access_token_file"] = accessTokenFile
         v["databases_file"] = databasesFile
         v["read_only_access_token_file"] = readOnlyAccessTokenFile

@@ -3,7 +3,6 @@ import HTTPFront
 import KVConnect
 import KVConsole
 import KVEngine
-import KVSQLite
 import Logging
 
 /// Wires engine, protocol and front together and owns their lifetime.
@@ -17,6 +16,7 @@ final class Daemon: @unchecked Sendable {
     let consoleServer: HTTPServer?
     let notifier = SystemdNotifier()
     private var deliverers: [WebhookDeliverer] = []
+    private var sharedKeys: [SharedSigningKeys] = []
     /// Re-reads the configuration (same flags and environment) for SIGHUP.
     let reload: @Sendable () async throws -> Settings
 
@@ -27,27 +27,29 @@ final class Daemon: @unchecked Sendable {
         logger.logLevel = settings.logLevel
         self.logger = logger
 
-        var options = SQLiteStoreOptions()
-        options.synchronousFull = settings.synchronousFull
-        options.queueMaxLeases = settings.queueMaxLeases
         var opened: [Tenant] = []
         do {
             for spec in settings.databases {
-                let dir = (spec.path as NSString).deletingLastPathComponent
-                if !dir.isEmpty {
-                    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-                }
-                let store = try SQLiteStore(path: spec.path, options: options)
-                opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens))
+                let store = try StorageFactory.open(spec.location, passwordFile: spec.passwordFile,
+                                                    synchronousFull: settings.synchronousFull,
+                                                    queueMaxLeases: settings.queueMaxLeases)
+                let replica = try ReplicaSettings.route(for: spec, primary: store, maxLagMs: settings.replicaMaxLagMs, logger: logger)
+                opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens, replica: replica))
             }
         } catch {
             for t in opened { t.store.close() }
             throw error
         }
         tenants = opened
-        let secret: [UInt8]
+        // Data-plane token keys: the key file for SQLite databases; databases
+        // served by several daemons keep theirs in the database.
+        let keyring: SigningKeyring
         do {
-            secret = try SigningKey.loadOrCreate(path: settings.signingKeyFile ?? settings.defaultSigningKeyFile)
+            let secret = settings.usesSigningKeyFile
+                ? try SigningKey.loadOrCreate(path: settings.signingKeyFile ?? settings.defaultSigningKeyFile)
+                : try SigningKey.random()
+            keyring = SigningKeyring(default: TokenSigner(secret: secret))
+            sharedKeys = try tenants.compactMap { try SharedSigningKeys.install(for: $0.store, in: keyring) }
         } catch {
             for t in opened { t.store.close() }
             throw error
@@ -60,8 +62,10 @@ final class Daemon: @unchecked Sendable {
         serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
         serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
         let registry = MetricsBackend.bootstrap()
-        serviceConfig.metricsText = MetricsExporter(registry: registry, stores: tenants.map(\.store)).render
-        let service = KVConnectService(tenants: tenants, signer: TokenSigner(secret: secret),
+        let exporter = MetricsExporter(registry: registry, stores: tenants.map(\.store))
+        let replicated = tenants
+        serviceConfig.metricsText = { exporter.render() + ReplicaSettings.metrics(replicated) }
+        let service = KVConnectService(tenants: tenants, keyring: keyring,
                                        configuration: serviceConfig, logger: logger)
 
         var front = HTTPServerConfiguration()
@@ -118,13 +122,14 @@ final class Daemon: @unchecked Sendable {
             for t in tenants {
                 t.store.stopQueueDelivery(drainTimeoutMs: 0)
                 t.store.close()
+                t.replica?.store.close()
             }
             throw error
         }
         let scheme = front.tlsEnabled ? "https" : "http"
         logger.info("kvconnectd listening", metadata: [
             "listen": "\(settings.host):\(server.boundPort)",
-            "database": "\(settings.databases.count == 1 ? settings.databases[0].path : settings.databases.map { "\($0.name)=\($0.path)" }.joined(separator: ","))",
+            "database": "\(settings.databases.count == 1 ? settings.databases[0].location.display : settings.databases.map { "\($0.name)=\($0.location.display)" }.joined(separator: ","))",
             "database_id": "\(tenants.map(\.databaseId).joined(separator: ","))",
             "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
             "http": front.tlsEnabled ? "https: HTTP/1.1 and HTTP/2 (TLS, ALPN h2)" : "HTTP/1.1 and HTTP/2 (h2c)",
@@ -172,11 +177,13 @@ final class Daemon: @unchecked Sendable {
         if left > 0 { logger.warning("shutdown grace period over with \(left) request(s) unanswered; they get 503 or a closed connection") }
         server.stop()
         consoleServer?.stop()
+        for k in sharedKeys { k.stop() }
         for t in tenants {
             // In-flight deliveries get their timeout to report back; anything
             // left in flight is ready again on the next start.
             t.store.stopQueueDelivery(drainTimeoutMs: Int64(settings.queueWebhookTimeoutMs) + 1000)
             t.store.close()
+            t.replica?.store.close()
         }
         deliverers.forEach { $0.stop() }
         logger.info("stopped")

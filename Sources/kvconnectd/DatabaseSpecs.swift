@@ -5,10 +5,18 @@ import Yams
 /// One database the daemon serves and the access tokens that open it.
 struct DatabaseSpec: Sendable {
     var name: String
+    /// A SQLite file or a PostgreSQL URI (see `location`); may hold a password: show `location.display`.
     var path: String
     var tokens: [AccessToken]
     /// Where each token came from (for check-config; never the secret).
     var tokenSources: [String]
+    /// PostgreSQL: file holding the password (else the URI, PGPASSWORD or .pgpass).
+    var passwordFile: String? = nil
+    /// PostgreSQL: URI of a hot standby serving eventual reads (may hold a password).
+    var replica: String? = nil
+
+    /// Checked when the settings are read, so this cannot fail later.
+    var location: DatabaseLocation { (try? DatabaseLocation(path)) ?? .sqlite(path: path) }
 }
 
 /// The databases file (`databases_file` setting): several databases with
@@ -77,7 +85,10 @@ enum DatabaseSpecs {
                     throw Invalid(description: "\(at): expected one of file, env or sha256")
                 }
             }
-            specs.append(DatabaseSpec(name: name, path: expand(path, environment), tokens: tokens, tokenSources: sources))
+            let passwordFile = (item["password_file"] as? String).map { expand($0, environment) }
+            let replica = (item["replica"] as? String).map { expand($0, environment) }
+            specs.append(DatabaseSpec(name: name, path: expand(path, environment), tokens: tokens, tokenSources: sources,
+                                      passwordFile: passwordFile, replica: replica))
         }
         try validate(specs)
         return specs
@@ -87,8 +98,15 @@ enum DatabaseSpecs {
         var names = Set<String>(), paths = Set<String>(), digests: [[UInt8]: String] = [:]
         for s in specs {
             guard names.insert(s.name).inserted else { throw Invalid(description: "databases: duplicate name '\(s.name)'") }
-            let canonical = URL(fileURLWithPath: s.path).standardizedFileURL.path
-            guard paths.insert(canonical).inserted else { throw Invalid(description: "databases: path \(s.path) used twice") }
+            let location = try DatabaseLocation(s.path)
+            guard paths.insert(location.identity).inserted else { throw Invalid(description: "databases: path \(location.display) used twice") }
+            try ReplicaSettings.validate(s, primary: location)
+            if s.passwordFile != nil, !location.isPostgres {
+                throw Invalid(description: "databases: '\(s.name)': password_file is only for a PostgreSQL URI")
+            }
+            if let file = s.passwordFile, !FileManager.default.isReadableFile(atPath: file) {
+                throw Invalid(description: "databases: '\(s.name)': cannot read password file \(file)")
+            }
             for t in s.tokens {
                 if let other = digests[t.sha256], other != s.name {
                     throw Invalid(description: "databases: one access token opens both '\(other)' and '\(s.name)'; tokens must pick one database")

@@ -4,7 +4,7 @@ import ArgumentParser
 struct KVConnectd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kvconnectd",
-        abstract: "A KV Connect server: Deno.openKv(\"http://host:4512\") against a durable SQLite database.",
+        abstract: "A KV Connect server: Deno.openKv(\"http://host:4512\") against a durable SQLite or PostgreSQL database.",
         discussion: """
         Settings come from, highest precedence first: command-line flags, environment
         variables (KVCONNECTD_<SETTING>, e.g. KVCONNECTD_LISTEN), the YAML config file
@@ -13,7 +13,8 @@ struct KVConnectd: AsyncParsableCommand {
         DENO_KV_ACCESS_TOKEN; it is never taken from argv and never logged.
         """,
         version: BuildInfo.version,
-        subcommands: [Serve.self, CheckConfig.self, Backup.self, Restore.self, Export.self, Import.self, QueueCommand.self],
+        subcommands: [Serve.self, CheckConfig.self, Backup.self, Restore.self, Export.self, Import.self, QueueCommand.self,
+                      Copy.self, Pitr.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -50,6 +50,8 @@ struct Settings: Sendable {
     /// unless `console_listen` names another address.
     var consoleEnabled = true
     var consoleListen: (host: String, port: Int)?
+    /// Eventual reads fall back to the primary when the standby lags more (0 = no bound).
+    var replicaMaxLagMs = 10_000
 
     struct Invalid: Error, CustomStringConvertible {
         var description: String
@@ -90,6 +92,13 @@ struct Settings: Sendable {
             s.consoleListen = try hostPort(text, key: "console_listen")
         }
         s.databasePath = config.string(forKey: "database", default: s.databasePath)
+        // A password on the command line is visible to every local user (ps).
+        if let given = flags["database"], PostgresURI.isPostgres(given), try PostgresURI(given).hasPassword {
+            throw Invalid(description: "--database holds a password, which every local user can read in the process list: put the URI in the config file or KVCONNECTD_DATABASE, or the password in database_password_file, PGPASSWORD or a .pgpass file")
+        }
+        let passwordFile = config.string(forKey: "database_password_file").map { DatabaseSpecs.expand($0, env0) }
+        let replica = try ReplicaSettings.replicaDatabase(config.string(forKey: "replica_database"), flag: flags["replica_database"])
+        s.replicaMaxLagMs = try int(config, "replica_max_lag_ms", s.replicaMaxLagMs, min: 0)
         s.signingKeyFile = config.string(forKey: "signing_key_file")
         s.publicURL = config.string(forKey: "public_url")
         s.tlsCertFile = config.string(forKey: "tls_cert_file")
@@ -152,6 +161,9 @@ struct Settings: Sendable {
             guard let specs = try DatabaseSpecs.load(configFile: dbFile, environment: env0) else {
                 throw Invalid(description: "databases file \(dbFile) has no databases: list")
             }
+            if replica != nil {
+                throw Invalid(description: "replica_database is for the single database; with databases_file give each entry its own replica:")
+            }
             s.databases = specs
             s.databasePath = specs[0].path
             s.accessTokenSource = "databases file \(dbFile)"
@@ -187,7 +199,9 @@ struct Settings: Sendable {
             tokens.append(AccessToken(secret: text.trimmingCharacters(in: .whitespacesAndNewlines), scope: .readOnly))
             sources.append("file \(path) (read-only)")
         }
-        s.databases = [DatabaseSpec(name: "default", path: s.databasePath, tokens: tokens, tokenSources: sources)]
+        s.databases = [DatabaseSpec(name: "default", path: s.databasePath, tokens: tokens, tokenSources: sources,
+                                    passwordFile: passwordFile, replica: replica)]
+        try DatabaseSpecs.validate(s.databases)
         return s
     }
 
@@ -210,19 +224,23 @@ struct Settings: Sendable {
 
     /// Printable settings with secrets masked.
     var summary: [(String, String)] {
-        var head: [(String, String)] = [("listen", "\(host):\(port)"), ("database", databasePath),
+        var head: [(String, String)] = [("listen", "\(host):\(port)"), ("database", databaseLocation.display),
                                         ("access_token", "******** (from \(accessTokenSource))")]
         for d in databases {
             let tokens: String = d.tokenSources.joined(separator: ", ")
-            head.append(("database.\(d.name)", "\(d.path); tokens: \(tokens)"))
+            let password = d.passwordFile.map { "; password from file \($0) (masked)" } ?? ""
+            let replica = d.replica.map { "; replica: \(ReplicaSettings.display($0))" } ?? ""
+            head.append(("database.\(d.name)", "\(d.location.display)\(password)\(replica); tokens: \(tokens)"))
         }
         return head + rest
     }
 
     private var rest: [(String, String)] {
         [
-         ("signing_key_file", signingKeyFile ?? "\(defaultSigningKeyFile) (default)"),
+         ("signing_key_file", usesSigningKeyFile ? signingKeyFile ?? "\(defaultSigningKeyFile) (default)"
+            : "(not used: PostgreSQL databases keep their signing keys in the database)"),
          ("token_lifetime_seconds", String(tokenLifetimeSeconds)),
+         ("replica_max_lag_ms", replicaMaxLagMs == 0 ? "0 (no bound)" : String(replicaMaxLagMs)),
          ("max_body_bytes", String(maxBodyBytes)), ("io_threads", String(ioThreads)),
          ("max_connections", String(maxConnections)), ("max_connections_per_ip", String(maxConnectionsPerIP)),
          ("http2_max_concurrent_streams", String(http2MaxConcurrentStreams)),
@@ -243,7 +261,16 @@ struct Settings: Sendable {
          ("console", !consoleEnabled ? "false" : consoleListen.map { "true (on \($0.host):\($0.port))" } ?? "true (on the main listener, /console/)")]
     }
 
+    var databaseLocation: DatabaseLocation { (try? DatabaseLocation(databasePath)) ?? .sqlite(path: databasePath) }
+
+    /// Beside the (first) SQLite database; PostgreSQL databases keep their keys in the database.
     var defaultSigningKeyFile: String {
-        (databasePath as NSString).deletingLastPathComponent.appending("/signing.key")
+        let sqlite = databases.compactMap { if case .sqlite(let p) = $0.location { p } else { nil } }.first
+        return ((sqlite ?? databasePath) as NSString).deletingLastPathComponent.appending("/signing.key")
+    }
+
+    /// Whether the daemon needs the key file: some database is SQLite, or it was set.
+    var usesSigningKeyFile: Bool {
+        signingKeyFile != nil || databases.contains { !$0.location.isPostgres }
     }
 }

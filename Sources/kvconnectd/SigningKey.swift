@@ -11,10 +11,7 @@ enum SigningKey {
             }
             return [UInt8](data)
         }
-        var key = [UInt8](repeating: 0, count: 32)
-        guard getentropy(&key, key.count) == 0 else {
-            throw Settings.Invalid(description: "cannot gather entropy for a signing key")
-        }
+        let key = try random()
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard fd >= 0 else {
             throw Settings.Invalid(description: "cannot create signing key file \(path): \(String(cString: strerror(errno)))")
@@ -22,6 +19,15 @@ enum SigningKey {
         defer { close(fd) }
         guard write(fd, key, key.count) == key.count, fsync(fd) == 0 else {
             throw Settings.Invalid(description: "cannot write signing key file \(path)")
+        }
+        return key
+    }
+
+    /// 32 random bytes: a new signing key.
+    static func random() throws -> [UInt8] {
+        var key = [UInt8](repeating: 0, count: 32)
+        guard getentropy(&key, key.count) == 0 else {
+            throw Settings.Invalid(description: "cannot gather entropy for a signing key")
         }
         return key
     }

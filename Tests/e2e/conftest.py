@@ -3,8 +3,10 @@ port 0 and logs the port it got), a temp directory, cleanup by PID."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -18,8 +20,10 @@ TOKEN = "e2e-access-token-0123456789abcdef"
 
 
 class Daemon:
-    def __init__(self, workdir: Path, token: str = TOKEN, extra_args=(), env=None):
+    def __init__(self, workdir: Path, token: str = TOKEN, extra_args=(), env=None, database=None):
         self.workdir = Path(workdir)
+        # A postgres:// URI (PostgreSQL backend); None = kv.sqlite3 in workdir.
+        self.database = database
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = token
         self.extra_args = list(extra_args)
@@ -49,7 +53,7 @@ class Daemon:
         log = open(self.log_path, "ab")
         start_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--database", str(self.db_path),
+            [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--database", self.database or str(self.db_path),
              "--access-token-file", str(token_file), *self.extra_args],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         deadline = time.time() + 20
@@ -114,3 +118,111 @@ def run_deno(args, env_extra=None, timeout=180, token=TOKEN):
     env["NO_COLOR"] = "1"
     env.update(env_extra or {})
     return subprocess.run([DENO, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# --- PostgreSQL: a throwaway cluster (scripts/pg-test-cluster.sh) ----------
+
+PG_SCRIPT = ROOT / "scripts/pg-test-cluster.sh"
+
+
+class PGCluster:
+    """One initdb'd server per test session; a fresh database per test."""
+
+    def __init__(self):
+        # Not under pytest's 0700 basetemp: the server runs as `postgres` when we are root.
+        self.dir = Path(tempfile.mkdtemp(prefix="kvc-pg-"))
+        r = subprocess.run(["bash", str(PG_SCRIPT), "start", str(self.dir)], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("pg-test-cluster.sh start failed:\n" + r.stdout + r.stderr)
+        self.uri = r.stdout.strip().splitlines()[-1]
+        self.base = self.uri.rsplit("/", 1)[0]
+        self.count = 0
+
+    def psql(self, sql, db="postgres"):
+        r = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", f"{self.base}/{db}", "-c", sql],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"psql {sql!r}: {r.stderr}")
+        return r.stdout.strip()
+
+    def new_database(self):
+        """URI of a new, empty database on the cluster."""
+        self.count += 1
+        name = f"kv_{os.getpid()}_{self.count}"
+        self.psql(f"CREATE DATABASE {name}")
+        return f"{self.base}/{name}"
+
+    def restart(self):
+        r = subprocess.run(["bash", str(PG_SCRIPT), "restart", str(self.dir)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    def stop_server(self):
+        """Stops the server but keeps its data (`restart` … needs start_server)."""
+        pgbin = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+        cmd = [str(pgbin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        subprocess.run(cmd, capture_output=True, timeout=60, check=True)
+
+    def start_server(self):
+        pgbin = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+        port = (self.dir / "port").read_text().strip()
+        opts = f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200"
+        cmd = [str(pgbin / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "server.log"), "-w", "-o", opts, "start"]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        subprocess.run(cmd, capture_output=True, timeout=60, check=True)
+
+    def close(self):
+        subprocess.run(["bash", str(PG_SCRIPT), "stop", str(self.dir)], capture_output=True, timeout=120)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pg_available():
+    return PG_SCRIPT.exists() and any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    if not pg_available():
+        pytest.skip("PostgreSQL server binaries or scripts/pg-test-cluster.sh not available")
+    c = PGCluster()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def pg_database(pg_cluster):
+    """URI of a fresh PostgreSQL database for this test."""
+    return pg_cluster.new_database()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def backend_daemon(request, tmp_path_factory):
+    """The session daemon on each backend: the key Deno tests run against both."""
+    database = None
+    if request.param == "postgres":
+        if not pg_available():
+            pytest.skip("PostgreSQL not available")
+        database = request.getfixturevalue("pg_cluster").new_database()
+    d = Daemon(tmp_path_factory.mktemp(f"kvconnectd-{request.param}"), database=database).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def daemons(tmp_path, pg_database):
+    """Start(n): n daemons serving one fresh PostgreSQL database; stopped (SIGKILL if needed) after the test."""
+    started = []
+
+    def start(n, extra_args=(), env=None):
+        for i in range(n):
+            started.append(Daemon(tmp_path / f"daemon{len(started)}", database=pg_database,
+                                  extra_args=extra_args, env=env).start())
+        return started[-n:]
+
+    start.database = pg_database
+    yield start
+    for d in started:
+        if d.alive():
+            d.stop(signal.SIGKILL)

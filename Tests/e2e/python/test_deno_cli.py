@@ -1,4 +1,5 @@
-"""The real Deno CLI (HTTP/2) against kvconnectd."""
+"""The real Deno CLI (HTTP/2) against kvconnectd; the suite, check-and-set and
+smoke tests run on both backends (backend_daemon: sqlite, postgres)."""
 import json
 import os
 import subprocess
@@ -8,15 +9,16 @@ from conftest import DENO, ROOT, TOKEN, run_deno
 DENO_DIR = ROOT / "Tests/e2e/deno"
 
 
-def test_deno_kv_suite(daemon):
+def test_deno_kv_suite(backend_daemon):
     r = run_deno(["test", "--unstable-kv", "-A", str(DENO_DIR / "kv_basic_test.ts")],
-                 env_extra={"KV_URL": daemon.url}, timeout=300)
+                 env_extra={"KV_URL": backend_daemon.url}, timeout=300)
     print(r.stdout[-6000:], r.stderr[-3000:])
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert " 0 failed" in r.stdout
 
 
-def test_concurrent_check_and_set_has_no_lost_update(daemon):
+def test_concurrent_check_and_set_has_no_lost_update(backend_daemon):
+    daemon = backend_daemon
     key = "counter-" + str(id(daemon))
     procs, per_process, n = [], 25, 4
     env = dict(os.environ, DENO_KV_ACCESS_TOKEN=TOKEN, NO_COLOR="1")
@@ -35,7 +37,8 @@ def test_concurrent_check_and_set_has_no_lost_update(daemon):
     print(f"{n} processes x {per_process} increments, {conflicts} conflicts retried")
 
 
-def test_smoke_script_like_make_run(daemon):
+def test_smoke_script_like_make_run(backend_daemon):
+    daemon = backend_daemon
     r = run_deno(["run", "--unstable-kv", "-A", str(DENO_DIR / "smoke.ts"), daemon.url])
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"get": "one", "listed": 2, "atomic": True, "after": "uno"}

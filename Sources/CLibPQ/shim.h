@@ -1,0 +1,2 @@
+// libpq, the PostgreSQL reference client library (Debian: libpq-dev).
+#include <libpq-fe.h>

@@ -1,0 +1,458 @@
+// Queue delivery on PostgreSQL, with the states and semantics of SQLite mode
+// (see KVSQLite's QueueStore): ready → inflight (claim, lease_seq + 1) →
+// deleted (ack) / ready later (fail with schedule left) / dead-lettered.
+//
+// Every daemon runs this dispatcher thread with its own connection. Claims
+// are `FOR UPDATE SKIP LOCKED`, so each due message is claimed by exactly one
+// daemon or pull worker per attempt. Expired leases (of any daemon) become
+// ready again in every round. A pushed message records the pushing daemon
+// (`leased_by`); each daemon holds a session advisory lock named after its
+// instance while connected, so when a daemon dies the others can take its
+// lock and make its pushed messages ready at once instead of waiting for the
+// lease to end. Enqueues and retries NOTIFY, waking the dispatchers of all
+// daemons at the right time.
+
+import Foundation
+import KVEngine
+
+final class PGQueue: @unchecked Sendable {
+    static let maxIdleMs: Int64 = 60_000
+    /// How often to look for pushed messages of daemons that died.
+    static let orphanScanMs: Int64 = 2_000
+
+    static let columns = "id, lease_seq, attempts, payload, deadline_ms, lease_until_ms, keys_if_undelivered, backoff_schedule"
+    static let claimSQL = """
+        UPDATE queue_messages SET state = 'inflight', lease_until_ms = $2, lease_seq = lease_seq + 1, leased_by = $4
+        WHERE id IN (SELECT id FROM queue_messages WHERE state = 'ready' AND deadline_ms <= $1
+                     ORDER BY deadline_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+        RETURNING \(columns)
+        """
+    static let expireSQL = """
+        UPDATE queue_messages SET state = 'ready', lease_until_ms = NULL, leased_by = NULL
+        WHERE state = 'inflight' AND lease_until_ms <= $1 RETURNING id
+        """
+    static let nextDueSQL = """
+        SELECT LEAST((SELECT MIN(deadline_ms) FROM queue_messages WHERE state = 'ready'),
+                     (SELECT MIN(lease_until_ms) FROM queue_messages WHERE state = 'inflight'))
+        """
+    static let ackSQL = "DELETE FROM queue_messages WHERE id = $1 AND state = 'inflight' AND lease_seq = $2 RETURNING id"
+    static let existsSQL = "SELECT 1 FROM queue_messages WHERE id = $1"
+    static let selectLeasedSQL = """
+        SELECT \(columns) FROM queue_messages WHERE id = $1 AND state = 'inflight' AND lease_seq = $2 FOR UPDATE
+        """
+    static let retrySQL = """
+        UPDATE queue_messages SET state = 'ready', attempts = $3, deadline_ms = $4, lease_until_ms = NULL, leased_by = NULL
+        WHERE id = $1 AND state = 'inflight' AND lease_seq = $2
+        """
+    static let deleteSQL = "DELETE FROM queue_messages WHERE id = $1"
+    static let countsSQL = "SELECT state, COUNT(*) FROM queue_messages GROUP BY state"
+    static let ownersSQL = """
+        SELECT DISTINCT leased_by FROM queue_messages WHERE state = 'inflight' AND leased_by IS NOT NULL AND leased_by <> $1
+        """
+    static let lockOwnerSQL = "SELECT pg_advisory_lock($1::int4, hashtext($2))"
+    static let tryOwnerSQL = "SELECT pg_try_advisory_lock($1::int4, hashtext($2))"
+    static let unlockOwnerSQL = "SELECT pg_advisory_unlock($1::int4, hashtext($2))"
+    static let recoverOwnerSQL = """
+        UPDATE queue_messages SET state = 'ready', lease_until_ms = NULL, leased_by = NULL
+        WHERE state = 'inflight' AND leased_by = $1 RETURNING id
+        """
+
+    final class Waiter: @unchecked Sendable {
+        let visibilityMs: Int64
+        let deadlineMs: Int64
+        let completion: @Sendable (Result<QueueMessage?, KVError>) -> Void
+        var tried = false
+        init(visibilityMs: Int64, deadlineMs: Int64, completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+            self.visibilityMs = visibilityMs
+            self.deadlineMs = deadlineMs
+            self.completion = completion
+        }
+    }
+
+    private struct Settle {
+        let id: Int64
+        let leaseSeq: Int64
+        let success: Bool
+        let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    }
+
+    private let ctx: PGContext
+    private let cond = NSCondition()
+    private var nextDueMs: Int64?
+    private var stopped = false
+    private var finished = false
+    private var push: (deliver: QueueDeliverFunction, options: QueuePushOptions)?
+    private var pushInFlight = 0
+    private var waiters: [Waiter] = []
+    private var settles: [Settle] = []
+    private var thread: Thread?
+    private var _stats = QueueStats()
+    private var _recoveredOnOpen = 0
+    private var firstOrphanScanDone = false
+    private var nextOrphanScanMs: Int64 = 0
+    /// Queue-thread only.
+    private var conn: PGConnection?
+
+    init(ctx: PGContext) {
+        self.ctx = ctx
+    }
+
+    var stats: QueueStats { cond.lock(); defer { cond.unlock() }; return _stats }
+    var recoveredOnOpen: Int { cond.lock(); defer { cond.unlock() }; return _recoveredOnOpen }
+
+    func start() {
+        let t = Thread { [self] in self.loop() }
+        t.name = "kvpg-queue"
+        cond.lock()
+        thread = t
+        nextDueMs = 0
+        cond.unlock()
+        t.start()
+    }
+
+    func stop() {
+        cond.lock()
+        stopped = true
+        cond.broadcast()
+        if Thread.current !== thread {
+            while !finished { cond.wait() }
+        }
+        thread = nil
+        cond.unlock()
+    }
+
+    func noteDue(_ ms: Int64) {
+        cond.lock()
+        if nextDueMs.map({ ms < $0 }) ?? true {
+            nextDueMs = ms
+            cond.signal()
+        }
+        cond.unlock()
+    }
+
+    func setPush(_ deliver: QueueDeliverFunction?, options: QueuePushOptions) {
+        cond.lock()
+        push = deliver.map { ($0, options) }
+        nextDueMs = 0
+        cond.signal()
+        cond.unlock()
+    }
+
+    func waitForPushIdle(timeoutMs: Int64) -> Bool {
+        let until = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        cond.lock()
+        defer { cond.unlock() }
+        while pushInFlight > 0 {
+            if !cond.wait(until: until) { break }
+        }
+        return pushInFlight == 0
+    }
+
+    func lease(visibilityMs: Int64, waitMs: Int64, completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+        cond.lock()
+        if stopped {
+            cond.unlock()
+            return completion(.failure(.unavailable("shutting down")))
+        }
+        waiters.append(Waiter(visibilityMs: max(1, visibilityMs), deadlineMs: PGContext.wallClockMs() + max(0, waitMs),
+                              completion: completion))
+        cond.signal()
+        cond.unlock()
+    }
+
+    func settle(id: Int64, leaseSeq: Int64, success: Bool,
+                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+        cond.lock()
+        if stopped {
+            cond.unlock()
+            return completion(.failure(.unavailable("shutting down")))
+        }
+        settles.append(Settle(id: id, leaseSeq: leaseSeq, success: success, completion: completion))
+        cond.signal()
+        cond.unlock()
+    }
+
+    func counts() throws -> QueueCounts {
+        // Runs on the caller's thread with its own short-lived connection use.
+        var c: PGConnection?
+        defer { c?.close() }
+        return try ctx.withRetries(conn: &c, until: PGContext.wallClockMs() + 2000, what: "queue counts") { c in
+            let r = try c.query(Self.countsSQL)
+            var out = QueueCounts(ready: 0, inflight: 0)
+            for i in 0..<r.rowCount {
+                switch r.text(i, 0) {
+                case "ready": out.ready = Int(r.int64(i, 1))
+                case "inflight": out.inflight = Int(r.int64(i, 1))
+                default: break
+                }
+            }
+            return out
+        }
+    }
+
+    // MARK: - the loop
+
+    private enum Work {
+        case settle([Settle])
+        case round([Waiter], capacity: Int, leaseMs: Int64)
+        case expire([Waiter])
+        case stop([Waiter], [Settle])
+    }
+
+    private func nextWork() -> Work {
+        cond.lock()
+        defer { cond.unlock() }
+        while true {
+            if stopped {
+                let w = waiters, s = settles
+                waiters.removeAll()
+                settles.removeAll()
+                return .stop(w, s)
+            }
+            if !settles.isEmpty {
+                let s = settles
+                settles.removeAll()
+                return .settle(s)
+            }
+            let now = PGContext.wallClockMs()
+            let expired = waiters.filter { $0.tried && $0.deadlineMs <= now }
+            if !expired.isEmpty {
+                waiters.removeAll { $0.tried && $0.deadlineMs <= now }
+                return .expire(expired)
+            }
+            let capacity = push.map { $0.options.concurrency - pushInFlight } ?? 0
+            let consumers = capacity > 0 || !waiters.isEmpty
+            let due = min(nextDueMs ?? (now + Self.maxIdleMs), consumers && push != nil ? nextOrphanScanMs : Int64.max)
+            if waiters.contains(where: { !$0.tried }) || (consumers && due <= now) {
+                let take = waiters
+                waiters.removeAll()
+                nextDueMs = nil
+                return .round(take, capacity: max(0, capacity), leaseMs: push?.options.leaseMs ?? 0)
+            }
+            var wake = consumers ? due : now + Self.maxIdleMs
+            if let w = waiters.map(\.deadlineMs).min() { wake = min(wake, w) }
+            let wait = max(1, min(wake - now, Self.maxIdleMs))
+            _ = cond.wait(until: Date().addingTimeInterval(Double(wait) / 1000))
+            if nextDueMs == nil && PGContext.wallClockMs() >= now + Self.maxIdleMs { nextDueMs = 0 }
+        }
+    }
+
+    private func loop() {
+        loop: while true {
+            switch nextWork() {
+            case .stop(let w, let s):
+                for x in w { x.completion(.failure(.unavailable("shutting down"))) }
+                for x in s { x.completion(.failure(.unavailable("shutting down"))) }
+                break loop
+            case .settle(let s):
+                for x in s { settleOne(x) }
+            case .expire(let w):
+                for x in w { x.completion(.success(nil)) }
+            case .round(let w, let capacity, let leaseMs):
+                round(w, capacity: capacity, leaseMs: leaseMs)
+            }
+        }
+        conn?.close()
+        conn = nil
+        cond.lock()
+        finished = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// The queue connection, holding this daemon's liveness lock.
+    private func connected() throws -> PGConnection {
+        if let c = conn, !c.isBroken { return c }
+        conn?.close()
+        let c = try ctx.connect()
+        try c.query(Self.lockOwnerSQL, [.int8(Int64(PGSchema.LockSpace.daemon.rawValue)), .text(ctx.instanceId)])
+        conn = c
+        return c
+    }
+
+    private func message(_ r: PGResult, _ i: Int) -> QueueMessage {
+        QueueMessage(id: r.int64(i, 0), leaseSeq: r.int64(i, 1), attempt: Int(r.int64(i, 2)) + 1,
+                     payload: r.bytes(i, 3), deadlineMs: r.int64(i, 4), leaseUntilMs: r.optionalInt64(i, 5) ?? 0,
+                     keysIfUndelivered: QueueKeysCodec.decode(r.bytes(i, 6)) ?? [],
+                     backoffSchedule: QueueKeysCodec.decodeBackoff(r.text(i, 7)) ?? [])
+    }
+
+    private func fail<T>(_ error: Error) -> Result<T, KVError> {
+        conn?.rollbackQuietly()
+        if let e = error as? PGError {
+            if e.kind == .connectionLost { conn?.close(); conn = nil }
+            return .failure(e.asKVError)
+        }
+        return .failure((error as? KVError) ?? .internalError("\(error)"))
+    }
+
+    /// Pushed messages of daemons whose liveness lock is free (they died) → ready.
+    private func recoverOrphans(_ c: PGConnection) throws -> Int {
+        let owners = try c.query(Self.ownersSQL, [.text(ctx.instanceId)])
+        var n = 0
+        let space = Int64(PGSchema.LockSpace.daemon.rawValue)
+        for i in 0..<owners.rowCount {
+            let owner = owners.text(i, 0)
+            guard try c.query(Self.tryOwnerSQL, [.int8(space), .text(owner)]).bool(0, 0) else { continue }
+            defer { _ = try? c.query(Self.unlockOwnerSQL, [.int8(space), .text(owner)]) }
+            n += try c.query(Self.recoverOwnerSQL, [.text(owner)]).rowCount
+        }
+        if n > 0 { ctx.logger.notice("queue: \(n) message(s) pushed by a daemon that stopped are ready again") }
+        return n
+    }
+
+    private func round(_ waiters: [Waiter], capacity: Int, leaseMs: Int64) {
+        let now = PGContext.wallClockMs()
+        var assigned: [(Waiter, QueueMessage)] = []
+        var leftover = waiters
+        var pushed: [QueueMessage] = []
+        var nextDue: Int64?
+        var expired = 0
+        var recovered = 0
+        do {
+            let c = try connected()
+            if now >= nextOrphanScanMs || !firstOrphanScanDone {
+                recovered = try recoverOrphans(c)
+                nextOrphanScanMs = now + Self.orphanScanMs
+            }
+            var q = [PGQuery("BEGIN"), PGQuery(Self.expireSQL, [.int8(now)])]
+            for w in waiters {
+                q.append(PGQuery(Self.claimSQL, [.int8(now), .int8(now + w.visibilityMs), .int8(1), .null]))
+            }
+            if capacity > 0 {
+                q.append(PGQuery(Self.claimSQL, [.int8(now), .int8(now + leaseMs), .int8(Int64(capacity)), .text(ctx.instanceId)]))
+            }
+            q.append(PGQuery(Self.nextDueSQL))
+            q.append(PGQuery("COMMIT"))
+            let r = try c.pipeline(q)
+            expired = r[1].rowCount
+            leftover = []
+            for (i, w) in waiters.enumerated() {
+                if r[2 + i].rowCount > 0 { assigned.append((w, message(r[2 + i], 0))) } else { leftover.append(w) }
+            }
+            if capacity > 0 {
+                let pr = r[2 + waiters.count]
+                pushed = (0..<pr.rowCount).map { message(pr, $0) }.sorted { ($0.deadlineMs, $0.id) < ($1.deadlineMs, $1.id) }
+            }
+            nextDue = r[r.count - 2].optionalInt64(0, 0)
+        } catch {
+            let f: Result<Void, KVError> = fail(error)
+            ctx.logger.error("queue: dispatch round failed: \(f)")
+            leftover = waiters
+            nextDue = now + 500
+        }
+        for (w, m) in assigned { w.completion(.success(m)) }
+        var deliver: QueueDeliverFunction?
+        cond.lock()
+        if !firstOrphanScanDone {
+            firstOrphanScanDone = true
+            _recoveredOnOpen = recovered
+        }
+        for w in leftover { w.tried = true }
+        self.waiters.insert(contentsOf: leftover, at: 0)
+        if let next = nextDue, nextDueMs.map({ next < $0 }) ?? true { nextDueMs = next }
+        _stats.leasesExpired += expired
+        if let p = push, !pushed.isEmpty {
+            pushInFlight += pushed.count
+            deliver = p.deliver
+        }
+        cond.unlock()
+        if let deliver {
+            for m in pushed {
+                deliver(m) { [weak self] ok in self?.pushFinished(m, ok: ok) }
+            }
+        } else if !pushed.isEmpty {
+            // Push was switched off meanwhile: let the leases lapse quickly.
+            ctx.logger.debug("queue: \(pushed.count) claimed message(s) wait for their lease to end")
+        }
+    }
+
+    private func pushFinished(_ m: QueueMessage, ok: Bool) {
+        settle(id: m.id, leaseSeq: m.leaseSeq, success: ok) { [weak self] r in
+            guard let self else { return }
+            if case .success(.leaseLost) = r {
+                self.ctx.logger.warning("queue: lease of pushed message \(m.id) was lost before it was settled")
+            }
+            self.cond.lock()
+            self.pushInFlight -= 1
+            self.cond.broadcast()
+            self.cond.unlock()
+        }
+    }
+
+    private func settleOne(_ s: Settle) {
+        let r: Result<QueueSettleResult, KVError>
+        do {
+            let c = try connected()
+            r = .success(s.success ? try ack(c, s) : try failAttempt(c, s))
+        } catch {
+            r = fail(error)
+        }
+        cond.lock()
+        if case .success(let x) = r {
+            switch x {
+            case .acknowledged: _stats.acknowledged += 1
+            case .retryScheduled: _stats.failedAttempts += 1
+            case .deadLettered:
+                _stats.failedAttempts += 1
+                _stats.deadLettered += 1
+            case .notFound, .leaseLost: break
+            }
+        }
+        cond.unlock()
+        if case .success(.retryScheduled(let at)) = r { noteDue(at) }
+        s.completion(r)
+    }
+
+    private func lostOrMissing(_ c: PGConnection, _ id: Int64) throws -> QueueSettleResult {
+        try c.query(Self.existsSQL, [.int8(id)]).rowCount > 0 ? .leaseLost : .notFound
+    }
+
+    private func ack(_ c: PGConnection, _ s: Settle) throws -> QueueSettleResult {
+        let r = try c.query(Self.ackSQL, [.int8(s.id), .int8(s.leaseSeq)])
+        return r.rowCount > 0 ? .acknowledged : try lostOrMissing(c, s.id)
+    }
+
+    /// A failed attempt: retry after the next delay of the schedule, or dead
+    /// letter (payload to every keys_if_undelivered key with a versionstamp
+    /// from the shared counter, message deleted) in one transaction.
+    private func failAttempt(_ c: PGConnection, _ s: Settle) throws -> QueueSettleResult {
+        let sel = try c.pipeline([PGQuery("BEGIN"), PGQuery(Self.selectLeasedSQL, [.int8(s.id), .int8(s.leaseSeq)])])
+        guard sel[1].rowCount > 0 else {
+            try c.execScript("ROLLBACK")
+            return try lostOrMissing(c, s.id)
+        }
+        let m = message(sel[1], 0)
+        let now = PGContext.wallClockMs()
+        let failures = m.attempt
+        if failures - 1 < m.backoffSchedule.count {
+            let at = now + Int64(m.backoffSchedule[failures - 1])
+            var q = [PGQuery(Self.retrySQL, [.int8(s.id), .int8(s.leaseSeq), .int8(Int64(failures)), .int8(at)])]
+            if let n = ctx.notifyQuery(counter: ctx.counter, keys: [], expiryMs: nil, dueMs: at) { q.append(n) }
+            q.append(PGQuery("COMMIT"))
+            _ = try c.pipeline(q)
+            return .retryScheduled(atMs: at)
+        }
+        if m.keysIfUndelivered.isEmpty {
+            _ = try c.pipeline([PGQuery(Self.deleteSQL, [.int8(s.id)]), PGQuery("COMMIT")])
+            return .deadLettered(versionstamp: nil)
+        }
+        let base = UInt64(bitPattern: try c.query(PGSQL.lockCounter).int64(0, 0))
+        let counter = base + 1
+        let vs = Versionstamps.make(counter: counter)
+        let keys = Array(Set(m.keysIfUndelivered))
+        var q = [
+            PGQuery(PGSQL.upsert, [.byteaArray(keys), .byteaArray(keys.map { _ in m.payload }),
+                                   .int2Array(keys.map { _ in Int16(ValueEncoding.v8.rawValue) }),
+                                   .byteaArray(keys.map { _ in vs }), .int8Array(keys.map { _ in nil })]),
+            PGQuery(Self.deleteSQL, [.int8(s.id)]),
+            PGQuery(PGSQL.storeCounter, [.int8(Int64(bitPattern: counter))]),
+        ]
+        if let n = ctx.notifyQuery(counter: counter, keys: keys, expiryMs: nil, dueMs: nil) { q.append(n) }
+        q.append(PGQuery("COMMIT"))
+        _ = try c.pipeline(q)
+        ctx.noteCounter(counter)
+        ctx.hub.notify(changed: keys)
+        return .deadLettered(versionstamp: vs)
+    }
+}

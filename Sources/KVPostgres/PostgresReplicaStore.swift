@@ -1,0 +1,271 @@
+// A read-only view of a PostgreSQL hot standby (streaming replication), for
+// eventual reads. It runs no writer, sweeper, listener or queue: a standby
+// refuses writes, LISTEN and DDL. Snapshot reads use the same SQL as the
+// primary's store on a small pool of its own; a sampler thread measures
+// replication lag for the
+// `ReplicaHealth` capability (the layer above falls back to the primary when
+// the standby is unreachable or too far behind).
+
+import Foundation
+import KVEngine
+
+public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Sendable {
+    public let databaseId: String
+    public let location: String
+    private let url: String
+    private let schema: String
+    private let maxConnections: Int
+    private let poolCond = NSCondition()
+    private var idle: [PGConnection] = []
+    private var open = 0
+    private var poolClosed = false
+    private var counter: UInt64
+    private let sampleIntervalMs_: Int
+    private let lock = NSLock()
+    private var state: ReplicaState
+    private var closed = false
+    private let stopped = DispatchSemaphore(value: 0)
+
+    /// Does not connect yet: a standby that is down when the daemon starts
+    /// is `.unavailable` until the sampler reaches it. `databaseId` is the
+    /// primary's; a standby of another database is reported unavailable.
+    /// `url` is a libpq URI or key=value string.
+    public init(url: String, databaseId: String, schema: String = "kvconnectd", readConnections: Int = 4,
+                sampleIntervalMs: Int = 250) {
+        location = PGMask.mask(url)
+        self.databaseId = databaseId
+        self.url = url
+        self.schema = schema
+        maxConnections = max(1, readConnections)
+        sampleIntervalMs_ = max(10, sampleIntervalMs)
+        counter = 0
+        state = .unavailable(reason: "not sampled yet")
+        sample()
+        let t = Thread { [weak self] in self?.samplerLoop() }
+        t.name = "kvpostgres-replica-lag"
+        t.start()
+    }
+
+    deinit { close() }
+
+    // MARK: - ReplicaHealth
+
+    public var replicaState: ReplicaState {
+        lock.lock()
+        defer { lock.unlock() }
+        return state
+    }
+
+    /// Lag as seen on the standby: 0 when everything received is replayed
+    /// (an idle primary sends nothing, so the last replayed commit may be
+    /// old without the standby being behind), else the age of the last
+    /// replayed commit.
+    static let lagQuery = """
+        SELECT pg_is_in_recovery(),
+               COALESCE(pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), false),
+               (extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000)::int8,
+               (SELECT counter FROM meta WHERE id = 1),
+               (SELECT database_id FROM meta WHERE id = 1)
+        """
+
+    private var samplerConn: PGConnection?
+
+    func sample() {
+        let next: ReplicaState
+        var counter: UInt64?
+        do {
+            if samplerConn == nil { samplerConn = try PGConnection(conninfo: url, searchPath: schema) }
+            let r = try samplerConn!.query(Self.lagQuery)
+            counter = r.optionalInt64(0, 3).map { UInt64(bitPattern: $0) }
+            if r.text(0, 4) != databaseId {
+                next = .unavailable(reason: "standby serves database \(r.text(0, 4)), not \(databaseId)")
+            } else if !r.bool(0, 0) {
+                next = .unavailable(reason: "not a standby (in recovery: false; promoted?)")
+            } else if r.bool(0, 1) {
+                next = .streaming(lagMs: 0)
+            } else {
+                next = .streaming(lagMs: max(0, r.optionalInt64(0, 2) ?? Int64.max / 2))
+            }
+        } catch let e as PGError {
+            samplerConn?.close()
+            samplerConn = nil
+            next = .unavailable(reason: e.message)
+        } catch {
+            next = .unavailable(reason: "\(error)")
+        }
+        lock.lock()
+        state = next
+        if let counter, counter > self.counter { self.counter = counter }
+        lock.unlock()
+    }
+
+    private func samplerLoop() {
+        while true {
+            lock.lock()
+            let stop = closed
+            lock.unlock()
+            if stop { break }
+            sample()
+            usleep(UInt32(sampleIntervalMs_) * 1000)
+        }
+        samplerConn?.close()
+        samplerConn = nil
+        stopped.signal()
+    }
+
+    // MARK: - KVStorage (reads only)
+
+    /// All ranges in one REPEATABLE READ transaction (one snapshot), one
+    /// pipelined round trip; a lost connection is replaced and the read
+    /// tried once more.
+    public func snapshotRead(_ ranges: [ReadRange], nowMs: Int64?) throws -> [[KVEntry]] {
+        let now = nowMs ?? Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+        let live = ranges.enumerated().filter { $0.element.limit > 0 }
+        if live.isEmpty { return ranges.map { _ in [] } }
+        let queries = live.map { _, r in
+            PGQuery(r.reverse ? PGSQL.rangeDesc : PGSQL.rangeAsc,
+                    [.bytea(r.start), .bytea(r.end), .int8(now), .int8(Int64(r.limit))])
+        }
+        let results: [PGResult] = try withConnection { c in
+            if queries.count == 1 { return try c.pipeline(queries) }
+            let all = try c.pipeline([PGQuery("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")] + queries + [PGQuery("COMMIT")])
+            return Array(all[1...queries.count])
+        }
+        var out = ranges.map { _ in [KVEntry]() }
+        for ((i, _), r) in zip(live, results) {
+            var entries: [KVEntry] = []
+            entries.reserveCapacity(r.rowCount)
+            for row in 0..<r.rowCount {
+                let raw = r.int64(row, 2)
+                guard let enc = Int32(exactly: raw).flatMap(ValueEncoding.init(rawValue:)) else {
+                    throw KVError.internalError("The value encoding \(raw) is unknown.")
+                }
+                entries.append(KVEntry(key: r.bytes(row, 0), value: KVValue(data: r.bytes(row, 1), encoding: enc),
+                                       versionstamp: r.bytes(row, 3)))
+            }
+            out[i] = entries
+        }
+        return out
+    }
+
+    // MARK: - connection pool
+
+    private func withConnection<T>(_ body: (PGConnection) throws -> T) throws -> T {
+        var lastError: PGError?
+        for _ in 0..<2 {
+            let c = try checkout()
+            do {
+                let out = try body(c)
+                checkin(c)
+                return out
+            } catch let e as PGError {
+                c.rollbackQuietly()
+                lastError = e
+                if c.isBroken || e.kind == .connectionLost || e.kind == .retry { c.close(); checkin(c); continue }
+                checkin(c)
+                throw e.asKVError
+            }
+        }
+        throw lastError?.asKVError ?? KVError.unavailable("replica unavailable")
+    }
+
+    private func checkout() throws -> PGConnection {
+        poolCond.lock()
+        while idle.isEmpty && !poolClosed && open >= maxConnections { poolCond.wait() }
+        if poolClosed { poolCond.unlock(); throw KVError.unavailable("shutting down") }
+        if let c = idle.popLast() { poolCond.unlock(); return c }
+        open += 1
+        poolCond.unlock()
+        do {
+            return try PGConnection(conninfo: url, searchPath: schema)
+        } catch {
+            poolCond.lock()
+            open -= 1
+            poolCond.signal()
+            poolCond.unlock()
+            throw (error as? PGError)?.asKVError ?? KVError.unavailable("\(error)")
+        }
+    }
+
+    private func checkin(_ c: PGConnection) {
+        poolCond.lock()
+        if poolClosed || c.isBroken { c.close(); open -= 1 } else { idle.append(c) }
+        poolCond.signal()
+        poolCond.unlock()
+    }
+
+    public func atomicWrite(_ write: AtomicWrite,
+                            completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void) {
+        completion(.failure(.internalError("a replica store takes no writes (they go to the primary)")))
+    }
+
+    public func checkWritable() -> Bool { false }
+
+    /// Commit counter the standby has replayed (last sample).
+    public var currentVersionstamp: Versionstamp {
+        lock.lock()
+        defer { lock.unlock() }
+        return Versionstamps.make(counter: counter)
+    }
+
+    public func close() {
+        lock.lock()
+        if closed { lock.unlock(); return }
+        closed = true
+        lock.unlock()
+        stopped.wait()
+        poolCond.lock()
+        poolClosed = true
+        for c in idle { c.close() }
+        open -= idle.count
+        idle.removeAll()
+        poolCond.broadcast()
+        poolCond.unlock()
+    }
+
+    /// Watches go to the primary; a registration here never fires.
+    public func watch(keys: [Bytes], onChange: @escaping @Sendable () -> Void) -> KeyWatch {
+        KeyWatch(keys: keys, onChange: onChange)
+    }
+
+    public var watchCount: Int { 0 }
+    public var expiredEntriesRemoved: Int { 0 }
+
+    public func storageStats() throws -> StorageStats {
+        try withConnection { c in
+            let r = try c.query(PGSQL.stats)
+            return StorageStats(sizeBytes: r.int64(0, 0), entries: r.int64(0, 1))
+        }
+    }
+
+    // Queues live on the primary.
+    public func startQueueDelivery(options: QueuePushOptions, deliver: @escaping QueueDeliverFunction) {}
+    public func stopQueueDelivery(drainTimeoutMs: Int64) -> Bool { true }
+    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
+                                  completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+        completion(.failure(.internalError("a replica store has no queue (it is on the primary)")))
+    }
+    public func ackQueueMessage(id: Int64, leaseSeq: Int64,
+                                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+        completion(.failure(.internalError("a replica store has no queue (it is on the primary)")))
+    }
+    public func failQueueMessage(id: Int64, leaseSeq: Int64,
+                                 completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+        completion(.failure(.internalError("a replica store has no queue (it is on the primary)")))
+    }
+    public func queueCounts() throws -> QueueCounts { QueueCounts(ready: 0, inflight: 0) }
+    public var queueStats: QueueStats { QueueStats() }
+    public var queueRecoveredOnOpen: Int { 0 }
+
+    // `kvconnectd copy` reads from and writes to primaries.
+    public func scanEntries(after: Bytes?, limit: Int) throws -> [StoredEntry] {
+        throw KVError.internalError("copy from the primary, not from a replica store")
+    }
+    public func scanQueueMessages(after: Int64?, limit: Int) throws -> [StoredQueueMessage] {
+        throw KVError.internalError("copy from the primary, not from a replica store")
+    }
+    public func importBulk(_ batch: BulkImport) throws {
+        throw KVError.internalError("a replica store takes no writes (they go to the primary)")
+    }
+    public func copyProgress(name: String) throws -> Bytes? { nil }
+}
