@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "kvconnectd",
             dependencies: [
-                "KVEngine", "KVSQLite", "KVConnect", "HTTPFront",
+                "KVEngine", "KVSQLite", "KVPostgres", "KVConnect", "HTTPFront",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Configuration", package: "swift-configuration"),
