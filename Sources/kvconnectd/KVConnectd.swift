@@ -14,7 +14,7 @@ struct KVConnectd: AsyncParsableCommand {
         """,
         version: BuildInfo.version,
         subcommands: [Serve.self, CheckConfig.self, Backup.self, Restore.self, Export.self, Import.self, QueueCommand.self,
-                      Copy.self, Pitr.self],
+                      Copy.self, RotateSigningKey.self, Pitr.self],
         defaultSubcommand: Serve.self
     )
 }
