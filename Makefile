@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak watch-scale install uninstall proto clean fuzz fuzz-short test-asan test-tsan
+.PHONY: format lint all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak watch-scale install uninstall proto clean fuzz fuzz-short test-asan test-tsan
 
 all: build
 
@@ -28,17 +28,19 @@ release: deps
 run: release
 	@bash scripts/run-dev.sh "$(DATA)" "$(PORT)"
 
-# Unit tests (XCTest), a short run of every fuzz target, then the end-to-end
+# Unit tests (XCTest; the protocol layer's again on the in-memory storage), a
+# short run of every fuzz target, then the end-to-end
 # suite with real clients (its "N passed" line closes the run).
 test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-swift-testing
+	KVCONNECT_TEST_BACKEND=memory $(SWIFT) test --skip-build --disable-swift-testing --filter KVConnectTests
 	FUZZ_SECONDS=$${FUZZ_SHORT_SECONDS:-10} bash Tests/Fuzz/run.sh
 	$(SWIFT) build --product kvconnectd
 	bash Tests/e2e/run.sh .build/debug/kvconnectd
 
 unit-test: deps
-	$(SWIFT) test
+	$(SWIFT) test --disable-swift-testing
 
 e2e-test: test-deps build
 	bash Tests/e2e/run.sh .build/debug/kvconnectd
@@ -121,5 +123,16 @@ proto:
 	cd proto && protoc-c --c_out=../Sources/CDatapath datapath.proto
 	mv Sources/CDatapath/datapath.pb-c.h Sources/CDatapath/include/
 
+# swift-format (ships with the toolchain) with the committed .swift-format.
+SWIFT_SOURCES = Sources Tests Benchmarks/Sources Benchmarks/Benchmarks Benchmarks/Package.swift Package.swift
+format:
+	$(SWIFT) format -i -r --parallel $(SWIFT_SOURCES)
+
+# Format check plus the generated-code drift check; .ci/run runs it before make test.
+lint: test-deps
+	$(SWIFT) format lint -r --strict --parallel $(SWIFT_SOURCES)
+	bash scripts/check-generated.sh
+
+# Every scratch directory: SwiftPM builds (main, fuzz, sanitizers, benchmarks) and bench output.
 clean:
-	rm -rf .build
+	rm -rf .build .build-* .build_* Benchmarks/.build .bench-* .benchmarkBaselines

@@ -3,11 +3,11 @@ import PackageDescription
 
 let package = Package(
     name: "kvconnectd",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "kvconnectd", targets: ["kvconnectd"]),
         // For the nested Benchmarks/ package (`make bench-micro`), which can only use products.
         .library(name: "KVEngine", targets: ["KVEngine"]),
+        .library(name: "KVSQLite", targets: ["KVSQLite"]),
         .library(name: "KVConnect", targets: ["KVConnect"]),
     ],
     dependencies: [
@@ -36,10 +36,20 @@ let package = Package(
         ),
 
         // Swift layers, bottom up.
+        // Backend-neutral: the storage protocol, engine types, versionstamps,
+        // V8 values and sums, mutation evaluation, watch hub.
         .target(
             name: "KVEngine",
             dependencies: [
-                "CSQLite", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The embedded SQLite backend (the default).
+        .target(
+            name: "KVSQLite",
+            dependencies: [
+                "KVEngine", "CSQLite", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
@@ -59,7 +69,7 @@ let package = Package(
         .executableTarget(
             name: "kvconnectd",
             dependencies: [
-                "KVEngine", "KVConnect", "HTTPFront",
+                "KVEngine", "KVSQLite", "KVConnect", "HTTPFront",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -71,9 +81,9 @@ let package = Package(
             ]
         ),
 
-        .testTarget(name: "KVEngineTests", dependencies: ["KVEngine"]),
+        .testTarget(name: "KVEngineTests", dependencies: ["KVEngine", "KVSQLite"]),
         .testTarget(name: "KVConnectTests", dependencies: [
-            "KVConnect", "KVEngine", "CDatapath",
+            "KVConnect", "KVEngine", "KVSQLite", "CDatapath",
             .product(name: "MetricsTestKit", package: "swift-metrics"),
         ]),
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
@@ -87,13 +97,13 @@ let package = Package(
 // coverage and ASan and optimized; dependencies are built as usual.
 if Context.environment["KVCONNECTD_FUZZ"] == "1" {
     let flags: [String] = ["-sanitize=fuzzer,address", "-O"]
-    for target in package.targets where ["KVEngine", "KVConnect"].contains(target.name) {
+    for target in package.targets where ["KVEngine", "KVSQLite", "KVConnect"].contains(target.name) {
         target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(flags)]
     }
     let fuzzers: [(name: String, deps: [Target.Dependency])] = [
-        ("fuzz-snapshot-read", ["KVConnect", "KVEngine", "CDatapath"]),
-        ("fuzz-atomic-write", ["KVConnect", "KVEngine"]),
-        ("fuzz-watch", ["KVConnect", "KVEngine", "CDatapath"]),
+        ("fuzz-snapshot-read", ["KVConnect", "KVEngine", "KVSQLite", "CDatapath"]),
+        ("fuzz-atomic-write", ["KVConnect", "KVEngine", "KVSQLite"]),
+        ("fuzz-watch", ["KVConnect", "KVEngine", "KVSQLite", "CDatapath"]),
         ("fuzz-metadata-json", ["KVConnect"]),
         ("fuzz-v8", ["KVEngine"]),
         ("fuzz-key", ["KVEngine"]),

@@ -22,6 +22,7 @@ let package = Package(
                 "BenchSupport",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "KVEngine", package: "kvconnectd"),
+                .product(name: "KVSQLite", package: "kvconnectd"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Benchmarks/EngineBenchmarks",

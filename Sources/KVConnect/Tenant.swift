@@ -33,14 +33,14 @@ public struct AccessToken: Sendable, Equatable {
 /// (SIGHUP) without touching open connections.
 public final class Tenant: @unchecked Sendable {
     public let name: String
-    public let store: KVStore
+    public let store: any KVStorage
     public var databaseId: String { store.databaseId }
     /// Shared snapshot reads of this database's watch sessions.
     let watchReads: WatchReads
     private let lock = NSLock()
     private var tokens: [AccessToken]
 
-    public init(name: String = "default", store: KVStore, tokens: [AccessToken]) {
+    public init(name: String = "default", store: any KVStorage, tokens: [AccessToken]) {
         self.name = name
         self.store = store
         self.tokens = tokens
@@ -48,7 +48,7 @@ public final class Tenant: @unchecked Sendable {
     }
 
     /// Read-write tokens given in clear (tests, single-database setups).
-    public convenience init(store: KVStore, accessTokens: [String]) {
+    public convenience init(store: any KVStorage, accessTokens: [String]) {
         self.init(store: store, tokens: accessTokens.map { AccessToken(secret: $0) })
     }
 

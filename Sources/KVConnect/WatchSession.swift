@@ -16,7 +16,7 @@ final class WatchSession: @unchecked Sendable {
     private static let queue = DispatchQueue(label: "kvconnect.watch", attributes: .concurrent)
 
     // Per-session state is kept small: one process may hold 50,000 of these.
-    private let store: KVStore
+    private let store: any KVStorage
     private let reads: WatchReads
     private let keys: [Bytes]
     private let stream: any ResponseStreamWriter
@@ -35,7 +35,7 @@ final class WatchSession: @unchecked Sendable {
     /// Where the pinger keeps this session (nil before start and after close).
     var pingSlot: WatchPinger.Slot?
 
-    init(store: KVStore, reads: WatchReads, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
+    init(store: any KVStorage, reads: WatchReads, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
          pinger: WatchPinger, logger: Logger) {
         self.store = store
         self.reads = reads

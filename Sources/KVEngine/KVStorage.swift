@@ -3,6 +3,9 @@
 // and PostgreSQL (`KVPostgres`) implement it; `MemoryStorage` is a small
 // in-process implementation for protocol-layer tests.
 
+import Dispatch
+import Synchronization
+
 /// Sizes and counts for metrics and the console.
 public struct StorageStats: Sendable, Equatable {
     /// Bytes on disk (SQLite: file + WAL; PostgreSQL: relation sizes).
@@ -88,6 +91,19 @@ extension KVStorage {
     public func readKeys(_ keys: [Bytes], nowMs: Int64? = nil) throws -> [KVEntry?] {
         let ranges = keys.map { ReadRange(start: $0, end: $0 + [0x00], limit: 1) }
         return try snapshotRead(ranges, nowMs: nowMs).map { $0.first }
+    }
+
+    /// Blocking convenience over `atomicWrite` for commands and tests. Must
+    /// not be called from a storage completion handler (it would wait on itself).
+    public func atomicWriteSync(_ write: AtomicWrite) throws -> AtomicWriteResult {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<AtomicWriteResult, KVError>?>(nil)
+        atomicWrite(write) { r in
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        done.wait()
+        return try result.withLock { $0! }.get()
     }
 
     public func startQueueDelivery(deliver: @escaping QueueDeliverFunction) {

@@ -7,7 +7,7 @@ public final class KeyWatch: @unchecked Sendable {
     let onChange: @Sendable () -> Void
     weak var hub: WatchHub?
 
-    init(keys: [Bytes], onChange: @escaping @Sendable () -> Void) {
+    public init(keys: [Bytes], onChange: @escaping @Sendable () -> Void) {
         self.keys = keys
         self.onChange = onChange
     }
@@ -18,20 +18,22 @@ public final class KeyWatch: @unchecked Sendable {
 
 /// Commits publish the keys they changed; the hub wakes exactly the watches
 /// of those keys. Nothing polls.
-final class WatchHub: @unchecked Sendable {
+public final class WatchHub: @unchecked Sendable {
+    public init() {}
+
     private let lock = NSLock()
     private var byKey: [Bytes: [ObjectIdentifier: KeyWatch]] = [:]
     private var count = 0
 
-    var watchCount: Int {
+    public var watchCount: Int {
         lock.lock(); defer { lock.unlock() }
         return count
     }
 
     /// Cheap check on the commit path: nothing to collect when nobody watches.
-    var isEmpty: Bool { watchCount == 0 }
+    public var isEmpty: Bool { watchCount == 0 }
 
-    func add(_ w: KeyWatch) {
+    public func add(_ w: KeyWatch) {
         w.hub = self
         lock.lock()
         for k in Set(w.keys) { byKey[k, default: [:]][ObjectIdentifier(w)] = w }
@@ -51,7 +53,7 @@ final class WatchHub: @unchecked Sendable {
     }
 
     /// Calls each affected watch once, outside the lock.
-    func notify(changed keys: [Bytes]) {
+    public func notify(changed keys: [Bytes]) {
         if keys.isEmpty { return }
         var hit: [ObjectIdentifier: KeyWatch] = [:]
         lock.lock()
@@ -62,5 +64,16 @@ final class WatchHub: @unchecked Sendable {
         }
         lock.unlock()
         for w in hit.values { w.onChange() }
+    }
+
+    /// Wakes every watch once: for when changes may have been missed (a
+    /// lost notification channel). Each watch re-reads and only reports a
+    /// real change.
+    public func notifyAll() {
+        var all: [ObjectIdentifier: KeyWatch] = [:]
+        lock.lock()
+        for ws in byKey.values { all.merge(ws) { a, _ in a } }
+        lock.unlock()
+        for w in all.values { w.onChange() }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import HTTPFront
 import KVConnect
 import KVEngine
+import KVSQLite
 import Logging
 
 /// Wires engine, protocol and front together and owns their lifetime.
@@ -23,7 +24,7 @@ final class Daemon: @unchecked Sendable {
         logger.logLevel = settings.logLevel
         self.logger = logger
 
-        var options = KVStoreOptions()
+        var options = SQLiteStoreOptions()
         options.synchronousFull = settings.synchronousFull
         var opened: [Tenant] = []
         do {
@@ -32,7 +33,7 @@ final class Daemon: @unchecked Sendable {
                 if !dir.isEmpty {
                     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 }
-                let store = try KVStore(path: spec.path, options: options)
+                let store = try SQLiteStore(path: spec.path, options: options)
                 opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens))
             }
         } catch {

@@ -4,6 +4,7 @@
 import ArgumentParser
 import Foundation
 import KVEngine
+import KVSQLite
 
 private func fail(_ command: String, _ error: Error) -> ExitCode {
     FileHandle.standardError.write(Data("kvconnectd \(command): \(error)\n".utf8))

@@ -37,7 +37,7 @@ enum MetricsBackend {
 /// Renders /metrics: refreshes the scrape-time values, then emits the registry.
 final class MetricsExporter: Sendable {
     private let registry: PrometheusCollectorRegistry
-    private let stores: [KVStore]
+    private let stores: [any KVStorage]
     /// Engine totals already added to the Prometheus counters, per database.
     private let exported = Mutex<[String: EngineTotals]>([:])
     /// Front totals already added (HTTP/2 stream limit reached, rapid-reset closes).
@@ -47,7 +47,7 @@ final class MetricsExporter: Sendable {
         var acknowledged = 0, failedAttempts = 0, deadLettered = 0, expired = 0
     }
 
-    init(registry: PrometheusCollectorRegistry, stores: [KVStore]) {
+    init(registry: PrometheusCollectorRegistry, stores: [any KVStorage]) {
         self.registry = registry
         self.stores = stores
     }
@@ -78,10 +78,12 @@ final class MetricsExporter: Sendable {
             let db = [("database_id", store.databaseId)]
             gauge("kvconnectd_open_watch_streams", db, "Open watch registrations (one per watch stream).")
                 .set(Double(store.watchCount))
-            gauge("kvconnectd_database_size_bytes", db, "Size of the SQLite database file plus its WAL.")
-                .set(Double(Self.fileSize(store.path) + Self.fileSize(store.path + "-wal")))
+            if let stats = try? store.storageStats() {
+                gauge("kvconnectd_database_size_bytes", db, "Bytes the database takes on disk (SQLite: file plus WAL).")
+                    .set(Double(stats.sizeBytes))
+            }
             gauge("kvconnectd_versionstamp_counter", db, "Commit counter behind the latest versionstamp.")
-                .set(Double(Self.counter(of: store.currentVersionstamp)))
+                .set(Double(Versionstamps.counter(of: store.currentVersionstamp) ?? 0))
             if let q = try? store.queueCounts() {
                 let help = "Queue messages by state."
                 gauge("kvconnectd_queue_messages", db + [("state", "ready")], help).set(Double(q.ready))
@@ -112,15 +114,5 @@ final class MetricsExporter: Sendable {
         let counter = registry.makeCounter(name: name, labels: labels, help: help)
         if total > last { counter.increment(by: Int64(total - last)) }
         last = max(last, total)
-    }
-
-    static func fileSize(_ path: String) -> Int64 {
-        var st = stat()
-        return stat(path, &st) == 0 ? Int64(st.st_size) : 0
-    }
-
-    /// The 8-byte big-endian commit counter at the front of a versionstamp.
-    static func counter(of versionstamp: Versionstamp) -> UInt64 {
-        versionstamp.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
     }
 }

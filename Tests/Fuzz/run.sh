@@ -47,7 +47,7 @@ for t in "${TARGETS[@]}"; do
   echo "fuzz: $t for ${SECS}s"
   rc=0
   # shellcheck disable=SC2086
-  # fuzz-atomic-write keeps a KVStore under $TMPDIR: give it one we remove.
+  # fuzz-atomic-write keeps a SQLiteStore under $TMPDIR: give it one we remove.
   tmp=$SCRATCH/tmp/$t
   rm -rf "$tmp" && mkdir -p "$tmp"
   TMPDIR=$PWD/$tmp "$BIN/$t" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \

@@ -1,6 +1,7 @@
 import XCTest
 @testable import KVConnect
 import KVEngine
+import KVSQLite
 
 /// Requests that once crashed the protocol layer (see Tests/Fuzz).
 final class FuzzRegressionTests: XCTestCase {
@@ -31,7 +32,7 @@ final class FuzzRegressionTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvconnect-fuzzreg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try KVStore(path: dir.appendingPathComponent("kv.sqlite3").path)
+        let store = try SQLiteStore(path: dir.appendingPathComponent("kv.sqlite3").path)
         defer { store.close() }
         XCTAssertThrowsError(try store.atomicWriteSync(write)) { error in
             guard let kv = error as? KVError else { return XCTFail("\(error)") }

@@ -3,6 +3,7 @@ import Logging
 import XCTest
 @testable import KVConnect
 import KVEngine
+import KVSQLite
 
 final class ServiceTests: ServiceTestCase {
     func call(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = []) -> ProtocolResponse {
@@ -87,7 +88,7 @@ final class ServiceTests: ServiceTestCase {
     }
 
     func testTenantSelectionAndScopesFromAccessTokens() throws {
-        let other = try KVStore(path: dir.appendingPathComponent("other.sqlite3").path)
+        let other = try SQLiteStore(path: dir.appendingPathComponent("other.sqlite3").path)
         defer { other.close() }
         let a = Tenant(name: "a", store: store, tokens: [AccessToken(secret: "a-rw-token-123"),
                                                          AccessToken(sha256Hex: "a3c5d1b0e2f4a6c8e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6", scope: .readOnly)!])

@@ -4,6 +4,7 @@ import Logging
 import XCTest
 @testable import KVConnect
 import KVEngine
+import KVSQLite
 
 /// Builds request bodies with protobuf-c itself, so the tests exercise the
 /// same wire format a client sends.
@@ -135,11 +136,20 @@ enum Wire {
 
 func stringKey(_ s: String) -> [UInt8] { [0x02] + Array(s.utf8) + [0x00] }
 
-/// A service over a fresh temp-file store, torn down after each test; the
-/// shared setup of the protocol-layer tests.
+/// A service over a fresh store, torn down after each test; the shared setup
+/// of the protocol-layer tests. The store is a temp-file SQLite database, or
+/// `MemoryStorage` with KVCONNECT_TEST_BACKEND=memory (`make test` runs both).
 class ServiceTestCase: XCTestCase {
+    static func makeStore(_ dir: URL) throws -> any KVStorage {
+        switch ProcessInfo.processInfo.environment["KVCONNECT_TEST_BACKEND"] ?? "sqlite" {
+        case "memory": return MemoryStorage(databaseId: UUID().uuidString.lowercased())
+        case "sqlite": return try SQLiteStore(path: dir.appendingPathComponent("db.sqlite3").path)
+        case let other: throw XCTSkip("unknown KVCONNECT_TEST_BACKEND \(other)")
+        }
+    }
+
     var dir: URL!
-    var store: KVStore!
+    var store: (any KVStorage)!
     var service: KVConnectService!
     let accessToken = "service-test-token-123"
     let signer = TokenSigner(secret: Array(repeating: 5, count: 32))
@@ -151,7 +161,7 @@ class ServiceTestCase: XCTestCase {
     override func setUpWithError() throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvc-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        store = try KVStore(path: dir.appendingPathComponent("db.sqlite3").path)
+        store = try Self.makeStore(dir)
         makeService { _ in }
     }
 

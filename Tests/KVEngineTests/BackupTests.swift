@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 final class BackupTests: XCTestCase {
     var tmp: TempDB!
@@ -10,7 +11,7 @@ final class BackupTests: XCTestCase {
 
     func path(_ name: String) -> String { tmp.dir.appendingPathComponent(name).path }
 
-    func set(_ store: KVStore, _ key: String, _ value: Bytes, encoding: ValueEncoding = .bytes,
+    func set(_ store: SQLiteStore, _ key: String, _ value: Bytes, encoding: ValueEncoding = .bytes,
              expireAtMs: Int64? = nil) throws -> Versionstamp {
         let r = try store.atomicWriteSync(AtomicWrite(mutations: [
             Mutation(key: KeyCodec.encode([.string(key)]), kind: .set(KVValue(data: value, encoding: encoding)), expireAtMs: expireAtMs),
@@ -164,7 +165,7 @@ final class BackupTests: XCTestCase {
         try DataOps.export(db: copy) { again += $0 }
         XCTAssertEqual(again, text)
         // New writes to the imported database get later versionstamps.
-        let s = try KVStore(path: copy)
+        let s = try SQLiteStore(path: copy)
         XCTAssertEqual(Versionstamps.counter(of: try set(s, "new", [1])), 3)
         s.close()
 

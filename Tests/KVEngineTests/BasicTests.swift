@@ -2,6 +2,7 @@ import CSQLite
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 final class BasicTests: KVTestCase {
     func testSetGetDelete() throws {
@@ -164,7 +165,7 @@ final class BasicTests: KVTestCase {
     }
 
     func testSynchronousNormalOption() throws {
-        try reopen(KVStoreOptions(synchronousFull: false, readConnections: 1, maxBatchSize: 1))
+        try reopen(SQLiteStoreOptions(synchronousFull: false, readConnections: 1, maxBatchSize: 1))
         try store.commit([set("a", bytesValue("1"))])
         XCTAssertEqual(try store.get("a")?.value, bytesValue("1"))
     }

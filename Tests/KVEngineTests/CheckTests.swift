@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 final class CheckTests: KVTestCase {
     func testNilVersionstampMeansMustNotExist() throws {

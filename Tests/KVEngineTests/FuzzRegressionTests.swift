@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 /// Inputs the fuzzers (Tests/Fuzz) found; each once crashed or broke a
 /// round-trip property. The hex is the artifact libFuzzer wrote.
@@ -27,7 +28,7 @@ final class FuzzRegressionTests: XCTestCase {
         let write = AtomicWrite(mutations: [Mutation(key: [0x02, 0x61, 0x00],
                                                      kind: .sum(KVValue(data: crash, encoding: .v8), min: nil, max: nil, clamp: false))])
         XCTAssertThrowsError(try store.atomicWriteSync(write)) { error in
-            XCTAssertEqual(error as? KVError, .invalidMutation(WriteEvaluator.invalidV8Parameters))
+            XCTAssertEqual(error as? KVError, .invalidMutation(SumMessages.invalidV8Parameters))
         }
     }
 

@@ -1,9 +1,10 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 /// Submits writes so that they land in one group-commit batch; waits for all.
-func submitTogether(_ store: KVStore, _ writes: [AtomicWrite]) -> [Result<AtomicWriteResult, KVError>] {
+func submitTogether(_ store: SQLiteStore, _ writes: [AtomicWrite]) -> [Result<AtomicWriteResult, KVError>] {
     let boxes = writes.map { _ in ResultBox<Result<AtomicWriteResult, KVError>>() }
     store.core.submitAll(zip(writes, boxes).map { w, b in (w, { b.set($0) }) })
     return boxes.map { $0.wait() }
@@ -125,7 +126,7 @@ final class GroupCommitTests: KVTestCase {
     }
 
     func testMaxBatchSizeRespected() throws {
-        try reopen(KVStoreOptions(maxBatchSize: 3))
+        try reopen(SQLiteStoreOptions(maxBatchSize: 3))
         let before = store.core.batchesCommitted
         let writes = (0..<7).map { AtomicWrite(mutations: [set("m\($0)", bytesValue("x"))]) }
         let r = submitTogether(store, writes)

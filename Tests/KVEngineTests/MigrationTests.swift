@@ -2,6 +2,7 @@ import CSQLite
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 final class MigrationTests: XCTestCase {
     func testSchemaVersion1DatabaseIsMigrated() throws {
@@ -66,7 +67,7 @@ final class MigrationTests: XCTestCase {
     }
 
     func testOpenFailsCleanlyOnBadPath() {
-        XCTAssertThrowsError(try KVStore(path: "/nonexistent-dir/sub/kv.sqlite3")) { e in
+        XCTAssertThrowsError(try SQLiteStore(path: "/nonexistent-dir/sub/kv.sqlite3")) { e in
             XCTAssertNotNil(e as? KVError)
         }
     }

@@ -1,5 +1,6 @@
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 final class NumericMutationTests: KVTestCase {
     private func sum(_ key: String, _ v: KVValue, min: Bytes? = nil, max: Bytes? = nil, clamp: Bool = false) -> Mutation {

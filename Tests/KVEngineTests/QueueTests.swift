@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 final class QueueTests: KVTestCase {
     private func enqueue(_ payload: Bytes = V8Codec.encode(.number(1)), deadlineMs: Int64 = 0,

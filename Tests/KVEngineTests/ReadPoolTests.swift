@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 final class ReadPoolTests: KVTestCase {
     func testReadsDoNotWaitForTheWriter() throws {
@@ -30,7 +31,7 @@ final class ReadPoolTests: KVTestCase {
     }
 
     func testConcurrentReadersWithSmallPool() throws {
-        try reopen(KVStoreOptions(readConnections: 1))
+        try reopen(SQLiteStoreOptions(readConnections: 1))
         try store.commit((0..<20).map { set("r\($0)", bytesValue("\($0)")) })
         let s = store!
         let ok = Counter()

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 /// A fresh database file in a temp directory, removed afterwards.
 final class TempDB {
@@ -13,8 +14,8 @@ final class TempDB {
         try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     }
 
-    func open(_ options: KVStoreOptions = KVStoreOptions()) throws -> KVStore {
-        try KVStore(path: path, options: options)
+    func open(_ options: SQLiteStoreOptions = SQLiteStoreOptions()) throws -> SQLiteStore {
+        try SQLiteStore(path: path, options: options)
     }
 
     deinit { try? FileManager.default.removeItem(at: dir) }
@@ -22,7 +23,7 @@ final class TempDB {
 
 class KVTestCase: XCTestCase {
     var tmp: TempDB!
-    var store: KVStore!
+    var store: SQLiteStore!
 
     override func setUpWithError() throws {
         tmp = TempDB()
@@ -35,7 +36,7 @@ class KVTestCase: XCTestCase {
         tmp = nil
     }
 
-    func reopen(_ options: KVStoreOptions = KVStoreOptions()) throws {
+    func reopen(_ options: SQLiteStoreOptions = SQLiteStoreOptions()) throws {
         store.close()
         store = try tmp.open(options)
     }
@@ -54,7 +55,7 @@ func set(_ key: String, _ value: KVValue, expireAtMs: Int64? = nil) -> Mutation 
 
 func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-extension KVStore {
+extension SQLiteStore {
     func get(_ key: String, nowMs: Int64? = nil) throws -> KVEntry? {
         var end = k(key)
         end.append(0x00)

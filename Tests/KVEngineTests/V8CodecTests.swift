@@ -1,5 +1,6 @@
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 final class V8CodecTests: XCTestCase {
     func testNumberRoundTrip() {

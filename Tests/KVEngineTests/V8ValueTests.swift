@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 /// Vectors are bytes Deno 2.9.8 stored through kvconnectd (`kv.set`).
 final class V8ValueTests: XCTestCase {

@@ -2,6 +2,7 @@ import CSQLite
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVSQLite
 
 func waitUntil(_ timeout: TimeInterval = 5, _ cond: () -> Bool) -> Bool {
     let end = Date().addingTimeInterval(timeout)

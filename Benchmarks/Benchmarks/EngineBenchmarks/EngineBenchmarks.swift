@@ -1,4 +1,4 @@
-// KVStore below the HTTP layer: the durable commit path (synchronous=FULL,
+// SQLiteStore below the HTTP layer: the durable commit path (synchronous=FULL,
 // the default, on a real file system) and snapshot reads. Every store lives
 // in a fresh directory under $KVBENCH_DIR (default: the system temp dir) and
 // is deleted afterwards. Inputs are built before `startMeasurement()`, so the
@@ -9,6 +9,7 @@ import Benchmark
 import BenchSupport
 import Foundation
 import KVEngine
+import KVSQLite
 import Metrics
 
 let benchmarks: @Sendable () -> Void = {
@@ -119,10 +120,10 @@ let benchmarks: @Sendable () -> Void = {
 
 // MARK: - fixtures
 
-/// One KVStore with default options (synchronous=FULL) in its own fresh directory.
+/// One SQLiteStore with default options (synchronous=FULL) in its own fresh directory.
 final class StoreFixture: @unchecked Sendable {
     let name: String
-    private(set) var store: KVStore!
+    private(set) var store: SQLiteStore!
     private var dir: URL?
     private var nextKey = 0
     var rng = SplitMix64(seed: 0x6B76_636F_6E6E_6563)
@@ -140,7 +141,7 @@ final class StoreFixture: @unchecked Sendable {
         try? FileManager.default.removeItem(at: d)
         try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
         dir = d
-        store = try KVStore(path: d.appendingPathComponent("kv.sqlite3").path)
+        store = try SQLiteStore(path: d.appendingPathComponent("kv.sqlite3").path)
         nextKey = 0
         rng = SplitMix64(seed: 0x6B76_636F_6E6E_6563)
         var i = 0
@@ -168,14 +169,14 @@ final class StoreFixture: @unchecked Sendable {
 
 /// Submits `writes` with at most `inFlight` outstanding; returns when all are durable.
 final class ClosedLoop: @unchecked Sendable {
-    private let store: KVStore
+    private let store: SQLiteStore
     private let writes: [AtomicWrite]
     private let lock = NSLock()
     private var issued = 0
     private var completed = 0
     private let done = DispatchSemaphore(value: 0)
 
-    init(store: KVStore, writes: [AtomicWrite]) {
+    init(store: SQLiteStore, writes: [AtomicWrite]) {
         self.store = store
         self.writes = writes
     }

@@ -1,10 +1,11 @@
 // libFuzzer target: AtomicWrite request decoding + validation, then the V8
 // scalar decoder on every sum/min/max operand and bound, and (for small
-// writes) the engine itself: the write is applied to a KVStore in a temp dir,
+// writes) the engine itself: the write is applied to a SQLiteStore in a temp dir,
 // which runs the sum/min/max/versionstamped-key paths against earlier values.
 import Foundation
 import KVConnect
 import KVEngine
+import KVSQLite
 
 private let codec = WireCodec()
 private let nowMs: Int64 = 1_700_000_000_000
@@ -12,18 +13,18 @@ private let nowMs: Int64 = 1_700_000_000_000
 /// One store per process, recreated every `recycleEvery` writes so the file stays small.
 private final class StoreBox: @unchecked Sendable {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvconnectd-fuzz-\(getpid())")
-    var store: KVStore?
+    var store: SQLiteStore?
     var writes = 0
     let recycleEvery = 5000
 
-    func get() -> KVStore {
+    func get() -> SQLiteStore {
         if let store, writes < recycleEvery { return store }
         store?.close()
         store = nil
         try? FileManager.default.removeItem(at: dir)
         try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let s = try! KVStore(path: dir.appendingPathComponent("fuzz.sqlite3").path,
-                             options: KVStoreOptions(synchronousFull: false, readConnections: 1))
+        let s = try! SQLiteStore(path: dir.appendingPathComponent("fuzz.sqlite3").path,
+                             options: SQLiteStoreOptions(synchronousFull: false, readConnections: 1))
         store = s
         writes = 0
         return s

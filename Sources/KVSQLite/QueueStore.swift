@@ -1,3 +1,5 @@
+import KVEngine
+
 // Queue message storage: the SQL of claiming, acknowledging, failing,
 // dead-lettering and lease expiry. Every function runs on the writer
 // connection (writer thread), so queue changes serialize with commits and a
@@ -13,53 +15,6 @@
 // attempts + 1. An expired lease or a crash is not a failed attempt (the
 // redelivery carries the same attempt number). `lease_seq` grows with every
 // claim, so a settle from an older lease is recognised as a lost lease.
-
-/// A claimed (in-flight) message, as handed to a deliverer or a pull worker.
-public struct QueueMessage: Sendable, Equatable {
-    /// Stable across redeliveries (`queue_messages.id`).
-    public var id: Int64
-    /// Generation of the current lease; settle with it.
-    public var leaseSeq: Int64
-    /// 1 for the first delivery attempt; failed attempts + 1.
-    public var attempt: Int
-    /// V8-serialized payload as enqueued.
-    public var payload: Bytes
-    public var deadlineMs: Int64
-    public var leaseUntilMs: Int64
-    public var keysIfUndelivered: [Bytes]
-    public var backoffSchedule: [UInt32]
-
-    /// Opaque lease handle for the pull API: "<id>-<leaseSeq>".
-    public var leaseHandle: String { "\(id)-\(leaseSeq)" }
-
-    public static func parseLeaseHandle(_ s: String) -> (id: Int64, leaseSeq: Int64)? {
-        let parts = s.split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count == 2, let id = Int64(parts[0]), let seq = Int64(parts[1]) else { return nil }
-        return (id, seq)
-    }
-}
-
-/// Outcome of acknowledging or failing a lease.
-public enum QueueSettleResult: Sendable, Equatable {
-    /// Acknowledged: the message is deleted.
-    case acknowledged
-    /// Failed; retried at this time (Unix ms).
-    case retryScheduled(atMs: Int64)
-    /// Failed with the schedule exhausted: the payload was written to every
-    /// `keys_if_undelivered` key in a commit with this versionstamp (nil when
-    /// there were no keys) and the message was removed.
-    case deadLettered(versionstamp: Versionstamp?)
-    /// No such message (delivered, dead-lettered, or never existed).
-    case notFound
-    /// The message exists but this lease is no longer its current one
-    /// (it expired and the message is ready again or leased by someone else).
-    case leaseLost
-}
-
-public struct QueueCounts: Sendable, Equatable {
-    public var ready: Int
-    public var inflight: Int
-}
 
 enum QueueStore {
     static let columns = "id, lease_seq, attempts, payload, deadline_ms, lease_until_ms, keys_if_undelivered, backoff_schedule"
@@ -205,7 +160,7 @@ enum QueueStore {
         }
         return try core.commitVersionstamped(c) { eval, vs in
             for key in m.keysIfUndelivered {
-                try eval.put(key, KVValue(data: m.payload, encoding: .v8), versionstamp: vs, expireAtMs: nil)
+                try eval.apply(Mutation(key: key, kind: .set(KVValue(data: m.payload, encoding: .v8))), versionstamp: vs)
             }
             let d = try c.statement(deleteById)
             defer { d.reset() }

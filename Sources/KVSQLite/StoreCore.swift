@@ -1,203 +1,11 @@
-// The storage engine: SQLite in WAL mode, one writer thread doing group
-// commit, a pool of read-only connections for snapshot reads.
+// The SQLite engine behind `SQLiteStore`: the group-commit writer thread,
+// snapshot reads through the read pool, and the hooks the sweeper and the
+// queue dispatcher run on the writer.
 
 import CSQLite
 import Foundation
+import KVEngine
 import Logging
-
-public struct KVStoreOptions: Sendable {
-    /// PRAGMA synchronous=FULL (default) vs NORMAL.
-    public var synchronousFull: Bool = true
-    /// Size of the pool of read-only connections.
-    public var readConnections: Int = 4
-    /// Maximum number of atomic writes per group-commit transaction.
-    public var maxBatchSize: Int = 256
-
-    public init(synchronousFull: Bool = true, readConnections: Int = 4, maxBatchSize: Int = 256) {
-        self.synchronousFull = synchronousFull
-        self.readConnections = readConnections
-        self.maxBatchSize = maxBatchSize
-    }
-}
-
-public final class KVStore: @unchecked Sendable {
-    /// Lower-case UUID generated when the database file was created; stable across reopen.
-    public let databaseId: String
-    public let path: String
-    let core: StoreCore
-
-    /// Opens (creating or migrating) the database and starts the writer thread.
-    /// Throws KVError.
-    public init(path: String, options: KVStoreOptions = KVStoreOptions()) throws {
-        self.path = path
-        do {
-            core = try StoreCore(path: path, options: options)
-        } catch {
-            throw error.asKVError
-        }
-        databaseId = core.databaseId
-    }
-
-    deinit { core.close() }
-
-    /// Reads all ranges from one snapshot. `nowMs` nil means the wall clock.
-    public func snapshotRead(_ ranges: [ReadRange], nowMs: Int64? = nil) throws -> [[KVEntry]] {
-        try core.snapshotRead(ranges, nowMs: nowMs ?? StoreCore.wallClockMs())
-    }
-
-    /// Queues the write for the next group commit. The completion runs on the
-    /// writer thread once the batch is durable (or failed).
-    public func atomicWrite(_ write: AtomicWrite,
-                            completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void) {
-        core.submit(write, completion: completion)
-    }
-
-    /// Blocking convenience over `atomicWrite`. Throws KVError. Must not be
-    /// called from a completion handler (that runs on the writer thread).
-    public func atomicWriteSync(_ write: AtomicWrite) throws -> AtomicWriteResult {
-        if core.isWriterThread {
-            throw KVError.internalError("atomicWriteSync called on the writer thread")
-        }
-        let box = ResultBox<Result<AtomicWriteResult, KVError>>()
-        atomicWrite(write) { box.set($0) }
-        return try box.wait().get()
-    }
-
-    /// True when the database is open and a write transaction can be started.
-    public func checkWritable() -> Bool { core.checkWritable() }
-
-    /// Versionstamp of the last commit.
-    public var currentVersionstamp: Versionstamp { Versionstamps.make(counter: core.committedCounter) }
-
-    /// Drains pending writes (their completions are called), stops the writer
-    /// and closes all connections. Later writes fail with .unavailable.
-    public func close() { core.close() }
-
-    /// Number of persisted enqueued messages.
-    public func queuedMessageCount() throws -> Int { try core.queuedMessageCount() }
-
-    // MARK: watch and expiry
-
-    /// Registers interest in `keys`: `onChange` runs (on the writer thread;
-    /// it must only schedule work) after every commit or expiry sweep that
-    /// wrote or deleted one of them. Register before the first read so no
-    /// change can slip between the read and the registration.
-    public func watch(keys: [Bytes], onChange: @escaping @Sendable () -> Void) -> KeyWatch {
-        let w = KeyWatch(keys: keys, onChange: onChange)
-        core.hub.add(w)
-        return w
-    }
-
-    /// Current entries of `keys` (nil = absent or expired), from one snapshot.
-    public func readKeys(_ keys: [Bytes], nowMs: Int64? = nil) throws -> [KVEntry?] {
-        let ranges = keys.map { ReadRange(start: $0, end: $0 + [0x00], limit: 1) }
-        return try snapshotRead(ranges, nowMs: nowMs).map { $0.first }
-    }
-
-    /// Open watch registrations (for tests and metrics).
-    public var watchCount: Int { core.hub.watchCount }
-
-    /// Expired entries deleted by the sweeper since open.
-    public var expiredEntriesRemoved: Int { core.sweeper.removedCount }
-}
-
-/// One-shot value handoff between threads.
-final class ResultBox<T: Sendable>: @unchecked Sendable {
-    private let cond = NSCondition()
-    private var value: T?
-
-    func set(_ v: T) {
-        cond.lock()
-        value = v
-        cond.broadcast()
-        cond.unlock()
-    }
-
-    func wait() -> T {
-        cond.lock()
-        defer { cond.unlock() }
-        while value == nil { cond.wait() }
-        return value!
-    }
-
-    func wait(until deadline: Date) -> T? {
-        cond.lock()
-        defer { cond.unlock() }
-        while value == nil {
-            if !cond.wait(until: deadline) { break }
-        }
-        return value
-    }
-}
-
-/// Pool of read-only connections; each is lent to one thread at a time.
-final class ReadPool: @unchecked Sendable {
-    private let cond = NSCondition()
-    private var idle: [SQLiteConnection] = []
-    private var total = 0
-    private let maxConnections: Int
-    private var closed = false
-    private let path: String
-
-    init(path: String, maxConnections: Int) {
-        self.path = path
-        self.maxConnections = Swift.max(1, maxConnections)
-    }
-
-    private func open() throws -> SQLiteConnection {
-        let c = try SQLiteConnection(path: path, flags: SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX)
-        c.persistWAL()  // whichever connection closes last keeps the -shm (see SQLiteConnection.persistWAL)
-        try c.execScript("PRAGMA busy_timeout = 5000;")
-        return c
-    }
-
-    func withConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        cond.lock()
-        while idle.isEmpty && !closed && total >= maxConnections { cond.wait() }
-        if closed {
-            cond.unlock()
-            throw KVError.unavailable("shutting down")
-        }
-        var conn = idle.popLast()
-        if conn == nil { total += 1 }
-        cond.unlock()
-
-        if conn == nil {
-            do {
-                conn = try open()
-            } catch {
-                cond.lock()
-                total -= 1
-                cond.signal()
-                cond.unlock()
-                throw error
-            }
-        }
-        let c = conn!
-        defer {
-            cond.lock()
-            if closed {
-                c.close()
-                total -= 1
-            } else {
-                idle.append(c)
-            }
-            cond.signal()
-            cond.unlock()
-        }
-        return try body(c)
-    }
-
-    func close() {
-        cond.lock()
-        closed = true
-        for c in idle { c.close() }
-        total -= idle.count
-        idle.removeAll()
-        cond.broadcast()
-        cond.unlock()
-    }
-}
 
 final class StoreCore: @unchecked Sendable {
     private struct PendingWrite {
@@ -206,7 +14,7 @@ final class StoreCore: @unchecked Sendable {
     }
 
     let databaseId: String
-    private let options: KVStoreOptions
+    private let options: SQLiteStoreOptions
     private let logger = Logger(label: "kvengine")
 
     /// Owned by the writer thread after init.
@@ -249,9 +57,9 @@ final class StoreCore: @unchecked Sendable {
         return _committedCounter
     }
 
-    static func wallClockMs() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
+    static func wallClockMs() -> Int64 { WallClock.nowMs() }
 
-    init(path: String, options: KVStoreOptions) throws {
+    init(path: String, options: SQLiteStoreOptions) throws {
         self.options = options
         let conn = try SQLiteConnection(path: path,
                                         flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
@@ -356,6 +164,18 @@ final class StoreCore: @unchecked Sendable {
                 defer { s.reset() }
                 guard try s.step() else { return 0 }
                 return Int(s.columnInt64(0))
+            }
+        } catch {
+            throw error.asKVError
+        }
+    }
+
+    func entryCount() throws -> Int64 {
+        do {
+            return try readPool.withConnection { c in
+                let s = try c.statement("SELECT COUNT(*) FROM entries")
+                defer { s.reset() }
+                return try s.step() ? s.columnInt64(0) : 0
             }
         } catch {
             throw error.asKVError
@@ -597,59 +417,4 @@ final class StoreCore: @unchecked Sendable {
         pendingNotifications = eval.effects.touched
         return results
     }
-}
-
-// MARK: - queues
-
-extension KVStore {
-    /// Starts pushing due messages to `deliver` with at most
-    /// `options.concurrency` deliveries in flight. Without it, messages are
-    /// only handed out by `leaseQueueMessage` (pull). Pull works either way:
-    /// both take ready messages through the same atomic claim.
-    public func startQueueDelivery(options: QueuePushOptions = QueuePushOptions(),
-                                   deliver: @escaping QueueDeliverFunction) {
-        core.queue.setPush(deliver, options: options)
-    }
-
-    /// Stops pushing and waits up to `drainTimeoutMs` for deliveries in
-    /// flight to report back. Messages still in flight stay so in the
-    /// database and are ready again after their lease or the next open.
-    /// Returns true if nothing was left in flight.
-    @discardableResult
-    public func stopQueueDelivery(drainTimeoutMs: Int64 = 5000) -> Bool {
-        core.queue.setPush(nil, options: QueuePushOptions())
-        return core.queue.waitForPushIdle(timeoutMs: drainTimeoutMs)
-    }
-
-    /// Pull: leases the next due ready message for `visibilityMs`, waiting up
-    /// to `waitMs` for one. Completes with nil when none became ready in
-    /// time. The completion runs on the queue or writer thread; it must not block.
-    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
-                                  completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
-        core.queue.lease(visibilityMs: visibilityMs, waitMs: waitMs, completion: completion)
-    }
-
-    /// Acknowledges a lease: the message is deleted.
-    public func ackQueueMessage(id: Int64, leaseSeq: Int64,
-                                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
-        core.queue.settle(id: id, leaseSeq: leaseSeq, success: true, completion: completion)
-    }
-
-    /// Reports a failed attempt: retried after the next delay of the
-    /// message's backoff schedule, or dead-lettered when it is exhausted.
-    public func failQueueMessage(id: Int64, leaseSeq: Int64,
-                                 completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
-        core.queue.settle(id: id, leaseSeq: leaseSeq, success: false, completion: completion)
-    }
-
-    /// Ready and in-flight message counts.
-    public func queueCounts() throws -> QueueCounts {
-        try core.queueCounts()
-    }
-
-    /// Counters since open (acks, failed attempts, dead letters, expired leases).
-    public var queueStats: QueueStats { core.queue.stats }
-
-    /// In-flight messages of a previous process made ready again on open.
-    public var queueRecoveredOnOpen: Int { core.recoveredInflight }
 }

@@ -1,30 +1,6 @@
 import Foundation
+import KVEngine
 import Logging
-
-/// Delivers one claimed message; calls `done(true)` to acknowledge or
-/// `done(false)` for a failed attempt, exactly once, from any thread. Must not
-/// block: it is called on the dispatcher thread.
-public typealias QueueDeliverFunction = @Sendable (QueueMessage, _ done: @escaping @Sendable (Bool) -> Void) -> Void
-
-/// Push configuration (see `KVStore.startQueueDelivery`).
-public struct QueuePushOptions: Sendable {
-    /// Deliveries in flight at once.
-    public var concurrency: Int
-    /// Lease of a pushed message: a safety net only, longer than the
-    /// deliverer's own timeout (the deliverer always reports back).
-    public var leaseMs: Int64
-    public init(concurrency: Int = 16, leaseMs: Int64 = 60_000) {
-        self.concurrency = concurrency
-        self.leaseMs = leaseMs
-    }
-}
-
-public struct QueueStats: Sendable, Equatable {
-    public var acknowledged = 0
-    public var failedAttempts = 0
-    public var deadLettered = 0
-    public var leasesExpired = 0
-}
 
 /// The queue's scheduler thread. It sleeps until the earliest deadline of a
 /// ready message or lease end of an in-flight one (learned from commits and

@@ -1,6 +1,7 @@
 // Thin wrapper over the SQLite C API: a connection with a per-connection
 // prepared-statement cache. A connection is used by one thread at a time.
 
+import KVEngine
 import CSQLite
 import Glibc
 

@@ -3,6 +3,7 @@
 // replace that keeps versionstamps increasing), export/import (JSON Lines,
 // see ExportFormat.swift).
 
+import KVEngine
 import CSQLite
 import Foundation
 #if canImport(Glibc)

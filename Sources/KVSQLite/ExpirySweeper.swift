@@ -1,3 +1,4 @@
+import KVEngine
 import Foundation
 import Logging
 

@@ -3,6 +3,7 @@
 // open, so an old file opens in a newer daemon. Append new migrations; never
 // edit a released one.
 
+import KVEngine
 import Foundation
 
 enum Schema {
