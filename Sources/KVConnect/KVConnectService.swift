@@ -13,6 +13,10 @@ public struct ServiceConfiguration: Sendable {
     /// Keep-alive ping (an empty frame) on watch streams; also bounds how
     /// long a vanished client's watch lingers.
     public var watchPingIntervalMs = 5000
+    /// Pings per second at most over all watch streams; past
+    /// `watchPingIntervalMs` × this many streams, intervals stretch (50,000
+    /// streams: 25 s). See `WatchPinger` for why.
+    public var watchPingsPerSecondMax = 2000
     /// Pull queue: default lease (visibility timeout) and the longest long-poll.
     public var queueVisibilityTimeoutMs: Int64 = 30_000
     public var queueLongPollMaxMs: Int64 = 20_000
@@ -47,7 +51,8 @@ public final class KVConnectService: Sendable {
         self.keyring = keyring
         self.config = configuration
         self.codec = WireCodec(limits: configuration.limits)
-        self.pinger = WatchPinger(intervalMs: configuration.watchPingIntervalMs)
+        self.pinger = WatchPinger(intervalMs: configuration.watchPingIntervalMs,
+                                  maxPerSecond: configuration.watchPingsPerSecondMax)
         self.logger = logger
         self.observer = RequestObserver(factory: configuration.metricsFactory ?? MetricsSystem.factory,
                                         logger: logger, endpointPath: configuration.endpointPath)

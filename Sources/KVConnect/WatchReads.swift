@@ -11,10 +11,16 @@ final class WatchReads: @unchecked Sendable {
     typealias Done = @Sendable (Result<[KVEntry?], any Error>) -> Void
 
     /// The read in progress for a key list and who waits for the next one.
-    private struct Flights {
+    /// A class: appending to a struct's arrays read out of the dictionary
+    /// copied them each time (10,000 waiters: quadratic, seconds per commit).
+    private final class Flights {
         var started: UInt64
-        var current: [Done] = []
+        var current: [Done]
         var next: [Done] = []
+        init(started: UInt64, current: [Done]) {
+            self.started = started
+            self.current = current
+        }
     }
 
     private let readKeys: @Sendable ([Bytes]) throws -> [KVEntry?]
@@ -42,9 +48,8 @@ final class WatchReads: @unchecked Sendable {
     /// batches on `queue`.
     func read(_ keys: [Bytes], since: UInt64, queue: DispatchQueue, done: @escaping Done) {
         lock.lock()
-        if var f = flights[keys] {
+        if let f = flights[keys] {
             if f.started > since { f.current.append(done) } else { f.next.append(done) }
-            flights[keys] = f
             lock.unlock()
             return
         }
@@ -55,18 +60,17 @@ final class WatchReads: @unchecked Sendable {
         while true {
             let result = Result<[KVEntry?], any Error> { try readKeys(keys) }
             lock.lock()
-            guard var f = flights[keys] else { lock.unlock(); return }
+            guard let f = flights[keys] else { lock.unlock(); return }
             let waiters = f.current
-            if f.next.isEmpty {
-                flights[keys] = nil
-            } else {
+            let more = !f.next.isEmpty
+            if more {
                 clock += 1
                 f.started = clock
                 f.current = f.next
                 f.next = []
-                flights[keys] = f
+            } else {
+                flights[keys] = nil
             }
-            let more = flights[keys] != nil
             lock.unlock()
             // Thousands of sessions each encode and queue a frame: spread them.
             let batch = 256

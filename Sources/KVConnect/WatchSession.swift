@@ -137,7 +137,15 @@ final class WatchSession: @unchecked Sendable {
 /// timer per stream cost memory per stream and, at 50,000 streams and 5 s,
 /// 10,000 timer wake-ups a second; here the sessions are spread over
 /// `slices` groups and one tick every interval/slices pings one group, so
-/// each stream still gets one ping per interval and the load stays even.
+/// each stream gets one ping per interval and the load stays even.
+///
+/// At most `maxPerSecond` pings go out in all: past that many streams per
+/// interval, each stream's interval stretches. Deno's HTTP/2 client (h2
+/// 0.4.19) closes a connection with ENHANCE_YOUR_CALM "too_many_data_frames"
+/// once too many small DATA frames wait unread in it; 50,000 watches on one
+/// handle pinged every 5 s (10,000 frames/s) did that whenever its event
+/// loop fell behind for a moment. On HTTP/2 a dead client is noticed on the
+/// connection anyway, whichever of its streams is pinged.
 final class WatchPinger: @unchecked Sendable {
     typealias Slot = Int
     private static let slices = 16
@@ -145,12 +153,17 @@ final class WatchPinger: @unchecked Sendable {
     private var groups: [[ObjectIdentifier: WatchSession]] = Array(repeating: [:], count: WatchPinger.slices)
     private var nextSlot = 0
     private var tickIndex = 0
+    /// The group being pinged when it takes more than one tick.
+    private var pending: [WatchSession] = []
+    private var pendingOffset = 0
     private var timer: DispatchSourceTimer?
     private let queue = DispatchQueue(label: "kvconnect.watch-ping")
-    private let intervalMs: Int
+    private let tickMs: Int
+    private let perTick: Int
 
-    init(intervalMs: Int) {
-        self.intervalMs = max(10, intervalMs)
+    init(intervalMs: Int, maxPerSecond: Int) {
+        tickMs = max(1, max(10, intervalMs) / Self.slices)
+        perTick = max(1, maxPerSecond * tickMs / 1000)
     }
 
     deinit { timer?.cancel() }
@@ -165,7 +178,7 @@ final class WatchPinger: @unchecked Sendable {
         if start {
             // Started on first use (a service without watches has no timer).
             let t = DispatchSource.makeTimerSource(queue: queue)
-            let step = DispatchTimeInterval.milliseconds(max(1, intervalMs / Self.slices))
+            let step = DispatchTimeInterval.milliseconds(tickMs)
             t.schedule(deadline: .now() + step, repeating: step)
             t.setEventHandler { [weak self] in self?.tick() }
             timer = t
@@ -185,9 +198,19 @@ final class WatchPinger: @unchecked Sendable {
 
     private func tick() {
         lock.lock()
-        let group = Array(groups[tickIndex].values)
-        tickIndex = (tickIndex + 1) % Self.slices
+        if pendingOffset >= pending.count {
+            pending = Array(groups[tickIndex].values)
+            pendingOffset = 0
+            tickIndex = (tickIndex + 1) % Self.slices
+        }
+        let end = min(pending.count, pendingOffset + perTick)
+        let batch = pending[pendingOffset..<end]
+        pendingOffset = end
+        if pendingOffset >= pending.count {
+            pending = []
+            pendingOffset = 0
+        }
         lock.unlock()
-        for session in group { session.ping() }
+        for session in batch { session.ping() }
     }
 }

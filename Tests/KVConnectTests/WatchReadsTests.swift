@@ -6,6 +6,8 @@ import KVEngine
 /// Shared snapshot reads of watch sessions (WatchReads): one read serves
 /// every session woken before it started; reads of one key list never
 /// overlap, so no session gets an older snapshot after a newer one.
+private let queue = DispatchQueue(label: "test.watch-reads", attributes: .concurrent)
+
 final class WatchReadsTests: XCTestCase {
     /// A fake store: each read returns the current "version" as the value
     /// and counts itself; a read takes `delayMs`.
@@ -29,7 +31,6 @@ final class WatchReadsTests: XCTestCase {
         }
     }
 
-    private let queue = DispatchQueue(label: "test.watch-reads", attributes: .concurrent)
 
     func testSessionsWokenTogetherShareOneRead() {
         let fake = FakeReads(delayMs: 200)
@@ -68,7 +69,7 @@ final class WatchReadsTests: XCTestCase {
         let woken = reads.stamp()
         let second = expectation(description: "second")
         DispatchQueue.global().async {
-            reads.read([[9]], since: woken, queue: self.queue) { r in
+            reads.read([[9]], since: woken, queue: queue) { r in
                 // Not the read in progress (its snapshot predates the commit).
                 XCTAssertEqual(try! r.get()[0]!.value.data, [1])
                 second.fulfill()
@@ -104,4 +105,34 @@ final class LockedValues: @unchecked Sendable {
     private var _values: [UInt8] = []
     func add(_ v: UInt8) { lock.withLock { _values.append(v) } }
     var values: [UInt8] { lock.withLock { _values } }
+}
+
+/// Keep-alive pings from the shared pinger: every stream is pinged, and the
+/// total rate stays under `watchPingsPerSecondMax` however many streams.
+final class WatchPingRateTests: ServiceTestCase {
+    override func configure(_ config: inout ServiceConfiguration) {
+        config.watchPingIntervalMs = 160    // ticks of 10 ms, one stream per tick
+        config.watchPingsPerSecondMax = 100
+    }
+
+    func testPingsAreCappedAndReachEveryStream() throws {
+        let token = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: Int64.max))
+        var streams: [RecordingStream] = []
+        for i in 0..<50 {
+            nonisolated(unsafe) var response: ProtocolResponse?
+            service.handle(ProtocolRequest(method: "POST", path: "/v2/watch", headers: [("authorization", "Bearer \(token)")],
+                                           body: Wire.watch([stringKey("ping\(i)")]))) { response = $0 }
+            let s = RecordingStream()
+            try XCTUnwrap(XCTUnwrap(response).stream)(s)
+            streams.append(s)
+        }
+        func pings() -> [Int] { streams.map { s in s.frames.filter { $0 == nil }.count } }
+        let start = pings()
+        usleep(1_500_000)
+        let counts = zip(pings(), start).map { $0 - $1 }
+        // Uncapped: 50 streams every 160 ms = ~470 pings in 1.5 s.
+        XCTAssertLessThanOrEqual(counts.reduce(0, +), 200, "\(counts)")
+        XCTAssertTrue(counts.allSatisfy { $0 >= 1 }, "every stream pinged within 1.5 s: \(counts)")
+        for s in streams { s.closeNow() }
+    }
 }

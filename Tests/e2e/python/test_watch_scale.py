@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 
 from conftest import DENO, ROOT, TOKEN, Daemon
@@ -38,14 +39,20 @@ class ScaleRun:
     """watch_scale.ts as a child process, read line by line."""
 
     def __init__(self, url, streams, step=1, timeout_ms=60000):
+        # stderr to a file: Deno's warnings must never block it on a full pipe.
+        self.err = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [DENO, "run", "--unstable-kv", "--v8-flags=--max-old-space-size=4096", "-A",
              str(DENO_DIR / "watch_scale.ts"), url, str(streams), str(step), str(timeout_ms)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=deno_env())
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, env=deno_env())
+
+    def stderr(self):
+        self.err.seek(0)
+        return self.err.read()
 
     def phase(self):
         line = self.proc.stdout.readline()
-        assert line, "watch_scale.ts ended early: " + self.proc.stderr.read()
+        assert line, "watch_scale.ts ended early: " + self.stderr()[-3000:]
         return json.loads(line)
 
     def go(self):
@@ -53,8 +60,8 @@ class ScaleRun:
         self.proc.stdin.flush()
 
     def finish(self, timeout=120):
-        out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out, err
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, self.stderr()[-3000:]
 
     def kill(self):
         if self.proc.poll() is None:
