@@ -116,6 +116,7 @@ function showTab(tab) {
   state.tab = tab;
   for (const b of document.querySelectorAll("button.tab")) b.classList.toggle("active", b.dataset.tab === tab);
   for (const t of ["data", "queue", "server"]) $("view-" + t).hidden = t !== tab;
+  if (!state.key) $("entry-panel").hidden = true;
   stopServer();
   say("");
   if (tab !== "data") stopLive();
@@ -157,6 +158,7 @@ function keyCell(key) {
 
 function goPrefix(prefix) {
   state.prefix = prefix; state.key = null;
+  $("entry-panel").hidden = true;
   say("");
   writeHash();
   loadList(true);
@@ -194,7 +196,9 @@ async function loadList(reset) {
   $("load-more").hidden = !page.cursor;
   if (reset) {
     startLive();
-    if (state.key) openEntry(state.key); else $("entry-panel").hidden = true;
+    // Restores the entry named in the location; the panel is otherwise left
+    // alone (the user may have opened "New key" while the list loaded).
+    if (state.key) openEntry(state.key);
   }
 }
 
@@ -272,8 +276,8 @@ $("editor").addEventListener("submit", async (ev) => {
   try {
     const r = await call("set", null, body);
     say("Saved (versionstamp " + r.versionstamp + ").", "ok");
+    state.key = r.key;
     await loadList(true);
-    if (!isNew) await openEntry(body.key);
   } catch (e) {
     if (e.status === 409 && e.body && e.body.conflict) {
       const now = e.body.entry;
@@ -322,6 +326,7 @@ $("confirm-delete-prefix").addEventListener("click", async () => {
     const r = await call("delete-prefix", null, { db: state.db, prefix: state.prefix, count: pendingPrefixCount });
     say("Deleted " + r.deleted + " key" + (r.deleted === 1 ? "" : "s") + ".", "ok");
     state.key = null;
+    $("entry-panel").hidden = true;
     loadList(true);
   } catch (e) {
     say(e.status === 409 && e.body ? e.body.message : e.message, e.status === 409 ? "conflict" : "error");
