@@ -366,8 +366,10 @@ function refreshLive() {
   if (refreshing) return;
   refreshing = (async () => {
     try {
-      const page = await call("list", { db: state.db, prefix: state.prefix });
       const body = $("entries").tBodies[0];
+      // As many rows as are loaded now: a live update does not fold pages back.
+      const limit = Math.min(500, Math.max(50, body.rows.length));
+      const page = await call("list", { db: state.db, prefix: state.prefix, limit });
       body.replaceChildren();
       for (const e of page.entries) {
         const tr = el("tr", { "data-key": e.key.id }, keyCell(e.key), el("td", { class: "type" }, e.type), el("td", { class: "val" }, e.text));
@@ -430,7 +432,12 @@ function chart(svg, samples, field) {
   const x = (i) => left + (W - left) * (i + (300 - n)) / 299;
   const y = (v) => H - 2 - (H - 12) * v / nice;
   const parts = [];
-  vals.forEach((v, i) => { if (v !== null) parts.push((parts.length && vals[i - 1] !== null ? "L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1)); });
+  // A point without a neighbour still shows (a round-capped zero-length segment).
+  vals.forEach((v, i) => {
+    if (v === null || v === undefined) return;
+    const joined = parts.length && vals[i - 1] !== null && vals[i - 1] !== undefined;
+    parts.push((joined ? "L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1) + (joined ? "" : " h0.01"));
+  });
   const mk = (tag, attrs, text) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); if (text !== undefined) e.textContent = text; return e; };
   svg.replaceChildren(
     mk("line", { class: "axis", x1: left, y1: H - 2, x2: W, y2: H - 2 }),
