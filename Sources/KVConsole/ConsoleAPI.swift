@@ -273,7 +273,9 @@ struct ConsoleAPI {
         store.atomicWrite(write) { result in
             switch result {
             case .success(.committed(let v)):
-                respond(service.json(.object([("versionstamp", .string(Self.hex(v)))])))
+                respond(
+                    service.json(
+                        .object([("versionstamp", .string(Self.hex(v))), ("key", .string(KeyPresentation.id(key)))])))
             case .success(.checkFailed):
                 let current = (try? store.readKeys([key])[0]) ?? nil
                 respond(

@@ -242,17 +242,22 @@ final class ConsoleServiceTests: XCTestCase {
             tenants: [a, b, c], configuration: ConsoleConfiguration(), stats: nil, logger: Logger(label: "test"))
         let (cookie, csrf) = try signIn("shared-token-0123456789")
         let dbs = call("GET", "/console/api/session", headers: [cookie]).json?["databases"]?.serialized ?? ""
-        XCTAssertTrue(dbs.contains(#""name":"a""#) && dbs.contains(#""name":"b""#) && !dbs.contains(#""name":"c""#), dbs)
+        XCTAssertTrue(
+            dbs.contains(#""name":"a""#) && dbs.contains(#""name":"b""#) && !dbs.contains(#""name":"c""#), dbs)
         XCTAssertEqual(call("GET", "/console/api/list", query: "db=a", headers: [cookie]).status, 200)
         XCTAssertEqual(call("GET", "/console/api/list", query: "db=c", headers: [cookie]).status, 404)
         XCTAssertEqual(call("GET", "/console/api/list", headers: [cookie]).status, 404, "two databases: name one")
         let set = #"{"db":"DB","keyJson":"[\"k\"]","type":"string","value":"x","expect":null}"#
         XCTAssertEqual(
-            call("POST", "/console/api/set", body: set.replacingOccurrences(of: "DB", with: "b"), headers: [cookie, csrf])
-                .status, 403, "read-only in b")
+            call(
+                "POST", "/console/api/set", body: set.replacingOccurrences(of: "DB", with: "b"), headers: [cookie, csrf]
+            )
+            .status, 403, "read-only in b")
         XCTAssertEqual(
-            call("POST", "/console/api/set", body: set.replacingOccurrences(of: "DB", with: "a"), headers: [cookie, csrf])
-                .status, 200)
+            call(
+                "POST", "/console/api/set", body: set.replacingOccurrences(of: "DB", with: "a"), headers: [cookie, csrf]
+            )
+            .status, 200)
     }
 
     func testSessionCookieIsSecureUnderTLS() {
@@ -263,6 +268,7 @@ final class ConsoleServiceTests: XCTestCase {
             stats: nil, logger: Logger(label: "test"))
         let r = call("POST", "/console/api/signin", body: #"{"token":"rw-token-0123456789"}"#)
         let cookie = r.header("set-cookie") ?? ""
-        XCTAssertTrue(cookie.hasSuffix("; Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/console/"), cookie)
+        XCTAssertTrue(
+            cookie.hasSuffix("; Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/console/"), cookie)
     }
 }

@@ -116,6 +116,7 @@ function showTab(tab) {
   state.tab = tab;
   for (const b of document.querySelectorAll("button.tab")) b.classList.toggle("active", b.dataset.tab === tab);
   for (const t of ["data", "queue", "server"]) $("view-" + t).hidden = t !== tab;
+  if (!state.key) $("entry-panel").hidden = true;
   stopServer();
   say("");
   if (tab !== "data") stopLive();
@@ -157,6 +158,7 @@ function keyCell(key) {
 
 function goPrefix(prefix) {
   state.prefix = prefix; state.key = null;
+  $("entry-panel").hidden = true;
   say("");
   writeHash();
   loadList(true);
@@ -194,7 +196,9 @@ async function loadList(reset) {
   $("load-more").hidden = !page.cursor;
   if (reset) {
     startLive();
-    if (state.key) openEntry(state.key); else $("entry-panel").hidden = true;
+    // Restores the entry named in the location; the panel is otherwise left
+    // alone (the user may have opened "New key" while the list loaded).
+    if (state.key) openEntry(state.key);
   }
 }
 
@@ -272,8 +276,8 @@ $("editor").addEventListener("submit", async (ev) => {
   try {
     const r = await call("set", null, body);
     say("Saved (versionstamp " + r.versionstamp + ").", "ok");
+    state.key = r.key;
     await loadList(true);
-    if (!isNew) await openEntry(body.key);
   } catch (e) {
     if (e.status === 409 && e.body && e.body.conflict) {
       const now = e.body.entry;
@@ -322,6 +326,7 @@ $("confirm-delete-prefix").addEventListener("click", async () => {
     const r = await call("delete-prefix", null, { db: state.db, prefix: state.prefix, count: pendingPrefixCount });
     say("Deleted " + r.deleted + " key" + (r.deleted === 1 ? "" : "s") + ".", "ok");
     state.key = null;
+    $("entry-panel").hidden = true;
     loadList(true);
   } catch (e) {
     say(e.status === 409 && e.body ? e.body.message : e.message, e.status === 409 ? "conflict" : "error");
@@ -361,8 +366,10 @@ function refreshLive() {
   if (refreshing) return;
   refreshing = (async () => {
     try {
-      const page = await call("list", { db: state.db, prefix: state.prefix });
       const body = $("entries").tBodies[0];
+      // As many rows as are loaded now: a live update does not fold pages back.
+      const limit = Math.min(500, Math.max(50, body.rows.length));
+      const page = await call("list", { db: state.db, prefix: state.prefix, limit });
       body.replaceChildren();
       for (const e of page.entries) {
         const tr = el("tr", { "data-key": e.key.id }, keyCell(e.key), el("td", { class: "type" }, e.type), el("td", { class: "val" }, e.text));
@@ -425,7 +432,12 @@ function chart(svg, samples, field) {
   const x = (i) => left + (W - left) * (i + (300 - n)) / 299;
   const y = (v) => H - 2 - (H - 12) * v / nice;
   const parts = [];
-  vals.forEach((v, i) => { if (v !== null) parts.push((parts.length && vals[i - 1] !== null ? "L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1)); });
+  // A point without a neighbour still shows (a round-capped zero-length segment).
+  vals.forEach((v, i) => {
+    if (v === null || v === undefined) return;
+    const joined = parts.length && vals[i - 1] !== null && vals[i - 1] !== undefined;
+    parts.push((joined ? "L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1) + (joined ? "" : " h0.01"));
+  });
   const mk = (tag, attrs, text) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); if (text !== undefined) e.textContent = text; return e; };
   svg.replaceChildren(
     mk("line", { class: "axis", x1: left, y1: H - 2, x2: W, y2: H - 2 }),

@@ -55,9 +55,13 @@ def browser():
     driver.quit()
 
 
-def shot(driver, name):
+def shot(driver, name, selector=None):
+    """Screenshot of the window, scrolled to the top or to `selector`."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.execute_script("window.scrollTo(0, 0)")
+    if selector:
+        driver.execute_script("document.querySelector(arguments[0]).scrollIntoView()", selector)
+    else:
+        driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(ARTIFACTS / f"console-{name}.png"))
 
 
@@ -443,6 +447,7 @@ def test_queue_and_server_tabs(console_daemon, browser):
         time.sleep(0.5)
     time.sleep(2.5)  # a few samples for the chart
     shot(browser, "server")
+    shot(browser, "server-charts", "#server-info tr:nth-child(7)")
 
 
 def test_console_can_be_turned_off_or_moved(tmp_path):
