@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: format lint all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak watch-scale install uninstall proto clean fuzz fuzz-short test-asan test-tsan
+.PHONY: format lint all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak watch-scale install uninstall proto clean fuzz fuzz-short test-asan test-tsan bench-queue
 
 all: build
 
@@ -105,6 +105,12 @@ watch-scale: test-deps release
 # DURATION, SCALE_KEYS, ... overridable (see bench/run.sh).
 bench: bench-deps release
 	BENCH_CMD="make bench$(if $(CONNECTIONS), CONNECTIONS=$(CONNECTIONS))$(if $(DURATION), DURATION=$(DURATION))$(if $(SCALE_KEYS), SCALE_KEYS=$(SCALE_KEYS))" bash bench/run.sh
+
+# Just the queue section of `make bench` (webhook push, pull through the Deno
+# module, deadline → delivery, Deno's own queue): replaces the queue table of
+# docs/benchmarks.md's latest report. QUEUE_MESSAGES (20000) overridable.
+bench-queue: bench-deps release
+	ONLY=queue BENCH_CMD="make bench-queue" bash bench/run.sh
 
 # perf profile of the release daemon under wrk (read, write) and h2load (read).
 bench-profile: bench-deps release

@@ -59,6 +59,35 @@ def rs(x):
     return f"{x:.2f}" if x is not None else "–"
 
 
+def queue_block():
+    """The "### Queues" part (rows of bench/run.sh's queue section), or []."""
+    push, lag, pull, local = (find("queue", workload=w) for w in ("push", "lag", "pull", "deno-local"))
+    if not any((push, lag, pull, local)):
+        return []
+    Q = ["### Queues\n"]
+    per = lambda r: f"{r['perSecond']:,} messages/s" if r and r.get("perSecond") else "–"
+    Q.append("| measure | kvconnectd | Deno's own queue (`Deno.openKv(file)`, in-process) |\n|---|---|---|")
+    if push:
+        Q.append(f"| webhook push to a local receiver ({push['messages']:,} messages due at once, 32 in flight, libcurl) | "
+                 f"{per(push)} ({push['delivered']:,} delivered in {push['seconds']:.2f} s) | – |")
+    if pull or local:
+        Q.append(f"| pull through `clients/deno/queue.ts`, 8 handlers: leased and acknowledged | "
+                 f"{per(pull)} | {per(local)} (`enqueue` + `listenQueue`) |")
+    if lag:
+        Q.append(f"| deadline → webhook delivery ({lag['messages']:,} messages over 5 s) | "
+                 f"p50 {lag['p50Ms']} / p99 {lag['p99Ms']} / max {lag['maxMs']} ms | – |")
+    Q.append("\n| queue target | measured | |\n|---|---|---|")
+    def qt(name, value, ok):
+        Q.append(f"| {name} | {value} | {'met' if ok else ('**missed**' if ok is not None else 'not measured')} |")
+    pv = lambda r: r.get("perSecond") if r else None
+    qt("webhook push ≥ 5,000 deliveries/s", per(push), None if not pv(push) else pv(push) >= 5000)
+    qt("pull via the module, 8 handlers ≥ 5,000 messages/s", per(pull), None if not pv(pull) else pv(pull) >= 5000)
+    qt("deadline → delivery p99 ≤ 10 ms", f"{lag['p99Ms']} ms" if lag else "–", None if not lag else lag["p99Ms"] <= 10)
+    qt("pull via the module ≥ Deno's own local queue", f"{rs(pv(pull) / pv(local)) if pv(pull) and pv(local) else '–'} ×",
+       None if not (pv(pull) and pv(local)) else pv(pull) >= pv(local))
+    return Q
+
+
 L = []
 now = datetime.datetime.now(datetime.timezone.utc)
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -66,6 +95,24 @@ try:
     fs = subprocess.run(["df", "-T", "."], capture_output=True, text=True).stdout.splitlines()[1].split()[1]
 except Exception:
     fs = "?"
+if m.get("only") == "queue":
+    # Just the queue section: replace the "### Queues" block of the latest
+    # report (or add it), keep everything else.
+    Q = queue_block()
+    Q.insert(1, f"Run {now:%Y-%m-%d %H:%M} UTC, `{m['cmd']}` (queue section only), load average "
+                f"{m['load_start']} at start, {m['load_end']} at end, {m['seconds']} s.\n")
+    block = "\n".join(Q) + "\n"
+    print(block)
+    old = open(doc).read()
+    head, sep, hist = old.partition("\n## History")
+    if "### Queues" in head:
+        before, _, after = head.partition("### Queues")
+        nxt = after.find("\n### ")
+        head = before + block.rstrip("\n") + ("\n" + after[nxt:] if nxt >= 0 else "\n")
+    else:
+        head = head.rstrip("\n") + "\n\n" + block
+    open(doc, "w").write(head.rstrip("\n") + "\n" + sep + hist)
+    sys.exit(0)
 deno_v = subprocess.run([".venv/bin/deno", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
 redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2].replace("v=", "")
 L.append(f"Run {now:%Y-%m-%d %H:%M} UTC · {os.cpu_count()} cores ({cpu}) · Linux {platform.release()} · "
@@ -218,6 +265,7 @@ if pgw:
     target("cross-daemon watch p50 ≤ 5 ms, p99 ≤ 20 ms", f"p50 {pgw['write_to_frame_p50_ms']:.2f} ms, p99 {pgw['write_to_frame_p99_ms']:.2f} ms",
            pgw["write_to_frame_p50_ms"] <= 5 and pgw["write_to_frame_p99_ms"] <= 20)
 
+L += [""] + queue_block()
 table = "\n".join(L)
 print(table)
 

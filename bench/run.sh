@@ -14,7 +14,10 @@
 # (default 512), IDLE_CONNECTIONS (default 1000), THREADS (load-generator
 # threads, default 2), WATCH_CHANGES (default 1000), STREAMS (default 1000),
 # BIN (daemon binary, default .build/release/kvconnectd), SKIP (space-separated
-# sections to skip: h2 wrk redis deno scale values conns idle watch streams pg).
+# sections to skip: h2 wrk redis deno scale values conns idle watch streams pg
+# queue), QUEUE_MESSAGES (queue section, default 20000), ONLY=queue (just the
+# queue section: its table replaces the one in docs/benchmarks.md's latest
+# report, the rest of the report is kept; `make bench-queue`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONC=${CONNECTIONS:-64}
@@ -28,6 +31,8 @@ CHANGES=${WATCH_CHANGES:-1000}
 STREAMS=${STREAMS:-1000}
 HOT=16
 SKIP=" ${SKIP:-} "
+QMSG=${QUEUE_MESSAGES:-20000}
+if [[ "${ONLY:-}" == queue ]]; then SKIP=" h2 wrk redis deno scale values conns idle watch streams main "; fi
 BIN=${BIN:-.build/release/kvconnectd}
 DENO=.venv/bin/deno
 PY=.venv/bin/python
@@ -113,7 +118,37 @@ redis_run() {
 }
 deno_run() { "$DENO" run --unstable-kv -A "$@"; }
 
+# ---------------------------------------------------------------- queues
+# Webhook push to a local receiver (bench/queue_bench.ts sink: Deno.serve,
+# answers 200 at once), pull through clients/deno/queue.ts with 8 handlers,
+# deadline → delivery, and Deno's own in-process queue (Deno.openKv on a local
+# file, enqueue + listenQueue) as the peer, all in this run.
+if want queue; then
+  log "queues: $QMSG messages"
+  coproc SINK { exec "$DENO" run -A bench/queue_bench.ts sink; }
+  SINK_PID=$SINK_PID; PIDS+=("$SINK_PID")
+  read -r sink_line <&"${SINK[0]}"
+  SINK_URL="http://127.0.0.1:$(echo "$sink_line" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["port"])')/queue"
+  echo "a-long-random-webhook-secret" > "$WORK/webhook.secret"
+  mkdir -p "$WORK/queue-push"
+  "$BIN" serve --listen 127.0.0.1:0 --database "$WORK/queue-push/kv.sqlite3" --access-token-file "$WORK/token" \
+    --queue-webhook-url "$SINK_URL" --queue-webhook-secret-file "$WORK/webhook.secret" --queue-concurrency 32 \
+    > "$WORK/queue-push/daemon.log" 2>&1 &
+  DPID=$!; PIDS+=("$DPID")
+  for _ in $(seq 200); do grep -q 'listen=127' "$WORK/queue-push/daemon.log" && break; sleep 0.1; done
+  QURL="http://127.0.0.1:$(grep -o 'listen=127.0.0.1:[0-9]*' "$WORK/queue-push/daemon.log" | head -1 | cut -d: -f2)"
+  deno_run bench/queue_bench.ts push "$QURL" "$SINK_URL" "$QMSG" | tag '{"kind":"queue","workload":"push"}'
+  deno_run bench/queue_bench.ts lag "$QURL" "$SINK_URL" 2000 | tag '{"kind":"queue","workload":"lag"}'
+  stop_daemon
+  kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true
+  start_daemon queue-pull
+  deno_run bench/queue_bench.ts pull "$URL" "$QMSG" 8 | tag '{"kind":"queue","workload":"pull"}'
+  stop_daemon
+  deno_run bench/deno_local_queue.ts "$WORK" "$QMSG" | tag '{"kind":"queue","workload":"deno-local"}'
+fi
+
 # ---------------------------------------------------------------- main daemon
+if want main; then
 start_daemon main
 MAIN_PID=$DPID MAIN_URL=$URL MAIN_TOKEN=$DTOKEN
 sleep 0.5
@@ -213,6 +248,7 @@ if want streams; then
 fi
 RSS_AFTER=$(rss "$DPID")
 stop_daemon
+fi
 
 # ------------------------------- PostgreSQL backend: 1 and 2 daemons, pgbench
 # One cluster in WORK (same disk), fsync on (durable like the SQLite rows),
@@ -286,5 +322,5 @@ fi
 T_END=$(date +%s)
 "$PY" bench/report.py "$RES" docs/benchmarks.md \
   conc="$CONC" dur="$DUR" keys="$KEYS" scale_keys="$SCALE_KEYS" bigc="$BIGC" idle="$IDLE" threads="$THREADS" \
-  rss_idle="$RSS_IDLE" rss_after="$RSS_AFTER" load_start="$LOAD_START" load_end="$(cut -d' ' -f1-3 /proc/loadavg)" \
-  seconds="$((T_END - T_START))" cmd="${BENCH_CMD:-make bench}"
+  rss_idle="${RSS_IDLE:-0}" rss_after="${RSS_AFTER:-0}" load_start="$LOAD_START" load_end="$(cut -d' ' -f1-3 /proc/loadavg)" \
+  seconds="$((T_END - T_START))" cmd="${BENCH_CMD:-make bench}" only="${ONLY:-}"

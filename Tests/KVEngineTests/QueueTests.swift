@@ -136,6 +136,62 @@ final class QueueTests: KVTestCase {
         XCTAssertGreaterThanOrEqual(store.queueStats.leasesExpired, 1)
     }
 
+    func testPoisonMessageIsDeadLetteredAfterMaxLeases() throws {
+        try reopen(SQLiteStoreOptions(queueMaxLeases: 2))
+        try enqueue(deadlineMs: 0, keys: [k("poison")], backoff: [10, 10])
+        let m1 = try XCTUnwrap(try lease(visibilityMs: 100))
+        let m2 = try XCTUnwrap(try lease(visibilityMs: 100, waitMs: 3000), "one expired lease: leased again")
+        XCTAssertEqual(m2.id, m1.id)
+        Thread.sleep(forTimeInterval: 0.15)
+        XCTAssertNil(try lease(waitMs: 100), "the second expired lease dead-letters it")
+        XCTAssertEqual(try store.readKeys([k("poison")]).first??.value.data, m1.payload)
+        XCTAssertEqual(store.queueStats.poisoned, 1)
+        XCTAssertEqual(store.queueStats.deadLettered, 1)
+        XCTAssertEqual(try ack(m2), .notFound)
+    }
+
+    func testMessageIdsAreNeverReused() throws {
+        try enqueue()
+        let first = try XCTUnwrap(try lease())
+        XCTAssertEqual(try ack(first), .acknowledged)
+        try enqueue()
+        let second = try XCTUnwrap(try lease())
+        XCTAssertGreaterThan(second.id, first.id, "a settled message's id is not handed out again")
+        XCTAssertEqual(try ack(first), .notFound, "the old lease handle cannot settle the new message")
+    }
+
+    func testAdministrationOverviewListDeleteAndPurge() throws {
+        let now = nowMs()
+        try enqueue(V8Codec.encode(.number(1)), deadlineMs: now - 5)
+        try enqueue(V8Codec.encode(.number(2)), deadlineMs: now + 3_600_000, keys: [k("dl")], backoff: [1, 2])
+        try enqueue(V8Codec.encode(.number(3)), deadlineMs: now - 1)
+        let leased = try XCTUnwrap(try lease())
+        var o = try store.queueOverview(nowMs: nowMs())
+        XCTAssertEqual([o.ready, o.delayed, o.inflight], [1, 1, 1])
+        XCTAssertEqual(o.oldestDueMs, now - 1)
+        let page = try store.listQueueMessages(afterId: 0, limit: 2, nowMs: nowMs())
+        XCTAssertEqual(page.map(\.state), [.inflight, .delayed])
+        XCTAssertEqual(page[0].id, leased.id)
+        XCTAssertEqual(page[0].leases, 1)
+        XCTAssertEqual(page[1].keysIfUndelivered, [k("dl")])
+        XCTAssertEqual(page[1].backoffSchedule, [1, 2])
+        let rest = try store.listQueueMessages(afterId: page[1].id, limit: 10, nowMs: nowMs())
+        XCTAssertEqual(rest.map(\.state), [.ready])
+        XCTAssertEqual(try store.queueMessage(id: page[1].id, nowMs: nowMs()), page[1])
+        XCTAssertNil(try store.queueMessage(id: 999, nowMs: nowMs()))
+
+        let box = ResultBox<Result<Int, KVError>>()
+        store.deleteQueueMessages(ids: [page[1].id, 999]) { box.set($0) }
+        XCTAssertEqual(try box.wait().get(), 1)
+        XCTAssertNil(try store.readKeys([k("dl")]).first!, "deleting does not dead-letter")
+        let purge = ResultBox<Result<Int, KVError>>()
+        store.deleteQueueMessages(ids: nil) { purge.set($0) }
+        XCTAssertEqual(try purge.wait().get(), 2)
+        o = try store.queueOverview(nowMs: nowMs())
+        XCTAssertEqual(o, QueueOverview())
+        XCTAssertEqual(try ack(leased), .notFound)
+    }
+
     func testRestartMakesInflightMessagesReady() throws {
         // PostgreSQL: other daemons may still hold those leases; pull leases
         // end by time, pushed messages of a stopped daemon are recovered by

@@ -339,6 +339,47 @@ function base64ToBytes(s: string): Uint8Array {
   return out;
 }
 
+/** Reports finished deliveries: acks and fails each go out as one batch
+ * request while the previous one of their kind is in flight. Not aborted by
+ * close(): a finished handler is always reported. */
+class Settler {
+  #pending = { ack: [] as Lease[], fail: [] as Lease[] };
+  #flushing = { ack: null as Promise<void> | null, fail: null as Promise<void> | null };
+
+  constructor(private readonly conn: Connection) {}
+
+  report(lease: Lease, ok: boolean) {
+    const kind = ok ? "ack" : "fail";
+    this.#pending[kind].push(lease);
+    this.#flushing[kind] ??= this.#flush(kind);
+  }
+
+  async #flush(kind: "ack" | "fail") {
+    try {
+      while (this.#pending[kind].length) {
+        const batch = this.#pending[kind].splice(0, 256);
+        try {
+          const r = await this.conn.post(`/queue/${kind}`, JSON.stringify({ ids: batch.map((l) => l.id) }));
+          const results = JSON.parse(new TextDecoder().decode(r.body)).results as { status: number; result: string }[];
+          for (const [i, x] of results.entries()) {
+            // 409: the lease expired and the message was handed out again; 404:
+            // it was settled meanwhile. Either way the server's state is consistent.
+            if (x.status !== 200) console.warn(`kvconnectd queue: message ${batch[i].messageId} ${kind}: ${x.result}`);
+          }
+        } catch (e) {
+          console.error(`kvconnectd queue: could not report ${batch.length} message(s) (${kind}):`, e);
+        }
+      }
+    } finally {
+      this.#flushing[kind] = null;
+    }
+  }
+
+  async drain() {
+    while (this.#flushing.ack || this.#flushing.fail) await Promise.all([this.#flushing.ack, this.#flushing.fail]);
+  }
+}
+
 /** The queue half of Deno.Kv on a kvconnectd database. */
 export class QueueKv {
   #closed = false;
@@ -399,58 +440,69 @@ export class QueueKv {
     }
     this.#listening = true;
     const signal = this.#stop.signal;
-    const leaseBody = JSON.stringify(leaseMs === undefined ? { waitMs: 20_000 } : { waitMs: 20_000, visibilityTimeoutMs: leaseMs });
+    // One long-poll at a time leases up to the free handler slots in one
+    // request; finished deliveries are reported in batches. Both keep the
+    // requests per message (and the server's transactions) well below two.
+    let running = 0;
+    let slotFreed: (() => void) | null = null;
+    const settler = new Settler(this.conn);
+    const handlers = new Set<Promise<void>>();
+    let failure: unknown = null;
 
-    const worker = async () => {
+    const run = async (lease: Lease) => {
+      let ok = false;
+      try {
+        await handler(deserializeV8(base64ToBytes(lease.payload)));
+        ok = true;
+      } catch (error) {
+        console.error("Exception in queue handler", error);
+      }
+      settler.report(lease, ok);
+      running--;
+      slotFreed?.();
+    };
+    const stopped = new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
+
+    try {
       let backoff = 0;
       while (!signal.aborted) {
-        let lease: Lease | null;
+        if (running >= concurrency) {
+          await Promise.race([new Promise<void>((r) => slotFreed = r), stopped]);
+          slotFreed = null;
+          continue;
+        }
+        const body = {
+          waitMs: 20_000,
+          max: concurrency - running,
+          ...(leaseMs === undefined ? {} : { visibilityTimeoutMs: leaseMs }),
+        };
+        let leases: Lease[];
         try {
-          const r = await this.conn.post("/queue/lease", leaseBody, signal);
-          lease = r.status === 204 ? null : JSON.parse(new TextDecoder().decode(r.body));
+          const r = await this.conn.post("/queue/lease", JSON.stringify(body), signal);
+          leases = r.status === 204 ? [] : JSON.parse(new TextDecoder().decode(r.body)).messages;
           backoff = 0;
         } catch (e) {
-          if (signal.aborted) return;
-          if (e instanceof KvConnectError && e.status < 500) throw e; // 403, 400: no retry helps
+          if (signal.aborted) break;
+          if (e instanceof KvConnectError && e.status < 500) {
+            failure = e; // 403, 400: no retry helps
+            break;
+          }
           backoff = Math.min(Math.max(backoff * 2, 100), 5000);
           console.error("kvconnectd queue: lease failed, retrying in", backoff, "ms:", e);
           await sleep(backoff, signal);
           continue;
         }
-        if (lease === null) continue;
-        let ok = false;
-        try {
-          await handler(deserializeV8(base64ToBytes(lease.payload)));
-          ok = true;
-        } catch (error) {
-          console.error("Exception in queue handler", error);
+        for (const lease of leases) {
+          running++;
+          const p: Promise<void> = run(lease).finally(() => handlers.delete(p));
+          handlers.add(p);
         }
-        await this.#settle(lease, ok);
       }
-    };
-
-    try {
-      const workers = Array.from({ length: concurrency }, worker);
-      const results = await Promise.allSettled(workers);
-      const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
-      if (failed) throw failed.reason;
+      await Promise.all(handlers);
+      await settler.drain();
+      if (failure) throw failure;
     } finally {
       this.#listening = false;
-    }
-  }
-
-  /** Reports a delivery. Not aborted by close(): a finished handler is always reported. */
-  async #settle(lease: Lease, ok: boolean) {
-    try {
-      await this.conn.post(ok ? "/queue/ack" : "/queue/fail", JSON.stringify({ id: lease.id }));
-    } catch (e) {
-      // 409: the lease expired and the message was handed out again; 404: it
-      // was settled meanwhile. Either way the server's state is consistent.
-      if (e instanceof KvConnectError && (e.status === 409 || e.status === 404)) {
-        console.warn(`kvconnectd queue: message ${lease.messageId} ${ok ? "ack" : "fail"}: ${e.message}`);
-      } else {
-        console.error(`kvconnectd queue: could not report message ${lease.messageId}:`, e);
-      }
     }
   }
 

@@ -338,6 +338,9 @@ def test_queue_settings_are_validated_and_the_secret_never_printed(workdir):
     assert "queue_webhook_url = http://127.0.0.1:9/q" in r.stdout
     assert "queue_concurrency = 3" in r.stdout
     assert "queue_visibility_timeout_ms = 30000" in r.stdout
+    assert "queue_max_leases = 10" in r.stdout
+    r = subprocess.run(base + ["--queue-max-leases=-1"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "queue_max_leases" in r.stderr, r.stderr
     assert SECRET not in r.stdout + r.stderr
 
 

@@ -233,3 +233,24 @@ def test_queue_metrics_by_state_and_delivery_lag(ad):
     assert [float(by_state[s][0].rsplit(" ", 1)[1]) for s in ("ready", "delayed", "inflight")] == [0, 1, 1]
     assert any(l.startswith("kvconnectd_queue_delivery_lag_seconds") for l in lines), text[-2000:]
     assert any(l.startswith("kvconnectd_queue_oldest_due_age_seconds") for l in lines)
+
+
+def test_batch_lease_and_settle(ad):
+    enqueue(ad.url, *[(i, dict(retry_delays=[1])) for i in range(5)])
+    st, r = pull(ad, "lease", {"max": 3, "waitMs": 2000})
+    assert st == 200 and len(r["messages"]) == 3, r
+    ids = [m["id"] for m in r["messages"]]
+    assert len({m["messageId"] for m in r["messages"]}) == 3
+    st, rest = pull(ad, "lease", {"max": 10})
+    assert st == 200 and len(rest["messages"]) == 2, "only what is due; no wait for more"
+    st, res = pull(ad, "ack", {"ids": ids[:2] + ["999-1"]})
+    assert st == 200
+    assert [(x["id"], x["status"], x["result"]) for x in res["results"]] == \
+        [(ids[0], 200, "acknowledged"), (ids[1], 200, "acknowledged"), ("999-1", 404, "notFound")]
+    st, res = pull(ad, "fail", {"ids": [ids[2]]})
+    assert res["results"][0]["result"] == "retryScheduled"
+    assert pull(ad, "ack", {"ids": [ids[0]]})[1]["results"][0]["status"] == 404, "already settled"
+    for bad in ({"max": 0}, {"max": 257}, {"max": "3"}):
+        assert pull(ad, "lease", bad)[0] == 400, bad
+    for bad in ({"ids": []}, {"ids": "x"}, {"ids": ["nope"]}, {"ids": ["1-1"] * 257}):
+        assert pull(ad, "ack", bad)[0] == 400, bad
