@@ -155,7 +155,9 @@ final class PGWriter: @unchecked Sendable {
     private func run(_ batch: [Pending]) -> ([Result<AtomicWriteResult, KVError>], Outcome?) {
         let writes = batch.map(\.write)
         let oldest = batch.map(\.submittedMs).min() ?? PGContext.wallClockMs()
-        var giveUpAt = oldest + ctx.options.unavailableAfterMs
+        // Past this, a batch that did not commit fails with `.unavailable`
+        // (nothing of it applied) instead of being tried again.
+        let giveUpAt = oldest + ctx.options.unavailableAfterMs
         var attempt = 0
         while true {
             attempt += 1
@@ -183,8 +185,8 @@ final class PGWriter: @unchecked Sendable {
                     conn = nil
                     if let evaluated = e.context as? PGCommitSnapshot {
                         // COMMIT may have happened: find out before answering.
-                        giveUpAt = max(giveUpAt, PGContext.wallClockMs() + ctx.options.resolveTimeoutMs)
-                        switch resolve(batchId: batchId, until: giveUpAt) {
+                        let resolveBy = max(giveUpAt, PGContext.wallClockMs() + ctx.options.resolveTimeoutMs)
+                        switch resolve(batchId: batchId, until: resolveBy) {
                         case .committed:
                             cond.lock(); resolved.committed += 1; cond.unlock()
                             ctx.logger.notice("group commit: connection lost during COMMIT; the commit marker shows it committed")
@@ -192,6 +194,10 @@ final class PGWriter: @unchecked Sendable {
                         case .rolledBack:
                             cond.lock(); resolved.rolledBack += 1; cond.unlock()
                             ctx.logger.notice("group commit: connection lost during COMMIT; it rolled back, running the batch again")
+                            if PGContext.wallClockMs() >= giveUpAt {
+                                return (Array(repeating: .failure(.unavailable("PostgreSQL unavailable: \(e.message)")),
+                                              count: writes.count), nil)
+                            }
                             continue
                         case .unknown(let why):
                             return (Array(repeating: .failure(.unavailable("PostgreSQL unavailable; outcome unknown: \(why)")),
@@ -202,7 +208,9 @@ final class PGWriter: @unchecked Sendable {
                         return (Array(repeating: .failure(.unavailable("PostgreSQL unavailable: \(e.message)")),
                                       count: writes.count), nil)
                     }
-                    usleep(UInt32(min(500, 20 * attempt)) * 1000)
+                    // The first retry at once (a dropped connection), then back off
+                    // while PostgreSQL stays unreachable.
+                    if attempt > 1 { usleep(UInt32(min(500, 10 << min(attempt - 2, 6))) * 1000) }
                     continue
                 }
             } catch {

@@ -19,9 +19,17 @@ final class FaultTests: PGTestCase {
         let kills = Locked(0)
         let killThread = Thread {
             while !stop.value {
-                usleep(15_000)
+                // Kill at a random moment, then let at least one batch commit
+                // before the next kill (on a loaded machine, killing faster
+                // than a reconnect takes would only measure starvation).
+                usleep(UInt32.random(in: 2_000...20_000))
                 let pid = s.writerBackendPID
                 guard pid != 0 else { continue }
+                let before = s.batchesCommitted
+                defer {
+                    let until = Date().addingTimeInterval(2)
+                    while s.batchesCommitted == before && Date() < until && !stop.value { usleep(1_000) }
+                }
                 do {
                     if try killer.query("SELECT pg_terminate_backend($1::int4)", [.int8(Int64(pid))]).bool(0, 0) {
                         kills.with { $0 += 1 }
