@@ -262,3 +262,49 @@ final class PostgresStoreTests: PGTestCase {
         guard case .failure(.unavailable)? = r.wait() else { return XCTFail() }
     }
 }
+
+/// Latency and throughput probes (printed; asserted only loosely, since the
+/// test machine is shared). `make bench` owns the comparable numbers.
+final class PostgresProbeTests: PGTestCase {
+    func testSequentialWriteAndReadLatency() throws {
+        let s = try open()
+        var w: [Double] = [], r: [Double] = [], r3: [Double] = []
+        for i in 0..<300 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try s.commit([set("l\(i % 10)", bytesValue("\(i)"))])
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            _ = try s.get("l\(i % 10)")
+            let t2 = DispatchTime.now().uptimeNanoseconds
+            _ = try s.snapshotRead([ReadRange(start: k("l0"), end: k("l5"), limit: 10),
+                                    ReadRange(start: k("l5"), end: k("m"), limit: 10),
+                                    ReadRange(start: k("x"), end: k("y"), limit: 10)])
+            let t3 = DispatchTime.now().uptimeNanoseconds
+            w.append(Double(t1 - t0) / 1e6); r.append(Double(t2 - t1) / 1e6); r3.append(Double(t3 - t2) / 1e6)
+        }
+        func p(_ a: [Double], _ q: Double) -> String { String(format: "%.2f", a.sorted()[Int(Double(a.count - 1) * q)]) }
+        print("PG probe: write p50 \(p(w, 0.5)) ms p99 \(p(w, 0.99)) ms; 1-key read p50 \(p(r, 0.5)) ms; 3-range snapshot read p50 \(p(r3, 0.5)) ms")
+        XCTAssertLessThan(w.sorted()[w.count / 2], 200)
+    }
+
+    func testConcurrentWriteThroughputOneAndTwoDaemons() throws {
+        for daemons in [1, 2] {
+            let stores = try (0..<daemons).map { _ in try open() }
+            let n = 4000
+            let done = DispatchGroup()
+            let t0 = Date()
+            let errors = Locked(0)
+            for i in 0..<n {
+                done.enter()
+                stores[i % daemons].atomicWrite(AtomicWrite(mutations: [set("t\(daemons)-\(i % 500)", bytesValue("\(i)"))])) { r in
+                    if case .failure = r { errors.with { $0 += 1 } }
+                    done.leave()
+                }
+            }
+            XCTAssertEqual(done.wait(timeout: .now() + 120), .success)
+            let dt = Date().timeIntervalSince(t0)
+            XCTAssertEqual(errors.value, 0)
+            let batches = stores.map(\.batchesCommitted).reduce(0, +)
+            print("PG probe: \(n) concurrent writes through \(daemons) store(s): \(Int(Double(n) / dt)) writes/s, \(batches) transactions")
+        }
+    }
+}
