@@ -172,22 +172,17 @@ final class PGQueue: @unchecked Sendable {
         cond.unlock()
     }
 
-    func counts() throws -> QueueCounts {
-        // Runs on the caller's thread with its own short-lived connection use.
-        var c: PGConnection?
-        defer { c?.close() }
-        return try ctx.withRetries(conn: &c, until: PGContext.wallClockMs() + 2000, what: "queue counts") { c in
-            let r = try c.query(Self.countsSQL)
-            var out = QueueCounts(ready: 0, inflight: 0)
-            for i in 0..<r.rowCount {
-                switch r.text(i, 0) {
-                case "ready": out.ready = Int(r.int64(i, 1))
-                case "inflight": out.inflight = Int(r.int64(i, 1))
-                default: break
-                }
+    /// Ready and in-flight counts from a result of `countsSQL`.
+    static func counts(_ r: PGResult) -> QueueCounts {
+        var out = QueueCounts(ready: 0, inflight: 0)
+        for i in 0..<r.rowCount {
+            switch r.text(i, 0) {
+            case "ready": out.ready = Int(r.int64(i, 1))
+            case "inflight": out.inflight = Int(r.int64(i, 1))
+            default: break
             }
-            return out
         }
+        return out
     }
 
     // MARK: - the loop

@@ -172,7 +172,9 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
         queue.settle(id: id, leaseSeq: leaseSeq, success: false, completion: completion)
     }
 
-    public func queueCounts() throws -> QueueCounts { try queue.counts() }
+    public func queueCounts() throws -> QueueCounts {
+        try reads.withConnection { c in PGQueue.counts(try c.query(PGQueue.countsSQL)) }
+    }
     public var queueStats: QueueStats { queue.stats }
     public var queueRecoveredOnOpen: Int { queue.recoveredOnOpen }
 
