@@ -23,7 +23,8 @@ enum PGSQL {
         """
     static let insertMarker = "INSERT INTO commit_markers (batch_id, counter) VALUES ($1, $2)"
     static let findMarker = "SELECT counter FROM commit_markers WHERE batch_id = $1"
-    static let pruneMarkers = "DELETE FROM commit_markers WHERE committed_at < now() - make_interval(secs => $1::int8 / 1000.0)"
+    static let pruneMarkers =
+        "DELETE FROM commit_markers WHERE committed_at < now() - make_interval(secs => $1::int8 / 1000.0)"
     static let notify = "SELECT pg_notify($1, $2)"
 
     static let rangeAsc = """
