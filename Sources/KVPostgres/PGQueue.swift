@@ -333,7 +333,7 @@ final class PGQueue: @unchecked Sendable {
                 recovered = try recoverOrphans(c)
                 nextOrphanScanMs = now + Self.orphanScanMs
             }
-            var q = [PGQuery("BEGIN"), PGQuery(Self.expireSQL, [.int8(now)])]
+            var q = [PGQuery(PGSQL.begin), PGQuery(Self.expireSQL, [.int8(now)])]
             for w in waiters {
                 q.append(PGQuery(Self.claimSQL, [.int8(now), .int8(now + w.visibilityMs), .int8(1), .null]))
             }
@@ -440,7 +440,7 @@ final class PGQueue: @unchecked Sendable {
     /// letter (payload to every keys_if_undelivered key with a versionstamp
     /// from the shared counter, message deleted) in one transaction.
     private func failAttempt(_ c: PGConnection, _ s: Settle) throws -> QueueSettleResult {
-        let sel = try c.pipeline([PGQuery("BEGIN"), PGQuery(Self.selectLeasedSQL, [.int8(s.id), .int8(s.leaseSeq)])])
+        let sel = try c.pipeline([PGQuery(PGSQL.begin), PGQuery(Self.selectLeasedSQL, [.int8(s.id), .int8(s.leaseSeq)])])
         guard sel[1].rowCount > 0 else {
             try c.execScript("ROLLBACK")
             return try lostOrMissing(c, s.id)

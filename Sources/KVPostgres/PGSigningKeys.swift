@@ -46,7 +46,7 @@ extension PostgresStore {
         try reads.withConnection { c in
             do {
                 let r = try c.pipeline([
-                    PGQuery("BEGIN"),
+                    PGQuery(PGSQL.begin),
                     PGQuery(Self.lockKeys, [.int8(Int64(PGSchema.LockSpace.signingKeys.rawValue)), .text(ctx.schema)]),
                     PGQuery(Self.selectKeys)
                 ])
@@ -69,7 +69,7 @@ extension PostgresStore {
         try reads.withConnection { c in
             do {
                 _ = try c.pipeline([
-                    PGQuery("BEGIN"),
+                    PGQuery(PGSQL.begin),
                     PGQuery(Self.lockKeys, [.int8(Int64(PGSchema.LockSpace.signingKeys.rawValue)), .text(ctx.schema)]),
                     PGQuery(Self.insertKey, [.text(keyId), .bytea(secret)]),
                     PGQuery(Self.pruneKeys, [.int8(Int64(max(2, keep)))]),

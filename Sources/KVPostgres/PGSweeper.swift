@@ -115,7 +115,7 @@ final class PGSweeper: @unchecked Sendable {
         do {
             let c = try connected()
             let r = try c.pipeline([
-                PGQuery("BEGIN"),
+                PGQuery(PGSQL.begin),
                 PGQuery(PGSQL.trySweepLock, [.int8(Int64(PGSchema.LockSpace.sweep.rawValue)), .text(ctx.schema)])
             ])
             guard r[1].bool(0, 0) else {

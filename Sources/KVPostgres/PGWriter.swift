@@ -295,7 +295,7 @@ final class PGWriter: @unchecked Sendable {
                 readKeys.append(k)
             }
         }
-        var first = [PGQuery("BEGIN"), PGQuery(PGSQL.lockCounter)]
+        var first = [PGQuery(PGSQL.begin), PGQuery(PGSQL.lockCounter)]
         if !readKeys.isEmpty { first.append(PGQuery(PGSQL.selectKeys, [.byteaArray(readKeys), .int8(nowMs)])) }
         let r1 = try c.pipeline(first)
         guard r1[1].rowCount == 1 else { throw PGError(kind: .other, message: "meta row missing") }

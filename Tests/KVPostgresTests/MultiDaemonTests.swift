@@ -200,3 +200,28 @@ final class MultiDaemonTests: PGTestCase {
         b.stopQueueDelivery(drainTimeoutMs: 1000)
     }
 }
+
+/// The store sets its own isolation level: a server whose default is
+/// SERIALIZABLE changes nothing (no spurious failures, no lost updates).
+final class IsolationDefaultTests: PGTestCase {
+    func testServerDefaultSerializableDoesNotMatter() throws {
+        let sep = url.contains("?") ? "&" : "?"
+        url += sep + "options=-c%20default_transaction_isolation%3Dserializable"
+        let a = try open(), b = try open()
+        let probe = try PGConnection(conninfo: url, searchPath: schema)
+        XCTAssertEqual(try probe.query("SHOW default_transaction_isolation").text(0, 0), "serializable")
+        let done = DispatchGroup()
+        let failures = Locked(0)
+        for i in 0..<200 {
+            done.enter()
+            let m = Mutation(key: k("n"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))
+            (i % 2 == 0 ? a : b).atomicWrite(AtomicWrite(mutations: [m, set("k\(i % 7)", bytesValue("\(i)"))])) { r in
+                if case .failure = r { failures.with { $0 += 1 } }
+                done.leave()
+            }
+        }
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success)
+        XCTAssertEqual(failures.value, 0)
+        XCTAssertEqual(readU64(try a.get("n")?.value), 200)
+    }
+}
