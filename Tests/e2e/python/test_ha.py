@@ -59,6 +59,7 @@ class Clusters:
 def pair():
     """A primary (WAL archived) and an asynchronous hot standby."""
     c = Clusters()
+    procs = None
     try:
         p, s = c.path("primary"), c.path("standby")
         c.primary_uri = ha("primary", p)
@@ -265,6 +266,14 @@ def start_writers(urls, n_per_url, tmp_path):
     return stop, procs
 
 
+def kill_writers(procs):
+    """For finally blocks: no writer outlives its test."""
+    for _, p, _ in procs or []:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def finish_writers(stop, procs):
     stop.write_text("stop")
     results = {}
@@ -304,6 +313,7 @@ def dump(url):
 
 def test_failover_to_a_synchronous_standby_loses_no_acknowledged_write(started, tmp_path):
     c = Clusters()
+    procs = None
     try:
         p, s = c.path("primary"), c.path("standby")
         ha("primary", p)
@@ -332,11 +342,13 @@ def test_failover_to_a_synchronous_standby_loses_no_acknowledged_write(started, 
               f"(promote took {promoted_at - killed_at:.0f} ms); acknowledged {acked}, present {present}, "
               f"acknowledged before the kill {before}, after {len(after)}")
     finally:
+        kill_writers(procs)
         c.close()
 
 
 def test_backends_killed_in_the_middle_of_commits(started, tmp_path):
     c = Clusters()
+    procs = None
     try:
         p = c.path("primary")
         uri = ha("primary", p)
@@ -358,4 +370,5 @@ def test_backends_killed_in_the_middle_of_commits(started, tmp_path):
         assert kills >= 10 and acked > 0, (kills, acked)
         print(f"\nBACKEND KILLS: {kills} backends terminated; acknowledged {acked}, present {present}, counter {d['counter']}")
     finally:
+        kill_writers(procs)
         c.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, DENO, ROOT, TOKEN, Daemon
-from test_ha import HA, DENO_HA, Clusters, check_exactly_once, dump, finish_writers, ha, start_writers
+from test_ha import HA, DENO_HA, Clusters, check_exactly_once, dump, finish_writers, ha, kill_writers, start_writers
 
 NETNS = ROOT / "scripts/netns-partition.sh"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -59,6 +59,7 @@ def test_partition_between_one_daemon_and_postgres(tmp_path):
     subprocess.run(["bash", str(NETNS), "down", ns], capture_output=True)
     c = Clusters()
     procs = []
+    writers = None
     try:
         subprocess.run(["bash", str(NETNS), "up", ns, db_host, db_ns, api_host, api_ns], check=True, timeout=30)
         p = c.path("primary")
@@ -138,6 +139,7 @@ def test_partition_between_one_daemon_and_postgres(tmp_path):
             elif d.poll() is None:
                 d.kill()
                 d.wait()
+        kill_writers(writers)
         subprocess.run(["bash", str(NETNS), "down", ns], capture_output=True)
         c.close()
 
@@ -173,6 +175,7 @@ def test_haproxy_one_daemon_killed_under_load_watch_reconnects(daemons, tmp_path
     hp = subprocess.Popen([HAPROXY, "-db", "-f", str(path)], stdout=open(tmp_path / "haproxy.log", "wb"),
                           stderr=subprocess.STDOUT)
     watcher = None
+    writers = None
     try:
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -213,6 +216,7 @@ def test_haproxy_one_daemon_killed_under_load_watch_reconnects(daemons, tmp_path
         if watcher and watcher.poll() is None:
             watcher.kill()
             watcher.wait()
+        kill_writers(writers)
         hp.terminate()
         hp.wait(10)
 
@@ -221,6 +225,7 @@ def test_haproxy_one_daemon_killed_under_load_watch_reconnects(daemons, tmp_path
 def test_postgres_stopped_30s_under_load(tmp_path):
     c = Clusters()
     ds = []
+    writers = None
     try:
         p = c.path("primary")
         uri = ha("primary", p)
@@ -246,6 +251,7 @@ def test_postgres_stopped_30s_under_load(tmp_path):
         print(f"\nPG STOPPED {(started_at - stopped_at) / 1000:.0f} s: daemons ready {ready_ms:.0f} ms after the start, "
               f"first write acknowledged {min(resumed) - started_at:.0f} ms after it; acknowledged {acked}, present {present}")
     finally:
+        kill_writers(writers)
         for d in ds:
             if d.alive():
                 d.stop(signal.SIGKILL)
