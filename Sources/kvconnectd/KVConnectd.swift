@@ -12,7 +12,7 @@ struct KVConnectd: AsyncParsableCommand {
         The access token is read from --access-token-file, KVCONNECTD_ACCESS_TOKEN or
         DENO_KV_ACCESS_TOKEN; it is never taken from argv and never logged.
         """,
-        subcommands: [Serve.self, CheckConfig.self, Backup.self, Restore.self, Export.self, Import.self, Copy.self, Pitr.self],
+        subcommands: [Serve.self, CheckConfig.self, Backup.self, Restore.self, Export.self, Import.self, Copy.self, RotateSigningKey.self, Pitr.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -1,5 +1,6 @@
 import Foundation
 import KVEngine
+import KVPostgres
 import KVSQLite
 
 /// Opens the storage a database location names: the one place that maps a
@@ -17,7 +18,19 @@ enum StorageFactory {
             options.synchronousFull = synchronousFull
             return try SQLiteStore(path: path, options: options)
         case .postgres(let uri):
-            throw Settings.Invalid(description: "cannot open \(uri.masked): PostgreSQL support is not built in")
+            var url = uri.text
+            if let passwordFile {
+                guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
+                    throw Settings.Invalid(description: "cannot read password file \(passwordFile)")
+                }
+                url = uri.withPassword(text.trimmingCharacters(in: .newlines))
+            }
+            do {
+                return try PostgresStore(url: url)
+            } catch {
+                // libpq names host and user, never the password; masked all the same.
+                throw Settings.Invalid(description: "cannot open PostgreSQL database \(uri.masked): \(PGMask.mask("\(error)"))")
+            }
         }
     }
 
