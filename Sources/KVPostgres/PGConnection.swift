@@ -199,6 +199,8 @@ final class PGConnection: @unchecked Sendable {
             conn = nil
             throw PGError(kind: .connectionLost, sqlstate: nil, message: msg.trimmingCharacters(in: .whitespacesAndNewlines))
         }
+        // NOTICEs ("already exists, skipping") are not for the daemon's stderr.
+        PQsetNoticeProcessor(c, { _, _ in }, nil)
         do {
             try execScript("SET search_path TO \(PGConnection.quoteIdentifier(searchPath)), public")
         } catch {

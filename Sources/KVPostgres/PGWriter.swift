@@ -83,11 +83,23 @@ final class PGWriter: @unchecked Sendable {
     var backendPID: Int32 { cond.lock(); defer { cond.unlock() }; return pid }
     private var pid: Int32 = 0
 
+    /// Tests: drop the connection right after the next COMMIT succeeded.
+    let loseNextCommitAnswer = PGFlag()
+
+    /// COMMITs whose answer was lost, by what the commit marker showed.
+    var unknownOutcomes: (committed: Int, rolledBack: Int) { cond.lock(); defer { cond.unlock() }; return resolved }
+    private var resolved = (committed: 0, rolledBack: 0)
+
     private func connected() throws -> PGConnection {
-        if let c = conn, !c.isBroken { return c }
-        let c = try ctx.connect()
-        conn = c
-        cond.lock(); pid = c.backendPID; cond.unlock()
+        let c: PGConnection
+        if let old = conn, !old.isBroken {
+            c = old
+        } else {
+            c = try ctx.connect()
+            conn = c
+        }
+        let p = c.backendPID  // also after a reconnect made by the marker lookup
+        cond.lock(); pid = p; cond.unlock()
         return c
     }
 
@@ -174,9 +186,11 @@ final class PGWriter: @unchecked Sendable {
                         giveUpAt = max(giveUpAt, PGContext.wallClockMs() + ctx.options.resolveTimeoutMs)
                         switch resolve(batchId: batchId, until: giveUpAt) {
                         case .committed:
+                            cond.lock(); resolved.committed += 1; cond.unlock()
                             ctx.logger.notice("group commit: connection lost during COMMIT; the commit marker shows it committed")
                             return (evaluated.results, evaluated.outcome)
                         case .rolledBack:
+                            cond.lock(); resolved.rolledBack += 1; cond.unlock()
                             ctx.logger.notice("group commit: connection lost during COMMIT; it rolled back, running the batch again")
                             continue
                         case .unknown(let why):
@@ -271,6 +285,11 @@ final class PGWriter: @unchecked Sendable {
         // Round trip 2: write, mark, count, notify, commit.
         do {
             _ = try c.pipeline(ev.statements)
+            if loseNextCommitAnswer.with({ v in defer { v = false }; return v }) {
+                // Test hook: as if the connection dropped right after the server committed.
+                c.close()
+                throw PGError(kind: .connectionLost, message: "test: answer to COMMIT lost")
+            }
         } catch var e as PGError {
             if e.kind == .connectionLost {
                 e.context = PGCommitSnapshot(results: ev.results, outcome: ev.outcome)
@@ -353,4 +372,12 @@ final class PGWriter: @unchecked Sendable {
 struct PGCommitSnapshot: @unchecked Sendable {
     var results: [Result<AtomicWriteResult, KVError>]
     var outcome: PGWriter.Outcome
+}
+
+/// A lock-protected Bool.
+final class PGFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v = false
+    func set(_ x: Bool) { lock.lock(); v = x; lock.unlock() }
+    func with<R>(_ f: (inout Bool) -> R) -> R { lock.lock(); defer { lock.unlock() }; return f(&v) }
 }

@@ -180,6 +180,9 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
 
     /// Group-commit transactions committed by this store.
     public var batchesCommitted: Int { ctx.batchesCommitted }
+    /// COMMITs whose answer was lost with the connection, by what the commit
+    /// marker showed after reconnecting.
+    public var unknownOutcomes: (committed: Int, rolledBack: Int) { writer.unknownOutcomes }
     /// Server process id of the writer's connection.
     public var writerBackendPID: Int32 { writer.backendPID }
     /// Whether the LISTEN connection is up, and how often it was re-established.
