@@ -211,6 +211,52 @@ def test_replica_settings_are_checked(tmp_path):
     assert r.returncode != 0 and "replica_max_lag_ms" in r.stderr, r.stderr
 
 
+def test_databases_file_replica_entry(tmp_path):
+    tok = tmp_path / "tok"
+    tok.write_text(TOKEN)
+    dbs = tmp_path / "dbs.yaml"
+    dbs.write_text(f"""databases:
+  - name: pg
+    path: postgresql://kv@127.0.0.1:1/kv
+    replica: postgresql://kv:hunter2hunter2@127.0.0.1:2/kv
+    tokens:
+      - file: {tok}
+""")
+    r = subprocess.run([BIN, "check-config", "--databases-file", str(dbs)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "replica: postgresql://kv:********@127.0.0.1:2/kv" in r.stdout and "hunter2" not in r.stdout + r.stderr, r.stdout
+    dbs.write_text(f"""databases:
+  - name: lite
+    path: {tmp_path}/kv.sqlite3
+    replica: postgresql://kv@127.0.0.1:2/kv
+    tokens:
+      - file: {tok}
+""")
+    r = subprocess.run([BIN, "check-config", "--databases-file", str(dbs)], capture_output=True, text=True)
+    assert r.returncode != 0 and "'lite': a replica needs a PostgreSQL primary" in r.stderr, r.stderr
+
+
+def test_replication_lag_under_load(pair, started, tmp_path):
+    d = started(pair.primary_uri, ["--replica-database", pair.standby_uri, "--replica-max-lag-ms", "0"])
+    stop, procs = start_writers([d.url], 4, tmp_path)
+    samples = []
+    try:
+        end = time.time() + 8
+        while time.time() < end:
+            samples.append(metric(d, "kvconnectd_replica_lag_seconds"))
+            time.sleep(0.1)
+    finally:
+        results = finish_writers(stop, procs)
+    acked = sum(1 for ls in results.values() for l in ls if l["ok"])
+    assert acked > 0 and all(s is not None for s in samples), samples
+    samples.sort()
+    p50, p99, worst = samples[len(samples) // 2], samples[int(len(samples) * 0.99)], samples[-1]
+    # Loopback, asynchronous standby: replay keeps up within a second.
+    assert worst < 1.0, samples[-10:]
+    print(f"\nREPLICATION LAG under {acked / 8:.0f} writes/s: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+          f"max {worst * 1000:.0f} ms ({len(samples)} samples)")
+
+
 def test_pitr_recovers_to_just_after_a_versionstamp(pair, started):
     base = pair.path("pitr-base")
     ha("basebackup", pair.primary, base)
