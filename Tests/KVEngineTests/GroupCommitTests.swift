@@ -1,12 +1,18 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVPostgres
 @testable import KVSQLite
 
 /// Submits writes so that they land in one group-commit batch; waits for all.
-func submitTogether(_ store: SQLiteStore, _ writes: [AtomicWrite]) -> [Result<AtomicWriteResult, KVError>] {
+func submitTogether(_ store: any KVStorage, _ writes: [AtomicWrite]) -> [Result<AtomicWriteResult, KVError>] {
     let boxes = writes.map { _ in ResultBox<Result<AtomicWriteResult, KVError>>() }
-    store.core.submitAll(zip(writes, boxes).map { w, b in (w, { b.set($0) }) })
+    let all = zip(writes, boxes).map { w, b in (w, { @Sendable r in b.set(r) }) }
+    switch store {
+    case let s as SQLiteStore: s.core.submitAll(all)
+    case let s as PostgresStore: s.submitAll(all)
+    default: XCTFail("no batch submission for \(type(of: store))")
+    }
     return boxes.map { $0.wait() }
 }
 
@@ -19,12 +25,12 @@ final class Counter: @unchecked Sendable {
 
 final class GroupCommitTests: KVTestCase {
     func testSameBatchCheckSeesEarlierWrite() throws {
-        let batchesBefore = store.core.batchesCommitted
+        let batchesBefore = batchesCommitted
         let a = AtomicWrite(checks: [Check(key: k("x"), versionstamp: nil)], mutations: [set("x", bytesValue("A"))])
         let b = AtomicWrite(checks: [Check(key: k("x"), versionstamp: nil)], mutations: [set("x", bytesValue("B"))])
         let c = AtomicWrite(checks: [Check(key: k("y"), versionstamp: nil)], mutations: [set("y", bytesValue("C"))])
         let r = submitTogether(store, [a, b, c])
-        XCTAssertEqual(store.core.batchesCommitted, batchesBefore + 1, "one transaction for the batch")
+        XCTAssertEqual(batchesCommitted, batchesBefore + 1, "one transaction for the batch")
         guard case .success(.committed(let va)) = r[0], case .success(.committed(let vc)) = r[2] else {
             return XCTFail("\(r)")
         }
@@ -94,7 +100,7 @@ final class GroupCommitTests: KVTestCase {
 
     func testManyConcurrentWritesAreGroupCommitted() throws {
         let threads = 8, perThread = 100
-        let batchesBefore = store.core.batchesCommitted
+        let batchesBefore = batchesCommitted
         let s = store!
         let done = DispatchGroup()
         let versionstamps = Counter()
@@ -119,7 +125,7 @@ final class GroupCommitTests: KVTestCase {
         XCTAssertEqual(versionstamps.value, threads * perThread)
         XCTAssertEqual(Set(all).count, threads * perThread, "every write has its own versionstamp")
         XCTAssertEqual(try store.get("sum")?.value, u64(UInt64(threads * perThread)))
-        let batches = store.core.batchesCommitted - batchesBefore
+        let batches = batchesCommitted - batchesBefore
         XCTAssertLessThan(batches, threads * perThread, "writes were batched")
         let r = try store.snapshotRead([ReadRange(start: k("t"), end: k("u"), limit: 10_000)])
         XCTAssertEqual(r[0].count, threads * perThread)
@@ -127,11 +133,11 @@ final class GroupCommitTests: KVTestCase {
 
     func testMaxBatchSizeRespected() throws {
         try reopen(SQLiteStoreOptions(maxBatchSize: 3))
-        let before = store.core.batchesCommitted
+        let before = batchesCommitted
         let writes = (0..<7).map { AtomicWrite(mutations: [set("m\($0)", bytesValue("x"))]) }
         let r = submitTogether(store, writes)
         XCTAssertEqual(r.count, 7)
-        XCTAssertEqual(store.core.batchesCommitted - before, 3)  // 3 + 3 + 1
+        XCTAssertEqual(batchesCommitted - before, 3)  // 3 + 3 + 1
         // Versionstamps strictly increase in submission order.
         let counters = r.compactMap { res -> UInt64? in
             if case .success(.committed(let vs)) = res { return Versionstamps.counter(of: vs) }
@@ -155,7 +161,7 @@ final class GroupCommitTests: KVTestCase {
         let late = ResultBox<Result<AtomicWriteResult, KVError>>()
         s.atomicWrite(AtomicWrite(mutations: [set("late", bytesValue("x"))])) { late.set($0) }
         XCTAssertEqual(late.wait(), .failure(.unavailable("shutting down")))
-        store = try tmp.open()
+        store = try tmp.openStore()
         let r = try store.snapshotRead([ReadRange(start: k("d"), end: k("e"), limit: 10_000)])
         XCTAssertEqual(r[0].count, n)
         XCTAssertNil(try store.get("late"))
@@ -191,7 +197,8 @@ final class GroupCommitTests: KVTestCase {
 
 final class WriterThreadTests: KVTestCase {
     func testCompletionRunsOnWriterThreadAndSyncWriteThereFails() throws {
-        let s = store!
+        try requireSQLite("SQLiteStore.atomicWriteSync guards its writer thread")
+        let s = sqlite
         let box = ResultBox<String>()
         s.atomicWrite(AtomicWrite(mutations: [set("a", bytesValue("1"))])) { _ in
             // Thread names are not reliable on Linux; ask the store itself.

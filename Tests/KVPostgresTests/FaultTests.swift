@@ -19,9 +19,17 @@ final class FaultTests: PGTestCase {
         let kills = Locked(0)
         let killThread = Thread {
             while !stop.value {
-                usleep(15_000)
+                // Kill at a random moment, then let at least one batch commit
+                // before the next kill (on a loaded machine, killing faster
+                // than a reconnect takes would only measure starvation).
+                usleep(UInt32.random(in: 2_000...20_000))
                 let pid = s.writerBackendPID
                 guard pid != 0 else { continue }
+                let before = s.batchesCommitted
+                defer {
+                    let until = Date().addingTimeInterval(2)
+                    while s.batchesCommitted == before && Date() < until && !stop.value { usleep(1_000) }
+                }
                 do {
                     if try killer.query("SELECT pg_terminate_backend($1::int4)", [.int8(Int64(pid))]).bool(0, 0) {
                         kills.with { $0 += 1 }
@@ -38,10 +46,12 @@ final class FaultTests: PGTestCase {
             let i = n
             n += 1
             done.enter()
-            s.atomicWrite(AtomicWrite(mutations: [
-                Mutation(key: k("count"), kind: .sum(u64(1), min: nil, max: nil, clamp: false)),
-                set("w\(i)", bytesValue("\(i)")),
-            ])) { r in
+            s.atomicWrite(
+                AtomicWrite(mutations: [
+                    Mutation(key: k("count"), kind: .sum(u64(1), min: nil, max: nil, clamp: false)),
+                    set("w\(i)", bytesValue("\(i)"))
+                ])
+            ) { r in
                 switch r {
                 case .success(.committed): acked.with { _ = $0.insert(i) }
                 case .success(let other): failed.with { $0.append("\(other)") }
@@ -54,14 +64,17 @@ final class FaultTests: PGTestCase {
         XCTAssertEqual(done.wait(timeout: .now() + 120), .success, "every write answered")
         stop.with { $0 = true }
         usleep(50_000)
-        print("PG fault: \(kills.value) writer backends terminated during \(n) writes; \(acked.value.count) acknowledged, "
-              + "\(failed.value.count) failed; COMMITs with a lost answer: \(s.unknownOutcomes.committed) found committed, "
-              + "\(s.unknownOutcomes.rolledBack) found rolled back")
+        print(
+            "PG fault: \(kills.value) writer backends terminated during \(n) writes; \(acked.value.count) acknowledged, "
+                + "\(failed.value.count) failed; COMMITs with a lost answer: \(s.unknownOutcomes.committed) found committed, "
+                + "\(s.unknownOutcomes.rolledBack) found rolled back")
         XCTAssertGreaterThanOrEqual(kills.value, 20)
         for e in failed.value { XCTAssertTrue(e.contains("unavailable"), e) }
         let count = readU64(try s.get("count")?.value) ?? 0
-        XCTAssertEqual(count, UInt64(acked.value.count), "acknowledged writes applied exactly once, failed ones not at all")
-        let present = try admin().query("SELECT count(*) FROM entries WHERE key <> $1", [.bytea(k("count"))]).int64(0, 0)
+        XCTAssertEqual(
+            count, UInt64(acked.value.count), "acknowledged writes applied exactly once, failed ones not at all")
+        let present = try admin().query("SELECT count(*) FROM entries WHERE key <> $1", [.bytea(k("count"))]).int64(
+            0, 0)
         XCTAssertEqual(present, Int64(acked.value.count))
         for i in acked.value.prefix(50) { XCTAssertNotNil(try s.get("w\(i)"), "acknowledged write \(i) lost") }
     }
@@ -110,7 +123,9 @@ final class FaultTests: PGTestCase {
         try cluster("resume", dir)
         resumed = true
         let deadline = Date().addingTimeInterval(30)
-        while !(a.checkWritable() && b.notificationsConnected && b.notificationReconnects > 0) && Date() < deadline { usleep(50_000) }
+        while !(a.checkWritable() && b.notificationsConnected && b.notificationReconnects > 0) && Date() < deadline {
+            usleep(50_000)
+        }
         XCTAssertTrue(a.checkWritable())
         XCTAssertEqual(try b.get("before")?.versionstamp, vs, "acknowledged before the stop: still there")
         XCTAssertNil(try b.get("during"), "failed while down: not applied")

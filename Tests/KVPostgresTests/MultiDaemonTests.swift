@@ -17,13 +17,17 @@ final class MultiDaemonTests: PGTestCase {
             let s = t % 2 == 0 ? a : b
             for i in 0..<(n / 8) {
                 let cur = (try? s.get("chain"))??.versionstamp
-                if let r = try? s.sync(AtomicWrite(checks: [Check(key: k("chain"), versionstamp: cur)],
-                                                   mutations: [set("chain", bytesValue("\(t)-\(i)")), set("w\(t)-\(i)", bytesValue(""))])),
-                   case .committed(let vs) = r {
+                if let r = try? s.sync(
+                    AtomicWrite(
+                        checks: [Check(key: k("chain"), versionstamp: cur)],
+                        mutations: [set("chain", bytesValue("\(t)-\(i)")), set("w\(t)-\(i)", bytesValue(""))])),
+                    case .committed(let vs) = r
+                {
                     seen.with { $0.append((cur ?? [], vs)) }
                     all.with { $0.append(vs) }
                 } else if let r = try? s.sync(AtomicWrite(mutations: [set("w\(t)-\(i)", bytesValue(""))])),
-                          case .committed(let vs) = r {
+                    case .committed(let vs) = r
+                {
                     all.with { $0.append(vs) }
                 }
             }
@@ -79,8 +83,11 @@ final class MultiDaemonTests: PGTestCase {
             var mine = 0
             while mine < 15 {
                 guard let cur = try? s.get("n"), let x = readU64(cur.value) else { continue }
-                if case .committed? = try? s.sync(AtomicWrite(checks: [Check(key: k("n"), versionstamp: cur.versionstamp)],
-                                                               mutations: [Mutation(key: k("n"), kind: .set(u64(x + 1)))])) {
+                if case .committed? = try? s.sync(
+                    AtomicWrite(
+                        checks: [Check(key: k("n"), versionstamp: cur.versionstamp)],
+                        mutations: [Mutation(key: k("n"), kind: .set(u64(x + 1)))]))
+                {
                     mine += 1
                 }
             }
@@ -95,7 +102,9 @@ final class MultiDaemonTests: PGTestCase {
         let done = DispatchGroup()
         for i in 0..<300 {
             done.enter()
-            (i % 2 == 0 ? a : b).atomicWrite(AtomicWrite(mutations: [Mutation(key: k("sum"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))])) { r in
+            (i % 2 == 0 ? a : b).atomicWrite(
+                AtomicWrite(mutations: [Mutation(key: k("sum"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))])
+            ) { r in
                 if case .failure(let e) = r { XCTFail("\(e)") }
                 done.leave()
             }
@@ -111,7 +120,10 @@ final class MultiDaemonTests: PGTestCase {
         let wokeA = Box<Bool>(), wokeB = Box<Bool>()
         let wa = a.watch(keys: [k("x7")]) { wokeA.set(true) }
         let wb = b.watch(keys: [k("x7")]) { wokeB.set(true) }
-        defer { wa.cancel(); wb.cancel() }
+        defer {
+            wa.cancel()
+            wb.cancel()
+        }
         XCTAssertEqual(wokeA.wait(seconds: 10), true)
         XCTAssertEqual(wokeB.wait(seconds: 10), true)
         let deadline = Date().addingTimeInterval(10)
@@ -165,7 +177,8 @@ final class MultiDaemonTests: PGTestCase {
             got.set(m)
             done(true)
         }
-        let again = try XCTUnwrap(got.wait(seconds: 15), "B redelivers A's message without waiting for the 10-minute lease")
+        let again = try XCTUnwrap(
+            got.wait(seconds: 15), "B redelivers A's message without waiting for the 10-minute lease")
         XCTAssertEqual(again.id, m.id)
         XCTAssertEqual(again.attempt, 1)
         XCTAssertLessThan(Date().timeIntervalSince(t0), 10)
@@ -179,8 +192,36 @@ final class MultiDaemonTests: PGTestCase {
         a.startQueueDelivery(options: QueuePushOptions(concurrency: 1, leaseMs: 600_000)) { m, _ in taken.set(m) }
         XCTAssertNotNil(taken.wait(seconds: 10))
         let got = Box<QueueMessage>()
-        b.startQueueDelivery(options: QueuePushOptions(concurrency: 1, leaseMs: 30_000)) { m, done in got.set(m); done(true) }
+        b.startQueueDelivery(options: QueuePushOptions(concurrency: 1, leaseMs: 30_000)) { m, done in
+            got.set(m)
+            done(true)
+        }
         XCTAssertNil(got.wait(seconds: 3), "A is alive: its delivery is not repeated")
         b.stopQueueDelivery(drainTimeoutMs: 1000)
+    }
+}
+
+/// The store sets its own isolation level: a server whose default is
+/// SERIALIZABLE changes nothing (no spurious failures, no lost updates).
+final class IsolationDefaultTests: PGTestCase {
+    func testServerDefaultSerializableDoesNotMatter() throws {
+        let sep = url.contains("?") ? "&" : "?"
+        url += sep + "options=-c%20default_transaction_isolation%3Dserializable"
+        let a = try open(), b = try open()
+        let probe = try PGConnection(conninfo: url, searchPath: schema)
+        XCTAssertEqual(try probe.query("SHOW default_transaction_isolation").text(0, 0), "serializable")
+        let done = DispatchGroup()
+        let failures = Locked(0)
+        for i in 0..<200 {
+            done.enter()
+            let m = Mutation(key: k("n"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))
+            (i % 2 == 0 ? a : b).atomicWrite(AtomicWrite(mutations: [m, set("k\(i % 7)", bytesValue("\(i)"))])) { r in
+                if case .failure = r { failures.with { $0 += 1 } }
+                done.leave()
+            }
+        }
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success)
+        XCTAssertEqual(failures.value, 0)
+        XCTAssertEqual(readU64(try a.get("n")?.value), 200)
     }
 }
