@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: format lint all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak watch-scale install uninstall proto clean fuzz fuzz-short test-asan test-tsan bench-queue
+.PHONY: format lint all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak watch-scale install uninstall proto clean fuzz fuzz-short test-asan test-tsan bench-queue fault-test
 
 all: build
 
@@ -95,6 +95,11 @@ uninstall:
 # Long crash test: 20 SIGKILLs at random moments under concurrent writers.
 crash-test: test-deps build
 	CRASH_KILLS=$${CRASH_KILLS:-20} bash Tests/e2e/run.sh .build/debug/kvconnectd -k "sigkill or sigterm" -s
+
+# High availability, long fault: PostgreSQL stopped for 30 s under load (the
+# other HA and fault tests, test_ha*.py, run in `make test`); docs/ha.md.
+fault-test: test-deps build
+	KVCONNECTD_FAULT_TESTS=1 bash Tests/e2e/run.sh .build/debug/kvconnectd -k "test_ha and not haproxy_h2c" -s
 
 # 10-minute bank-transfer soak with RSS and fd samples every 10 s.
 soak: test-deps build

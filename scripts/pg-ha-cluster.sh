@@ -23,11 +23,13 @@
 #   sql DIR SQL              run SQL on database kvtest (psql -At).
 #   uri DIR                  print the URI again.
 #   stop DIR                 stop (immediate) and remove DIR.
+# Environment: PG_EXTRA_LISTEN=ADDR and PG_EXTRA_HBA=NET/BITS also listen on
+# ADDR and trust clients from NET (the partition test's veth pair).
 set -euo pipefail
 
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL server binaries not found (PGBIN=$PGBIN)" >&2; exit 1; }
-usage() { sed -n '2,28p' "$0" >&2; exit 2; }
+usage() { sed -n '2,30p' "$0" >&2; exit 2; }
 
 as_owner() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -53,7 +55,7 @@ base_conf() {
     local dir=$1
     cat >>"$dir/data/postgresql.conf" <<CONF
 port = $(cat "$dir/port")
-listen_addresses = '127.0.0.1'
+listen_addresses = '127.0.0.1${PG_EXTRA_LISTEN:+,$PG_EXTRA_LISTEN}'
 unix_socket_directories = '$dir'
 max_connections = 200
 wal_level = replica
@@ -61,7 +63,19 @@ max_wal_senders = 10
 hot_standby = on
 hot_standby_feedback = on
 wal_keep_size = '256MB'
+# A client that vanished (network partition) must not hold the commit-counter
+# row lock for long: end its idle transaction, and notice dead connections.
+idle_in_transaction_session_timeout = '5s'
+client_connection_check_interval = '2s'
+tcp_keepalives_idle = 5
+tcp_keepalives_interval = 2
+tcp_keepalives_count = 3
+track_commit_timestamp = on
 CONF
+    # Fault tests: a daemon in a network namespace reaches the server over a veth pair.
+    if [ -n "${PG_EXTRA_HBA:-}" ]; then
+        echo "host all all $PG_EXTRA_HBA trust" >>"$dir/data/pg_hba.conf"
+    fi
 }
 
 cmd=${1:-}
@@ -110,14 +124,12 @@ promote)
 pause-replay) psql_at "${2:?}" -c "SELECT pg_wal_replay_pause()" >/dev/null ;;
 resume-replay) psql_at "${2:?}" -c "SELECT pg_wal_replay_resume()" >/dev/null ;;
 kill)
+    # The whole server at once, like a lost machine: the postmaster and every
+    # backend and WAL sender (killing only the postmaster leaves its children
+    # running, and committing, until they notice).
     dir=${2:?}
     pid=$(head -1 "$dir/data/postmaster.pid")
-    kill -9 "$pid"
-    # The backends exit once they notice the postmaster is gone.
-    for _ in $(seq 1 100); do
-        pgrep -P "$pid" >/dev/null 2>&1 || pgrep -f -- "-D $dir/data" >/dev/null 2>&1 || break
-        sleep 0.1
-    done
+    kill -9 "$pid" $(pgrep -P "$pid") 2>/dev/null || true
     ;;
 start) start "${2:?}" ;;
 stop-fast) as_owner "$PGBIN/pg_ctl" -D "${2:?}/data" -m fast -w stop >/dev/null ;;

@@ -17,8 +17,10 @@ public final class ReplicaRoute: @unchecked Sendable {
 
     /// `health`: where the lag comes from; by default the store itself if
     /// it implements `ReplicaHealth`.
-    public init(store: any KVStorage, maxLagMs: Int64?, health: (any ReplicaHealth)? = nil,
-                logger: Logger = Logger(label: "kvconnectd.replica")) {
+    public init(
+        store: any KVStorage, maxLagMs: Int64?, health: (any ReplicaHealth)? = nil,
+        logger: Logger = Logger(label: "kvconnectd.replica")
+    ) {
         self.store = store
         self.maxLagMs = maxLagMs
         self.health = health ?? store as? any ReplicaHealth
@@ -53,7 +55,8 @@ public final class ReplicaRoute: @unchecked Sendable {
             if useReplica {
                 logger.notice("eventual reads served by the replica again", metadata: ["replica": "\(store.location)"])
             } else {
-                logger.warning("eventual reads served by the primary: \(reason)", metadata: ["replica": "\(store.location)"])
+                logger.warning(
+                    "eventual reads served by the primary: \(reason)", metadata: ["replica": "\(store.location)"])
             }
         }
         return useReplica ? store : primary

@@ -44,14 +44,18 @@ public enum PostgresCommitLog {
 
     /// The commit whose batch holds `versionstamp`, or nil if it is not in
     /// the retained markers.
-    public static func commit(containing versionstamp: Versionstamp, url: String,
-                              schema: String = "kvconnectd") throws -> CommitRecord? {
+    public static func commit(
+        containing versionstamp: Versionstamp, url: String,
+        schema: String = "kvconnectd"
+    ) throws -> CommitRecord? {
         guard let c = Versionstamps.counter(of: versionstamp) else {
             throw KVError.invalidMutation("a versionstamp is 10 bytes (20 hex digits)")
         }
-        return try run(url: url, schema: schema,
-                       query(where: "WHERE counter >= $1 AND prev < $1 ORDER BY counter LIMIT 1"),
-                       [.int8(Int64(bitPattern: c))]).first
+        return try run(
+            url: url, schema: schema,
+            query(where: "WHERE counter >= $1 AND prev < $1 ORDER BY counter LIMIT 1"),
+            [.int8(Int64(bitPattern: c))]
+        ).first
     }
 
     static func run(url: String, schema: String, _ sql: String, _ params: [PGParam]) throws -> [CommitRecord] {
@@ -61,9 +65,10 @@ public enum PostgresCommitLog {
             let r = try c.query(sql, params)
             return (0..<r.rowCount).map { row in
                 let last = UInt64(bitPattern: r.int64(row, 0)), prev = UInt64(bitPattern: r.int64(row, 1))
-                return CommitRecord(firstVersionstamp: Versionstamps.make(counter: prev + 1),
-                                    lastVersionstamp: Versionstamps.make(counter: last),
-                                    committedAtMs: r.int64(row, 2), exactTime: r.bool(row, 3), xid: r.text(row, 4))
+                return CommitRecord(
+                    firstVersionstamp: Versionstamps.make(counter: prev + 1),
+                    lastVersionstamp: Versionstamps.make(counter: last),
+                    committedAtMs: r.int64(row, 2), exactTime: r.bool(row, 3), xid: r.text(row, 4))
             }
         } catch let e as PGError {
             throw e.asKVError

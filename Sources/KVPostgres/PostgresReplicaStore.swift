@@ -30,8 +30,10 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
     /// is `.unavailable` until the sampler reaches it. `databaseId` is the
     /// primary's; a standby of another database is reported unavailable.
     /// `url` is a libpq URI or key=value string.
-    public init(url: String, databaseId: String, schema: String = "kvconnectd", readConnections: Int = 4,
-                sampleIntervalMs: Int = 250) {
+    public init(
+        url: String, databaseId: String, schema: String = "kvconnectd", readConnections: Int = 4,
+        sampleIntervalMs: Int = 250
+    ) {
         location = PGMask.mask(url)
         self.databaseId = databaseId
         self.url = url
@@ -123,12 +125,14 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
         let live = ranges.enumerated().filter { $0.element.limit > 0 }
         if live.isEmpty { return ranges.map { _ in [] } }
         let queries = live.map { _, r in
-            PGQuery(r.reverse ? PGSQL.rangeDesc : PGSQL.rangeAsc,
-                    [.bytea(r.start), .bytea(r.end), .int8(now), .int8(Int64(r.limit))])
+            PGQuery(
+                r.reverse ? PGSQL.rangeDesc : PGSQL.rangeAsc,
+                [.bytea(r.start), .bytea(r.end), .int8(now), .int8(Int64(r.limit))])
         }
         let results: [PGResult] = try withConnection { c in
             if queries.count == 1 { return try c.pipeline(queries) }
-            let all = try c.pipeline([PGQuery("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")] + queries + [PGQuery("COMMIT")])
+            let all = try c.pipeline(
+                [PGQuery("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")] + queries + [PGQuery("COMMIT")])
             return Array(all[1...queries.count])
         }
         var out = ranges.map { _ in [KVEntry]() }
@@ -140,8 +144,10 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
                 guard let enc = Int32(exactly: raw).flatMap(ValueEncoding.init(rawValue:)) else {
                     throw KVError.internalError("The value encoding \(raw) is unknown.")
                 }
-                entries.append(KVEntry(key: r.bytes(row, 0), value: KVValue(data: r.bytes(row, 1), encoding: enc),
-                                       versionstamp: r.bytes(row, 3)))
+                entries.append(
+                    KVEntry(
+                        key: r.bytes(row, 0), value: KVValue(data: r.bytes(row, 1), encoding: enc),
+                        versionstamp: r.bytes(row, 3)))
             }
             out[i] = entries
         }
@@ -161,7 +167,11 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
             } catch let e as PGError {
                 c.rollbackQuietly()
                 lastError = e
-                if c.isBroken || e.kind == .connectionLost || e.kind == .retry { c.close(); checkin(c); continue }
+                if c.isBroken || e.kind == .connectionLost || e.kind == .retry {
+                    c.close()
+                    checkin(c)
+                    continue
+                }
                 checkin(c)
                 throw e.asKVError
             }
@@ -172,8 +182,14 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
     private func checkout() throws -> PGConnection {
         poolCond.lock()
         while idle.isEmpty && !poolClosed && open >= maxConnections { poolCond.wait() }
-        if poolClosed { poolCond.unlock(); throw KVError.unavailable("shutting down") }
-        if let c = idle.popLast() { poolCond.unlock(); return c }
+        if poolClosed {
+            poolCond.unlock()
+            throw KVError.unavailable("shutting down")
+        }
+        if let c = idle.popLast() {
+            poolCond.unlock()
+            return c
+        }
         open += 1
         poolCond.unlock()
         do {
@@ -189,13 +205,20 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
 
     private func checkin(_ c: PGConnection) {
         poolCond.lock()
-        if poolClosed || c.isBroken { c.close(); open -= 1 } else { idle.append(c) }
+        if poolClosed || c.isBroken {
+            c.close()
+            open -= 1
+        } else {
+            idle.append(c)
+        }
         poolCond.signal()
         poolCond.unlock()
     }
 
-    public func atomicWrite(_ write: AtomicWrite,
-                            completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void) {
+    public func atomicWrite(
+        _ write: AtomicWrite,
+        completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void
+    ) {
         completion(.failure(.internalError("a replica store takes no writes (they go to the primary)")))
     }
 
@@ -210,7 +233,10 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
 
     public func close() {
         lock.lock()
-        if closed { lock.unlock(); return }
+        if closed {
+            lock.unlock()
+            return
+        }
         closed = true
         lock.unlock()
         stopped.wait()
@@ -241,16 +267,22 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
     // Queues live on the primary.
     public func startQueueDelivery(options: QueuePushOptions, deliver: @escaping QueueDeliverFunction) {}
     public func stopQueueDelivery(drainTimeoutMs: Int64) -> Bool { true }
-    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
-                                  completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+    public func leaseQueueMessage(
+        visibilityMs: Int64, waitMs: Int64,
+        completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void
+    ) {
         completion(.failure(.internalError("a replica store has no queue (it is on the primary)")))
     }
-    public func ackQueueMessage(id: Int64, leaseSeq: Int64,
-                                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    public func ackQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         completion(.failure(.internalError("a replica store has no queue (it is on the primary)")))
     }
-    public func failQueueMessage(id: Int64, leaseSeq: Int64,
-                                 completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    public func failQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         completion(.failure(.internalError("a replica store has no queue (it is on the primary)")))
     }
     public func queueCounts() throws -> QueueCounts { QueueCounts(ready: 0, inflight: 0) }

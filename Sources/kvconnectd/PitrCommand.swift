@@ -12,14 +12,17 @@ struct Pitr: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Point-in-time recovery on PostgreSQL: list recent commits, print the recovery settings for one.",
         discussion: """
-        Needs a PostgreSQL database (a postgres:// URI; --database or KVCONNECTD_DATABASE).
-        SQLite databases use `kvconnectd backup` instead (see docs/ha.md).
-        """,
+            Needs a PostgreSQL database (a postgres:// URI; --database or KVCONNECTD_DATABASE).
+            SQLite databases use `kvconnectd backup` instead (see docs/ha.md).
+            """,
         subcommands: [PitrList.self, PitrCheckout.self])
 }
 
 struct PitrTarget: ParsableArguments {
-    @Option(help: "The PostgreSQL database (postgres:// URI; default KVCONNECTD_DATABASE). No password here: use PGPASSWORD or .pgpass.")
+    @Option(
+        help:
+            "The PostgreSQL database (postgres:// URI; default KVCONNECTD_DATABASE). No password here: use PGPASSWORD or .pgpass."
+    )
     var database: String?
     @Option(help: "PostgreSQL schema holding kvconnectd's tables.")
     var schema = "kvconnectd"
@@ -29,10 +32,13 @@ struct PitrTarget: ParsableArguments {
             throw ValidationError("no database: give --database postgres://… or set KVCONNECTD_DATABASE")
         }
         guard PostgresURI.isPostgres(text) else {
-            throw ValidationError("pitr needs a PostgreSQL database (postgres:// URI); for SQLite use `kvconnectd backup` (docs/ha.md)")
+            throw ValidationError(
+                "pitr needs a PostgreSQL database (postgres:// URI); for SQLite use `kvconnectd backup` (docs/ha.md)")
         }
         if database != nil, try PostgresURI(text).hasPassword {
-            throw ValidationError("--database holds a password, which every local user can read in the process list: use PGPASSWORD or a .pgpass file")
+            throw ValidationError(
+                "--database holds a password, which every local user can read in the process list: use PGPASSWORD or a .pgpass file"
+            )
         }
         return text
     }
@@ -68,9 +74,13 @@ struct PitrList: ParsableCommand {
         }
         print("versionstamp          commit time (UTC)              xid         writes")
         for r in records {
-            let writes = (Versionstamps.counter(of: r.lastVersionstamp) ?? 0) - (Versionstamps.counter(of: r.firstVersionstamp) ?? 0) + 1
+            let writes =
+                (Versionstamps.counter(of: r.lastVersionstamp) ?? 0)
+                - (Versionstamps.counter(of: r.firstVersionstamp) ?? 0) + 1
             let time = iso(r.committedAtMs) + (r.exactTime ? " " : "~")
-            print("\(hex(r.lastVersionstamp))  \(time.padding(toLength: 30, withPad: " ", startingAt: 0)) \(r.xid.padding(toLength: 11, withPad: " ", startingAt: 0)) \(writes)")
+            print(
+                "\(hex(r.lastVersionstamp))  \(time.padding(toLength: 30, withPad: " ", startingAt: 0)) \(r.xid.padding(toLength: 11, withPad: " ", startingAt: 0)) \(writes)"
+            )
         }
         if let r = records.first, !r.exactTime {
             print("# ~ = transaction start time; set track_commit_timestamp = on in PostgreSQL for exact commit times")
@@ -83,10 +93,10 @@ struct PitrCheckout: ParsableCommand {
         commandName: "checkout",
         abstract: "Print the PostgreSQL recovery settings that restore the database to just after a versionstamp.",
         discussion: """
-        Recovery stops right after the transaction that committed the versionstamp
-        (recovery_target_xid, inclusive); writes committed in the same group-commit
-        transaction are included too (they are listed). Steps: docs/ha.md.
-        """)
+            Recovery stops right after the transaction that committed the versionstamp
+            (recovery_target_xid, inclusive); writes committed in the same group-commit
+            transaction are included too (they are listed). Steps: docs/ha.md.
+            """)
     @OptionGroup var target: PitrTarget
     @Argument(help: "The versionstamp (20 hex digits, as `pitr list` prints it).")
     var versionstamp: String
@@ -98,7 +108,9 @@ struct PitrCheckout: ParsableCommand {
         guard digits.count == 20, digits.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
             throw ValidationError("invalid versionstamp '\(versionstamp)': expected 20 hex digits")
         }
-        let vs: Bytes = stride(from: 0, to: 20, by: 2).map { UInt8(String(decoding: digits[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
+        let vs: Bytes = stride(from: 0, to: 20, by: 2).map {
+            UInt8(String(decoding: digits[$0..<$0 + 2], as: UTF8.self), radix: 16)!
+        }
         let record: CommitRecord?
         do {
             record = try PostgresCommitLog.commit(containing: vs, url: try target.uri(), schema: target.schema)
@@ -109,11 +121,16 @@ struct PitrCheckout: ParsableCommand {
             throw ExitCode(2)
         }
         guard let r = record else {
-            FileHandle.standardError.write(Data("kvconnectd pitr checkout: versionstamp \(versionstamp) is not among the remembered commits (see `kvconnectd pitr list`); pick a time with recovery_target_time instead (docs/ha.md)\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "kvconnectd pitr checkout: versionstamp \(versionstamp) is not among the remembered commits (see `kvconnectd pitr list`); pick a time with recovery_target_time instead (docs/ha.md)\n"
+                        .utf8))
             throw ExitCode(1)
         }
         print("# Recovery to just after versionstamp \(versionstamp.lowercased()):")
-        print("# PostgreSQL transaction \(r.xid), committed \(iso(r.committedAtMs))\(r.exactTime ? "" : " (transaction start)"),")
+        print(
+            "# PostgreSQL transaction \(r.xid), committed \(iso(r.committedAtMs))\(r.exactTime ? "" : " (transaction start)"),"
+        )
         print("# holding versionstamps \(hex(r.firstVersionstamp)) … \(hex(r.lastVersionstamp)).")
         print("# Restore a base backup taken before that moment into a new data directory, add these")
         print("# settings to its postgresql.conf, create recovery.signal there and start it (docs/ha.md):")

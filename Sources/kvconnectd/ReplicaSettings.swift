@@ -17,7 +17,10 @@ enum ReplicaSettings {
             throw Invalid(description: "replica_database must be a postgres:// URI of a hot standby, not '\(value)'")
         }
         if let flag, try PostgresURI(flag).hasPassword {
-            throw Invalid(description: "--replica-database holds a password, which every local user can read in the process list: put the URI in the config file or KVCONNECTD_REPLICA_DATABASE, or the password in database_password_file, PGPASSWORD or a .pgpass file")
+            throw Invalid(
+                description:
+                    "--replica-database holds a password, which every local user can read in the process list: put the URI in the config file or KVCONNECTD_REPLICA_DATABASE, or the password in database_password_file, PGPASSWORD or a .pgpass file"
+            )
         }
         return value
     }
@@ -25,7 +28,10 @@ enum ReplicaSettings {
     static func validate(_ spec: DatabaseSpec, primary: DatabaseLocation) throws {
         guard let replica = spec.replica else { return }
         guard primary.isPostgres else {
-            throw Invalid(description: "databases: '\(spec.name)': a replica needs a PostgreSQL primary (SQLite has no standby; see docs/ha.md)")
+            throw Invalid(
+                description:
+                    "databases: '\(spec.name)': a replica needs a PostgreSQL primary (SQLite has no standby; see docs/ha.md)"
+            )
         }
         guard PostgresURI.isPostgres(replica) else {
             throw Invalid(description: "databases: '\(spec.name)': replica must be a postgres:// URI of a hot standby")
@@ -38,8 +44,10 @@ enum ReplicaSettings {
     /// Opens the standby (it may be down: the route then sends eventual
     /// reads to the primary until it answers). The primary's password file
     /// applies to the standby too.
-    static func route(for spec: DatabaseSpec, primary: any KVStorage, maxLagMs: Int,
-                      logger: Logger) throws -> ReplicaRoute? {
+    static func route(
+        for spec: DatabaseSpec, primary: any KVStorage, maxLagMs: Int,
+        logger: Logger
+    ) throws -> ReplicaRoute? {
         guard let text = spec.replica else { return nil }
         var uri = try PostgresURI(text)
         if let file = spec.passwordFile, !uri.hasPassword {
@@ -47,9 +55,12 @@ enum ReplicaSettings {
             uri = try PostgresURI(uri.withPassword(password))
         }
         let store = PostgresReplicaStore(url: uri.text, databaseId: primary.databaseId)
-        logger.info("eventual reads from a hot standby", metadata: [
-            "database": "\(spec.name)", "replica": "\(uri.masked)",
-            "max_lag_ms": "\(maxLagMs == 0 ? "none" : String(maxLagMs))"])
+        logger.info(
+            "eventual reads from a hot standby",
+            metadata: [
+                "database": "\(spec.name)", "replica": "\(uri.masked)",
+                "max_lag_ms": "\(maxLagMs == 0 ? "none" : String(maxLagMs))"
+            ])
         return ReplicaRoute(store: store, maxLagMs: maxLagMs == 0 ? nil : Int64(maxLagMs), logger: logger)
     }
 
@@ -57,9 +68,12 @@ enum ReplicaSettings {
     static func metrics(_ tenants: [Tenant]) -> String {
         let withReplica = tenants.filter { $0.replica != nil }
         if withReplica.isEmpty { return "" }
-        var up = "# HELP kvconnectd_replica_up 1 when the standby answers and is in recovery.\n# TYPE kvconnectd_replica_up gauge\n"
-        var lag = "# HELP kvconnectd_replica_lag_seconds Replication lag of the standby (replay behind the primary).\n# TYPE kvconnectd_replica_lag_seconds gauge\n"
-        var serving = "# HELP kvconnectd_replica_serving_reads 1 when eventual reads go to the standby, 0 when to the primary (lagging or down).\n# TYPE kvconnectd_replica_serving_reads gauge\n"
+        var up =
+            "# HELP kvconnectd_replica_up 1 when the standby answers and is in recovery.\n# TYPE kvconnectd_replica_up gauge\n"
+        var lag =
+            "# HELP kvconnectd_replica_lag_seconds Replication lag of the standby (replay behind the primary).\n# TYPE kvconnectd_replica_lag_seconds gauge\n"
+        var serving =
+            "# HELP kvconnectd_replica_serving_reads 1 when eventual reads go to the standby, 0 when to the primary (lagging or down).\n# TYPE kvconnectd_replica_serving_reads gauge\n"
         for t in withReplica {
             let route = t.replica!
             let label = "{database_id=\"\(t.databaseId)\"}"

@@ -25,8 +25,10 @@ struct RecordingLogHandler: LogHandler {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
+    func log(
+        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
+        file: String, function: String, line: UInt
+    ) {
         lines.withLock { $0.append("\(level): \(message)") }
     }
 }
@@ -55,8 +57,9 @@ final class ReplicaTests: XCTestCase {
         let lines = logLines
         let logger = Logger(label: "replica-test") { _ in RecordingLogHandler(lines: lines) }
         let route = withReplica ? ReplicaRoute(store: replica, maxLagMs: maxLagMs, health: health, logger: logger) : nil
-        service = KVConnectService(tenants: [Tenant(store: primary, tokens: [AccessToken(secret: accessToken)], replica: route)],
-                                   signer: signer, configuration: ServiceConfiguration(), logger: logger)
+        service = KVConnectService(
+            tenants: [Tenant(store: primary, tokens: [AccessToken(secret: accessToken)], replica: route)],
+            signer: signer, configuration: ServiceConfiguration(), logger: logger)
     }
 
     override func tearDown() {
@@ -64,10 +67,14 @@ final class ReplicaTests: XCTestCase {
         replica.close()
     }
 
-    func send(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = []) -> ProtocolResponse {
+    func send(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [])
+        -> ProtocolResponse
+    {
         let done = expectation(description: "response")
         nonisolated(unsafe) var response: ProtocolResponse?
-        service.handle(ProtocolRequest(method: method, path: path, headers: headers.map { (name: $0.0, value: $0.1) }, body: body)) {
+        service.handle(
+            ProtocolRequest(method: method, path: path, headers: headers.map { (name: $0.0, value: $0.1) }, body: body)
+        ) {
             response = $0
             done.fulfill()
         }
@@ -78,8 +85,9 @@ final class ReplicaTests: XCTestCase {
     func text(_ r: ProtocolResponse) -> String { String(decoding: r.body, as: UTF8.self) }
 
     func exchange(_ path: String, version: Int = 3) throws -> [String: Any] {
-        let r = send("POST", path, headers: [("authorization", "Bearer \(accessToken)"), ("host", "h:1")],
-                     body: Array(#"{"supportedVersions":[\#(version)]}"#.utf8))
+        let r = send(
+            "POST", path, headers: [("authorization", "Bearer \(accessToken)"), ("host", "h:1")],
+            body: Array(#"{"supportedVersions":[\#(version)]}"#.utf8))
         XCTAssertEqual(r.status, 200, text(r))
         return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any])
     }
@@ -87,25 +95,33 @@ final class ReplicaTests: XCTestCase {
     func endpoints(_ o: [String: Any]) -> [[String: String]] { o["endpoints"] as? [[String: String]] ?? [] }
 
     func write(_ key: String, _ value: UInt8, via endpoint: String, token: String) throws -> [UInt8] {
-        let w = send("POST", endpoint + "/atomic_write", headers: [("authorization", "Bearer \(token)")],
-                     body: Wire.atomicWrite(mutations: [.init(key: stringKey(key), type: Wire.set, value: [value], encoding: 3)]))
+        let w = send(
+            "POST", endpoint + "/atomic_write", headers: [("authorization", "Bearer \(token)")],
+            body: Wire.atomicWrite(mutations: [.init(key: stringKey(key), type: Wire.set, value: [value], encoding: 3)])
+        )
         XCTAssertEqual(w.status, 200, text(w))
         return try XCTUnwrap(Wire.decodeWriteOutput(w.body)).vs
     }
 
     func read(_ key: String, via endpoint: String, token: String) throws -> (value: [UInt8]?, strong: Bool) {
-        let r = send("POST", endpoint + "/snapshot_read", headers: [("authorization", "Bearer \(token)")],
-                     body: Wire.snapshotRead([(stringKey(key), stringKey(key) + [0], 1, false)]))
+        let r = send(
+            "POST", endpoint + "/snapshot_read", headers: [("authorization", "Bearer \(token)")],
+            body: Wire.snapshotRead([(stringKey(key), stringKey(key) + [0], 1, false)]))
         XCTAssertEqual(r.status, 200, text(r))
         let out = try XCTUnwrap(Wire.decodeReadOutput(r.body))
         return (out.ranges[0].first?.value, out.strong)
     }
 
     func testNormalExchangeListsTheEventualEndpointFirst() throws {
-        XCTAssertEqual(endpoints(try exchange("/")), [["url": "/v2/replica", "consistency": "eventual"],
-                                                      ["url": "/v2", "consistency": "strong"]])
+        XCTAssertEqual(
+            endpoints(try exchange("/")),
+            [
+                ["url": "/v2/replica", "consistency": "eventual"],
+                ["url": "/v2", "consistency": "strong"]
+            ])
         // Version 1 clients get absolute URLs for both.
-        XCTAssertEqual(endpoints(try exchange("/", version: 1)).map { $0["url"] }, ["http://h:1/v2/replica", "http://h:1/v2"])
+        XCTAssertEqual(
+            endpoints(try exchange("/", version: 1)).map { $0["url"] }, ["http://h:1/v2/replica", "http://h:1/v2"])
         makeService(maxLagMs: nil, withReplica: false)
         XCTAssertEqual(endpoints(try exchange("/")), [["url": "/v2", "consistency": "strong"]])
     }
@@ -126,7 +142,8 @@ final class ReplicaTests: XCTestCase {
         XCTAssertEqual(fresh.value, [1])
         XCTAssertTrue(fresh.strong)
         // Once the replica has the value, the replica path returns it.
-        _ = try replica.atomicWriteSync(AtomicWrite(mutations: [Mutation(key: stringKey("k"), kind: .set(KVValue(data: [2], encoding: .bytes)))]))
+        _ = try replica.atomicWriteSync(
+            AtomicWrite(mutations: [Mutation(key: stringKey("k"), kind: .set(KVValue(data: [2], encoding: .bytes)))]))
         XCTAssertEqual(try read("k", via: "/v2/replica", token: token).value, [2])
     }
 
@@ -141,7 +158,9 @@ final class ReplicaTests: XCTestCase {
     }
 
     func testReplicaDataPathNeedsAValidToken() {
-        let r = send("POST", "/v2/replica/snapshot_read", body: Wire.snapshotRead([(stringKey("k"), stringKey("k") + [0], 1, false)]))
+        let r = send(
+            "POST", "/v2/replica/snapshot_read",
+            body: Wire.snapshotRead([(stringKey("k"), stringKey("k") + [0], 1, false)]))
         XCTAssertEqual(r.status, 401)
         XCTAssertEqual(send("GET", "/v2/replica/snapshot_read").status, 405)
     }
@@ -186,7 +205,9 @@ final class ReplicaTests: XCTestCase {
 
     func testWatchThroughTheReplicaPathWatchesThePrimary() throws {
         let token = try XCTUnwrap(try exchange("/replica")["token"] as? String)
-        let r = send("POST", "/v2/replica/watch", headers: [("authorization", "Bearer \(token)")], body: Wire.watch([stringKey("w")]))
+        let r = send(
+            "POST", "/v2/replica/watch", headers: [("authorization", "Bearer \(token)")],
+            body: Wire.watch([stringKey("w")]))
         XCTAssertEqual(r.status, 200, text(r))
         XCTAssertNotNil(r.stream)
     }
