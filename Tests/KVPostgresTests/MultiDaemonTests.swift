@@ -74,6 +74,18 @@ final class MultiDaemonTests: PGTestCase {
         w.cancel()
     }
 
+    func testCommitOfMoreKeysThanANotificationHoldsWakesWatchersOnB() throws {
+        let a = try open(), b = try open()
+        let woken = Box<Bool>()
+        let w = b.watch(keys: [k("many-799")]) { woken.set(true) }
+        defer { w.cancel() }
+        let keys = (0..<800).map { "many-\($0)" }
+        let n = PGNotification(sender: "x", counter: 1, earliestExpiryMs: nil, earliestDueMs: nil, keys: keys.map(k))
+        XCTAssertTrue(n.payload.hasSuffix(";*"), "too many keys for one NOTIFY: B must wake every watcher")
+        try a.commit(keys.map { set($0, bytesValue("v")) })
+        XCTAssertEqual(woken.wait(seconds: 5), true)
+    }
+
     func testCheckAndSetLosesNoUpdateAcrossDaemons() throws {
         let a = try open(), b = try open()
         try a.commit([Mutation(key: k("n"), kind: .set(u64(0)))])
