@@ -172,6 +172,22 @@ final class MultiDaemonTests: PGTestCase {
         XCTAssertEqual(try a.queueCounts(), QueueCounts(ready: 0, inflight: 0))
     }
 
+    func testPullLeaseOnASettledThroughB() throws {
+        let a = try open(), b = try open()
+        try a.enqueue([1], keys: [k("dead")], backoff: [10])
+        let m1 = try XCTUnwrap(try a.lease())
+        guard case .retryScheduled = try b.fail(m1) else { return XCTFail("fail through B") }
+        let m2 = try XCTUnwrap(try b.lease(waitMs: 5000), "B's dispatcher wakes at the retry time")
+        XCTAssertEqual(m2.attempt, 2)
+        XCTAssertEqual(try a.ack(m1), .leaseLost)
+        guard case .deadLettered(let vs?) = try a.fail(m2) else { return XCTFail("dead letter through A") }
+        XCTAssertEqual(try b.get("dead")?.versionstamp, vs)
+        try b.enqueue([2])
+        let m3 = try XCTUnwrap(try b.lease(waitMs: 5000))
+        XCTAssertEqual(try a.ack(m3), .acknowledged)
+        XCTAssertEqual(try b.queueCounts(), QueueCounts(ready: 0, inflight: 0))
+    }
+
     func testPushedMessagesOfAStoppedDaemonAreRecoveredByAnother() throws {
         let a = try open()
         try a.enqueue([1])
