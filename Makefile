@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 4512
 DATA ?= ./data/kv.sqlite3
 
-.PHONY: all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak install uninstall proto clean fuzz fuzz-short test-asan test-tsan
+.PHONY: format lint all deps test-deps bench-deps build release run test unit-test e2e-test bench bench-profile bench-micro crash-test soak install uninstall proto clean fuzz fuzz-short test-asan test-tsan
 
 all: build
 
@@ -40,7 +40,7 @@ test: test-deps
 	bash Tests/e2e/run.sh .build/debug/kvconnectd
 
 unit-test: deps
-	$(SWIFT) test
+	$(SWIFT) test --disable-swift-testing
 
 e2e-test: test-deps build
 	bash Tests/e2e/run.sh .build/debug/kvconnectd
@@ -115,5 +115,16 @@ proto:
 	cd proto && protoc-c --c_out=../Sources/CDatapath datapath.proto
 	mv Sources/CDatapath/datapath.pb-c.h Sources/CDatapath/include/
 
+# swift-format (ships with the toolchain) with the committed .swift-format.
+SWIFT_SOURCES = Sources Tests Benchmarks/Sources Benchmarks/Benchmarks Benchmarks/Package.swift Package.swift
+format:
+	$(SWIFT) format -i -r --parallel $(SWIFT_SOURCES)
+
+# Format check plus the generated-code drift check; .ci/run runs it before make test.
+lint: test-deps
+	$(SWIFT) format lint -r --strict --parallel $(SWIFT_SOURCES)
+	bash scripts/check-generated.sh
+
+# Every scratch directory: SwiftPM builds (main, fuzz, sanitizers, benchmarks) and bench output.
 clean:
-	rm -rf .build
+	rm -rf .build .build-* .build_* Benchmarks/.build .bench-* .benchmarkBaselines

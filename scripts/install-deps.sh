@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 DEBS=(libmicrohttpd-dev libnghttp2-dev libgnutls28-dev libsqlite3-dev libprotobuf-c-dev libpq-dev libcurl4-openssl-dev pkg-config curl)
 # postgresql: throwaway clusters for the PostgreSQL backend tests; haproxy: the
 # load-balancer example; chromium + chromium-driver: the console's browser tests.
-TEST_DEBS=(nghttp2-client openssl systemd postgresql haproxy chromium chromium-driver iproute2)
+TEST_DEBS=(nghttp2-client openssl systemd protobuf-c-compiler postgresql haproxy chromium chromium-driver iproute2)
 BENCH_DEBS=(nghttp2-client wrk redis-server redis-tools postgresql-contrib)
 
 MODE=${1:-}
