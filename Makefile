@@ -31,9 +31,17 @@ run: release
 # Unit tests (XCTest; the protocol layer's again on the in-memory storage), a
 # short run of every fuzz target, then the end-to-end
 # suite with real clients (its "N passed" line closes the run).
+# The unit tests get a throwaway PostgreSQL cluster (scripts/pg-test-cluster.sh,
+# stopped again also on failure); the engine suite runs a second time on it.
 test: test-deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --disable-swift-testing
+	@pgdir=$$(mktemp -d /tmp/kvconnectd-pg.XXXXXX) && \
+	trap 'bash scripts/pg-test-cluster.sh stop '"$$pgdir" EXIT && \
+	pgurl=$$(bash scripts/pg-test-cluster.sh start $$pgdir) && \
+	KVCONNECTD_TEST_PG_URL=$$pgurl KVCONNECTD_TEST_PG_DIR=$$pgdir \
+		$(SWIFT) test --skip-build --disable-swift-testing && \
+	KVCONNECTD_TEST_BACKEND=postgres KVCONNECTD_TEST_PG_URL=$$pgurl \
+		$(SWIFT) test --skip-build --disable-swift-testing --filter KVEngineTests
 	KVCONNECT_TEST_BACKEND=memory $(SWIFT) test --skip-build --disable-swift-testing --filter KVConnectTests
 	FUZZ_SECONDS=$${FUZZ_SHORT_SECONDS:-10} bash Tests/Fuzz/run.sh
 	$(SWIFT) build --product kvconnectd

@@ -90,7 +90,7 @@ let package = Package(
             ]
         ),
 
-        .testTarget(name: "KVEngineTests", dependencies: ["KVEngine", "KVSQLite"]),
+        .testTarget(name: "KVEngineTests", dependencies: ["KVEngine", "KVSQLite", "KVPostgres"]),
         .testTarget(name: "KVConnectTests", dependencies: [
             "KVConnect", "KVEngine", "KVSQLite", "CDatapath",
             .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -57,7 +57,9 @@ final class PGBatchOverlay: WriteTarget {
     }
 
     func put(_ key: Bytes, _ value: KVValue, versionstamp: Versionstamp, expireAtMs: Int64?) throws {
-        if scratch.updateValue(Entry(value: value, versionstamp: versionstamp, expiresAtMs: expireAtMs), forKey: key) == nil {
+        if scratch.updateValue(Entry(value: value, versionstamp: versionstamp, expiresAtMs: expireAtMs), forKey: key)
+            == nil
+        {
             scratchOrder.append(key)
         }
     }

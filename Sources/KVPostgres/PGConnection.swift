@@ -185,7 +185,7 @@ final class PGConnection: @unchecked Sendable {
             ("connect_timeout", "5"),
             ("keepalives", "1"), ("keepalives_idle", "10"), ("keepalives_interval", "5"), ("keepalives_count", "3"),
             ("application_name", "kvconnectd"),
-            ("dbname", conninfo),
+            ("dbname", conninfo)
         ]
         let keys = defaults.map { strdup($0.0) }
         let values = defaults.map { strdup($0.1) }
@@ -197,8 +197,11 @@ final class PGConnection: @unchecked Sendable {
             let msg = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
             if let c = conn { PQfinish(c) }
             conn = nil
-            throw PGError(kind: .connectionLost, sqlstate: nil, message: msg.trimmingCharacters(in: .whitespacesAndNewlines))
+            throw PGError(
+                kind: .connectionLost, sqlstate: nil, message: msg.trimmingCharacters(in: .whitespacesAndNewlines))
         }
+        // NOTICEs ("already exists, skipping") are not for the daemon's stderr.
+        PQsetNoticeProcessor(c, { _, _ in }, nil)
         do {
             try execScript("SET search_path TO \(PGConnection.quoteIdentifier(searchPath)), public")
         } catch {
@@ -223,7 +226,9 @@ final class PGConnection: @unchecked Sendable {
 
     private func connError(_ what: String) -> PGError {
         let msg = conn.map { String(cString: PQerrorMessage($0)) } ?? "connection closed"
-        return PGError(kind: .connectionLost, sqlstate: nil, message: "\(what): \(msg.trimmingCharacters(in: .whitespacesAndNewlines))")
+        return PGError(
+            kind: .connectionLost, sqlstate: nil,
+            message: "\(what): \(msg.trimmingCharacters(in: .whitespacesAndNewlines))")
     }
 
     private func error(from res: OpaquePointer?, at index: Int?) -> PGError {
@@ -234,10 +239,12 @@ final class PGConnection: @unchecked Sendable {
             return e
         }
         let state = PQresultErrorField(res, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
-        let primary = PQresultErrorField(res, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+        let primary =
+            PQresultErrorField(res, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
             ?? String(cString: PQresultErrorMessage(res)).trimmingCharacters(in: .whitespacesAndNewlines)
-        return PGError(kind: PGError.classify(sqlstate: state, connectionBad: bad), sqlstate: state,
-                       message: primary, failedAt: index)
+        return PGError(
+            kind: PGError.classify(sqlstate: state, connectionBad: bad), sqlstate: state,
+            message: primary, failedAt: index)
     }
 
     /// Simple-protocol script (several statements allowed, no parameters).

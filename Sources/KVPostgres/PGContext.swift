@@ -38,8 +38,16 @@ final class PGContext: @unchecked Sendable {
         try PGConnection(conninfo: conninfo, searchPath: schema)
     }
 
-    var counter: UInt64 { lock.lock(); defer { lock.unlock() }; return _counter }
-    var batchesCommitted: Int { lock.lock(); defer { lock.unlock() }; return _batches }
+    var counter: UInt64 {
+        lock.lock()
+        defer { lock.unlock() }
+        return _counter
+    }
+    var batchesCommitted: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return _batches
+    }
 
     func noteCounter(_ c: UInt64, batch: Bool = false) {
         lock.lock()
@@ -53,16 +61,19 @@ final class PGContext: @unchecked Sendable {
     /// The NOTIFY statement for a change, or nil when nobody needs to know.
     func notifyQuery(counter: UInt64, keys: [Bytes]?, expiryMs: Int64?, dueMs: Int64?) -> PGQuery? {
         if keys?.isEmpty == true && dueMs == nil { return nil }
-        let n = PGNotification(sender: instanceId, counter: counter, earliestExpiryMs: expiryMs,
-                               earliestDueMs: dueMs, keys: keys)
+        let n = PGNotification(
+            sender: instanceId, counter: counter, earliestExpiryMs: expiryMs,
+            earliestDueMs: dueMs, keys: keys)
         return PGQuery(PGSQL.notify, [.text(channel), .text(n.payload)])
     }
 
     /// Runs `body` with a fresh connection attempt loop: retries connection
     /// losses and serialization failures until `deadline`, then gives up with
     /// `.unavailable`. Other errors are thrown at once.
-    func withRetries<T>(conn: inout PGConnection?, until deadline: Int64, what: String,
-                        _ body: (PGConnection) throws -> T) throws -> T {
+    func withRetries<T>(
+        conn: inout PGConnection?, until deadline: Int64, what: String,
+        _ body: (PGConnection) throws -> T
+    ) throws -> T {
         var delayMs: UInt32 = 20
         while true {
             do {
@@ -71,7 +82,10 @@ final class PGContext: @unchecked Sendable {
             } catch let e as PGError {
                 conn?.rollbackQuietly()
                 if e.kind == .other { throw e.asKVError }
-                if e.kind == .connectionLost { conn?.close(); conn = nil }
+                if e.kind == .connectionLost {
+                    conn?.close()
+                    conn = nil
+                }
                 if Self.wallClockMs() >= deadline {
                     throw KVError.unavailable("PostgreSQL unavailable (\(what)): \(e.message)")
                 }

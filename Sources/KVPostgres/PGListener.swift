@@ -20,9 +20,17 @@ final class PGListener: @unchecked Sendable {
         self.ctx = ctx
     }
 
-    var isConnected: Bool { lock.lock(); defer { lock.unlock() }; return _connected }
+    var isConnected: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return _connected
+    }
     /// Times the LISTEN connection was re-established after a loss.
-    var reconnects: Int { lock.lock(); defer { lock.unlock() }; return _reconnects }
+    var reconnects: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return _reconnects
+    }
 
     /// Connects and LISTENs before returning, so no commit after `start` is missed.
     func start() throws {
@@ -43,7 +51,11 @@ final class PGListener: @unchecked Sendable {
         lock.unlock()
     }
 
-    private var isStopped: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
+    private var isStopped: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopped
+    }
 
     private func listen() throws -> PGConnection {
         let c = try ctx.connect()

@@ -14,7 +14,8 @@ public enum PGMask {
         // password=… as a URI query parameter or a key=value pair (maybe quoted).
         let pattern = #"(password=)('([^'\\]|\\.)*'|[^&\s]*)"#
         if let re = try? NSRegularExpression(pattern: pattern, options: [.caseInsensitive]) {
-            out = re.stringByReplacingMatches(in: out, range: NSRange(out.startIndex..., in: out), withTemplate: "$1***")
+            out = re.stringByReplacingMatches(
+                in: out, range: NSRange(out.startIndex..., in: out), withTemplate: "$1***")
         }
         return out
     }

@@ -18,7 +18,8 @@ struct PGNotification: Equatable {
     static let maxPayload = 7900
 
     var payload: String {
-        var head = "\(sender);\(counter);\(earliestExpiryMs.map(String.init) ?? "");\(earliestDueMs.map(String.init) ?? "");"
+        var head =
+            "\(sender);\(counter);\(earliestExpiryMs.map(String.init) ?? "");\(earliestDueMs.map(String.init) ?? "");"
         guard let keys else { return head + "*" }
         var budget = Self.maxPayload - head.utf8.count
         var parts: [String] = []
@@ -41,13 +42,17 @@ struct PGNotification: Equatable {
         } else if !f[4].isEmpty {
             var out: [Bytes] = []
             for p in f[4].split(separator: ",") {
-                if p == "-" { out.append([]); continue }
+                if p == "-" {
+                    out.append([])
+                    continue
+                }
                 guard let d = Data(base64Encoded: String(p)) else { return nil }
                 out.append(Bytes(d))
             }
             keys = out
         }
-        return PGNotification(sender: String(f[0]), counter: counter, earliestExpiryMs: Int64(f[2]),
-                              earliestDueMs: Int64(f[3]), keys: keys)
+        return PGNotification(
+            sender: String(f[0]), counter: counter, earliestExpiryMs: Int64(f[2]),
+            earliestDueMs: Int64(f[3]), keys: keys)
     }
 }

@@ -20,7 +20,8 @@ final class PGQueue: @unchecked Sendable {
     /// How often to look for pushed messages of daemons that died.
     static let orphanScanMs: Int64 = 2_000
 
-    static let columns = "id, lease_seq, attempts, payload, deadline_ms, lease_until_ms, keys_if_undelivered, backoff_schedule"
+    static let columns =
+        "id, lease_seq, attempts, payload, deadline_ms, lease_until_ms, keys_if_undelivered, backoff_schedule"
     static let claimSQL = """
         UPDATE queue_messages SET state = 'inflight', lease_until_ms = $2, lease_seq = lease_seq + 1, leased_by = $4
         WHERE id IN (SELECT id FROM queue_messages WHERE state = 'ready' AND deadline_ms <= $1
@@ -35,7 +36,8 @@ final class PGQueue: @unchecked Sendable {
         SELECT LEAST((SELECT MIN(deadline_ms) FROM queue_messages WHERE state = 'ready'),
                      (SELECT MIN(lease_until_ms) FROM queue_messages WHERE state = 'inflight'))
         """
-    static let ackSQL = "DELETE FROM queue_messages WHERE id = $1 AND state = 'inflight' AND lease_seq = $2 RETURNING id"
+    static let ackSQL =
+        "DELETE FROM queue_messages WHERE id = $1 AND state = 'inflight' AND lease_seq = $2 RETURNING id"
     static let existsSQL = "SELECT 1 FROM queue_messages WHERE id = $1"
     static let selectLeasedSQL = """
         SELECT \(columns) FROM queue_messages WHERE id = $1 AND state = 'inflight' AND lease_seq = $2 FOR UPDATE
@@ -62,7 +64,10 @@ final class PGQueue: @unchecked Sendable {
         let deadlineMs: Int64
         let completion: @Sendable (Result<QueueMessage?, KVError>) -> Void
         var tried = false
-        init(visibilityMs: Int64, deadlineMs: Int64, completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+        init(
+            visibilityMs: Int64, deadlineMs: Int64,
+            completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void
+        ) {
             self.visibilityMs = visibilityMs
             self.deadlineMs = deadlineMs
             self.completion = completion
@@ -97,8 +102,16 @@ final class PGQueue: @unchecked Sendable {
         self.ctx = ctx
     }
 
-    var stats: QueueStats { cond.lock(); defer { cond.unlock() }; return _stats }
-    var recoveredOnOpen: Int { cond.lock(); defer { cond.unlock() }; return _recoveredOnOpen }
+    var stats: QueueStats {
+        cond.lock()
+        defer { cond.unlock() }
+        return _stats
+    }
+    var recoveredOnOpen: Int {
+        cond.lock()
+        defer { cond.unlock() }
+        return _recoveredOnOpen
+    }
 
     func start() {
         let t = Thread { [self] in self.loop() }
@@ -148,20 +161,26 @@ final class PGQueue: @unchecked Sendable {
         return pushInFlight == 0
     }
 
-    func lease(visibilityMs: Int64, waitMs: Int64, completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+    func lease(
+        visibilityMs: Int64, waitMs: Int64, completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void
+    ) {
         cond.lock()
         if stopped {
             cond.unlock()
             return completion(.failure(.unavailable("shutting down")))
         }
-        waiters.append(Waiter(visibilityMs: max(1, visibilityMs), deadlineMs: PGContext.wallClockMs() + max(0, waitMs),
-                              completion: completion))
+        waiters.append(
+            Waiter(
+                visibilityMs: max(1, visibilityMs), deadlineMs: PGContext.wallClockMs() + max(0, waitMs),
+                completion: completion))
         cond.signal()
         cond.unlock()
     }
 
-    func settle(id: Int64, leaseSeq: Int64, success: Bool,
-                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    func settle(
+        id: Int64, leaseSeq: Int64, success: Bool,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         cond.lock()
         if stopped {
             cond.unlock()
@@ -172,22 +191,17 @@ final class PGQueue: @unchecked Sendable {
         cond.unlock()
     }
 
-    func counts() throws -> QueueCounts {
-        // Runs on the caller's thread with its own short-lived connection use.
-        var c: PGConnection?
-        defer { c?.close() }
-        return try ctx.withRetries(conn: &c, until: PGContext.wallClockMs() + 2000, what: "queue counts") { c in
-            let r = try c.query(Self.countsSQL)
-            var out = QueueCounts(ready: 0, inflight: 0)
-            for i in 0..<r.rowCount {
-                switch r.text(i, 0) {
-                case "ready": out.ready = Int(r.int64(i, 1))
-                case "inflight": out.inflight = Int(r.int64(i, 1))
-                default: break
-                }
+    /// Ready and in-flight counts from a result of `countsSQL`.
+    static func counts(_ r: PGResult) -> QueueCounts {
+        var out = QueueCounts(ready: 0, inflight: 0)
+        for i in 0..<r.rowCount {
+            switch r.text(i, 0) {
+            case "ready": out.ready = Int(r.int64(i, 1))
+            case "inflight": out.inflight = Int(r.int64(i, 1))
+            default: break
             }
-            return out
         }
+        return out
     }
 
     // MARK: - the loop
@@ -271,16 +285,20 @@ final class PGQueue: @unchecked Sendable {
     }
 
     private func message(_ r: PGResult, _ i: Int) -> QueueMessage {
-        QueueMessage(id: r.int64(i, 0), leaseSeq: r.int64(i, 1), attempt: Int(r.int64(i, 2)) + 1,
-                     payload: r.bytes(i, 3), deadlineMs: r.int64(i, 4), leaseUntilMs: r.optionalInt64(i, 5) ?? 0,
-                     keysIfUndelivered: QueueKeysCodec.decode(r.bytes(i, 6)) ?? [],
-                     backoffSchedule: QueueKeysCodec.decodeBackoff(r.text(i, 7)) ?? [])
+        QueueMessage(
+            id: r.int64(i, 0), leaseSeq: r.int64(i, 1), attempt: Int(r.int64(i, 2)) + 1,
+            payload: r.bytes(i, 3), deadlineMs: r.int64(i, 4), leaseUntilMs: r.optionalInt64(i, 5) ?? 0,
+            keysIfUndelivered: QueueKeysCodec.decode(r.bytes(i, 6)) ?? [],
+            backoffSchedule: QueueKeysCodec.decodeBackoff(r.text(i, 7)) ?? [])
     }
 
     private func fail<T>(_ error: Error) -> Result<T, KVError> {
         conn?.rollbackQuietly()
         if let e = error as? PGError {
-            if e.kind == .connectionLost { conn?.close(); conn = nil }
+            if e.kind == .connectionLost {
+                conn?.close()
+                conn = nil
+            }
             return .failure(e.asKVError)
         }
         return .failure((error as? KVError) ?? .internalError("\(error)"))
@@ -315,12 +333,15 @@ final class PGQueue: @unchecked Sendable {
                 recovered = try recoverOrphans(c)
                 nextOrphanScanMs = now + Self.orphanScanMs
             }
-            var q = [PGQuery("BEGIN"), PGQuery(Self.expireSQL, [.int8(now)])]
+            var q = [PGQuery(PGSQL.begin), PGQuery(Self.expireSQL, [.int8(now)])]
             for w in waiters {
                 q.append(PGQuery(Self.claimSQL, [.int8(now), .int8(now + w.visibilityMs), .int8(1), .null]))
             }
             if capacity > 0 {
-                q.append(PGQuery(Self.claimSQL, [.int8(now), .int8(now + leaseMs), .int8(Int64(capacity)), .text(ctx.instanceId)]))
+                q.append(
+                    PGQuery(
+                        Self.claimSQL, [.int8(now), .int8(now + leaseMs), .int8(Int64(capacity)), .text(ctx.instanceId)]
+                    ))
             }
             q.append(PGQuery(Self.nextDueSQL))
             q.append(PGQuery("COMMIT"))
@@ -332,7 +353,9 @@ final class PGQueue: @unchecked Sendable {
             }
             if capacity > 0 {
                 let pr = r[2 + waiters.count]
-                pushed = (0..<pr.rowCount).map { message(pr, $0) }.sorted { ($0.deadlineMs, $0.id) < ($1.deadlineMs, $1.id) }
+                pushed = (0..<pr.rowCount).map { message(pr, $0) }.sorted {
+                    ($0.deadlineMs, $0.id) < ($1.deadlineMs, $1.id)
+                }
             }
             nextDue = r[r.count - 2].optionalInt64(0, 0)
         } catch {
@@ -417,7 +440,8 @@ final class PGQueue: @unchecked Sendable {
     /// letter (payload to every keys_if_undelivered key with a versionstamp
     /// from the shared counter, message deleted) in one transaction.
     private func failAttempt(_ c: PGConnection, _ s: Settle) throws -> QueueSettleResult {
-        let sel = try c.pipeline([PGQuery("BEGIN"), PGQuery(Self.selectLeasedSQL, [.int8(s.id), .int8(s.leaseSeq)])])
+        let sel = try c.pipeline([PGQuery(PGSQL.begin), PGQuery(Self.selectLeasedSQL, [.int8(s.id), .int8(s.leaseSeq)])]
+        )
         guard sel[1].rowCount > 0 else {
             try c.execScript("ROLLBACK")
             return try lostOrMissing(c, s.id)
@@ -442,11 +466,15 @@ final class PGQueue: @unchecked Sendable {
         let vs = Versionstamps.make(counter: counter)
         let keys = Array(Set(m.keysIfUndelivered))
         var q = [
-            PGQuery(PGSQL.upsert, [.byteaArray(keys), .byteaArray(keys.map { _ in m.payload }),
-                                   .int2Array(keys.map { _ in Int16(ValueEncoding.v8.rawValue) }),
-                                   .byteaArray(keys.map { _ in vs }), .int8Array(keys.map { _ in nil })]),
+            PGQuery(
+                PGSQL.upsert,
+                [
+                    .byteaArray(keys), .byteaArray(keys.map { _ in m.payload }),
+                    .int2Array(keys.map { _ in Int16(ValueEncoding.v8.rawValue) }),
+                    .byteaArray(keys.map { _ in vs }), .int8Array(keys.map { _ in nil })
+                ]),
             PGQuery(Self.deleteSQL, [.int8(s.id)]),
-            PGQuery(PGSQL.storeCounter, [.int8(Int64(bitPattern: counter))]),
+            PGQuery(PGSQL.storeCounter, [.int8(Int64(bitPattern: counter))])
         ]
         if let n = ctx.notifyQuery(counter: counter, keys: keys, expiryMs: nil, dueMs: nil) { q.append(n) }
         q.append(PGQuery("COMMIT"))

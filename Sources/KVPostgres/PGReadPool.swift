@@ -38,7 +38,10 @@ final class PGReadPool: @unchecked Sendable {
                     continue
                 }
                 checkin(c)
-                if e.kind == .retry { lastError = e; continue }
+                if e.kind == .retry {
+                    lastError = e
+                    continue
+                }
                 throw e.asKVError
             } catch {
                 checkin(c)
@@ -108,12 +111,14 @@ final class PGReadPool: @unchecked Sendable {
         let live = ranges.enumerated().filter { $0.element.limit > 0 }
         if live.isEmpty { return ranges.map { _ in [] } }
         let queries = live.map { _, r in
-            PGQuery(r.reverse ? PGSQL.rangeDesc : PGSQL.rangeAsc,
-                    [.bytea(r.start), .bytea(r.end), .int8(nowMs), .int8(Int64(r.limit))])
+            PGQuery(
+                r.reverse ? PGSQL.rangeDesc : PGSQL.rangeAsc,
+                [.bytea(r.start), .bytea(r.end), .int8(nowMs), .int8(Int64(r.limit))])
         }
         let results: [PGResult] = try withConnection { c in
             if queries.count == 1 { return try c.pipeline(queries) }
-            let all = try c.pipeline([PGQuery("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")] + queries + [PGQuery("COMMIT")])
+            let all = try c.pipeline(
+                [PGQuery("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")] + queries + [PGQuery("COMMIT")])
             return Array(all[1...queries.count])
         }
         var out = ranges.map { _ in [KVEntry]() }
@@ -125,8 +130,10 @@ final class PGReadPool: @unchecked Sendable {
                 guard let enc = Int32(exactly: raw).flatMap(ValueEncoding.init(rawValue:)) else {
                     throw KVError.internalError("The value encoding \(raw) is unknown.")
                 }
-                entries.append(KVEntry(key: r.bytes(row, 0), value: KVValue(data: r.bytes(row, 1), encoding: enc),
-                                       versionstamp: r.bytes(row, 3)))
+                entries.append(
+                    KVEntry(
+                        key: r.bytes(row, 0), value: KVValue(data: r.bytes(row, 1), encoding: enc),
+                        versionstamp: r.bytes(row, 3)))
             }
             out[i] = entries
         }

@@ -64,7 +64,7 @@ enum PGSchema {
             secret bytea NOT NULL,
             created_at timestamptz NOT NULL DEFAULT now()
         );
-        """,
+        """
     ]
 
     static var latestVersion: Int { migrations.count }
@@ -74,9 +74,11 @@ enum PGSchema {
         let q = PGConnection.quoteIdentifier(schema)
         do {
             try c.execScript("BEGIN")
-            try c.query("SELECT pg_advisory_xact_lock($1::int4, hashtext($2))",
-                        [.int8(Int64(LockSpace.migrate.rawValue)), .text(schema)])
-            try c.execScript("""
+            try c.query(
+                "SELECT pg_advisory_xact_lock($1::int4, hashtext($2))",
+                [.int8(Int64(LockSpace.migrate.rawValue)), .text(schema)])
+            try c.execScript(
+                """
                 CREATE SCHEMA IF NOT EXISTS \(q);
                 CREATE TABLE IF NOT EXISTS \(q).schema_version (
                     id smallint PRIMARY KEY CHECK (id = 0),
@@ -92,13 +94,15 @@ enum PGSchema {
             }
             for i in current..<latestVersion { try c.execScript(migrations[i]) }
             if current < latestVersion {
-                try c.query("""
+                try c.query(
+                    """
                     INSERT INTO \(q).schema_version (id, version) VALUES (0, $1::int4)
                     ON CONFLICT (id) DO UPDATE SET version = excluded.version
                     """, [.int8(Int64(latestVersion))])
             }
-            try c.query("INSERT INTO \(q).meta (id, database_id, counter) VALUES (1, $1, 0) ON CONFLICT (id) DO NOTHING",
-                        [.text(UUID().uuidString.lowercased())])
+            try c.query(
+                "INSERT INTO \(q).meta (id, database_id, counter) VALUES (1, $1, 0) ON CONFLICT (id) DO NOTHING",
+                [.text(UUID().uuidString.lowercased())])
             let m = try c.query("SELECT database_id, counter FROM \(q).meta WHERE id = 1")
             guard m.rowCount == 1 else { throw KVError.internalError("meta row missing") }
             let out = (m.text(0, 0), UInt64(bitPattern: m.int64(0, 1)))

@@ -22,14 +22,17 @@ extension PostgresStore {
         ORDER BY created_at DESC, key_id DESC
         """
     private static let lockKeys = "SELECT pg_advisory_xact_lock($1::int4, hashtext($2))"
-    private static let insertKey = "INSERT INTO signing_keys (key_id, secret) VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING"
+    private static let insertKey =
+        "INSERT INTO signing_keys (key_id, secret) VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING"
     private static let pruneKeys = """
         DELETE FROM signing_keys WHERE key_id NOT IN (
             SELECT key_id FROM signing_keys ORDER BY created_at DESC, key_id DESC LIMIT $1)
         """
 
     private static func records(_ r: PGResult) -> [SigningKeyRecord] {
-        (0..<r.rowCount).map { SigningKeyRecord(keyId: r.text($0, 0), secret: r.bytes($0, 1), createdAtMs: r.int64($0, 2)) }
+        (0..<r.rowCount).map {
+            SigningKeyRecord(keyId: r.text($0, 0), secret: r.bytes($0, 1), createdAtMs: r.int64($0, 2))
+        }
     }
 
     /// All signing keys, newest first. Throws KVError.
@@ -43,9 +46,9 @@ extension PostgresStore {
         try reads.withConnection { c in
             do {
                 let r = try c.pipeline([
-                    PGQuery("BEGIN"),
+                    PGQuery(PGSQL.begin),
                     PGQuery(Self.lockKeys, [.int8(Int64(PGSchema.LockSpace.signingKeys.rawValue)), .text(ctx.schema)]),
-                    PGQuery(Self.selectKeys),
+                    PGQuery(Self.selectKeys)
                 ])
                 if r[2].rowCount == 0 {
                     _ = try c.pipeline([PGQuery(Self.insertKey, [.text(keyId), .bytea(secret)]), PGQuery("COMMIT")])
@@ -66,11 +69,11 @@ extension PostgresStore {
         try reads.withConnection { c in
             do {
                 _ = try c.pipeline([
-                    PGQuery("BEGIN"),
+                    PGQuery(PGSQL.begin),
                     PGQuery(Self.lockKeys, [.int8(Int64(PGSchema.LockSpace.signingKeys.rawValue)), .text(ctx.schema)]),
                     PGQuery(Self.insertKey, [.text(keyId), .bytea(secret)]),
                     PGQuery(Self.pruneKeys, [.int8(Int64(max(2, keep)))]),
-                    PGQuery("COMMIT"),
+                    PGQuery("COMMIT")
                 ])
                 return Self.records(try c.query(Self.selectKeys))
             } catch {

@@ -2,6 +2,10 @@
 // connection's search_path (the configured schema).
 
 enum PGSQL {
+    /// Commits rely on READ COMMITTED: each statement sees every transaction
+    /// committed before it started (the key fetch after the counter lock sees
+    /// the previous commit). Explicit, whatever the server's default.
+    static let begin = "BEGIN ISOLATION LEVEL READ COMMITTED"
     static let lockCounter = "SELECT counter FROM meta WHERE id = 1 FOR UPDATE"
     static let storeCounter = "UPDATE meta SET counter = $1 WHERE id = 1"
     static let readCounter = "SELECT counter FROM meta WHERE id = 1"
@@ -23,7 +27,8 @@ enum PGSQL {
         """
     static let insertMarker = "INSERT INTO commit_markers (batch_id, counter) VALUES ($1, $2)"
     static let findMarker = "SELECT counter FROM commit_markers WHERE batch_id = $1"
-    static let pruneMarkers = "DELETE FROM commit_markers WHERE committed_at < now() - make_interval(secs => $1::int8 / 1000.0)"
+    static let pruneMarkers =
+        "DELETE FROM commit_markers WHERE committed_at < now() - make_interval(secs => $1::int8 / 1000.0)"
     static let notify = "SELECT pg_notify($1, $2)"
 
     static let rangeAsc = """

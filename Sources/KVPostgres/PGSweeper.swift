@@ -26,7 +26,11 @@ final class PGSweeper: @unchecked Sendable {
 
     private let statsLock = NSLock()
     private var _removed = 0
-    var removedCount: Int { statsLock.lock(); defer { statsLock.unlock() }; return _removed }
+    var removedCount: Int {
+        statsLock.lock()
+        defer { statsLock.unlock() }
+        return _removed
+    }
 
     init(ctx: PGContext) {
         self.ctx = ctx
@@ -68,7 +72,10 @@ final class PGSweeper: @unchecked Sendable {
                 if due <= now { break }
                 _ = cond.wait(until: Date().addingTimeInterval(Double(min(due - now, Self.maxIdleMs)) / 1000))
             }
-            if stopped { cond.unlock(); break }
+            if stopped {
+                cond.unlock()
+                break
+            }
             let sweepDue = (nextDueMs ?? Int64.max) <= PGContext.wallClockMs()
             if sweepDue { nextDueMs = nil }
             cond.unlock()
@@ -108,8 +115,8 @@ final class PGSweeper: @unchecked Sendable {
         do {
             let c = try connected()
             let r = try c.pipeline([
-                PGQuery("BEGIN"),
-                PGQuery(PGSQL.trySweepLock, [.int8(Int64(PGSchema.LockSpace.sweep.rawValue)), .text(ctx.schema)]),
+                PGQuery(PGSQL.begin),
+                PGQuery(PGSQL.trySweepLock, [.int8(Int64(PGSchema.LockSpace.sweep.rawValue)), .text(ctx.schema)])
             ])
             guard r[1].bool(0, 0) else {
                 try c.execScript("ROLLBACK")
@@ -117,7 +124,7 @@ final class PGSweeper: @unchecked Sendable {
             }
             let d = try c.pipeline([
                 PGQuery(PGSQL.lockCounter),
-                PGQuery(PGSQL.sweepExpired, [.int8(now), .int8(Int64(Self.batchSize))]),
+                PGQuery(PGSQL.sweepExpired, [.int8(now), .int8(Int64(Self.batchSize))])
             ])
             let counter = UInt64(bitPattern: d[0].int64(0, 0))
             let removed = (0..<d[1].rowCount).map { d[1].bytes($0, 0) }
@@ -137,7 +144,10 @@ final class PGSweeper: @unchecked Sendable {
             return nextRow.optionalInt64(0, 0) ?? (now + Self.maxIdleMs)
         } catch {
             conn?.rollbackQuietly()
-            if (error as? PGError)?.kind == .connectionLost { conn?.close(); conn = nil }
+            if (error as? PGError)?.kind == .connectionLost {
+                conn?.close()
+                conn = nil
+            }
             ctx.logger.warning("expiry sweep failed: \(error)")
             return now + 1000
         }

@@ -51,7 +51,8 @@ final class PGWriter: @unchecked Sendable {
     }
 
     var isWriterThread: Bool {
-        cond.lock(); defer { cond.unlock() }
+        cond.lock()
+        defer { cond.unlock() }
         return Thread.current === thread
     }
 
@@ -80,14 +81,36 @@ final class PGWriter: @unchecked Sendable {
     }
 
     /// PID of the writer connection's server process (tests terminate it).
-    var backendPID: Int32 { cond.lock(); defer { cond.unlock() }; return pid }
+    var backendPID: Int32 {
+        cond.lock()
+        defer { cond.unlock() }
+        return pid
+    }
     private var pid: Int32 = 0
 
+    /// Tests: drop the connection right after the next COMMIT succeeded.
+    let loseNextCommitAnswer = PGFlag()
+
+    /// COMMITs whose answer was lost, by what the commit marker showed.
+    var unknownOutcomes: (committed: Int, rolledBack: Int) {
+        cond.lock()
+        defer { cond.unlock() }
+        return resolved
+    }
+    private var resolved = (committed: 0, rolledBack: 0)
+
     private func connected() throws -> PGConnection {
-        if let c = conn, !c.isBroken { return c }
-        let c = try ctx.connect()
-        conn = c
-        cond.lock(); pid = c.backendPID; cond.unlock()
+        let c: PGConnection
+        if let old = conn, !old.isBroken {
+            c = old
+        } else {
+            c = try ctx.connect()
+            conn = c
+        }
+        let p = c.backendPID  // also after a reconnect made by the marker lookup
+        cond.lock()
+        pid = p
+        cond.unlock()
         return c
     }
 
@@ -143,7 +166,9 @@ final class PGWriter: @unchecked Sendable {
     private func run(_ batch: [Pending]) -> ([Result<AtomicWriteResult, KVError>], Outcome?) {
         let writes = batch.map(\.write)
         let oldest = batch.map(\.submittedMs).min() ?? PGContext.wallClockMs()
-        var giveUpAt = oldest + ctx.options.unavailableAfterMs
+        // Past this, a batch that did not commit fails with `.unavailable`
+        // (nothing of it applied) instead of being tried again.
+        let giveUpAt = oldest + ctx.options.unavailableAfterMs
         var attempt = 0
         while true {
             attempt += 1
@@ -157,8 +182,13 @@ final class PGWriter: @unchecked Sendable {
                 conn?.rollbackQuietly()
                 switch e.kind {
                 case .retry:
+                    // Rolled back by the server (deadlock, serialization): run again.
                     ctx.logger.debug("group commit: \(e); retrying")
                     PGMetrics.retried()
+                    if PGContext.wallClockMs() >= giveUpAt {
+                        return (Array(repeating: .failure(e.asKVError), count: writes.count), nil)
+                    }
+                    if attempt > 1 { usleep(UInt32.random(in: 1_000...(5_000 * UInt32(min(attempt, 10))))) }
                     continue
                 case .other:
                     // One write may be at fault (e.g. a key too large for the
@@ -171,24 +201,48 @@ final class PGWriter: @unchecked Sendable {
                     conn = nil
                     if let evaluated = e.context as? PGCommitSnapshot {
                         // COMMIT may have happened: find out before answering.
-                        giveUpAt = max(giveUpAt, PGContext.wallClockMs() + ctx.options.resolveTimeoutMs)
-                        switch resolve(batchId: batchId, until: giveUpAt) {
+                        let resolveBy = max(giveUpAt, PGContext.wallClockMs() + ctx.options.resolveTimeoutMs)
+                        switch resolve(batchId: batchId, until: resolveBy) {
                         case .committed:
-                            ctx.logger.notice("group commit: connection lost during COMMIT; the commit marker shows it committed")
+                            cond.lock()
+                            resolved.committed += 1
+                            cond.unlock()
+                            ctx.logger.notice(
+                                "group commit: connection lost during COMMIT; the commit marker shows it committed")
                             return (evaluated.results, evaluated.outcome)
                         case .rolledBack:
-                            ctx.logger.notice("group commit: connection lost during COMMIT; it rolled back, running the batch again")
+                            cond.lock()
+                            resolved.rolledBack += 1
+                            cond.unlock()
+                            ctx.logger.notice(
+                                "group commit: connection lost during COMMIT; it rolled back, running the batch again")
+                            if PGContext.wallClockMs() >= giveUpAt {
+                                return (
+                                    Array(
+                                        repeating: .failure(.unavailable("PostgreSQL unavailable: \(e.message)")),
+                                        count: writes.count), nil
+                                )
+                            }
                             continue
                         case .unknown(let why):
-                            return (Array(repeating: .failure(.unavailable("PostgreSQL unavailable; outcome unknown: \(why)")),
-                                          count: writes.count), nil)
+                            return (
+                                Array(
+                                    repeating: .failure(
+                                        .unavailable("PostgreSQL unavailable; outcome unknown: \(why)")),
+                                    count: writes.count), nil
+                            )
                         }
                     }
                     if PGContext.wallClockMs() >= giveUpAt {
-                        return (Array(repeating: .failure(.unavailable("PostgreSQL unavailable: \(e.message)")),
-                                      count: writes.count), nil)
+                        return (
+                            Array(
+                                repeating: .failure(.unavailable("PostgreSQL unavailable: \(e.message)")),
+                                count: writes.count), nil
+                        )
                     }
-                    usleep(UInt32(min(500, 20 * attempt)) * 1000)
+                    // The first retry at once (a dropped connection), then back off
+                    // while PostgreSQL stays unreachable.
+                    if attempt > 1 { usleep(UInt32(min(500, 10 << min(attempt - 2, 6))) * 1000) }
                     continue
                 }
             } catch {
@@ -206,10 +260,11 @@ final class PGWriter: @unchecked Sendable {
             let (r, o) = run([p])
             results += r
             if let o {
-                merged = Outcome(counter: max(merged?.counter ?? 0, o.counter),
-                                 touched: (merged?.touched ?? []) + o.touched,
-                                 expiryMs: [merged?.expiryMs, o.expiryMs].compactMap { $0 }.min(),
-                                 dueMs: [merged?.dueMs, o.dueMs].compactMap { $0 }.min())
+                merged = Outcome(
+                    counter: max(merged?.counter ?? 0, o.counter),
+                    touched: (merged?.touched ?? []) + o.touched,
+                    expiryMs: [merged?.expiryMs, o.expiryMs].compactMap { $0 }.min(),
+                    dueMs: [merged?.dueMs, o.dueMs].compactMap { $0 }.min())
             }
         }
         return (results, merged)
@@ -231,7 +286,9 @@ final class PGWriter: @unchecked Sendable {
 
     /// One attempt. Throws PGError; a lost connection after COMMIT was sent
     /// carries the evaluated results in `context`.
-    private func runOnce(_ writes: [AtomicWrite], batchId: Bytes) throws -> ([Result<AtomicWriteResult, KVError>], Outcome?) {
+    private func runOnce(_ writes: [AtomicWrite], batchId: Bytes) throws -> (
+        [Result<AtomicWriteResult, KVError>], Outcome?
+    ) {
         let c = try connected()
         let nowMs = PGContext.wallClockMs()
 
@@ -239,9 +296,11 @@ final class PGWriter: @unchecked Sendable {
         var readKeys: [Bytes] = []
         var seen = Set<Bytes>()
         for w in writes {
-            for k in MutationEvaluator<PGBatchOverlay>.keysRead(by: w) where seen.insert(k).inserted { readKeys.append(k) }
+            for k in MutationEvaluator<PGBatchOverlay>.keysRead(by: w) where seen.insert(k).inserted {
+                readKeys.append(k)
+            }
         }
-        var first = [PGQuery("BEGIN"), PGQuery(PGSQL.lockCounter)]
+        var first = [PGQuery(PGSQL.begin), PGQuery(PGSQL.lockCounter)]
         if !readKeys.isEmpty { first.append(PGQuery(PGSQL.selectKeys, [.byteaArray(readKeys), .int8(nowMs)])) }
         let r1 = try c.pipeline(first)
         guard r1[1].rowCount == 1 else { throw PGError(kind: .other, message: "meta row missing") }
@@ -254,15 +313,17 @@ final class PGWriter: @unchecked Sendable {
                 guard let enc = Int32(exactly: raw).flatMap(ValueEncoding.init(rawValue:)) else {
                     throw PGError(kind: .other, message: "The value encoding \(raw) is unknown.")
                 }
-                rows[r.bytes(i, 0)] = PGBatchOverlay.Entry(value: KVValue(data: r.bytes(i, 1), encoding: enc),
-                                                           versionstamp: r.bytes(i, 3),
-                                                           expiresAtMs: r.optionalInt64(i, 4))
+                rows[r.bytes(i, 0)] = PGBatchOverlay.Entry(
+                    value: KVValue(data: r.bytes(i, 1), encoding: enc),
+                    versionstamp: r.bytes(i, 3),
+                    expiresAtMs: r.optionalInt64(i, 4))
             }
         }
 
         // Evaluate in memory.
-        let ev = try evaluate(writes, base: base, overlay: PGBatchOverlay(fetchedKeys: seen, rows: rows),
-                              nowMs: nowMs, batchId: batchId)
+        let ev = try evaluate(
+            writes, base: base, overlay: PGBatchOverlay(fetchedKeys: seen, rows: rows),
+            nowMs: nowMs, batchId: batchId)
         guard ev.committedAny else {
             try c.execScript("ROLLBACK")
             return (ev.results, nil)
@@ -271,6 +332,14 @@ final class PGWriter: @unchecked Sendable {
         // Round trip 2: write, mark, count, notify, commit.
         do {
             _ = try c.pipeline(ev.statements)
+            if loseNextCommitAnswer.with({ v in
+                defer { v = false }
+                return v
+            }) {
+                // Test hook: as if the connection dropped right after the server committed.
+                c.close()
+                throw PGError(kind: .connectionLost, message: "test: answer to COMMIT lost")
+            }
         } catch var e as PGError {
             if e.kind == .connectionLost {
                 e.context = PGCommitSnapshot(results: ev.results, outcome: ev.outcome)
@@ -280,8 +349,10 @@ final class PGWriter: @unchecked Sendable {
         return (ev.results, ev.outcome)
     }
 
-    private func evaluate(_ writes: [AtomicWrite], base: UInt64, overlay: PGBatchOverlay,
-                          nowMs: Int64, batchId: Bytes) throws -> Evaluated {
+    private func evaluate(
+        _ writes: [AtomicWrite], base: UInt64, overlay: PGBatchOverlay,
+        nowMs: Int64, batchId: Bytes
+    ) throws -> Evaluated {
         let eval = MutationEvaluator(target: overlay, nowMs: nowMs)
         var counter = base
         var results: [Result<AtomicWriteResult, KVError>] = []
@@ -308,7 +379,9 @@ final class PGWriter: @unchecked Sendable {
             results.append(.success(.committed(versionstamp: vs)))
         }
 
-        var puts: (keys: [Bytes], values: [Bytes], encodings: [Int16], stamps: [Bytes], expiries: [Int64?]) = ([], [], [], [], [])
+        var puts: (keys: [Bytes], values: [Bytes], encodings: [Int16], stamps: [Bytes], expiries: [Int64?]) = (
+            [], [], [], [], []
+        )
         var deletes: [Bytes] = []
         for k in overlay.changeOrder {
             if let e = overlay.changes[k]! {
@@ -323,25 +396,36 @@ final class PGWriter: @unchecked Sendable {
         }
         var st: [PGQuery] = []
         if !puts.keys.isEmpty {
-            st.append(PGQuery(PGSQL.upsert, [.byteaArray(puts.keys), .byteaArray(puts.values), .int2Array(puts.encodings),
-                                             .byteaArray(puts.stamps), .int8Array(puts.expiries)]))
+            st.append(
+                PGQuery(
+                    PGSQL.upsert,
+                    [
+                        .byteaArray(puts.keys), .byteaArray(puts.values), .int2Array(puts.encodings),
+                        .byteaArray(puts.stamps), .int8Array(puts.expiries)
+                    ]))
         }
         if !deletes.isEmpty { st.append(PGQuery(PGSQL.deleteKeys, [.byteaArray(deletes)])) }
         let enq = overlay.enqueues
         if !enq.isEmpty {
-            st.append(PGQuery(PGSQL.insertQueueMessages, [
-                .byteaArray(enq.map(\.payload)), .int8Array(enq.map { $0.deadlineMs }),
-                .byteaArray(enq.map { QueueKeysCodec.encode($0.keysIfUndelivered) }),
-                .textArray(enq.map { QueueKeysCodec.encodeBackoff($0.backoffSchedule) }),
-            ]))
+            st.append(
+                PGQuery(
+                    PGSQL.insertQueueMessages,
+                    [
+                        .byteaArray(enq.map(\.payload)), .int8Array(enq.map { $0.deadlineMs }),
+                        .byteaArray(enq.map { QueueKeysCodec.encode($0.keysIfUndelivered) }),
+                        .textArray(enq.map { QueueKeysCodec.encodeBackoff($0.backoffSchedule) })
+                    ]))
         }
         st.append(PGQuery(PGSQL.insertMarker, [.bytea(batchId), .int8(Int64(bitPattern: counter))]))
         st.append(PGQuery(PGSQL.storeCounter, [.int8(Int64(bitPattern: counter))]))
         let touched = eval.effects.touched
-        let outcome = Outcome(counter: counter, touched: touched, expiryMs: eval.effects.earliestExpiryMs,
-                              dueMs: eval.effects.earliestDeadlineMs)
-        if let n = ctx.notifyQuery(counter: counter, keys: Array(Set(touched)), expiryMs: outcome.expiryMs,
-                                   dueMs: outcome.dueMs) {
+        let outcome = Outcome(
+            counter: counter, touched: touched, expiryMs: eval.effects.earliestExpiryMs,
+            dueMs: eval.effects.earliestDeadlineMs)
+        if let n = ctx.notifyQuery(
+            counter: counter, keys: Array(Set(touched)), expiryMs: outcome.expiryMs,
+            dueMs: outcome.dueMs)
+        {
             st.append(n)
         }
         st.append(PGQuery("COMMIT"))
@@ -353,4 +437,20 @@ final class PGWriter: @unchecked Sendable {
 struct PGCommitSnapshot: @unchecked Sendable {
     var results: [Result<AtomicWriteResult, KVError>]
     var outcome: PGWriter.Outcome
+}
+
+/// A lock-protected Bool.
+final class PGFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v = false
+    func set(_ x: Bool) {
+        lock.lock()
+        v = x
+        lock.unlock()
+    }
+    func with<R>(_ f: (inout Bool) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return f(&v)
+    }
 }

@@ -23,9 +23,11 @@ public struct PostgresOptions: Sendable {
     /// Commit markers older than this are deleted.
     public var markerRetentionMs: Int64
 
-    public init(schema: String = "kvconnectd", readConnections: Int = 4, maxBatchSize: Int = 256,
-                unavailableAfterMs: Int64 = 5_000, resolveTimeoutMs: Int64 = 30_000,
-                markerRetentionMs: Int64 = 600_000) {
+    public init(
+        schema: String = "kvconnectd", readConnections: Int = 4, maxBatchSize: Int = 256,
+        unavailableAfterMs: Int64 = 5_000, resolveTimeoutMs: Int64 = 30_000,
+        markerRetentionMs: Int64 = 600_000
+    ) {
         self.schema = schema
         self.readConnections = readConnections
         self.maxBatchSize = maxBatchSize
@@ -90,8 +92,10 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
         try reads.snapshotRead(ranges, nowMs: nowMs ?? PGContext.wallClockMs())
     }
 
-    public func atomicWrite(_ write: AtomicWrite,
-                            completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void) {
+    public func atomicWrite(
+        _ write: AtomicWrite,
+        completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void
+    ) {
         writer.submit([(write, completion)])
     }
 
@@ -119,7 +123,10 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
 
     public func close() {
         closeLock.lock()
-        if closed { closeLock.unlock(); return }
+        if closed {
+            closeLock.unlock()
+            return
+        }
         closed = true
         closeLock.unlock()
         sweeper.stop()
@@ -157,22 +164,30 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
         return queue.waitForPushIdle(timeoutMs: drainTimeoutMs)
     }
 
-    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
-                                  completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+    public func leaseQueueMessage(
+        visibilityMs: Int64, waitMs: Int64,
+        completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void
+    ) {
         queue.lease(visibilityMs: visibilityMs, waitMs: waitMs, completion: completion)
     }
 
-    public func ackQueueMessage(id: Int64, leaseSeq: Int64,
-                                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    public func ackQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         queue.settle(id: id, leaseSeq: leaseSeq, success: true, completion: completion)
     }
 
-    public func failQueueMessage(id: Int64, leaseSeq: Int64,
-                                 completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    public func failQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         queue.settle(id: id, leaseSeq: leaseSeq, success: false, completion: completion)
     }
 
-    public func queueCounts() throws -> QueueCounts { try queue.counts() }
+    public func queueCounts() throws -> QueueCounts {
+        try reads.withConnection { c in PGQueue.counts(try c.query(PGQueue.countsSQL)) }
+    }
     public var queueStats: QueueStats { queue.stats }
     public var queueRecoveredOnOpen: Int { queue.recoveredOnOpen }
 
@@ -180,6 +195,9 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
 
     /// Group-commit transactions committed by this store.
     public var batchesCommitted: Int { ctx.batchesCommitted }
+    /// COMMITs whose answer was lost with the connection, by what the commit
+    /// marker showed after reconnecting.
+    public var unknownOutcomes: (committed: Int, rolledBack: Int) { writer.unknownOutcomes }
     /// Server process id of the writer's connection.
     public var writerBackendPID: Int32 { writer.backendPID }
     /// Whether the LISTEN connection is up, and how often it was re-established.

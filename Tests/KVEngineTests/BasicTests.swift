@@ -97,7 +97,7 @@ final class BasicTests: KVTestCase {
         try reopen()
         XCTAssertEqual(store.databaseId, id)
         let other = TempDB()
-        let s2 = try other.open()
+        let s2 = try other.openStore()
         XCTAssertNotEqual(s2.databaseId, id)
         s2.close()
     }
@@ -165,15 +165,17 @@ final class BasicTests: KVTestCase {
     }
 
     func testSynchronousNormalOption() throws {
+        try requireSQLite()
         try reopen(SQLiteStoreOptions(synchronousFull: false, readConnections: 1, maxBatchSize: 1))
         try store.commit([set("a", bytesValue("1"))])
         XCTAssertEqual(try store.get("a")?.value, bytesValue("1"))
     }
 
     func testDiskFullIsUnavailable() throws {
+        try requireSQLite("PostgreSQL's disk-full (SQLSTATE 53100) maps to unavailable in PGError.asKVError")
         // Simulate a full disk by capping the page count of the write connection.
         let box = ResultBox<Bool>()
-        store.core.onWriter { conn in
+        sqlite.core.onWriter { conn in
             let ok = (try? conn.execScript("PRAGMA max_page_count = 12;")) != nil
             box.set(ok)
         }
@@ -184,7 +186,7 @@ final class BasicTests: KVTestCase {
         XCTAssertNil(try store.get("a"))
         // Once space is available again, writes go through.
         let box2 = ResultBox<Bool>()
-        store.core.onWriter { conn in box2.set((try? conn.execScript("PRAGMA max_page_count = 1000000;")) != nil) }
+        sqlite.core.onWriter { conn in box2.set((try? conn.execScript("PRAGMA max_page_count = 1000000;")) != nil) }
         XCTAssertTrue(box2.wait())
         try store.commit([set("b", bytesValue("ok"))])
         XCTAssertEqual(try store.get("b")?.value, bytesValue("ok"))
@@ -209,6 +211,7 @@ final class BasicTests: KVTestCase {
     }
 
     func testWalAndShmAreKeptAtCloseSoARestartNeedsNoNewSpace() throws {
+        try requireSQLite()
         // Re-creating a deleted -shm needs free blocks: on a full disk the
         // daemon could not start again after a clean stop.
         try store.commit([set("a", bytesValue("1"))])

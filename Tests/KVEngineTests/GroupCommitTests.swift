@@ -1,30 +1,44 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVPostgres
 @testable import KVSQLite
 
 /// Submits writes so that they land in one group-commit batch; waits for all.
-func submitTogether(_ store: SQLiteStore, _ writes: [AtomicWrite]) -> [Result<AtomicWriteResult, KVError>] {
+func submitTogether(_ store: any KVStorage, _ writes: [AtomicWrite]) -> [Result<AtomicWriteResult, KVError>] {
     let boxes = writes.map { _ in ResultBox<Result<AtomicWriteResult, KVError>>() }
-    store.core.submitAll(zip(writes, boxes).map { w, b in (w, { b.set($0) }) })
+    let all = zip(writes, boxes).map { w, b in (w, { @Sendable r in b.set(r) }) }
+    switch store {
+    case let s as SQLiteStore: s.core.submitAll(all)
+    case let s as PostgresStore: s.submitAll(all)
+    default: XCTFail("no batch submission for \(type(of: store))")
+    }
     return boxes.map { $0.wait() }
 }
 
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0
-    func add(_ d: Int = 1) { lock.lock(); n += d; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+    func add(_ d: Int = 1) {
+        lock.lock()
+        n += d
+        lock.unlock()
+    }
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return n
+    }
 }
 
 final class GroupCommitTests: KVTestCase {
     func testSameBatchCheckSeesEarlierWrite() throws {
-        let batchesBefore = store.core.batchesCommitted
+        let batchesBefore = batchesCommitted
         let a = AtomicWrite(checks: [Check(key: k("x"), versionstamp: nil)], mutations: [set("x", bytesValue("A"))])
         let b = AtomicWrite(checks: [Check(key: k("x"), versionstamp: nil)], mutations: [set("x", bytesValue("B"))])
         let c = AtomicWrite(checks: [Check(key: k("y"), versionstamp: nil)], mutations: [set("y", bytesValue("C"))])
         let r = submitTogether(store, [a, b, c])
-        XCTAssertEqual(store.core.batchesCommitted, batchesBefore + 1, "one transaction for the batch")
+        XCTAssertEqual(batchesCommitted, batchesBefore + 1, "one transaction for the batch")
         guard case .success(.committed(let va)) = r[0], case .success(.committed(let vc)) = r[2] else {
             return XCTFail("\(r)")
         }
@@ -35,7 +49,8 @@ final class GroupCommitTests: KVTestCase {
         // B's check expects A's versionstamp: in the same batch it must see A's write.
         let vaPredicted = Versionstamps.make(counter: Versionstamps.counter(of: store.currentVersionstamp)! + 1)
         let a2 = AtomicWrite(mutations: [set("z", bytesValue("A2"))])
-        let b2 = AtomicWrite(checks: [Check(key: k("z"), versionstamp: vaPredicted)], mutations: [set("z", bytesValue("B2"))])
+        let b2 = AtomicWrite(
+            checks: [Check(key: k("z"), versionstamp: vaPredicted)], mutations: [set("z", bytesValue("B2"))])
         let r2 = submitTogether(store, [a2, b2])
         XCTAssertEqual(r2[0], .success(.committed(versionstamp: vaPredicted)))
         guard case .success(.committed) = r2[1] else { return XCTFail("\(r2)") }
@@ -57,8 +72,9 @@ final class GroupCommitTests: KVTestCase {
             let wins = Counter(), losses = Counter()
             let s = store!
             DispatchQueue.concurrentPerform(iterations: 2) { i in
-                let w = AtomicWrite(checks: [Check(key: k("k"), versionstamp: cur)],
-                                    mutations: [set("k", bytesValue("r\(round)t\(i)"))])
+                let w = AtomicWrite(
+                    checks: [Check(key: k("k"), versionstamp: cur)],
+                    mutations: [set("k", bytesValue("r\(round)t\(i)"))])
                 switch try? s.atomicWriteSync(w) {
                 case .committed?: wins.add()
                 case .checkFailed?: losses.add()
@@ -79,10 +95,13 @@ final class GroupCommitTests: KVTestCase {
             var done = 0
             while done < perThread {
                 guard let e = try? s.get("ctr"), let cur = WriteEvaluator.le64(e.value) else { return }
-                let w = AtomicWrite(checks: [Check(key: k("ctr"), versionstamp: e.versionstamp)],
-                                    mutations: [Mutation(key: k("ctr"), kind: .set(u64(cur + 1)))])
+                let w = AtomicWrite(
+                    checks: [Check(key: k("ctr"), versionstamp: e.versionstamp)],
+                    mutations: [Mutation(key: k("ctr"), kind: .set(u64(cur + 1)))])
                 switch try? s.atomicWriteSync(w) {
-                case .committed?: successes.add(); done += 1
+                case .committed?:
+                    successes.add()
+                    done += 1
                 case .checkFailed?: conflicts.add()
                 case nil: return
                 }
@@ -94,7 +113,7 @@ final class GroupCommitTests: KVTestCase {
 
     func testManyConcurrentWritesAreGroupCommitted() throws {
         let threads = 8, perThread = 100
-        let batchesBefore = store.core.batchesCommitted
+        let batchesBefore = batchesCommitted
         let s = store!
         let done = DispatchGroup()
         let versionstamps = Counter()
@@ -103,13 +122,17 @@ final class GroupCommitTests: KVTestCase {
         for t in 0..<threads {
             for i in 0..<perThread {
                 done.enter()
-                s.atomicWrite(AtomicWrite(mutations: [
-                    Mutation(key: k("sum"), kind: .sum(u64(1), min: nil, max: nil, clamp: false)),
-                    set("t\(t)/\(i)", bytesValue("x")),
-                ])) { r in
+                s.atomicWrite(
+                    AtomicWrite(mutations: [
+                        Mutation(key: k("sum"), kind: .sum(u64(1), min: nil, max: nil, clamp: false)),
+                        set("t\(t)/\(i)", bytesValue("x"))
+                    ])
+                ) { r in
                     if case .success(.committed(let vs)) = r {
                         versionstamps.add()
-                        seen.lock(); all.append(vs); seen.unlock()
+                        seen.lock()
+                        all.append(vs)
+                        seen.unlock()
                     }
                     done.leave()
                 }
@@ -119,7 +142,7 @@ final class GroupCommitTests: KVTestCase {
         XCTAssertEqual(versionstamps.value, threads * perThread)
         XCTAssertEqual(Set(all).count, threads * perThread, "every write has its own versionstamp")
         XCTAssertEqual(try store.get("sum")?.value, u64(UInt64(threads * perThread)))
-        let batches = store.core.batchesCommitted - batchesBefore
+        let batches = batchesCommitted - batchesBefore
         XCTAssertLessThan(batches, threads * perThread, "writes were batched")
         let r = try store.snapshotRead([ReadRange(start: k("t"), end: k("u"), limit: 10_000)])
         XCTAssertEqual(r[0].count, threads * perThread)
@@ -127,11 +150,11 @@ final class GroupCommitTests: KVTestCase {
 
     func testMaxBatchSizeRespected() throws {
         try reopen(SQLiteStoreOptions(maxBatchSize: 3))
-        let before = store.core.batchesCommitted
+        let before = batchesCommitted
         let writes = (0..<7).map { AtomicWrite(mutations: [set("m\($0)", bytesValue("x"))]) }
         let r = submitTogether(store, writes)
         XCTAssertEqual(r.count, 7)
-        XCTAssertEqual(store.core.batchesCommitted - before, 3)  // 3 + 3 + 1
+        XCTAssertEqual(batchesCommitted - before, 3)  // 3 + 3 + 1
         // Versionstamps strictly increase in submission order.
         let counters = r.compactMap { res -> UInt64? in
             if case .success(.committed(let vs)) = res { return Versionstamps.counter(of: vs) }
@@ -155,7 +178,7 @@ final class GroupCommitTests: KVTestCase {
         let late = ResultBox<Result<AtomicWriteResult, KVError>>()
         s.atomicWrite(AtomicWrite(mutations: [set("late", bytesValue("x"))])) { late.set($0) }
         XCTAssertEqual(late.wait(), .failure(.unavailable("shutting down")))
-        store = try tmp.open()
+        store = try tmp.openStore()
         let r = try store.snapshotRead([ReadRange(start: k("d"), end: k("e"), limit: 10_000)])
         XCTAssertEqual(r[0].count, n)
         XCTAssertNil(try store.get("late"))
@@ -169,10 +192,15 @@ final class GroupCommitTests: KVTestCase {
         let readerErrors = Counter()
         let reader = Thread {
             while stop.value == 0 {
-                guard let r = try? s.snapshotRead([
-                    ReadRange(start: k("p"), end: k("p\u{0}"), limit: 1),
-                    ReadRange(start: k("q"), end: k("q\u{0}"), limit: 1),
-                ]) else { readerErrors.add(); continue }
+                guard
+                    let r = try? s.snapshotRead([
+                        ReadRange(start: k("p"), end: k("p\u{0}"), limit: 1),
+                        ReadRange(start: k("q"), end: k("q\u{0}"), limit: 1)
+                    ])
+                else {
+                    readerErrors.add()
+                    continue
+                }
                 if r[0].first?.value != r[1].first?.value || r[0].first?.versionstamp != r[1].first?.versionstamp {
                     readerErrors.add()
                 }
@@ -180,8 +208,10 @@ final class GroupCommitTests: KVTestCase {
         }
         reader.start()
         for i in 1...200 {
-            try store.commit([Mutation(key: k("p"), kind: .set(u64(UInt64(i)))),
-                              Mutation(key: k("q"), kind: .set(u64(UInt64(i))))])
+            try store.commit([
+                Mutation(key: k("p"), kind: .set(u64(UInt64(i)))),
+                Mutation(key: k("q"), kind: .set(u64(UInt64(i))))
+            ])
         }
         stop.add()
         Thread.sleep(forTimeInterval: 0.05)
@@ -191,7 +221,8 @@ final class GroupCommitTests: KVTestCase {
 
 final class WriterThreadTests: KVTestCase {
     func testCompletionRunsOnWriterThreadAndSyncWriteThereFails() throws {
-        let s = store!
+        try requireSQLite("SQLiteStore.atomicWriteSync guards its writer thread")
+        let s = sqlite
         let box = ResultBox<String>()
         s.atomicWrite(AtomicWrite(mutations: [set("a", bytesValue("1"))])) { _ in
             // Thread names are not reliable on Linux; ask the store itself.

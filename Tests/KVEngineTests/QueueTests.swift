@@ -137,6 +137,10 @@ final class QueueTests: KVTestCase {
     }
 
     func testRestartMakesInflightMessagesReady() throws {
+        // PostgreSQL: other daemons may still hold those leases; pull leases
+        // end by time, pushed messages of a stopped daemon are recovered by
+        // the others (KVPostgresTests.MultiDaemonTests).
+        try requireSQLite("on PostgreSQL a restart does not end other daemons' leases")
         for i in 0..<3 { try enqueue(V8Codec.encode(.number(Double(i)))) }
         _ = try XCTUnwrap(try lease(visibilityMs: 600_000))
         _ = try XCTUnwrap(try lease(visibilityMs: 600_000))

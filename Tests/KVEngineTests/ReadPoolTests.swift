@@ -5,9 +5,10 @@ import XCTest
 
 final class ReadPoolTests: KVTestCase {
     func testReadsDoNotWaitForTheWriter() throws {
+        try requireSQLite("holds the SQLite write lock on the writer connection")
         try store.commit([set("a", bytesValue("committed"))])
         let inTx = ResultBox<Bool>(), release = ResultBox<Bool>(), finished = ResultBox<Bool>()
-        store.core.onWriter { conn in
+        sqlite.core.onWriter { conn in
             do {
                 try conn.run("BEGIN IMMEDIATE")
                 try conn.execScript("INSERT INTO entries (key, value, encoding, versionstamp) VALUES (X'62', X'00', 3, X'00000000000000ff0000'); UPDATE entries SET value = X'01' WHERE key = X'61';")

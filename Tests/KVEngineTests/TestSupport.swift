@@ -1,7 +1,25 @@
 import Foundation
 import XCTest
 @testable import KVEngine
+@testable import KVPostgres
 @testable import KVSQLite
+
+/// The backend the engine suite runs on: SQLite by default; PostgreSQL with
+/// KVCONNECTD_TEST_BACKEND=postgres (and KVCONNECTD_TEST_PG_URL). `make test`
+/// runs the suite once per backend.
+enum TestBackend {
+    case sqlite, postgres
+
+    static let current: TestBackend =
+        ProcessInfo.processInfo.environment["KVCONNECTD_TEST_BACKEND"] == "postgres" ? .postgres : .sqlite
+
+    static func pgURL() throws -> String {
+        guard let u = ProcessInfo.processInfo.environment["KVCONNECTD_TEST_PG_URL"], !u.isEmpty else {
+            throw XCTSkip("KVCONNECTD_TEST_BACKEND=postgres needs KVCONNECTD_TEST_PG_URL")
+        }
+        return u
+    }
+}
 
 /// A fresh database file in a temp directory, removed afterwards.
 final class TempDB {
@@ -14,20 +32,59 @@ final class TempDB {
         try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     }
 
+    /// PostgreSQL: this database's own schema.
+    let pgSchema = "e_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+
     func open(_ options: SQLiteStoreOptions = SQLiteStoreOptions()) throws -> SQLiteStore {
         try SQLiteStore(path: path, options: options)
     }
 
-    deinit { try? FileManager.default.removeItem(at: dir) }
+    /// A store on the backend under test (same database on every call).
+    func openStore(_ options: SQLiteStoreOptions = SQLiteStoreOptions()) throws -> any KVStorage {
+        switch TestBackend.current {
+        case .sqlite:
+            return try open(options)
+        case .postgres:
+            return try PostgresStore(
+                url: try TestBackend.pgURL(),
+                options: PostgresOptions(
+                    schema: pgSchema, readConnections: options.readConnections, maxBatchSize: options.maxBatchSize))
+        }
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(at: dir)
+        if TestBackend.current == .postgres, let url = try? TestBackend.pgURL(),
+            let c = try? PGConnection(conninfo: url, searchPath: "public")
+        {
+            try? c.execScript("DROP SCHEMA IF EXISTS \(pgSchema) CASCADE")
+        }
+    }
 }
 
 class KVTestCase: XCTestCase {
     var tmp: TempDB!
-    var store: SQLiteStore!
+    var store: (any KVStorage)!
 
     override func setUpWithError() throws {
         tmp = TempDB()
-        store = try tmp.open()
+        store = try tmp.openStore()
+    }
+
+    /// The store as SQLite, for tests of SQLite-only behaviour (after `requireSQLite`).
+    var sqlite: SQLiteStore { store as! SQLiteStore }
+
+    func requireSQLite(_ why: String = "SQLite-specific") throws {
+        if TestBackend.current != .sqlite { throw XCTSkip(why) }
+    }
+
+    /// Group-commit transactions committed so far.
+    var batchesCommitted: Int {
+        switch store {
+        case let s as SQLiteStore: return s.core.batchesCommitted
+        case let s as PostgresStore: return s.batchesCommitted
+        default: return 0
+        }
     }
 
     override func tearDown() {
@@ -38,7 +95,7 @@ class KVTestCase: XCTestCase {
 
     func reopen(_ options: SQLiteStoreOptions = SQLiteStoreOptions()) throws {
         store.close()
-        store = try tmp.open(options)
+        store = try tmp.openStore(options)
     }
 }
 
@@ -55,7 +112,23 @@ func set(_ key: String, _ value: KVValue, expireAtMs: Int64? = nil) -> Mutation 
 
 func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-extension SQLiteStore {
+extension KVStorage {
+    /// Blocking write (not from a completion handler).
+    func atomicWriteSync(_ write: AtomicWrite) throws -> AtomicWriteResult {
+        if let s = self as? SQLiteStore { return try s.atomicWriteSync(write) }
+        let box = ResultBox<Result<AtomicWriteResult, KVError>>()
+        atomicWrite(write) { box.set($0) }
+        return try box.wait().get()
+    }
+
+    @discardableResult
+    func stopQueueDelivery() -> Bool { stopQueueDelivery(drainTimeoutMs: 5000) }
+
+    func queuedMessageCount() throws -> Int {
+        let c = try queueCounts()
+        return c.ready + c.inflight
+    }
+
     func get(_ key: String, nowMs: Int64? = nil) throws -> KVEntry? {
         var end = k(key)
         end.append(0x00)

@@ -86,6 +86,7 @@ final class WatchAndExpiryTests: KVTestCase {
     }
 
     func testBacklogAfterRestartIsReclaimedInBatchesWithoutBlockingWrites() throws {
+        try requireSQLite("inspects the SQLite file directly")
         let n = ExpirySweeper.batchSize * 4 + 7
         let expiry = nowMs() + 400
         var muts: [Mutation] = []

@@ -17,13 +17,17 @@ final class MultiDaemonTests: PGTestCase {
             let s = t % 2 == 0 ? a : b
             for i in 0..<(n / 8) {
                 let cur = (try? s.get("chain"))??.versionstamp
-                if let r = try? s.sync(AtomicWrite(checks: [Check(key: k("chain"), versionstamp: cur)],
-                                                   mutations: [set("chain", bytesValue("\(t)-\(i)")), set("w\(t)-\(i)", bytesValue(""))])),
-                   case .committed(let vs) = r {
+                if let r = try? s.sync(
+                    AtomicWrite(
+                        checks: [Check(key: k("chain"), versionstamp: cur)],
+                        mutations: [set("chain", bytesValue("\(t)-\(i)")), set("w\(t)-\(i)", bytesValue(""))])),
+                    case .committed(let vs) = r
+                {
                     seen.with { $0.append((cur ?? [], vs)) }
                     all.with { $0.append(vs) }
                 } else if let r = try? s.sync(AtomicWrite(mutations: [set("w\(t)-\(i)", bytesValue(""))])),
-                          case .committed(let vs) = r {
+                    case .committed(let vs) = r
+                {
                     all.with { $0.append(vs) }
                 }
             }
@@ -70,6 +74,18 @@ final class MultiDaemonTests: PGTestCase {
         w.cancel()
     }
 
+    func testCommitOfMoreKeysThanANotificationHoldsWakesWatchersOnB() throws {
+        let a = try open(), b = try open()
+        let woken = Box<Bool>()
+        let w = b.watch(keys: [k("many-799")]) { woken.set(true) }
+        defer { w.cancel() }
+        let keys = (0..<800).map { "many-\($0)" }
+        let n = PGNotification(sender: "x", counter: 1, earliestExpiryMs: nil, earliestDueMs: nil, keys: keys.map(k))
+        XCTAssertTrue(n.payload.hasSuffix(";*"), "too many keys for one NOTIFY: B must wake every watcher")
+        try a.commit(keys.map { set($0, bytesValue("v")) })
+        XCTAssertEqual(woken.wait(seconds: 5), true)
+    }
+
     func testCheckAndSetLosesNoUpdateAcrossDaemons() throws {
         let a = try open(), b = try open()
         try a.commit([Mutation(key: k("n"), kind: .set(u64(0)))])
@@ -79,8 +95,11 @@ final class MultiDaemonTests: PGTestCase {
             var mine = 0
             while mine < 15 {
                 guard let cur = try? s.get("n"), let x = readU64(cur.value) else { continue }
-                if case .committed? = try? s.sync(AtomicWrite(checks: [Check(key: k("n"), versionstamp: cur.versionstamp)],
-                                                               mutations: [Mutation(key: k("n"), kind: .set(u64(x + 1)))])) {
+                if case .committed? = try? s.sync(
+                    AtomicWrite(
+                        checks: [Check(key: k("n"), versionstamp: cur.versionstamp)],
+                        mutations: [Mutation(key: k("n"), kind: .set(u64(x + 1)))]))
+                {
                     mine += 1
                 }
             }
@@ -95,7 +114,9 @@ final class MultiDaemonTests: PGTestCase {
         let done = DispatchGroup()
         for i in 0..<300 {
             done.enter()
-            (i % 2 == 0 ? a : b).atomicWrite(AtomicWrite(mutations: [Mutation(key: k("sum"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))])) { r in
+            (i % 2 == 0 ? a : b).atomicWrite(
+                AtomicWrite(mutations: [Mutation(key: k("sum"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))])
+            ) { r in
                 if case .failure(let e) = r { XCTFail("\(e)") }
                 done.leave()
             }
@@ -111,7 +132,10 @@ final class MultiDaemonTests: PGTestCase {
         let wokeA = Box<Bool>(), wokeB = Box<Bool>()
         let wa = a.watch(keys: [k("x7")]) { wokeA.set(true) }
         let wb = b.watch(keys: [k("x7")]) { wokeB.set(true) }
-        defer { wa.cancel(); wb.cancel() }
+        defer {
+            wa.cancel()
+            wb.cancel()
+        }
         XCTAssertEqual(wokeA.wait(seconds: 10), true)
         XCTAssertEqual(wokeB.wait(seconds: 10), true)
         let deadline = Date().addingTimeInterval(10)
@@ -148,6 +172,22 @@ final class MultiDaemonTests: PGTestCase {
         XCTAssertEqual(try a.queueCounts(), QueueCounts(ready: 0, inflight: 0))
     }
 
+    func testPullLeaseOnASettledThroughB() throws {
+        let a = try open(), b = try open()
+        try a.enqueue([1], keys: [k("dead")], backoff: [10])
+        let m1 = try XCTUnwrap(try a.lease())
+        guard case .retryScheduled = try b.fail(m1) else { return XCTFail("fail through B") }
+        let m2 = try XCTUnwrap(try b.lease(waitMs: 5000), "B's dispatcher wakes at the retry time")
+        XCTAssertEqual(m2.attempt, 2)
+        XCTAssertEqual(try a.ack(m1), .leaseLost)
+        guard case .deadLettered(let vs?) = try a.fail(m2) else { return XCTFail("dead letter through A") }
+        XCTAssertEqual(try b.get("dead")?.versionstamp, vs)
+        try b.enqueue([2])
+        let m3 = try XCTUnwrap(try b.lease(waitMs: 5000))
+        XCTAssertEqual(try a.ack(m3), .acknowledged)
+        XCTAssertEqual(try b.queueCounts(), QueueCounts(ready: 0, inflight: 0))
+    }
+
     func testPushedMessagesOfAStoppedDaemonAreRecoveredByAnother() throws {
         let a = try open()
         try a.enqueue([1])
@@ -165,7 +205,8 @@ final class MultiDaemonTests: PGTestCase {
             got.set(m)
             done(true)
         }
-        let again = try XCTUnwrap(got.wait(seconds: 15), "B redelivers A's message without waiting for the 10-minute lease")
+        let again = try XCTUnwrap(
+            got.wait(seconds: 15), "B redelivers A's message without waiting for the 10-minute lease")
         XCTAssertEqual(again.id, m.id)
         XCTAssertEqual(again.attempt, 1)
         XCTAssertLessThan(Date().timeIntervalSince(t0), 10)
@@ -179,8 +220,36 @@ final class MultiDaemonTests: PGTestCase {
         a.startQueueDelivery(options: QueuePushOptions(concurrency: 1, leaseMs: 600_000)) { m, _ in taken.set(m) }
         XCTAssertNotNil(taken.wait(seconds: 10))
         let got = Box<QueueMessage>()
-        b.startQueueDelivery(options: QueuePushOptions(concurrency: 1, leaseMs: 30_000)) { m, done in got.set(m); done(true) }
+        b.startQueueDelivery(options: QueuePushOptions(concurrency: 1, leaseMs: 30_000)) { m, done in
+            got.set(m)
+            done(true)
+        }
         XCTAssertNil(got.wait(seconds: 3), "A is alive: its delivery is not repeated")
         b.stopQueueDelivery(drainTimeoutMs: 1000)
+    }
+}
+
+/// The store sets its own isolation level: a server whose default is
+/// SERIALIZABLE changes nothing (no spurious failures, no lost updates).
+final class IsolationDefaultTests: PGTestCase {
+    func testServerDefaultSerializableDoesNotMatter() throws {
+        let sep = url.contains("?") ? "&" : "?"
+        url += sep + "options=-c%20default_transaction_isolation%3Dserializable"
+        let a = try open(), b = try open()
+        let probe = try PGConnection(conninfo: url, searchPath: schema)
+        XCTAssertEqual(try probe.query("SHOW default_transaction_isolation").text(0, 0), "serializable")
+        let done = DispatchGroup()
+        let failures = Locked(0)
+        for i in 0..<200 {
+            done.enter()
+            let m = Mutation(key: k("n"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))
+            (i % 2 == 0 ? a : b).atomicWrite(AtomicWrite(mutations: [m, set("k\(i % 7)", bytesValue("\(i)"))])) { r in
+                if case .failure = r { failures.with { $0 += 1 } }
+                done.leave()
+            }
+        }
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success)
+        XCTAssertEqual(failures.value, 0)
+        XCTAssertEqual(readU64(try a.get("n")?.value), 200)
     }
 }

@@ -41,10 +41,16 @@ class PGTestCase: XCTestCase {
 final class Box<T>: @unchecked Sendable {
     private let cond = NSCondition()
     private var value: T?
-    func set(_ v: T) { cond.lock(); value = v; cond.broadcast(); cond.unlock() }
+    func set(_ v: T) {
+        cond.lock()
+        value = v
+        cond.broadcast()
+        cond.unlock()
+    }
     func wait(seconds: Double = 30) -> T? {
         let until = Date().addingTimeInterval(seconds)
-        cond.lock(); defer { cond.unlock() }
+        cond.lock()
+        defer { cond.unlock() }
         while value == nil { if !cond.wait(until: until) { break } }
         return value
     }
@@ -54,7 +60,11 @@ final class Locked<T>: @unchecked Sendable {
     private let lock = NSLock()
     private var v: T
     init(_ v: T) { self.v = v }
-    func with<R>(_ f: (inout T) -> R) -> R { lock.lock(); defer { lock.unlock() }; return f(&v) }
+    func with<R>(_ f: (inout T) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return f(&v)
+    }
     var value: T { with { $0 } }
 }
 
@@ -113,8 +123,12 @@ extension KVStorage {
     }
 
     func enqueue(_ payload: Bytes = [1], deadlineMs: Int64 = 0, keys: [Bytes] = [], backoff: [UInt32] = []) throws {
-        let r = try sync(AtomicWrite(enqueues: [Enqueue(payload: payload, deadlineMs: deadlineMs,
-                                                        keysIfUndelivered: keys, backoffSchedule: backoff)]))
+        let r = try sync(
+            AtomicWrite(enqueues: [
+                Enqueue(
+                    payload: payload, deadlineMs: deadlineMs,
+                    keysIfUndelivered: keys, backoffSchedule: backoff)
+            ]))
         guard case .committed = r else { return XCTFail("enqueue not committed: \(r)") }
     }
 }

@@ -55,11 +55,15 @@ final class PostgresStoreTests: PGTestCase {
         let s = try open()
         let key: Bytes = [0x00, 0xFF, 0x01]
         let vs = try s.commit([Mutation(key: key, kind: .set(KVValue(data: [0, 0, 1], encoding: .bytes)))])
-        XCTAssertEqual(try s.readKeys([key])[0], KVEntry(key: key, value: KVValue(data: [0, 0, 1], encoding: .bytes), versionstamp: vs))
+        XCTAssertEqual(
+            try s.readKeys([key])[0],
+            KVEntry(key: key, value: KVValue(data: [0, 0, 1], encoding: .bytes), versionstamp: vs))
         try s.commit([set("a", bytesValue("1")), set("b", bytesValue("2")), set("c", bytesValue("3"))])
-        let r = try s.snapshotRead([ReadRange(start: k("a"), end: k("c"), limit: 10),
-                                    ReadRange(start: k("a"), end: k("d"), limit: 2, reverse: true),
-                                    ReadRange(start: k("x"), end: k("y"), limit: 10)])
+        let r = try s.snapshotRead([
+            ReadRange(start: k("a"), end: k("c"), limit: 10),
+            ReadRange(start: k("a"), end: k("d"), limit: 2, reverse: true),
+            ReadRange(start: k("x"), end: k("y"), limit: 10)
+        ])
         XCTAssertEqual(r[0].map(\.key), [k("a"), k("b")])
         XCTAssertEqual(r[1].map(\.key), [k("c"), k("b")])
         XCTAssertEqual(r[2], [])
@@ -71,9 +75,11 @@ final class PostgresStoreTests: PGTestCase {
         let s = try open()
         let va = try s.commit([set("a", bytesValue("1"))])
         let before = s.currentVersionstamp
-        let r = try s.sync(AtomicWrite(checks: [Check(key: k("a"), versionstamp: nil), Check(key: k("z"), versionstamp: nil)],
-                                       mutations: [set("a", bytesValue("2"))],
-                                       enqueues: [Enqueue(payload: [1], deadlineMs: 0, keysIfUndelivered: [], backoffSchedule: [])]))
+        let r = try s.sync(
+            AtomicWrite(
+                checks: [Check(key: k("a"), versionstamp: nil), Check(key: k("z"), versionstamp: nil)],
+                mutations: [set("a", bytesValue("2"))],
+                enqueues: [Enqueue(payload: [1], deadlineMs: 0, keysIfUndelivered: [], backoffSchedule: [])]))
         XCTAssertEqual(r, .checkFailed(failedChecks: [0]))
         XCTAssertEqual(try s.get("a")?.versionstamp, va)
         XCTAssertEqual(s.currentVersionstamp, before)
@@ -87,8 +93,15 @@ final class PostgresStoreTests: PGTestCase {
         var writes: [(AtomicWrite, @Sendable (Result<AtomicWriteResult, KVError>) -> Void)] = []
         for i in 0..<3 {
             done.enter()
-            writes.append((AtomicWrite(checks: [Check(key: k("x"), versionstamp: nil)], mutations: [set("x", bytesValue("\(i)"))]),
-                           { r in results.with { $0[i] = try? r.get() }; done.leave() }))
+            writes.append(
+                (
+                    AtomicWrite(
+                        checks: [Check(key: k("x"), versionstamp: nil)], mutations: [set("x", bytesValue("\(i)"))]),
+                    { r in
+                        results.with { $0[i] = try? r.get() }
+                        done.leave()
+                    }
+                ))
         }
         s.submitAll(writes)
         XCTAssertEqual(done.wait(timeout: .now() + 30), .success)
@@ -106,13 +119,23 @@ final class PostgresStoreTests: PGTestCase {
         let done = DispatchGroup()
         let ws: [AtomicWrite] = [
             AtomicWrite(mutations: [set("a", bytesValue("1"))]),
-            AtomicWrite(mutations: [set("b", bytesValue("1")), Mutation(key: k("text"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))]),
-            AtomicWrite(mutations: [set("c", bytesValue("1"))]),
+            AtomicWrite(mutations: [
+                set("b", bytesValue("1")),
+                Mutation(key: k("text"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))
+            ]),
+            AtomicWrite(mutations: [set("c", bytesValue("1"))])
         ]
         var writes: [(AtomicWrite, @Sendable (Result<AtomicWriteResult, KVError>) -> Void)] = []
         for (i, w) in ws.enumerated() {
             done.enter()
-            writes.append((w, { r in results.with { $0[i] = r }; done.leave() }))
+            writes.append(
+                (
+                    w,
+                    { r in
+                        results.with { $0[i] = r }
+                        done.leave()
+                    }
+                ))
         }
         s.submitAll(writes)
         XCTAssertEqual(done.wait(timeout: .now() + 30), .success)
@@ -121,7 +144,8 @@ final class PostgresStoreTests: PGTestCase {
         XCTAssertNil(try s.get("b"), "nothing of the invalid write is applied")
         XCTAssertNotNil(try s.get("c"))
         let va = try s.get("a")!.versionstamp, vc = try s.get("c")!.versionstamp
-        XCTAssertEqual(Versionstamps.counter(of: vc)! - Versionstamps.counter(of: va)!, 1, "the failed write took no versionstamp")
+        XCTAssertEqual(
+            Versionstamps.counter(of: vc)! - Versionstamps.counter(of: va)!, 1, "the failed write took no versionstamp")
     }
 
     func testOversizedKeyFailsAloneNotItsBatch() throws {
@@ -131,9 +155,18 @@ final class PostgresStoreTests: PGTestCase {
         let results = Locked<[Int: Result<AtomicWriteResult, KVError>]>([:])
         let done = DispatchGroup()
         var writes: [(AtomicWrite, @Sendable (Result<AtomicWriteResult, KVError>) -> Void)] = []
-        for (i, m) in [set("ok1", bytesValue("1")), Mutation(key: huge, kind: .set(bytesValue("x"))), set("ok2", bytesValue("2"))].enumerated() {
+        for (i, m) in [
+            set("ok1", bytesValue("1")), Mutation(key: huge, kind: .set(bytesValue("x"))), set("ok2", bytesValue("2"))
+        ].enumerated() {
             done.enter()
-            writes.append((AtomicWrite(mutations: [m]), { r in results.with { $0[i] = r }; done.leave() }))
+            writes.append(
+                (
+                    AtomicWrite(mutations: [m]),
+                    { r in
+                        results.with { $0[i] = r }
+                        done.leave()
+                    }
+                ))
         }
         s.submitAll(writes)
         XCTAssertEqual(done.wait(timeout: .now() + 30), .success)
@@ -196,7 +229,8 @@ final class PostgresStoreTests: PGTestCase {
         defer { w.cancel() }
         guard case .deadLettered(let vs?) = try s.fail(m2) else { return XCTFail() }
         XCTAssertEqual(woken.wait(seconds: 5), true)
-        XCTAssertEqual(try s.get("dl1"), KVEntry(key: k("dl1"), value: KVValue(data: [7], encoding: .v8), versionstamp: vs))
+        XCTAssertEqual(
+            try s.get("dl1"), KVEntry(key: k("dl1"), value: KVValue(data: [7], encoding: .v8), versionstamp: vs))
         XCTAssertEqual(try s.get("dl2")?.versionstamp, vs)
         XCTAssertEqual(s.currentVersionstamp, vs)
         XCTAssertEqual(try s.queueCounts(), QueueCounts(ready: 0, inflight: 0))
@@ -260,5 +294,63 @@ final class PostgresStoreTests: PGTestCase {
         let r = Box<Result<AtomicWriteResult, KVError>>()
         s.atomicWrite(AtomicWrite(mutations: [set("c", bytesValue("1"))])) { r.set($0) }
         guard case .failure(.unavailable)? = r.wait() else { return XCTFail() }
+    }
+}
+
+/// Latency and throughput probes (printed; asserted only loosely, since the
+/// test machine is shared). `make bench` owns the comparable numbers.
+final class PostgresProbeTests: PGTestCase {
+    func testSequentialWriteAndReadLatency() throws {
+        let s = try open()
+        var w: [Double] = [], r: [Double] = [], r3: [Double] = []
+        for i in 0..<300 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try s.commit([set("l\(i % 10)", bytesValue("\(i)"))])
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            _ = try s.get("l\(i % 10)")
+            let t2 = DispatchTime.now().uptimeNanoseconds
+            _ = try s.snapshotRead([
+                ReadRange(start: k("l0"), end: k("l5"), limit: 10),
+                ReadRange(start: k("l5"), end: k("m"), limit: 10),
+                ReadRange(start: k("x"), end: k("y"), limit: 10)
+            ])
+            let t3 = DispatchTime.now().uptimeNanoseconds
+            w.append(Double(t1 - t0) / 1e6)
+            r.append(Double(t2 - t1) / 1e6)
+            r3.append(Double(t3 - t2) / 1e6)
+        }
+        func p(_ a: [Double], _ q: Double) -> String {
+            String(format: "%.2f", a.sorted()[Int(Double(a.count - 1) * q)])
+        }
+        print(
+            "PG probe: write p50 \(p(w, 0.5)) ms p99 \(p(w, 0.99)) ms; 1-key read p50 \(p(r, 0.5)) ms; 3-range snapshot read p50 \(p(r3, 0.5)) ms"
+        )
+        XCTAssertLessThan(w.sorted()[w.count / 2], 200)
+    }
+
+    func testConcurrentWriteThroughputOneAndTwoDaemons() throws {
+        for daemons in [1, 2] {
+            let stores = try (0..<daemons).map { _ in try open() }
+            let n = 4000
+            let done = DispatchGroup()
+            let t0 = Date()
+            let errors = Locked(0)
+            for i in 0..<n {
+                done.enter()
+                stores[i % daemons].atomicWrite(
+                    AtomicWrite(mutations: [set("t\(daemons)-\(i % 500)", bytesValue("\(i)"))])
+                ) { r in
+                    if case .failure = r { errors.with { $0 += 1 } }
+                    done.leave()
+                }
+            }
+            XCTAssertEqual(done.wait(timeout: .now() + 120), .success)
+            let dt = Date().timeIntervalSince(t0)
+            XCTAssertEqual(errors.value, 0)
+            let batches = stores.map(\.batchesCommitted).reduce(0, +)
+            print(
+                "PG probe: \(n) concurrent writes through \(daemons) store(s): \(Int(Double(n) / dt)) writes/s, \(batches) transactions"
+            )
+        }
     }
 }
