@@ -28,9 +28,15 @@ final class PGQueue: @unchecked Sendable {
                      ORDER BY deadline_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED)
         RETURNING \(columns)
         """
+    /// Expired leases → ready, except poison messages (their `$2`-th lease
+    /// ended without ack or fail; `$2` = 0: no limit), which `poisonSQL` finds.
     static let expireSQL = """
         UPDATE queue_messages SET state = 'ready', lease_until_ms = NULL, leased_by = NULL
-        WHERE state = 'inflight' AND lease_until_ms <= $1 RETURNING id
+        WHERE state = 'inflight' AND lease_until_ms <= $1 AND ($2 = 0 OR lease_seq - attempts < $2) RETURNING id
+        """
+    static let poisonSQL = """
+        SELECT id, lease_seq FROM queue_messages
+        WHERE state = 'inflight' AND lease_until_ms <= $1 AND $2 > 0 AND lease_seq - attempts >= $2
         """
     static let nextDueSQL = """
         SELECT LEAST((SELECT MIN(deadline_ms) FROM queue_messages WHERE state = 'ready'),
@@ -333,7 +339,26 @@ final class PGQueue: @unchecked Sendable {
                 recovered = try recoverOrphans(c)
                 nextOrphanScanMs = now + Self.orphanScanMs
             }
-            var q = [PGQuery(PGSQL.begin), PGQuery(Self.expireSQL, [.int8(now)])]
+            let maxLeases = Int64(ctx.options.queueMaxLeases)
+            var poison: [(id: Int64, leaseSeq: Int64)] = []
+            if maxLeases > 0 {
+                let p = try c.query(Self.poisonSQL, [.int8(now), .int8(maxLeases)])
+                poison = (0..<p.rowCount).map { (p.int64($0, 0), p.int64($0, 1)) }
+            }
+            for m in poison {
+                // Dead-lettered like a failed last attempt; another daemon
+                // may have done it first (then this finds no lease).
+                let r = try failAttempt(c, Settle(id: m.id, leaseSeq: m.leaseSeq, success: false) { _ in },
+                                        poison: true)
+                if case .deadLettered = r {
+                    ctx.logger.warning("queue: message \(m.id) dead-lettered: \(maxLeases) leases ended without ack or fail")
+                    cond.lock()
+                    _stats.poisoned += 1
+                    _stats.deadLettered += 1
+                    cond.unlock()
+                }
+            }
+            var q = [PGQuery(PGSQL.begin), PGQuery(Self.expireSQL, [.int8(now), .int8(maxLeases)])]
             for w in waiters {
                 q.append(PGQuery(Self.claimSQL, [.int8(now), .int8(now + w.visibilityMs), .int8(1), .null]))
             }
@@ -439,7 +464,7 @@ final class PGQueue: @unchecked Sendable {
     /// A failed attempt: retry after the next delay of the schedule, or dead
     /// letter (payload to every keys_if_undelivered key with a versionstamp
     /// from the shared counter, message deleted) in one transaction.
-    private func failAttempt(_ c: PGConnection, _ s: Settle) throws -> QueueSettleResult {
+    private func failAttempt(_ c: PGConnection, _ s: Settle, poison: Bool = false) throws -> QueueSettleResult {
         let sel = try c.pipeline([PGQuery(PGSQL.begin), PGQuery(Self.selectLeasedSQL, [.int8(s.id), .int8(s.leaseSeq)])]
         )
         guard sel[1].rowCount > 0 else {
@@ -449,7 +474,7 @@ final class PGQueue: @unchecked Sendable {
         let m = message(sel[1], 0)
         let now = PGContext.wallClockMs()
         let failures = m.attempt
-        if failures - 1 < m.backoffSchedule.count {
+        if !poison && failures - 1 < m.backoffSchedule.count {
             let at = now + Int64(m.backoffSchedule[failures - 1])
             var q = [PGQuery(Self.retrySQL, [.int8(s.id), .int8(s.leaseSeq), .int8(Int64(failures)), .int8(at)])]
             if let n = ctx.notifyQuery(counter: ctx.counter, keys: [], expiryMs: nil, dueMs: at) { q.append(n) }

@@ -22,11 +22,14 @@ public struct PostgresOptions: Sendable {
     public var resolveTimeoutMs: Int64
     /// Commit markers older than this are deleted.
     public var markerRetentionMs: Int64
+    /// Poison limit: a message whose this-many-th lease ends without ack or
+    /// fail is dead-lettered (0 = no limit), as in SQLite mode.
+    public var queueMaxLeases: Int
 
     public init(
         schema: String = "kvconnectd", readConnections: Int = 4, maxBatchSize: Int = 256,
         unavailableAfterMs: Int64 = 5_000, resolveTimeoutMs: Int64 = 30_000,
-        markerRetentionMs: Int64 = 600_000
+        markerRetentionMs: Int64 = 600_000, queueMaxLeases: Int = 10
     ) {
         self.schema = schema
         self.readConnections = readConnections
@@ -34,6 +37,7 @@ public struct PostgresOptions: Sendable {
         self.unavailableAfterMs = unavailableAfterMs
         self.resolveTimeoutMs = resolveTimeoutMs
         self.markerRetentionMs = markerRetentionMs
+        self.queueMaxLeases = queueMaxLeases
     }
 }
 

@@ -28,7 +28,7 @@ enum StorageFactory {
                 url = uri.withPassword(text.trimmingCharacters(in: .newlines))
             }
             do {
-                return try PostgresStore(url: url)
+                return try PostgresStore(url: url, options: PostgresOptions(queueMaxLeases: queueMaxLeases))
             } catch {
                 // libpq names host and user, never the password; masked all the same.
                 throw Settings.Invalid(description: "cannot open PostgreSQL database \(uri.masked): \(PGMask.mask("\(error)"))")

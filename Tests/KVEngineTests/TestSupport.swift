@@ -48,7 +48,8 @@ final class TempDB {
             return try PostgresStore(
                 url: try TestBackend.pgURL(),
                 options: PostgresOptions(
-                    schema: pgSchema, readConnections: options.readConnections, maxBatchSize: options.maxBatchSize))
+                    schema: pgSchema, readConnections: options.readConnections, maxBatchSize: options.maxBatchSize,
+                queueMaxLeases: options.queueMaxLeases))
         }
     }
 
