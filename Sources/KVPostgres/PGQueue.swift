@@ -440,7 +440,8 @@ final class PGQueue: @unchecked Sendable {
     /// letter (payload to every keys_if_undelivered key with a versionstamp
     /// from the shared counter, message deleted) in one transaction.
     private func failAttempt(_ c: PGConnection, _ s: Settle) throws -> QueueSettleResult {
-        let sel = try c.pipeline([PGQuery(PGSQL.begin), PGQuery(Self.selectLeasedSQL, [.int8(s.id), .int8(s.leaseSeq)])])
+        let sel = try c.pipeline([PGQuery(PGSQL.begin), PGQuery(Self.selectLeasedSQL, [.int8(s.id), .int8(s.leaseSeq)])]
+        )
         guard sel[1].rowCount > 0 else {
             try c.execScript("ROLLBACK")
             return try lostOrMissing(c, s.id)

@@ -182,8 +182,13 @@ final class PGWriter: @unchecked Sendable {
                 conn?.rollbackQuietly()
                 switch e.kind {
                 case .retry:
+                    // Rolled back by the server (deadlock, serialization): run again.
                     ctx.logger.debug("group commit: \(e); retrying")
                     PGMetrics.retried()
+                    if PGContext.wallClockMs() >= giveUpAt {
+                        return (Array(repeating: .failure(e.asKVError), count: writes.count), nil)
+                    }
+                    if attempt > 1 { usleep(UInt32.random(in: 1_000...(5_000 * UInt32(min(attempt, 10))))) }
                     continue
                 case .other:
                     // One write may be at fault (e.g. a key too large for the

@@ -19,8 +19,16 @@ func submitTogether(_ store: any KVStorage, _ writes: [AtomicWrite]) -> [Result<
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0
-    func add(_ d: Int = 1) { lock.lock(); n += d; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+    func add(_ d: Int = 1) {
+        lock.lock()
+        n += d
+        lock.unlock()
+    }
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return n
+    }
 }
 
 final class GroupCommitTests: KVTestCase {
@@ -41,7 +49,8 @@ final class GroupCommitTests: KVTestCase {
         // B's check expects A's versionstamp: in the same batch it must see A's write.
         let vaPredicted = Versionstamps.make(counter: Versionstamps.counter(of: store.currentVersionstamp)! + 1)
         let a2 = AtomicWrite(mutations: [set("z", bytesValue("A2"))])
-        let b2 = AtomicWrite(checks: [Check(key: k("z"), versionstamp: vaPredicted)], mutations: [set("z", bytesValue("B2"))])
+        let b2 = AtomicWrite(
+            checks: [Check(key: k("z"), versionstamp: vaPredicted)], mutations: [set("z", bytesValue("B2"))])
         let r2 = submitTogether(store, [a2, b2])
         XCTAssertEqual(r2[0], .success(.committed(versionstamp: vaPredicted)))
         guard case .success(.committed) = r2[1] else { return XCTFail("\(r2)") }
@@ -63,8 +72,9 @@ final class GroupCommitTests: KVTestCase {
             let wins = Counter(), losses = Counter()
             let s = store!
             DispatchQueue.concurrentPerform(iterations: 2) { i in
-                let w = AtomicWrite(checks: [Check(key: k("k"), versionstamp: cur)],
-                                    mutations: [set("k", bytesValue("r\(round)t\(i)"))])
+                let w = AtomicWrite(
+                    checks: [Check(key: k("k"), versionstamp: cur)],
+                    mutations: [set("k", bytesValue("r\(round)t\(i)"))])
                 switch try? s.atomicWriteSync(w) {
                 case .committed?: wins.add()
                 case .checkFailed?: losses.add()
@@ -85,10 +95,13 @@ final class GroupCommitTests: KVTestCase {
             var done = 0
             while done < perThread {
                 guard let e = try? s.get("ctr"), let cur = WriteEvaluator.le64(e.value) else { return }
-                let w = AtomicWrite(checks: [Check(key: k("ctr"), versionstamp: e.versionstamp)],
-                                    mutations: [Mutation(key: k("ctr"), kind: .set(u64(cur + 1)))])
+                let w = AtomicWrite(
+                    checks: [Check(key: k("ctr"), versionstamp: e.versionstamp)],
+                    mutations: [Mutation(key: k("ctr"), kind: .set(u64(cur + 1)))])
                 switch try? s.atomicWriteSync(w) {
-                case .committed?: successes.add(); done += 1
+                case .committed?:
+                    successes.add()
+                    done += 1
                 case .checkFailed?: conflicts.add()
                 case nil: return
                 }
@@ -109,13 +122,17 @@ final class GroupCommitTests: KVTestCase {
         for t in 0..<threads {
             for i in 0..<perThread {
                 done.enter()
-                s.atomicWrite(AtomicWrite(mutations: [
-                    Mutation(key: k("sum"), kind: .sum(u64(1), min: nil, max: nil, clamp: false)),
-                    set("t\(t)/\(i)", bytesValue("x")),
-                ])) { r in
+                s.atomicWrite(
+                    AtomicWrite(mutations: [
+                        Mutation(key: k("sum"), kind: .sum(u64(1), min: nil, max: nil, clamp: false)),
+                        set("t\(t)/\(i)", bytesValue("x"))
+                    ])
+                ) { r in
                     if case .success(.committed(let vs)) = r {
                         versionstamps.add()
-                        seen.lock(); all.append(vs); seen.unlock()
+                        seen.lock()
+                        all.append(vs)
+                        seen.unlock()
                     }
                     done.leave()
                 }
@@ -175,10 +192,15 @@ final class GroupCommitTests: KVTestCase {
         let readerErrors = Counter()
         let reader = Thread {
             while stop.value == 0 {
-                guard let r = try? s.snapshotRead([
-                    ReadRange(start: k("p"), end: k("p\u{0}"), limit: 1),
-                    ReadRange(start: k("q"), end: k("q\u{0}"), limit: 1),
-                ]) else { readerErrors.add(); continue }
+                guard
+                    let r = try? s.snapshotRead([
+                        ReadRange(start: k("p"), end: k("p\u{0}"), limit: 1),
+                        ReadRange(start: k("q"), end: k("q\u{0}"), limit: 1)
+                    ])
+                else {
+                    readerErrors.add()
+                    continue
+                }
                 if r[0].first?.value != r[1].first?.value || r[0].first?.versionstamp != r[1].first?.versionstamp {
                     readerErrors.add()
                 }
@@ -186,8 +208,10 @@ final class GroupCommitTests: KVTestCase {
         }
         reader.start()
         for i in 1...200 {
-            try store.commit([Mutation(key: k("p"), kind: .set(u64(UInt64(i)))),
-                              Mutation(key: k("q"), kind: .set(u64(UInt64(i))))])
+            try store.commit([
+                Mutation(key: k("p"), kind: .set(u64(UInt64(i)))),
+                Mutation(key: k("q"), kind: .set(u64(UInt64(i))))
+            ])
         }
         stop.add()
         Thread.sleep(forTimeInterval: 0.05)

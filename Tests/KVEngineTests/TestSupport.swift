@@ -45,15 +45,18 @@ final class TempDB {
         case .sqlite:
             return try open(options)
         case .postgres:
-            return try PostgresStore(url: try TestBackend.pgURL(), options: PostgresOptions(
-                schema: pgSchema, readConnections: options.readConnections, maxBatchSize: options.maxBatchSize))
+            return try PostgresStore(
+                url: try TestBackend.pgURL(),
+                options: PostgresOptions(
+                    schema: pgSchema, readConnections: options.readConnections, maxBatchSize: options.maxBatchSize))
         }
     }
 
     deinit {
         try? FileManager.default.removeItem(at: dir)
         if TestBackend.current == .postgres, let url = try? TestBackend.pgURL(),
-           let c = try? PGConnection(conninfo: url, searchPath: "public") {
+            let c = try? PGConnection(conninfo: url, searchPath: "public")
+        {
             try? c.execScript("DROP SCHEMA IF EXISTS \(pgSchema) CASCADE")
         }
     }

@@ -74,6 +74,18 @@ final class MultiDaemonTests: PGTestCase {
         w.cancel()
     }
 
+    func testCommitOfMoreKeysThanANotificationHoldsWakesWatchersOnB() throws {
+        let a = try open(), b = try open()
+        let woken = Box<Bool>()
+        let w = b.watch(keys: [k("many-799")]) { woken.set(true) }
+        defer { w.cancel() }
+        let keys = (0..<800).map { "many-\($0)" }
+        let n = PGNotification(sender: "x", counter: 1, earliestExpiryMs: nil, earliestDueMs: nil, keys: keys.map(k))
+        XCTAssertTrue(n.payload.hasSuffix(";*"), "too many keys for one NOTIFY: B must wake every watcher")
+        try a.commit(keys.map { set($0, bytesValue("v")) })
+        XCTAssertEqual(woken.wait(seconds: 5), true)
+    }
+
     func testCheckAndSetLosesNoUpdateAcrossDaemons() throws {
         let a = try open(), b = try open()
         try a.commit([Mutation(key: k("n"), kind: .set(u64(0)))])
@@ -158,6 +170,22 @@ final class MultiDaemonTests: PGTestCase {
         XCTAssertEqual(ids.count, n, "pulled \(claimed.value.count), pushed \(pushed.value.count)")
         XCTAssertEqual(Set(ids).count, n, "no message handed out twice")
         XCTAssertEqual(try a.queueCounts(), QueueCounts(ready: 0, inflight: 0))
+    }
+
+    func testPullLeaseOnASettledThroughB() throws {
+        let a = try open(), b = try open()
+        try a.enqueue([1], keys: [k("dead")], backoff: [10])
+        let m1 = try XCTUnwrap(try a.lease())
+        guard case .retryScheduled = try b.fail(m1) else { return XCTFail("fail through B") }
+        let m2 = try XCTUnwrap(try b.lease(waitMs: 5000), "B's dispatcher wakes at the retry time")
+        XCTAssertEqual(m2.attempt, 2)
+        XCTAssertEqual(try a.ack(m1), .leaseLost)
+        guard case .deadLettered(let vs?) = try a.fail(m2) else { return XCTFail("dead letter through A") }
+        XCTAssertEqual(try b.get("dead")?.versionstamp, vs)
+        try b.enqueue([2])
+        let m3 = try XCTUnwrap(try b.lease(waitMs: 5000))
+        XCTAssertEqual(try a.ack(m3), .acknowledged)
+        XCTAssertEqual(try b.queueCounts(), QueueCounts(ready: 0, inflight: 0))
     }
 
     func testPushedMessagesOfAStoppedDaemonAreRecoveredByAnother() throws {
