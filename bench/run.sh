@@ -13,7 +13,8 @@
 # 10000000: about 2 minutes of preloading and 1.7 GB of disk), BIG_CONNECTIONS
 # (default 512), IDLE_CONNECTIONS (default 1000), THREADS (load-generator
 # threads, default 2), WATCH_CHANGES (default 1000), STREAMS (default 1000),
-# BIN (daemon binary, default .build/release/kvconnectd), SKIP (space-separated
+# BIN (daemon binary, default .build/release/kvconnectd), BENCH_DOC (report file,
+# default docs/benchmarks.md), SKIP (space-separated
 # sections to skip: h2 wrk redis deno scale values conns idle watch streams pg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -284,7 +285,7 @@ if want scale; then
 fi
 
 T_END=$(date +%s)
-"$PY" bench/report.py "$RES" docs/benchmarks.md \
+"$PY" bench/report.py "$RES" "${BENCH_DOC:-docs/benchmarks.md}" \
   conc="$CONC" dur="$DUR" keys="$KEYS" scale_keys="$SCALE_KEYS" bigc="$BIGC" idle="$IDLE" threads="$THREADS" \
   rss_idle="$RSS_IDLE" rss_after="$RSS_AFTER" load_start="$LOAD_START" load_end="$(cut -d' ' -f1-3 /proc/loadavg)" \
   seconds="$((T_END - T_START))" cmd="${BENCH_CMD:-make bench}"

@@ -186,8 +186,8 @@ private struct CopyRun {
                 guard let lastKey = page.last?.key else { break }
                 let live = page.filter { ($0.expiresAtMs ?? .max) > startMs }
                 last = lastKey
-                let next: CopyPosition = page.count < pageSize && !src.keepsExpiryAndQueue ? .done : .entries(after: lastKey)
-                try dst.importBulk(BulkImport(entries: live, messages: [], progressName: src.identity, progress: next.encoded))
+                try dst.importBulk(BulkImport(entries: live, messages: [], progressName: src.identity,
+                                              progress: CopyPosition.entries(after: lastKey).encoded))
                 copied += live.count
                 progress.show("copy: \(copied) entries")
             }

@@ -275,9 +275,15 @@ def test_postgres_restart_under_load_loses_nothing_and_clients_resume(daemons, p
             status, _ = http(a.url + "/readyz", method="GET")
             time.sleep(0.2)
         assert status == 503
-        m_status, _ = http(a.url + "/", json.dumps({"supportedVersions": [3]}).encode(),
-                           {"Authorization": f"Bearer {TOKEN}"})
-        time.sleep(1)
+        m = a.metadata()  # tokens are in memory: the exchange works without the database
+        req = urllib.request.Request(a.url + "/v2/snapshot_read", data=snapshot_read_body(b"\x02a", b"\x02b", 1),
+                                     headers={"Authorization": f"Bearer {m['token']}",
+                                              "Content-Type": "application/x-protobuf"}, method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=30).read()
+            raise AssertionError("a read succeeded while PostgreSQL was down")
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and e.headers.get("Retry-After") == "1", (e.code, dict(e.headers))
         counts_down = [len(_acknowledged(p)) for _, p in procs]
         pg_cluster.start_server()
         deadline = time.time() + 30
