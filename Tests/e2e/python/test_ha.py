@@ -252,8 +252,9 @@ def test_replication_lag_under_load(pair, started, tmp_path):
     assert acked > 0 and all(s is not None for s in samples), samples
     samples.sort()
     p50, p99, worst = samples[len(samples) // 2], samples[int(len(samples) * 0.99)], samples[-1]
-    # Loopback, asynchronous standby: replay keeps up within a second.
-    assert worst < 1.0, samples[-10:]
+    # Loopback, asynchronous standby: replay keeps up (runs saw 15-454 ms on a
+    # shared 2-core machine; the bound leaves room for a loaded one).
+    assert worst < 5.0, samples[-10:]
     print(f"\nREPLICATION LAG under {acked / 8:.0f} writes/s: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
           f"max {worst * 1000:.0f} ms ({len(samples)} samples)")
 
