@@ -80,6 +80,12 @@ final class PGWriter: @unchecked Sendable {
         cond.unlock()
     }
 
+    private var isClosing: Bool {
+        cond.lock()
+        defer { cond.unlock() }
+        return closing
+    }
+
     /// PID of the writer connection's server process (tests terminate it).
     var backendPID: Int32 {
         cond.lock()
@@ -202,7 +208,22 @@ final class PGWriter: @unchecked Sendable {
                     if let evaluated = e.context as? PGCommitSnapshot {
                         // COMMIT may have happened: find out before answering.
                         let resolveBy = max(giveUpAt, PGContext.wallClockMs() + ctx.options.resolveTimeoutMs)
-                        switch resolve(batchId: batchId, until: resolveBy) {
+                        var resolution = resolve(batchId: batchId, until: resolveBy)
+                        // Never answer while the outcome is unknown: a 5xx makes
+                        // the client retry a write that may have committed (a
+                        // sum applied twice). Keep the client waiting until
+                        // PostgreSQL answers; only shutdown ends the wait.
+                        var warned = false
+                        while case .unknown(let why) = resolution, !isClosing {
+                            if !warned {
+                                ctx.logger.warning(
+                                    "group commit: outcome of a lost COMMIT still unknown (\(why)); waiting for PostgreSQL before answering")
+                                warned = true
+                            }
+                            resolution = resolve(
+                                batchId: batchId, until: PGContext.wallClockMs() + ctx.options.resolveTimeoutMs)
+                        }
+                        switch resolution {
                         case .committed:
                             cond.lock()
                             resolved.committed += 1
