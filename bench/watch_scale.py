@@ -12,7 +12,7 @@
 
 Prints a Markdown section for docs/benchmarks.md. Environment: KVCONNECTD_BIN
 (default .build/release/kvconnectd), LARGE (50000), SMALL (10000), FANOUT
-(10000), PROCS (4), ROUNDS (10)."""
+(10000), PROCS (4), ROUNDS (10), GAP (3 s between writes)."""
 import json
 import os
 import statistics
@@ -37,6 +37,9 @@ SMALL = int(os.environ.get("SMALL", "10000"))
 FANOUT = int(os.environ.get("FANOUT", "10000"))
 PROCS = int(os.environ.get("PROCS", "4"))
 ROUNDS = int(os.environ.get("ROUNDS", "10"))
+# Seconds between writes: each round's frames should be out before the next
+# write, or a CPU-starved run measures its own backlog.
+GAP = float(os.environ.get("GAP", "3"))
 
 
 def log(msg):
@@ -89,7 +92,7 @@ def fanout_run(d):
                                   stderr=subprocess.DEVNULL, text=True, env=deno_env())
         writes = []
         for _ in range(ROUNDS):
-            time.sleep(1.0)   # the previous round's frames are out
+            time.sleep(GAP)
             writer.stdin.write("go\n")
             writer.stdin.flush()
             writes.append(json.loads(writer.stdout.readline()))
@@ -145,7 +148,9 @@ def main():
     print(f"### Results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {git}, "
           f"{os.path.basename(os.environ['KVCONNECTD_BIN'].rstrip('/'))} from "
           f"{Path(os.environ['KVCONNECTD_BIN']).parent.name} build)\n")
-    print(f"{os.cpu_count()} cores ({cpu}), {deno_v}. Command: `make watch-scale`.\n")
+    load = open("/proc/loadavg").read().split()[0]
+    print(f"{os.cpu_count()} cores ({cpu}), {deno_v}, load average {load} at the end (the machine is shared). "
+          "Command: `make watch-scale`.\n")
     print("| watch streams on one Deno.Kv handle | daemon RSS before → open | per 1,000 streams | "
           "all initial frames | a change of every key seen | idle CPU (pings) | cancel all + set/get | "
           "RSS after they ended |")
@@ -161,7 +166,7 @@ def main():
     lasts = [r["last_ms"] for r in rs]
     acks = [r["ack_ms"] for r in rs]
     print(f"Fan-out: {FANOUT:,} watchers of one key over {PROCS} Deno processes (daemon RSS "
-          f"{fan['rss_kib'] / 1024:.1f} MiB), {ROUNDS} writes 1 s apart from one more process. Latency from the "
+          f"{fan['rss_kib'] / 1024:.1f} MiB), {ROUNDS} writes {GAP:g} s apart from one more process. Latency from the "
           "writer's `kv.set` call to each watcher's frame, measured in the watcher processes (wall clock, "
           "same machine), so it includes the commit (fsync) and the clients' own work:\n")
     print("| per write | median over the writes | worst write |")

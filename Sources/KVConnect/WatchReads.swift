@@ -41,11 +41,10 @@ final class WatchReads: @unchecked Sendable {
         return clock
     }
 
-    /// Calls `done` with the entries of `keys` from a snapshot taken after
-    /// `since`: joins the read in progress if it started later, else the
-    /// next one, else reads now on the calling thread — and then also the
-    /// next reads of these keys that others wait for. Waiters are called in
-    /// batches on `queue`.
+    /// Calls `done` (on `queue`) with the entries of `keys` from a snapshot
+    /// taken after `since`: joins the read in progress if it started later,
+    /// else the next one, else starts one on `queue`. Never blocks: the
+    /// engine's writer thread calls this for every woken session.
     func read(_ keys: [Bytes], since: UInt64, queue: DispatchQueue, done: @escaping Done) {
         lock.lock()
         if let f = flights[keys] {
@@ -56,7 +55,12 @@ final class WatchReads: @unchecked Sendable {
         clock += 1
         flights[keys] = Flights(started: clock, current: [done])
         lock.unlock()
+        queue.async { self.run(keys, queue: queue) }
+    }
 
+    /// Reads `keys` for the flight in progress, then for the next ones as
+    /// long as sessions wait for them.
+    private func run(_ keys: [Bytes], queue: DispatchQueue) {
         while true {
             let result = Result<[KVEntry?], any Error> { try readKeys(keys) }
             lock.lock()
