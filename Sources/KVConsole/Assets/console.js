@@ -176,12 +176,17 @@ function renderBreadcrumbs(prefix) {
   }
 }
 
+// Answers can arrive out of order (a slow first listing after a quick
+// navigation): only the answer to the latest request is shown.
+let listSeq = 0;
 async function loadList(reset) {
   if (reset) { state.cursor = null; $("entries").tBodies[0].replaceChildren(); $("confirm-panel").hidden = true; }
+  const seq = ++listSeq;
   let page;
   try {
     page = await call("list", { db: state.db, prefix: state.prefix, cursor: state.cursor });
-  } catch (e) { say(e.message, "error"); return; }
+  } catch (e) { if (seq === listSeq) say(e.message, "error"); return; }
+  if (seq !== listSeq) return;
   renderBreadcrumbs(page.prefix);
   const body = $("entries").tBodies[0];
   if (reset) body.replaceChildren();
@@ -369,7 +374,9 @@ function refreshLive() {
       const body = $("entries").tBodies[0];
       // As many rows as are loaded now: a live update does not fold pages back.
       const limit = Math.min(500, Math.max(50, body.rows.length));
+      const seq = ++listSeq;
       const page = await call("list", { db: state.db, prefix: state.prefix, limit });
+      if (seq !== listSeq) return;
       body.replaceChildren();
       for (const e of page.entries) {
         const tr = el("tr", { "data-key": e.key.id }, keyCell(e.key), el("td", { class: "type" }, e.type), el("td", { class: "val" }, e.text));
@@ -384,8 +391,11 @@ function refreshLive() {
         const r = await call("entry", { db: state.db, key: state.key });
         showEntry(r.key, r.entry, !state.dirty);
       }
-    } catch { /* shown on the next action */ }
-    refreshing = null;
+    } catch {
+      /* shown on the next action */
+    } finally {
+      refreshing = null;
+    }
   })();
 }
 
