@@ -53,6 +53,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [[ -n "${PGSTOP:-}" ]] && { eval "$PGSTOP" || true; }
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -265,6 +266,7 @@ if want pg; then
   [[ $(id -u) == 0 ]] && chown postgres "$PGDIR"
   PGPORT=$(free_port)
   as_pg "$PGBIN/initdb" -D "$PGDIR/data" -U postgres -A trust -E UTF8 > "$PGDIR/initdb.log" 2>&1
+  PGSTOP='as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w stop > /dev/null 2>&1'
   as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -o "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB" start > /dev/null
   PGURI="postgresql://postgres@127.0.0.1:$PGPORT"
   log "pgbench on PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') (port $PGPORT)"
@@ -303,6 +305,7 @@ print(json.dumps({"ops_per_s": round(float(tps.group(1))), "latency_avg_ms": flo
   deno_run bench/watch_latency.ts "$PG1_URL" "$CHANGES" "$PG2_URL" | tag '{"kind":"pg-watch"}'
   kill "$PG1_PID" "$PG2_PID"; wait "$PG1_PID" "$PG2_PID" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop > /dev/null
+  PGSTOP=""
 fi
 
 # ------------------------------------------------- database size: KEYS vs SCALE_KEYS

@@ -1,5 +1,6 @@
 """Starts kvconnectd for the end-to-end tests: a free port (the daemon binds
 port 0 and logs the port it got), a temp directory, cleanup by PID."""
+import atexit
 import json
 import os
 import re
@@ -128,9 +129,12 @@ PG_SCRIPT = ROOT / "scripts/pg-test-cluster.sh"
 class PGCluster:
     """One initdb'd server per test session; a fresh database per test."""
 
+    open_clusters = []
+
     def __init__(self):
         # Not under pytest's 0700 basetemp: the server runs as `postgres` when we are root.
         self.dir = Path(tempfile.mkdtemp(prefix="kvc-pg-"))
+        PGCluster.open_clusters.append(self)
         r = subprocess.run(["bash", str(PG_SCRIPT), "start", str(self.dir)], capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise RuntimeError("pg-test-cluster.sh start failed:\n" + r.stdout + r.stderr)
@@ -174,8 +178,17 @@ class PGCluster:
         subprocess.run(cmd, capture_output=True, timeout=60, check=True)
 
     def close(self):
-        subprocess.run(["bash", str(PG_SCRIPT), "stop", str(self.dir)], capture_output=True, timeout=120)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self in PGCluster.open_clusters:
+            PGCluster.open_clusters.remove(self)
+            subprocess.run(["bash", str(PG_SCRIPT), "stop", str(self.dir)], capture_output=True, timeout=120)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@atexit.register
+def _stop_leftover_clusters():
+    """Whatever a fixture teardown missed (an interrupted run) is stopped at exit."""
+    for c in list(PGCluster.open_clusters):
+        c.close()
 
 
 def pg_available():
