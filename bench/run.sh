@@ -33,7 +33,7 @@ STREAMS=${STREAMS:-1000}
 HOT=16
 SKIP=" ${SKIP:-} "
 QMSG=${QUEUE_MESSAGES:-20000}
-if [[ "${ONLY:-}" == queue ]]; then SKIP=" h2 wrk redis deno scale values conns idle watch streams main "; fi
+if [[ "${ONLY:-}" == queue ]]; then SKIP=" h2 wrk redis deno scale values conns idle watch streams pg main "; fi
 BIN=${BIN:-.build/release/kvconnectd}
 DENO=.venv/bin/deno
 PY=.venv/bin/python
