@@ -8,15 +8,17 @@ import Foundation
 import KVEngine
 
 final class PGReadPool: @unchecked Sendable {
-    private let ctx: PGContext
+    /// Opens one pooled connection (the primary's for `PostgresStore`, the
+    /// standby's for `PostgresReplicaStore`).
+    private let connect: () throws -> PGConnection
     private let cond = NSCondition()
     private var idle: [PGConnection] = []
     private var total = 0
     private let maxConnections: Int
     private var closed = false
 
-    init(ctx: PGContext, maxConnections: Int) {
-        self.ctx = ctx
+    init(maxConnections: Int, connect: @escaping () throws -> PGConnection) {
+        self.connect = connect
         self.maxConnections = max(1, maxConnections)
     }
 
@@ -65,7 +67,7 @@ final class PGReadPool: @unchecked Sendable {
         total += 1
         cond.unlock()
         do {
-            return try ctx.connect()
+            return try connect()
         } catch {
             cond.lock()
             total -= 1

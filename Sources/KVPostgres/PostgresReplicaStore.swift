@@ -14,11 +14,7 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
     public let location: String
     private let url: String
     private let schema: String
-    private let maxConnections: Int
-    private let poolCond = NSCondition()
-    private var idle: [PGConnection] = []
-    private var open = 0
-    private var poolClosed = false
+    private let reads: PGReadPool
     private var counter: UInt64
     private let sampleIntervalMs_: Int
     private let lock = NSLock()
@@ -38,7 +34,7 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
         self.databaseId = databaseId
         self.url = url
         self.schema = schema
-        maxConnections = max(1, readConnections)
+        reads = PGReadPool(maxConnections: readConnections) { try PGConnection(conninfo: url, searchPath: schema) }
         sampleIntervalMs_ = max(10, sampleIntervalMs)
         counter = 0
         state = .unavailable(reason: "not sampled yet")
@@ -117,102 +113,8 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
 
     // MARK: - KVStorage (reads only)
 
-    /// All ranges in one REPEATABLE READ transaction (one snapshot), one
-    /// pipelined round trip; a lost connection is replaced and the read
-    /// tried once more.
     public func snapshotRead(_ ranges: [ReadRange], nowMs: Int64?) throws -> [[KVEntry]] {
-        let now = nowMs ?? Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
-        let live = ranges.enumerated().filter { $0.element.limit > 0 }
-        if live.isEmpty { return ranges.map { _ in [] } }
-        let queries = live.map { _, r in
-            PGQuery(
-                r.reverse ? PGSQL.rangeDesc : PGSQL.rangeAsc,
-                [.bytea(r.start), .bytea(r.end), .int8(now), .int8(Int64(r.limit))])
-        }
-        let results: [PGResult] = try withConnection { c in
-            if queries.count == 1 { return try c.pipeline(queries) }
-            let all = try c.pipeline(
-                [PGQuery("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")] + queries + [PGQuery("COMMIT")])
-            return Array(all[1...queries.count])
-        }
-        var out = ranges.map { _ in [KVEntry]() }
-        for ((i, _), r) in zip(live, results) {
-            var entries: [KVEntry] = []
-            entries.reserveCapacity(r.rowCount)
-            for row in 0..<r.rowCount {
-                let raw = r.int64(row, 2)
-                guard let enc = Int32(exactly: raw).flatMap(ValueEncoding.init(rawValue:)) else {
-                    throw KVError.internalError("The value encoding \(raw) is unknown.")
-                }
-                entries.append(
-                    KVEntry(
-                        key: r.bytes(row, 0), value: KVValue(data: r.bytes(row, 1), encoding: enc),
-                        versionstamp: r.bytes(row, 3)))
-            }
-            out[i] = entries
-        }
-        return out
-    }
-
-    // MARK: - connection pool
-
-    private func withConnection<T>(_ body: (PGConnection) throws -> T) throws -> T {
-        var lastError: PGError?
-        for _ in 0..<2 {
-            let c = try checkout()
-            do {
-                let out = try body(c)
-                checkin(c)
-                return out
-            } catch let e as PGError {
-                c.rollbackQuietly()
-                lastError = e
-                if c.isBroken || e.kind == .connectionLost || e.kind == .retry {
-                    c.close()
-                    checkin(c)
-                    continue
-                }
-                checkin(c)
-                throw e.asKVError
-            }
-        }
-        throw lastError?.asKVError ?? KVError.unavailable("replica unavailable")
-    }
-
-    private func checkout() throws -> PGConnection {
-        poolCond.lock()
-        while idle.isEmpty && !poolClosed && open >= maxConnections { poolCond.wait() }
-        if poolClosed {
-            poolCond.unlock()
-            throw KVError.unavailable("shutting down")
-        }
-        if let c = idle.popLast() {
-            poolCond.unlock()
-            return c
-        }
-        open += 1
-        poolCond.unlock()
-        do {
-            return try PGConnection(conninfo: url, searchPath: schema)
-        } catch {
-            poolCond.lock()
-            open -= 1
-            poolCond.signal()
-            poolCond.unlock()
-            throw (error as? PGError)?.asKVError ?? KVError.unavailable("\(error)")
-        }
-    }
-
-    private func checkin(_ c: PGConnection) {
-        poolCond.lock()
-        if poolClosed || c.isBroken {
-            c.close()
-            open -= 1
-        } else {
-            idle.append(c)
-        }
-        poolCond.signal()
-        poolCond.unlock()
+        try reads.snapshotRead(ranges, nowMs: nowMs ?? WallClock.nowMs())
     }
 
     public func atomicWrite(
@@ -240,13 +142,7 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
         closed = true
         lock.unlock()
         stopped.wait()
-        poolCond.lock()
-        poolClosed = true
-        for c in idle { c.close() }
-        open -= idle.count
-        idle.removeAll()
-        poolCond.broadcast()
-        poolCond.unlock()
+        reads.close()
     }
 
     /// Watches go to the primary; a registration here never fires.
@@ -258,7 +154,7 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
     public var expiredEntriesRemoved: Int { 0 }
 
     public func storageStats() throws -> StorageStats {
-        try withConnection { c in
+        try reads.withConnection { c in
             let r = try c.query(PGSQL.stats)
             return StorageStats(sizeBytes: r.int64(0, 0), entries: r.int64(0, 1))
         }

@@ -70,7 +70,7 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
         databaseId = id
         ctx = PGContext(conninfo: url, options: options, counter: counter, logger: logger)
         writer = PGWriter(ctx: ctx, conn: first)
-        reads = PGReadPool(ctx: ctx, maxConnections: options.readConnections)
+        reads = PGReadPool(maxConnections: options.readConnections) { [ctx] in try ctx.connect() }
         listener = PGListener(ctx: ctx)
         sweeper = PGSweeper(ctx: ctx)
         queue = PGQueue(ctx: ctx)
