@@ -26,6 +26,8 @@ let package = Package(
             name: "CMicroHTTPD",
             linkerSettings: [.linkedLibrary("microhttpd")]
         ),
+        // Linux calls Glibc's module does not expose (accept4, thread names).
+        .target(name: "CLinux"),
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
         .systemLibrary(name: "CGnuTLS", pkgConfig: "gnutls"),
@@ -38,11 +40,14 @@ let package = Package(
         ),
 
         // Swift layers, bottom up.
+        // The one thread type every layer's long-lived threads use.
+        .target(name: "Threading", dependencies: ["CLinux"]),
         // Backend-neutral: the storage protocol, engine types, versionstamps,
         // V8 values and sums, mutation evaluation, watch hub.
         .target(
             name: "KVEngine",
             dependencies: [
+                "Threading",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -86,7 +91,7 @@ let package = Package(
         ),
         .target(
             name: "HTTPFront",
-            dependencies: ["CMicroHTTPD", "CNGHTTP2", "CGnuTLS", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CMicroHTTPD", "CLinux", "Threading", "CNGHTTP2", "CGnuTLS", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "kvconnectd",

@@ -1,3 +1,5 @@
+import Threading
+import CLinux
 import CMicroHTTPD   // epoll/eventfd declarations (GNU headers)
 import Glibc
 

@@ -1,3 +1,4 @@
+import CLinux
 import CMicroHTTPD   // epoll constants
 import CNGHTTP2
 import Glibc

@@ -1,3 +1,4 @@
+import CLinux
 import CMicroHTTPD
 
 // The request/response values the front hands to and takes from the layer

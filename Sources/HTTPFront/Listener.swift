@@ -1,3 +1,5 @@
+import CLinux
+import Threading
 import CMicroHTTPD   // epoll constants, accept4 wrapper
 import Glibc
 import Logging

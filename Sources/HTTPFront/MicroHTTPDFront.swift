@@ -1,3 +1,5 @@
+import Threading
+import CLinux
 import CMicroHTTPD
 import Glibc
 import Logging

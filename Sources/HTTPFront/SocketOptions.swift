@@ -1,3 +1,4 @@
+import CLinux
 import CMicroHTTPD
 import Glibc
 
@@ -61,41 +62,6 @@ enum SocketOptions {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-    }
-}
-
-/// A pthread that can be joined (Foundation's Thread cannot).
-final class JoinableThread: @unchecked Sendable {
-    private var tid = pthread_t()
-    private var started = false
-
-    init(name: String, _ body: @escaping @Sendable () -> Void) throws {
-        final class Box { let body: () -> Void; let name: String
-            init(_ b: @escaping () -> Void, _ n: String) { body = b; name = n } }
-        let box = Unmanaged.passRetained(Box(body, name)).toOpaque()
-        let rc = pthread_create(&tid, nil, { arg in
-            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
-            kv_set_thread_name(box.name)
-            box.body()
-            return nil
-        }, box)
-        if rc != 0 {
-            Unmanaged<Box>.fromOpaque(box).release()
-            throw HTTPServerError.system("pthread_create", rc)
-        }
-        started = true
-    }
-
-    func join() {
-        guard started else { return }
-        started = false
-        // stop() called from one of our own threads (e.g. inside a handler):
-        // joining itself would deadlock, so detach instead.
-        if pthread_equal(tid, pthread_self()) != 0 {
-            pthread_detach(tid)
-            return
-        }
-        pthread_join(tid, nil)
     }
 }
 

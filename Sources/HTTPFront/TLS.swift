@@ -1,4 +1,5 @@
 import CGnuTLS
+import CLinux
 import CMicroHTTPD   // epoll constants
 import Glibc
 import Logging

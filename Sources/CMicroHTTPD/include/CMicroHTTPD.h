@@ -60,13 +60,4 @@ size_t kv_mhd_request_header_size(struct MHD_Connection *connection);
 int kv_mhd_bytes_received(struct MHD_Connection *connection, uint64_t *out);
 
 
-// Linux calls Swift's Glibc module does not expose (GNU extensions); they live
-// here because this is the front's only C target.
-
-/// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC.
-int kv_accept_nonblocking(int listen_fd, struct sockaddr *addr, socklen_t *addrlen);
-
-/// Names the calling thread (visible in top/gdb); truncated to 15 bytes.
-void kv_set_thread_name(const char *name);
-
 #endif

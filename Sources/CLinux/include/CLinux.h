@@ -1,0 +1,19 @@
+#ifndef KV_CLINUX_H
+#define KV_CLINUX_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+// Linux calls Swift's Glibc module does not expose (GNU extensions or
+// variadic), wrapped so every Swift target can use them without importing
+// libmicrohttpd.
+
+/// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC.
+int kv_accept_nonblocking(int listen_fd, struct sockaddr *addr, socklen_t *addrlen);
+
+/// Names the calling thread (visible in top/gdb); truncated to 15 bytes.
+void kv_set_thread_name(const char *name);
+
+#endif
