@@ -146,8 +146,9 @@ public final class HTTPServer: Sendable {
                 let loop = loops[counter.next() % loops.count]
                 let queued = loop.execute {
                     if let tls {
-                        let hs = TLSHandshaker(fd: fd, loop: loop, context: context, tls: tls,
-                                               address: address, addressLength: length, slot: slot)
+                        let hs = TLSHandshaker(
+                            fd: fd, loop: loop, context: context, tls: tls,
+                            address: address, addressLength: length, slot: slot)
                         guard let token = loop.register(fd: fd, connection: hs) else {
                             SocketOptions.close(fd)
                             slot.release()
@@ -156,8 +157,9 @@ public final class HTTPServer: Sendable {
                         hs.token = token
                         return
                     }
-                    let sniffer = Sniffer(fd: fd, loop: loop, context: context, address: address,
-                                          addressLength: length, slot: slot)
+                    let sniffer = Sniffer(
+                        fd: fd, loop: loop, context: context, address: address,
+                        addressLength: length, slot: slot)
                     guard let token = loop.register(fd: fd, connection: sniffer) else {
                         SocketOptions.close(fd)
                         slot.release()

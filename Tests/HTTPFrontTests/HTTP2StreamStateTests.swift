@@ -15,13 +15,13 @@ final class HTTP2StreamStateTests: XCTestCase {
         .receivingBody, .awaitingResponse,
         .answeredEarly(resetSent: false), .answeredEarly(resetSent: true),
         .refused(headersComplete: false), .refused(headersComplete: true),
-        .responding, .closed(answered: false), .closed(answered: true),
+        .responding, .closed(answered: false), .closed(answered: true)
     ]
 
     static let allEvents: [Event] = [
         .headerField(overLimit: false), .headerField(overLimit: true), .declaredBodyTooLarge,
         .headerBlockComplete, .data(overBodyLimit: false), .data(overBodyLimit: true), .endStream,
-        .bufferBudgetExceeded, .discardLimitExceeded, .deadline, .responseStarted, .responseEnded, .resetByPeer,
+        .bufferBudgetExceeded, .discardLimitExceeded, .deadline, .responseStarted, .responseEnded, .resetByPeer
     ]
 
     struct Transition {
@@ -120,15 +120,20 @@ final class HTTP2StreamStateTests: XCTestCase {
         for (i, t) in Self.legal.enumerated() {
             XCTAssertTrue(Self.allStates.contains(t.from), "\(t.from)")
             XCTAssertTrue(Self.allStates.contains(t.to), "\(t.to)")
-            XCTAssertFalse(Self.legal[..<i].contains { $0.from == t.from && $0.event == t.event },
-                           "duplicate \(t.from) + \(t.event)")
+            XCTAssertFalse(
+                Self.legal[..<i].contains { $0.from == t.from && $0.event == t.event },
+                "duplicate \(t.from) + \(t.event)")
         }
     }
 
     func testAnsweredStates() {
         let answered = Self.allStates.filter(\.isAnswered)
-        XCTAssertEqual(answered, [.answeredEarly(resetSent: false), .answeredEarly(resetSent: true),
-                                  .responding, .closed(answered: true)])
+        XCTAssertEqual(
+            answered,
+            [
+                .answeredEarly(resetSent: false), .answeredEarly(resetSent: true),
+                .responding, .closed(answered: true)
+            ])
     }
 
     /// A reset never changes whether the stream counts as answered, so the
@@ -151,7 +156,7 @@ final class HTTP2StreamStateTests: XCTestCase {
     func testOrdinaryRequest() {
         let (state, actions) = run([
             .headerField(overLimit: false), .headerField(overLimit: false), .headerBlockComplete,
-            .data(overBodyLimit: false), .endStream, .responseStarted, .responseEnded,
+            .data(overBodyLimit: false), .endStream, .responseStarted, .responseEnded
         ])
         XCTAssertEqual(actions, [.storeHeader, .storeHeader, .none, .storeData, .dispatch, .sendResponse, .none])
         XCTAssertEqual(state, .closed(answered: true))
@@ -161,10 +166,14 @@ final class HTTP2StreamStateTests: XCTestCase {
         let (state, actions) = run([
             .headerField(overLimit: false), .declaredBodyTooLarge, .headerField(overLimit: false),
             .headerBlockComplete, .data(overBodyLimit: false), .discardLimitExceeded, .data(overBodyLimit: false),
-            .endStream,
+            .endStream
         ])
-        XCTAssertEqual(actions, [.storeHeader, .none, .storeHeader, .answer(.bodyTooLarge), .discardData,
-                                 .reset(.noError), .discardData, .none])
+        XCTAssertEqual(
+            actions,
+            [
+                .storeHeader, .none, .storeHeader, .answer(.bodyTooLarge), .discardData,
+                .reset(.noError), .discardData, .none
+            ])
         XCTAssertEqual(state, .responding)
     }
 
@@ -177,7 +186,7 @@ final class HTTP2StreamStateTests: XCTestCase {
     func testOversizedHeaderBlockStoresNothingAfterTheLimitAndGets431() {
         let (state, actions) = run([
             .headerField(overLimit: false), .headerField(overLimit: true), .headerField(overLimit: true),
-            .headerBlockComplete, .data(overBodyLimit: false), .endStream,
+            .headerBlockComplete, .data(overBodyLimit: false), .endStream
         ])
         XCTAssertEqual(actions, [.storeHeader, .dropHeaders, .none, .answer(.headersTooLarge), .discardData, .none])
         XCTAssertEqual(state, .responding)
@@ -186,7 +195,7 @@ final class HTTP2StreamStateTests: XCTestCase {
     func testRefusedStreamIsNeverDispatchedNorAnswered() {
         let (state, actions) = run([
             .headerBlockComplete, .data(overBodyLimit: false), .bufferBudgetExceeded, .data(overBodyLimit: false),
-            .discardLimitExceeded, .deadline, .endStream, .responseStarted,
+            .discardLimitExceeded, .deadline, .endStream, .responseStarted
         ])
         XCTAssertEqual(actions, [.none, .storeData, .refuse, .discardData, .none, .none, .none, .none])
         XCTAssertEqual(state, .closed(answered: false))
@@ -223,7 +232,7 @@ final class RapidResetGuardTests: XCTestCase {
         XCTAssertEqual((0..<3).map { _ in guard_.allowReset(nowMs: 3_600_000) }, [true, true, false])
     }
 
-    func testZeroBurstAllowsOneAtATimeAtMost() {
+    func testZeroBurstAndRateAllowNone() {
         var guard_ = RapidResetGuard(burst: 0, perSecond: 0, nowMs: 0)
         XCTAssertFalse(guard_.allowReset(nowMs: 0))
         XCTAssertFalse(guard_.allowReset(nowMs: 10_000))

@@ -5,9 +5,11 @@ import CMicroHTTPD
 // it to the handler and queues the answer (suspending the connection while
 // the handler works elsewhere).
 extension MicroHTTPDFront {
-    func access(_ connection: OpaquePointer, _ method: UnsafePointer<CChar>?,
-                _ uploadData: UnsafePointer<CChar>?, _ uploadDataSize: UnsafeMutablePointer<Int>,
-                _ conCls: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> MHD_Result {
+    func access(
+        _ connection: OpaquePointer, _ method: UnsafePointer<CChar>?,
+        _ uploadData: UnsafePointer<CChar>?, _ uploadDataSize: UnsafeMutablePointer<Int>,
+        _ conCls: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    ) -> MHD_Result {
         let req: MHDRequest
         if let raw = conCls.pointee {
             req = Unmanaged<MHDRequest>.fromOpaque(raw).takeUnretainedValue()
@@ -32,8 +34,9 @@ extension MicroHTTPDFront {
             if headerBytes > maxHeaderBytes {
                 req.phase = .done
                 requestReceived(connection)
-                return queue(connection, .text(431, "request headers exceed the limit of \(maxHeaderBytes) bytes"),
-                             close: true)
+                return queue(
+                    connection, .text(431, "request headers exceed the limit of \(maxHeaderBytes) bytes"),
+                    close: true)
             }
             req.declaredLength = req.headers.first(where: { $0.name == "content-length" })
                 .flatMap { Int($0.value.trimmingCharacters(in: " \t")) }
@@ -122,9 +125,10 @@ extension MicroHTTPDFront {
 
     private func dispatch(_ connection: OpaquePointer, _ req: MHDRequest, method: String) -> MHD_Result {
         let (path, query) = splitPathAndQuery(req.rawURI)
-        let request = HTTPRequest(method: method, path: path, query: query, headers: req.headers,
-                                  body: req.body, version: .http1_1,
-                                  remoteAddress: mhdConnection(connection)?.remoteAddress ?? "")
+        let request = HTTPRequest(
+            method: method, path: path, query: query, headers: req.headers,
+            body: req.body, version: .http1_1,
+            remoteAddress: mhdConnection(connection)?.remoteAddress ?? "")
         req.body = []
         req.phase = .waiting
         let delivery = req.delivery
@@ -170,8 +174,9 @@ extension MicroHTTPDFront {
             guard let base = raw.baseAddress, raw.count > 0 else {
                 return MHD_create_response_from_buffer(0, nil, .RESPMEM_PERSISTENT)
             }
-            return MHD_create_response_from_buffer(raw.count, UnsafeMutableRawPointer(mutating: base),
-                                                   .RESPMEM_MUST_COPY)
+            return MHD_create_response_from_buffer(
+                raw.count, UnsafeMutableRawPointer(mutating: base),
+                .RESPMEM_MUST_COPY)
         }
         guard let mhdResponse else { return .NO }
         defer { MHD_destroy_response(mhdResponse) }
@@ -188,8 +193,10 @@ extension MicroHTTPDFront {
     /// A chunked response fed by an HTTPResponseStream. MHD's reader runs on
     /// this connection's MHD thread and suspends the connection when the
     /// queue is empty; write/finish resume it. No thread waits per stream.
-    private func queueStream(_ connection: OpaquePointer, _ response: HTTPResponse,
-                             start: @Sendable (HTTPResponseStream) -> Void) -> MHD_Result {
+    private func queueStream(
+        _ connection: OpaquePointer, _ response: HTTPResponse,
+        start: @Sendable (HTTPResponseStream) -> Void
+    ) -> MHD_Result {
         let stream = HTTPResponseStream(transport: .mhd(MHDConnectionHandle(raw: connection)))
         let key = ObjectIdentifier(stream)
         let tracked = state.withLock {
@@ -242,8 +249,11 @@ extension MicroHTTPDFront {
             { cls, _, key, value in
                 guard let cls, let key else { return .YES }
                 let req = Unmanaged<MHDRequest>.fromOpaque(cls).takeUnretainedValue()
-                req.headers.append((name: String(cString: key).lowercased(),
-                                    value: value.map { String(cString: $0) } ?? ""))
+                req.headers.append(
+                    (
+                        name: String(cString: key).lowercased(),
+                        value: value.map { String(cString: $0) } ?? ""
+                    ))
                 return .YES
             }, Unmanaged.passUnretained(req).toOpaque())
     }

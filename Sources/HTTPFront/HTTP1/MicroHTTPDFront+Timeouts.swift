@@ -3,8 +3,10 @@ import Glibc
 
 // Connection tracking, limits and request timeouts of the HTTP/1.x path.
 extension MicroHTTPDFront {
-    func connectionStarted(_ connection: OpaquePointer,
-                           _ socketContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>) {
+    func connectionStarted(
+        _ connection: OpaquePointer,
+        _ socketContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    ) {
         let fd = kv_mhd_connection_fd(connection)
         var buf = [CChar](repeating: 0, count: 64)
         _ = kv_mhd_client_address(connection, &buf, buf.count)
@@ -13,8 +15,9 @@ extension MicroHTTPDFront {
             let slot = t.pendingSlots.removeValue(forKey: fd)
             // The first request's clock started at accept.
             let start = slot?.acceptedMs ?? MonotonicClock.nowMs()
-            let conn = MHDConnection(fd: fd, slot: slot, deadlineMs: start + requestTimeoutMs,
-                                     receivingSinceMs: start, remoteAddress: remoteAddress)
+            let conn = MHDConnection(
+                fd: fd, slot: slot, deadlineMs: start + requestTimeoutMs,
+                receivingSinceMs: start, remoteAddress: remoteAddress)
             t.connections[ObjectIdentifier(conn)] = conn
             return conn
         }
@@ -116,7 +119,8 @@ extension MicroHTTPDFront {
     /// so this is the whole answer on the wire; then the socket is shut down.
     private static func sendRequestTimeout(fd: Int32, seconds: Int) {
         let body = "request not complete within \(seconds) s\n"
-        let text = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n"
+        let text =
+            "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n"
             + "Connection: close\r\n\r\n" + body
         _ = Array(text.utf8).withUnsafeBytes {
             send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))

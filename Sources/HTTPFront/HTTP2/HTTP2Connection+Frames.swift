@@ -64,9 +64,11 @@ extension HTTP2Connection {
         return 0
     }
 
-    private func onHeader(_ frame: UnsafePointer<nghttp2_frame>,
-                          _ name: UnsafePointer<UInt8>, _ namelen: Int,
-                          _ value: UnsafePointer<UInt8>, _ valuelen: Int) -> Int32 {
+    private func onHeader(
+        _ frame: UnsafePointer<nghttp2_frame>,
+        _ name: UnsafePointer<UInt8>, _ namelen: Int,
+        _ value: UnsafePointer<UInt8>, _ valuelen: Int
+    ) -> Int32 {
         guard frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
             let stream = streams[frame.pointee.hd.stream_id]
         else { return 0 }
@@ -207,8 +209,9 @@ extension HTTP2Connection {
         guard let session, apply(.bufferBudgetExceeded, to: stream) == .refuse else { return }
         context.logger.debug("h2 \(remoteAddress): buffered request bytes over the per-connection limit")
         dropRequest(stream)
-        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
-                                      NGHTTP2_ENHANCE_YOUR_CALM.rawValue)
+        _ = nghttp2_submit_rst_stream(
+            session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
+            NGHTTP2_ENHANCE_YOUR_CALM.rawValue)
     }
 
     /// Answers a request before it reached the handler (408, 413, 431).

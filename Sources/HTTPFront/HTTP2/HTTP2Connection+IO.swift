@@ -15,20 +15,23 @@ extension HTTP2Connection {
                 inRecv = true
                 let rv = nghttp2_session_mem_recv(session, buf.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
                 inRecv = false
-                if terminating {   // GOAWAY queued by a flood guard
+                if terminating {  // GOAWAY queued by a flood guard
                     flush()
                     close()
                     return
                 }
                 if rv < 0 {
                     context.logger.debug("h2 \(remoteAddress): \(String(cString: nghttp2_strerror(Int32(rv))))")
-                    flush()   // GOAWAY if nghttp2 queued one
+                    flush()  // GOAWAY if nghttp2 queued one
                     close()
                     return
                 }
                 continue
             }
-            if n == 0 { close(); return }    // peer closed
+            if n == 0 {
+                close()
+                return
+            }  // peer closed
             if n == SocketIO.again { break }
             close()
             return
@@ -58,7 +61,10 @@ extension HTTP2Connection {
                 let n = outBuf.withUnsafeBytes {
                     io.send($0.baseAddress! + outOffset, $0.count - outOffset)
                 }
-                if n > 0 { outOffset += n; continue }
+                if n > 0 {
+                    outOffset += n
+                    continue
+                }
                 if n == SocketIO.again { return }
                 close()
                 return
@@ -69,7 +75,10 @@ extension HTTP2Connection {
             while outBuf.count < HTTP2Connection.outHighWater {
                 var ptr: UnsafePointer<UInt8>?
                 let n = nghttp2_session_mem_send(session, &ptr)
-                if n < 0 { close(); return }
+                if n < 0 {
+                    close()
+                    return
+                }
                 if n == 0 { break }
                 outBuf.append(contentsOf: UnsafeBufferPointer(start: ptr, count: n))
             }

@@ -7,9 +7,10 @@ extension HTTP2Connection {
     /// Hands a complete request to the handler; its answer comes back on the loop thread.
     func dispatch(_ stream: HTTP2Stream) {
         let (path, query) = splitPathAndQuery(stream.rawPath)
-        let request = HTTPRequest(method: stream.method, path: path, query: query,
-                                  headers: stream.headers, body: stream.body,
-                                  version: .http2, remoteAddress: remoteAddress)
+        let request = HTTPRequest(
+            method: stream.method, path: path, query: query,
+            headers: stream.headers, body: stream.body,
+            version: .http2, remoteAddress: remoteAddress)
         dropRequest(stream)
         let id = stream.id
         let conn = self
@@ -86,10 +87,11 @@ extension HTTP2Connection {
             guard let n = strdup(name), let v = strdup(value) else { continue }
             cStrings.append(n)
             cStrings.append(v)
-            nva.append(nghttp2_nv(
-                name: UnsafeMutableRawPointer(n).assumingMemoryBound(to: UInt8.self),
-                value: UnsafeMutableRawPointer(v).assumingMemoryBound(to: UInt8.self),
-                namelen: strlen(n), valuelen: strlen(v), flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+            nva.append(
+                nghttp2_nv(
+                    name: UnsafeMutableRawPointer(n).assumingMemoryBound(to: UInt8.self),
+                    value: UnsafeMutableRawPointer(v).assumingMemoryBound(to: UInt8.self),
+                    namelen: strlen(n), valuelen: strlen(v), flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
         }
         let rv: Int32
         if response.body.isEmpty && !streaming {
@@ -119,8 +121,10 @@ extension HTTP2Connection {
         }
     }
 
-    private func readBody(_ streamId: Int32, _ buf: UnsafeMutablePointer<UInt8>, _ length: Int,
-                          _ dataFlags: UnsafeMutablePointer<UInt32>) -> Int {
+    private func readBody(
+        _ streamId: Int32, _ buf: UnsafeMutablePointer<UInt8>, _ length: Int,
+        _ dataFlags: UnsafeMutablePointer<UInt32>
+    ) -> Int {
         guard let stream = streams[streamId] else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }

@@ -57,8 +57,10 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
     static let outHighWater = 64 * 1024
     static let discardCap = 64 << 20
 
-    init(fd: Int32, token: UInt64, loop: EventLoop, context: FrontContext, remoteAddress: String,
-         tls: TLSSession? = nil, slot: ConnectionSlot) {
+    init(
+        fd: Int32, token: UInt64, loop: EventLoop, context: FrontContext, remoteAddress: String,
+        tls: TLSSession? = nil, slot: ConnectionSlot
+    ) {
         self.slot = slot
         self.fd = fd
         self.io = SocketIO(fd: fd, tls: tls)
@@ -67,9 +69,10 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         self.context = context
         self.remoteAddress = remoteAddress
         self.lastActivityMs = MonotonicClock.nowMs()
-        rapidResetGuard = RapidResetGuard(burst: context.configuration.earlyResetBurst,
-                                          perSecond: context.configuration.earlyResetsPerSecond,
-                                          nowMs: lastActivityMs)
+        rapidResetGuard = RapidResetGuard(
+            burst: context.configuration.earlyResetBurst,
+            perSecond: context.configuration.earlyResetsPerSecond,
+            nowMs: lastActivityMs)
         LiveCount.http2Connections.add(1)
     }
 
@@ -119,7 +122,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20),
             nghttp2_settings_entry(
                 settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
-                value: UInt32(clamping: context.configuration.maxHeaderBytes)),
+                value: UInt32(clamping: context.configuration.maxHeaderBytes))
         ]
         guard nghttp2_submit_settings(s, none, &settings, settings.count) == 0 else {
             return false
@@ -195,9 +198,10 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         }
         if streaming {
             // A graceful GOAWAY lets the pending DATA frames go out first.
-            _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
-                                      nghttp2_session_get_last_proc_stream_id(session),
-                                      NGHTTP2_NO_ERROR.rawValue, nil, 0)
+            _ = nghttp2_submit_goaway(
+                session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                nghttp2_session_get_last_proc_stream_id(session),
+                NGHTTP2_NO_ERROR.rawValue, nil, 0)
         } else {
             _ = nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue)
         }

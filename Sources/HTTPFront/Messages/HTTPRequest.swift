@@ -17,9 +17,11 @@ public struct HTTPRequest: Sendable {
     public var version: HTTPVersion
     public var remoteAddress: String
 
-    public init(method: String, path: String, query: String? = nil,
-                headers: [(name: String, value: String)], body: [UInt8],
-                version: HTTPVersion, remoteAddress: String = "") {
+    public init(
+        method: String, path: String, query: String? = nil,
+        headers: [(name: String, value: String)], body: [UInt8],
+        version: HTTPVersion, remoteAddress: String = ""
+    ) {
         self.method = method
         self.path = path
         self.query = query

@@ -19,18 +19,23 @@ public struct HTTPResponse: Sendable {
     }
 
     /// A response whose body is produced over time through an `HTTPResponseStream`.
-    public static func streaming(status: Int = 200, headers: [(name: String, value: String)],
-                                 start: @escaping @Sendable (HTTPResponseStream) -> Void) -> HTTPResponse {
+    public static func streaming(
+        status: Int = 200, headers: [(name: String, value: String)],
+        start: @escaping @Sendable (HTTPResponseStream) -> Void
+    ) -> HTTPResponse {
         var r = HTTPResponse(status: status, headers: headers)
         r.stream = start
         return r
     }
 
     /// A plain-text response (errors, health checks).
-    public static func text(_ status: Int, _ text: String,
-                            headers: [(name: String, value: String)] = []) -> HTTPResponse {
-        HTTPResponse(status: status,
-                     headers: [("content-type", "text/plain; charset=utf-8")] + headers,
-                     body: Array(text.utf8))
+    public static func text(
+        _ status: Int, _ text: String,
+        headers: [(name: String, value: String)] = []
+    ) -> HTTPResponse {
+        HTTPResponse(
+            status: status,
+            headers: [("content-type", "text/plain; charset=utf-8")] + headers,
+            body: Array(text.utf8))
     }
 }

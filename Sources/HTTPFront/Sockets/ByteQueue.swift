@@ -16,10 +16,16 @@ struct ByteQueue {
 
     mutating func consume(_ n: Int) {
         offset += n
-        if offset >= bytes.count { bytes.removeAll(keepingCapacity: true); offset = 0 }
+        if offset >= bytes.count {
+            bytes.removeAll(keepingCapacity: true)
+            offset = 0
+        }
     }
 
-    mutating func removeAll() { bytes = []; offset = 0 }
+    mutating func removeAll() {
+        bytes = []
+        offset = 0
+    }
 
     func withFront<R>(_ body: (UnsafeRawPointer, Int) -> R) -> R {
         bytes.withUnsafeBytes { body($0.baseAddress! + offset, count) }

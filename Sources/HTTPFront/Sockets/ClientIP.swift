@@ -13,8 +13,9 @@ struct ClientIP: Hashable {
             switch Int32(ptr.pointee.ss_family) {
             case AF_INET:
                 ptr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                    var a = sin.pointee.sin_addr.s_addr   // network order
-                    bytes[10] = 0xff; bytes[11] = 0xff
+                    var a = sin.pointee.sin_addr.s_addr  // network order
+                    bytes[10] = 0xff
+                    bytes[11] = 0xff
                     withUnsafeBytes(of: &a) { for i in 0..<4 { bytes[12 + i] = $0[i] } }
                 }
             case AF_INET6:
@@ -23,7 +24,7 @@ struct ClientIP: Hashable {
                     withUnsafeBytes(of: &a) { for i in 0..<16 { bytes[i] = $0[i] } }
                 }
             default:
-                break   // AF_UNIX etc.: all share one key
+                break  // AF_UNIX etc.: all share one key
             }
         }
         hi = bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) }

@@ -28,11 +28,13 @@ final class Listener {
         if s < 0 { throw HTTPServerError.system("socket", errno) }
         SocketOptions.setReuseAddr(s)
         if bind(s, ai.pointee.ai_addr, ai.pointee.ai_addrlen) != 0 {
-            let e = errno; SocketOptions.close(s)
+            let e = errno
+            SocketOptions.close(s)
             throw HTTPServerError.system("bind(\(host):\(port))", e)
         }
         if listen(s, backlog) != 0 {
-            let e = errno; SocketOptions.close(s)
+            let e = errno
+            SocketOptions.close(s)
             throw HTTPServerError.system("listen", e)
         }
         var ss = sockaddr_storage()
@@ -56,7 +58,8 @@ final class Listener {
         fd = s
         stopFd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         if stopFd < 0 {
-            let e = errno; SocketOptions.close(s)
+            let e = errno
+            SocketOptions.close(s)
             throw HTTPServerError.system("eventfd", e)
         }
     }
@@ -64,11 +67,14 @@ final class Listener {
     func start(onAccept: @escaping @Sendable (Int32, sockaddr_storage, socklen_t) -> Void) throws {
         let fd = self.fd, stopFd = self.stopFd
         thread = try JoinableThread(name: "http-accept") {
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: stopFd, events: Int16(POLLIN), revents: 0)]
+            var fds = [
+                pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: stopFd, events: Int16(POLLIN), revents: 0)
+            ]
             var backoffMs: Int32 = -1
             while true {
-                fds[0].revents = 0; fds[1].revents = 0
+                fds[0].revents = 0
+                fds[1].revents = 0
                 if backoffMs > 0 {
                     // Out of descriptors: the listen socket stays readable, so
                     // wait on the stop eventfd alone for a while (no spinning;

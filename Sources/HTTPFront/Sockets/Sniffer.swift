@@ -19,8 +19,10 @@ final class Sniffer: LoopConnection {
     private let deadlineMs: UInt64
     private var done = false
 
-    init(fd: Int32, loop: EventLoop, context: FrontContext, address: sockaddr_storage, addressLength: socklen_t,
-         slot: ConnectionSlot) {
+    init(
+        fd: Int32, loop: EventLoop, context: FrontContext, address: sockaddr_storage, addressLength: socklen_t,
+        slot: ConnectionSlot
+    ) {
         self.slot = slot
         self.fd = fd
         self.loop = loop
@@ -43,13 +45,16 @@ final class Sniffer: LoopConnection {
             close()
             return
         }
-        if n == 0 { close(); return }   // connected and closed without a byte
+        if n == 0 {
+            close()
+            return
+        }  // connected and closed without a byte
         if buf[0..<n] != http2Preface[0..<n] {
             handToMicroHTTPD()
         } else if n == http2Preface.count {
             becomeHTTP2()
         } else if events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 {
-            close()   // partial preface and the peer stopped sending
+            close()  // partial preface and the peer stopped sending
         }
         // else: a prefix of the preface; the next edge brings the rest.
     }
@@ -81,8 +86,9 @@ final class Sniffer: LoopConnection {
 
     private func becomeHTTP2() {
         done = true
-        let conn = HTTP2Connection(fd: fd, token: token, loop: loop, context: context,
-                                   remoteAddress: SocketOptions.describe(address), slot: slot)
+        let conn = HTTP2Connection(
+            fd: fd, token: token, loop: loop, context: context,
+            remoteAddress: SocketOptions.describe(address), slot: slot)
         loop.replace(token: token, with: conn)
         guard conn.start() else {
             conn.close()

@@ -39,8 +39,8 @@ final class TLSBridge {
 
     private var toMHD = ByteQueue()
     private var toClient = ByteQueue()
-    private var clientEOF = false     // no more bytes from the client
-    private var mhdEOF = false        // no more bytes from MHD
+    private var clientEOF = false  // no more bytes from the client
+    private var mhdEOF = false  // no more bytes from MHD
     private var pairWriteShut = false
     private var closed = false
     private var lastActivityMs = MonotonicClock.nowMs()
@@ -86,7 +86,11 @@ final class TLSBridge {
             // toMHD → pair
             while !toMHD.isEmpty && !pairWriteShut {
                 let n = toMHD.withFront { SocketIO.rawSend(pairFd, $0, $1) }
-                if n > 0 { toMHD.consume(n); progress = true; continue }
+                if n > 0 {
+                    toMHD.consume(n)
+                    progress = true
+                    continue
+                }
                 if n == SocketIO.again { break }
                 // MHD closed its side: drop what it will never read.
                 toMHD.removeAll()
@@ -108,13 +112,17 @@ final class TLSBridge {
                 let e = errno
                 if n < 0 && e == EINTR { continue }
                 if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { break }
-                mhdEOF = true   // EOF or error: MHD is done with the connection
+                mhdEOF = true  // EOF or error: MHD is done with the connection
                 progress = true
             }
             // toClient → client (TLS)
             while !toClient.isEmpty {
                 let n = toClient.withFront { io.send($0, $1) }
-                if n > 0 { toClient.consume(n); progress = true; continue }
+                if n > 0 {
+                    toClient.consume(n)
+                    progress = true
+                    continue
+                }
                 if n == SocketIO.again { break }
                 closeAll()
                 return

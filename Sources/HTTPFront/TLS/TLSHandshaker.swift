@@ -17,8 +17,10 @@ final class TLSHandshaker: LoopConnection {
     private let deadlineMs: UInt64
     private var done = false
 
-    init(fd: Int32, loop: EventLoop, context: FrontContext, tls: TLSContext,
-         address: sockaddr_storage, addressLength: socklen_t, slot: ConnectionSlot) {
+    init(
+        fd: Int32, loop: EventLoop, context: FrontContext, tls: TLSContext,
+        address: sockaddr_storage, addressLength: socklen_t, slot: ConnectionSlot
+    ) {
         self.slot = slot
         self.fd = fd
         self.loop = loop
@@ -31,7 +33,10 @@ final class TLSHandshaker: LoopConnection {
 
     func handleEvents(_ events: UInt32) {
         guard !done else { return }
-        guard let session else { close(); return }
+        guard let session else {
+            close()
+            return
+        }
         switch session.handshake() {
         case .again:
             if events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { close() }
@@ -63,8 +68,9 @@ final class TLSHandshaker: LoopConnection {
     }
 
     private func becomeHTTP2(_ session: TLSSession) {
-        let conn = HTTP2Connection(fd: fd, token: token, loop: loop, context: context,
-                                   remoteAddress: SocketOptions.describe(address), tls: session, slot: slot)
+        let conn = HTTP2Connection(
+            fd: fd, token: token, loop: loop, context: context,
+            remoteAddress: SocketOptions.describe(address), tls: session, slot: slot)
         loop.replace(token: token, with: conn)
         guard conn.start() else {
             conn.close()
@@ -84,8 +90,9 @@ final class TLSHandshaker: LoopConnection {
             slot.release()
             return
         }
-        let bridge = TLSBridge(io: SocketIO(fd: fd, tls: session), clientToken: token,
-                               pairFd: pair[0], loop: loop, context: context)
+        let bridge = TLSBridge(
+            io: SocketIO(fd: fd, tls: session), clientToken: token,
+            pairFd: pair[0], loop: loop, context: context)
         loop.replace(token: token, with: bridge.clientSide)
         guard let pairToken = loop.register(fd: pair[0], connection: bridge.pairSide) else {
             bridge.pairToken = nil

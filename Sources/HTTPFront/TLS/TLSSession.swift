@@ -5,7 +5,7 @@ import CGnuTLS
 /// as GNUTLS_E_AGAIN. Loop thread only.
 final class TLSSession {
     let session: OpaquePointer
-    private let credentials: TLSCredentials   // kept alive for the session
+    private let credentials: TLSCredentials  // kept alive for the session
     /// Bytes of a record_send that returned AGAIN: gnutls holds the encrypted
     /// record and must be called again with the same length.
     private var pendingSend = 0
@@ -62,10 +62,16 @@ final class TLSSession {
         let len = pendingSend > 0 ? pendingSend : min(count, 16 * 1024)
         while true {
             let n = gnutls_record_send(session, buf, len)
-            if n > 0 { pendingSend = 0; return n }
+            if n > 0 {
+                pendingSend = 0
+                return n
+            }
             let rc = Int32(n)
             if rc == GNUTLS_E_INTERRUPTED { continue }
-            if rc == GNUTLS_E_AGAIN { pendingSend = len; return SocketIO.again }
+            if rc == GNUTLS_E_AGAIN {
+                pendingSend = len
+                return SocketIO.again
+            }
             failed = true
             return SocketIO.failed
         }
