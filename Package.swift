@@ -26,7 +26,7 @@ let package = Package(
             name: "CMicroHTTPD",
             linkerSettings: [.linkedLibrary("microhttpd")]
         ),
-        // Linux calls Glibc's module does not expose (accept4, thread names, epoll, TCP_INFO).
+        // Linux calls Glibc's module does not expose (accept4, thread names).
         .target(name: "CLinux"),
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
