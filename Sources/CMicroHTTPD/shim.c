@@ -5,7 +5,6 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
-#include <pthread.h>
 #include <poll.h>
 
 struct MHD_Daemon *kv_mhd_start_daemon(unsigned int thread_pool_size,

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import Synchronization
 
 public struct HTTPServerConfiguration: Sendable {
     public var host: String
@@ -76,105 +77,78 @@ public struct HTTPServerConfiguration: Sendable {
     }
 }
 
-/// What both protocol paths need to build requests and answer them.
-struct FrontContextCore: Sendable {
-    let configuration: HTTPServerConfiguration
-    let handler: any HTTPRequestHandler
-    let logger: Logger
-}
-
-final class FrontContext: @unchecked Sendable {
-    let core: FrontContextCore
-    let microHTTPD: MicroHTTPDFront
-    let limiter: ConnectionLimiter
-    /// Set by HTTPServer.start when TLS is configured.
-    var tls: TLSContext?
-    var configuration: HTTPServerConfiguration { core.configuration }
-    var handler: any HTTPRequestHandler { core.handler }
-    var logger: Logger { core.logger }
-
-    init(core: FrontContextCore) {
-        self.core = core
-        microHTTPD = MicroHTTPDFront(context: core)
-        let c = core.configuration
-        let (maxTotal, clamped) = HTTPServer.connectionBudget(c)
-        limiter = ConnectionLimiter(maxTotal: maxTotal, maxPerIP: c.maxConnectionsPerIP)
-        if clamped {
-            core.logger.notice("max_connections \(c.maxConnections) exceeds the file-descriptor limit; using \(maxTotal)")
-        }
-    }
-}
-
-/// Connection → loop assignment; only the accept thread calls it.
-private final class RoundRobin: @unchecked Sendable {
-    private var n = 0
-    func next() -> Int { n &+= 1; return n }
-}
-
 /// HTTP/1.1 (libmicrohttpd) and h2c prior-knowledge HTTP/2 (nghttp2) on one
 /// port. The front accepts, sniffs the first bytes for the HTTP/2 preface and
 /// routes the socket to the matching engine; both call the same handler.
 /// With a certificate configured the port speaks TLS only and ALPN picks the
-/// engine (see TLS.swift).
-public final class HTTPServer: @unchecked Sendable {
+/// engine (see TLS/TLSHandshaker.swift).
+public final class HTTPServer: Sendable {
+    private struct State {
+        var listener: Listener?
+        var loops: [EventLoop] = []
+        /// Set by start when TLS is configured.
+        var tls: TLSContext?
+        var started = false
+        var stopped = false
+        var port = 0
+    }
+
     private let context: FrontContext
-    private let lock = NSLockLite()
-    private var listener: Listener?
-    private var loops: [EventLoop] = []
-    private var started = false
-    private var stopped = false
-    private var port = 0
+    private let state = Mutex(State())
 
     public init(configuration: HTTPServerConfiguration, handler: any HTTPRequestHandler, logger: Logger) {
         context = FrontContext(core: FrontContextCore(configuration: configuration, handler: handler, logger: logger))
     }
 
-    public var boundPort: Int { lock.withLock { port } }
+    public var boundPort: Int { state.withLock { $0.port } }
 
     /// Binds, listens and starts all threads; returns once connections are accepted.
     public func start() throws {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !started else { return }
+        try state.withLock { s in try start(&s) }
+    }
+
+    private func start(_ s: inout State) throws {
+        guard !s.started else { return }
         // A client vanishing mid-write must not kill the daemon.
         signal(SIGPIPE, SIG_IGN)
-        Self.raiseFileLimit()
+        ConnectionBudget.raiseFileLimit()
 
         let config = context.configuration
         do {
             if let cert = config.tlsCertificateFile, let key = config.tlsKeyFile {
-                context.tls = try TLSContext(certFile: cert, keyFile: key)
+                s.tls = try TLSContext(certFile: cert, keyFile: key)
             }
             try context.microHTTPD.start()
             for i in 0..<max(1, config.ioThreads) {
                 let loop = try EventLoop(index: i)
                 try loop.start()
-                loops.append(loop)
+                s.loops.append(loop)
             }
             let listener = try Listener(host: config.host, port: config.port)
-            self.listener = listener
-            port = listener.boundPort
-            let loops = self.loops
+            s.listener = listener
+            s.port = listener.boundPort
+            let loops = s.loops
             let context = self.context
+            let tls = s.tls
             let counter = RoundRobin()
-            let plaintext = context.tls == nil
-            let limiter = context.limiter
-            let logger = context.logger
             try listener.start { fd, address, length in
                 // Runs on the accept thread: a counter check, never a wait.
                 let slot: ConnectionSlot
-                switch limiter.acquire(address) {
-                case let .success(s): slot = s
+                switch context.limiter.acquire(address) {
+                case let .success(acquired): slot = acquired
                 case let .failure(refusal):
-                    logger.debug("refusing connection from \(SocketOptions.describe(address)): \(refusal.reason == .total ? "max_connections" : "max_connections_per_ip") reached")
-                    ConnectionLimiter.refuse(fd: fd, writeResponse: plaintext)
+                    let limit = refusal.reason == .total ? "max_connections" : "max_connections_per_ip"
+                    let client = SocketOptions.describe(address)
+                    context.logger.debug("refusing connection from \(client): \(limit) reached")
+                    ConnectionLimiter.refuse(fd: fd, writeResponse: tls == nil)
                     return
                 }
                 let loop = loops[counter.next() % loops.count]
                 let queued = loop.execute {
-                    if let tls = context.tls {
-                        let hs = TLSHandshaker(fd: fd, loop: loop, context: context, tls: tls,
-                                               address: address, addressLength: length, slot: slot)
+                    if let tls {
+                        let hs = TLSHandshaker(
+                            fd: fd, loop: loop, context: context, tls: tls,
+                            address: address, addressLength: length, slot: slot)
                         guard let token = loop.register(fd: fd, connection: hs) else {
                             SocketOptions.close(fd)
                             slot.release()
@@ -183,8 +157,9 @@ public final class HTTPServer: @unchecked Sendable {
                         hs.token = token
                         return
                     }
-                    let sniffer = Sniffer(fd: fd, loop: loop, context: context, address: address,
-                                          addressLength: length, slot: slot)
+                    let sniffer = Sniffer(
+                        fd: fd, loop: loop, context: context, address: address,
+                        addressLength: length, slot: slot)
                     guard let token = loop.register(fd: fd, connection: sniffer) else {
                         SocketOptions.close(fd)
                         slot.release()
@@ -192,81 +167,56 @@ public final class HTTPServer: @unchecked Sendable {
                     }
                     sniffer.token = token
                 }
-                if !queued {   // loop stopping
+                if !queued {  // loop stopping
                     SocketOptions.close(fd)
                     slot.release()
                 }
             }
         } catch {
-            stopLocked()
+            stop(&s)
             throw error
         }
-        started = true
-        let protocols = context.tls != nil ? "HTTPS: HTTP/1.1 + h2 via ALPN" : "HTTP/1.1 + h2c"
-        context.logger.info("listening on \(config.host):\(port) (\(protocols))")
+        s.started = true
+        let protocols = s.tls != nil ? "HTTPS: HTTP/1.1 + h2 via ALPN" : "HTTP/1.1 + h2c"
+        context.logger.info("listening on \(config.host):\(s.port) (\(protocols))")
     }
 
     /// Loads the configured certificate and key files again; new connections
     /// use them, open ones keep theirs. On any error (unreadable, unparsable,
     /// key not matching) the old credentials stay and the error is thrown.
     public func reloadTLS() throws {
-        guard let tls = lock.withLock({ context.tls }) else { throw TLSError.notConfigured }
+        guard let tls = state.withLock({ $0.tls }) else { throw TLSError.notConfigured }
         try tls.reload()
     }
 
     /// Stops accepting, closes all connections and joins all threads. Idempotent.
     public func stop() {
-        lock.lock()
-        defer { lock.unlock() }
-        stopLocked()
+        state.withLock { s in stop(&s) }
     }
 
     /// First step of a graceful shutdown: close the listening socket so no
     /// new connection arrives; open connections keep being served until stop().
     public func stopAccepting() {
-        lock.lock()
-        defer { lock.unlock() }
-        listener?.stop()
-        listener = nil
+        state.withLock { s in
+            s.listener?.stop()
+            s.listener = nil
+        }
     }
 
-    private func stopLocked() {
-        guard !stopped else { return }
-        stopped = true
+    private func stop(_ s: inout State) {
+        guard !s.stopped else { return }
+        s.stopped = true
         // Order matters: no new sockets, then no more hand-overs from the
         // loops, then MHD (which must not receive sockets once stopped).
-        listener?.stop()
-        listener = nil
-        for loop in loops { loop.stop() }
-        loops.removeAll()
+        s.listener?.stop()
+        s.listener = nil
+        for loop in s.loops { loop.stop() }
+        s.loops.removeAll()
         context.microHTTPD.stop()
     }
 
     /// Live connection counts (tests).
     var limiter: ConnectionLimiter { context.limiter }
-
-    /// `maxConnections` clamped to the descriptors this process may open:
-    /// a plain connection holds one fd, HTTP/1.1 over TLS three (socket and
-    /// socketpair); 256 stay for the database, logs and the server itself.
-    static func connectionBudget(_ c: HTTPServerConfiguration) -> (Int, Bool) {
-        raiseFileLimit()
-        var rl = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0, rl.rlim_cur != rlim_t.max else {
-            return (max(1, c.maxConnections), false)
-        }
-        let perConnection = c.tlsEnabled ? 3 : 1
-        let budget = max(16, (Int(clamping: rl.rlim_cur) - 256) / perConnection)
-        return c.maxConnections > budget ? (budget, true) : (max(1, c.maxConnections), false)
-    }
-
-    /// Many concurrent connections need more than the common soft limit of 1024 fds.
-    private static func raiseFileLimit() {
-        var rl = rlimit()
-        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max
-            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
-        }
-    }
 
     deinit { stop() }
 }

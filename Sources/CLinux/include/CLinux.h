@@ -6,8 +6,9 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
-// Linux calls Swift's Glibc module does not expose (GNU extensions or
-// variadic), wrapped so every Swift target can use them without importing
+// Linux calls Swift's Glibc module does not expose (GNU extensions,
+// variadic calls, epoll/eventfd declarations, struct tcp_info from
+// <linux/tcp.h>), so every Swift target can use them without importing
 // libmicrohttpd.
 
 /// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC.
@@ -15,5 +16,9 @@ int kv_accept_nonblocking(int listen_fd, struct sockaddr *addr, socklen_t *addrl
 
 /// Names the calling thread (visible in top/gdb); truncated to 15 bytes.
 void kv_set_thread_name(const char *name);
+
+/// TCP bytes received on the socket so far (TCP_INFO); -1 if unknown (not
+/// TCP, or a kernel older than 4.1).
+int kv_tcp_bytes_received(int fd, uint64_t *out);
 
 #endif

@@ -3,12 +3,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <microhttpd.h>
 
 // Typed wrappers around libmicrohttpd's variadic calls, so Swift sees a small,
-// non-variadic API.
+// non-variadic API. Linux calls that do not need libmicrohttpd live in CLinux.
 
 /// URI log callback: runs once per request before headers are parsed; its
 /// return value becomes the request's `*con_cls` (our per-request context).
@@ -53,11 +51,8 @@ int kv_mhd_peer_closed(struct MHD_Connection *connection);
 
 /// Re-arms TCP_QUICKACK on the connection's socket (best effort).
 void kv_mhd_quickack(struct MHD_Connection *connection);
-/* Size of the current request's header block (request line to the empty line). */
-size_t kv_mhd_request_header_size(struct MHD_Connection *connection);
-/* TCP bytes received on the connection so far (TCP_INFO); -1 if unknown
- * (not TCP, or an old kernel). */
-int kv_mhd_bytes_received(struct MHD_Connection *connection, uint64_t *out);
 
+/// Size of the current request's header block (request line to the empty line).
+size_t kv_mhd_request_header_size(struct MHD_Connection *connection);
 
 #endif

@@ -1,22 +1,17 @@
-import Threading
 import CLinux
-import CMicroHTTPD   // epoll/eventfd declarations (GNU headers)
 import Glibc
-
-/// Something an event loop owns: one socket, driven only on the loop thread.
-protocol LoopConnection: AnyObject {
-    /// epoll readiness (EPOLLIN/EPOLLOUT/EPOLLRDHUP/EPOLLERR/EPOLLHUP bits).
-    func handleEvents(_ events: UInt32)
-    /// Periodic housekeeping (timeouts), called every `EventLoop.tickMs`.
-    func tick(nowMs: UInt64)
-    /// Close everything now (loop shutting down).
-    func shutdown()
-}
+import Synchronization
+import Threading
 
 /// One epoll thread. Sockets are edge-triggered for both directions so nobody
 /// has to re-arm interest: readers drain until EAGAIN, writers keep pending
 /// output and continue on the next EPOLLOUT edge. Other threads talk to the
 /// loop only through `execute`, which queues a closure and pokes an eventfd.
+///
+/// @unchecked Sendable: the connection table, token counter and tick time
+/// are touched only on the loop thread (`register`, `replace`, `deregister`
+/// and `connectionCount` are documented loop-thread only); everything other
+/// threads touch is in `shared`, and the fds are immutable.
 final class EventLoop: @unchecked Sendable {
     static let tickMs: UInt64 = 200
 
@@ -31,14 +26,15 @@ final class EventLoop: @unchecked Sendable {
     private var nextToken: UInt64 = 1
     private var lastTick: UInt64 = 0
 
-    // Shared state, protected by `lock`.
-    private let lock = NSLockLite()
-    private var tasks: [() -> Void] = []
-    private var stopRequested = false
-    private var closed = false   // wakeFd closed; execute() drops tasks
-    private var loopThread: pthread_t?
-
-    private var thread: JoinableThread?
+    /// What other threads share with the loop thread.
+    private struct Shared {
+        var tasks: [@Sendable () -> Void] = []
+        var stopRequested = false
+        var closed = false  // wakeFd closed; execute() drops tasks
+        var loopThread: pthread_t?
+        var thread: JoinableThread?
+    }
+    private let shared = Mutex(Shared())
 
     init(index: Int) throws {
         self.index = index
@@ -52,38 +48,44 @@ final class EventLoop: @unchecked Sendable {
         }
         var ev = epoll_event()
         ev.events = EPOLLIN.rawValue
-        ev.data.u64 = 0   // token 0 = the wake-up eventfd
+        ev.data.u64 = 0  // token 0 = the wake-up eventfd
         _ = epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFd, &ev)
     }
 
     deinit { readBuffer.deallocate() }
 
     func start() throws {
-        thread = try JoinableThread(name: "h2-loop-\(index)") { [self] in run() }
+        let thread = try JoinableThread(name: "h2-loop-\(index)") { [self] in run() }
+        shared.withLock { $0.thread = thread }
     }
 
     /// True when called on this loop's thread (lets respond() skip the hop).
     var inLoopThread: Bool {
-        lock.lock(); defer { lock.unlock() }
-        guard let t = loopThread else { return false }
-        return pthread_equal(t, pthread_self()) != 0
+        shared.withLock {
+            guard let t = $0.loopThread else { return false }
+            return pthread_equal(t, pthread_self()) != 0
+        }
     }
 
     /// Runs `task` on the loop thread. Dropped silently once the loop stopped,
     /// so late responses for dead connections are harmless. Returns false
     /// when dropped.
     @discardableResult
-    func execute(_ task: @escaping () -> Void) -> Bool {
-        lock.lock()
-        if closed || stopRequested { lock.unlock(); return false }
-        let wasEmpty = tasks.isEmpty
-        tasks.append(task)
-        if wasEmpty {
-            var one: UInt64 = 1
-            _ = write(wakeFd, &one, 8)
+    func execute(_ task: @escaping @Sendable () -> Void) -> Bool {
+        let wakeFd = self.wakeFd
+        return shared.withLock { s in
+            if s.closed || s.stopRequested { return false }
+            let wasEmpty = s.tasks.isEmpty
+            s.tasks.append(task)
+            // Under the lock: the loop closes wakeFd under it too.
+            if wasEmpty { EventLoop.poke(wakeFd) }
+            return true
         }
-        lock.unlock()
-        return true
+    }
+
+    private static func poke(_ fd: Int32) {
+        var one: UInt64 = 1
+        _ = write(fd, &one, 8)
     }
 
     /// Registers a socket. Loop thread only. Returns the token or nil on failure.
@@ -114,22 +116,22 @@ final class EventLoop: @unchecked Sendable {
     var connectionCount: Int { connections.count }
 
     func stop() {
-        lock.lock()
-        let already = stopRequested
-        stopRequested = true
-        if !already && !closed {
-            var one: UInt64 = 1
-            _ = write(wakeFd, &one, 8)
+        let wakeFd = self.wakeFd
+        let thread = shared.withLock { s -> JoinableThread? in
+            let already = s.stopRequested
+            s.stopRequested = true
+            if !already && !s.closed { EventLoop.poke(wakeFd) }
+            let t = s.thread
+            s.thread = nil
+            return t
         }
-        lock.unlock()
         thread?.join()
-        thread = nil
     }
 
     private func run() {
-        lock.lock(); loopThread = pthread_self(); lock.unlock()
+        shared.withLock { $0.loopThread = pthread_self() }
         var events = [epoll_event](repeating: epoll_event(), count: 256)
-        lastTick = SocketOptions.nowMs()
+        lastTick = MonotonicClock.nowMs()
         while true {
             let n = events.withUnsafeMutableBufferPointer {
                 epoll_wait(epfd, $0.baseAddress, Int32($0.count), Int32(EventLoop.tickMs))
@@ -139,7 +141,10 @@ final class EventLoop: @unchecked Sendable {
             if n > 0 {
                 for i in 0..<Int(n) {
                     let token = events[i].data.u64
-                    if token == 0 { wake = true; continue }
+                    if token == 0 {
+                        wake = true
+                        continue
+                    }
                     // Hold a strong reference: the handler may deregister itself.
                     if let conn = connections[token] { conn.handleEvents(events[i].events) }
                 }
@@ -148,16 +153,16 @@ final class EventLoop: @unchecked Sendable {
                 var value: UInt64 = 0
                 _ = read(wakeFd, &value, 8)
             }
-            lock.lock()
-            let pending = tasks
-            tasks.removeAll(keepingCapacity: true)
-            let stopping = stopRequested
-            lock.unlock()
+            let (pending, stopping) = shared.withLock { s in
+                let pending = s.tasks
+                s.tasks.removeAll(keepingCapacity: true)
+                return (pending, s.stopRequested)
+            }
             // Pending tasks run even when stopping: they may carry accepted
             // sockets that must be registered (and then closed) exactly once.
             for task in pending { task() }
             if stopping { break }
-            let now = SocketOptions.nowMs()
+            let now = MonotonicClock.nowMs()
             if now &- lastTick >= EventLoop.tickMs {
                 lastTick = now
                 for conn in Array(connections.values) { conn.tick(nowMs: now) }
@@ -166,30 +171,12 @@ final class EventLoop: @unchecked Sendable {
         // Shutdown: close every socket this loop owns, then the loop itself.
         for conn in Array(connections.values) { conn.shutdown() }
         connections.removeAll()
-        lock.lock()
-        closed = true
-        tasks.removeAll()
-        SocketOptions.close(wakeFd)
-        lock.unlock()
+        let wakeFd = self.wakeFd
+        shared.withLock { s in
+            s.closed = true
+            s.tasks.removeAll()
+            SocketOptions.close(wakeFd)
+        }
         SocketOptions.close(epfd)
-    }
-}
-
-/// A pthread mutex without Foundation (usable from C callbacks too).
-final class NSLockLite: @unchecked Sendable {
-    private let m: UnsafeMutablePointer<pthread_mutex_t>
-    init() {
-        m = .allocate(capacity: 1)
-        pthread_mutex_init(m, nil)
-    }
-    deinit {
-        pthread_mutex_destroy(m)
-        m.deallocate()
-    }
-    @inline(__always) func lock() { pthread_mutex_lock(m) }
-    @inline(__always) func unlock() { pthread_mutex_unlock(m) }
-    @inline(__always) func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        lock(); defer { unlock() }
-        return try body()
     }
 }

@@ -1,5 +1,3 @@
-import CLinux
-import CMicroHTTPD
 import Glibc
 
 // Small socket helpers shared by the accept thread and both protocol paths.
@@ -56,42 +54,9 @@ enum SocketOptions {
             }
         }
     }
-
-    /// Monotonic milliseconds, for timeouts.
-    static func nowMs() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-    }
 }
 
-/// Live-object counters, so tests can check that nothing leaks.
-final class LiveCount: @unchecked Sendable {
-    static let mhdRequests = LiveCount()
-    static let http2Connections = LiveCount()
-    /// HTTPResponseStream objects alive (freed once the producer lets go after close).
-    static let responseStreams = LiveCount()
-    /// gnutls sessions alive (handshaking, HTTP/2 over TLS or bridged HTTP/1.1).
-    static let tlsSessions = LiveCount()
-    /// HTTP/1.1-over-TLS socketpair bridges alive.
-    static let tlsBridges = LiveCount()
-    /// Running totals (only ever added to): see FrontStats.
-    static let http2StreamLimitReached = LiveCount()
-    static let http2RapidResetCloses = LiveCount()
-    private let lock = NSLockLite()
-    private var n = 0
-    func add(_ d: Int) { lock.lock(); n += d; lock.unlock() }
-    var value: Int { lock.withLock { n } }
-}
-
-public enum HTTPServerError: Error, CustomStringConvertible {
-    case system(String, Int32)
-    case microhttpd(String)
-
-    public var description: String {
-        switch self {
-        case let .system(call, err): return "\(call) failed: \(String(cString: strerror(err)))"
-        case let .microhttpd(msg): return "libmicrohttpd: \(msg)"
-        }
-    }
+/// A NUL-terminated C string buffer as a Swift string.
+func cString(_ buf: [CChar]) -> String {
+    buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
 }
