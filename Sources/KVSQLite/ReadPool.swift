@@ -1,14 +1,17 @@
 import CSQLite
-import Foundation
 import KVEngine
+import Threading
 
 /// Pool of read-only connections; each is lent to one thread at a time.
-final class ReadPool: @unchecked Sendable {
-    private let cond = NSCondition()
-    private var idle: [SQLiteConnection] = []
-    private var total = 0
+final class ReadPool: Sendable {
+    private struct State {
+        var idle: [SQLiteConnection] = []
+        var total = 0
+        var closed = false
+    }
+    /// A condition: readers wait for a connection when all are lent.
+    private let state = ConditionLock(State())
     private let maxConnections: Int
-    private var closed = false
     private let path: String
 
     init(path: String, maxConnections: Int) {
@@ -24,49 +27,50 @@ final class ReadPool: @unchecked Sendable {
     }
 
     func withConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        cond.lock()
-        while idle.isEmpty && !closed && total >= maxConnections { cond.wait() }
-        if closed {
-            cond.unlock()
-            throw KVError.unavailable("shutting down")
+        // nil: none idle, open one (counted already).
+        let lent: SQLiteConnection?? = state.wait { s in
+            if s.closed { return .done(.none) }
+            if let c = s.idle.popLast() { return .done(.some(c)) }
+            if s.total < maxConnections {
+                s.total += 1
+                return .done(.some(nil))
+            }
+            return .wait(timeoutMs: nil)
         }
-        var conn = idle.popLast()
-        if conn == nil { total += 1 }
-        cond.unlock()
-
-        if conn == nil {
+        guard let lent else { throw KVError.unavailable("shutting down") }
+        let c: SQLiteConnection
+        if let lent {
+            c = lent
+        } else {
             do {
-                conn = try open()
+                c = try open()
             } catch {
-                cond.lock()
-                total -= 1
-                cond.signal()
-                cond.unlock()
+                state.withLock { $0.total -= 1 }
+                state.signal()
                 throw error
             }
         }
-        let c = conn!
         defer {
-            cond.lock()
-            if closed {
-                c.close()
-                total -= 1
-            } else {
-                idle.append(c)
+            state.withLock { s in
+                if s.closed {
+                    c.close()
+                    s.total -= 1
+                } else {
+                    s.idle.append(c)
+                }
             }
-            cond.signal()
-            cond.unlock()
+            state.signal()
         }
         return try body(c)
     }
 
     func close() {
-        cond.lock()
-        closed = true
-        for c in idle { c.close() }
-        total -= idle.count
-        idle.removeAll()
-        cond.broadcast()
-        cond.unlock()
+        state.withLock { s in
+            s.closed = true
+            for c in s.idle { c.close() }
+            s.total -= s.idle.count
+            s.idle.removeAll()
+        }
+        state.broadcast()
     }
 }

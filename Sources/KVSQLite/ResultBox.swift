@@ -1,31 +1,25 @@
-import KVEngine
-import Foundation
+import Threading
 
-/// One-shot value handoff between threads.
-final class ResultBox<T: Sendable>: @unchecked Sendable {
-    private let cond = NSCondition()
-    private var value: T?
+/// One-shot value handoff between threads (a result computed on the writer).
+final class ResultBox<T: Sendable>: Sendable {
+    private let value = ConditionLock<T?>(nil)
 
     func set(_ v: T) {
-        cond.lock()
-        value = v
-        cond.broadcast()
-        cond.unlock()
+        value.withLock { $0 = v }
+        value.broadcast()
     }
 
     func wait() -> T {
-        cond.lock()
-        defer { cond.unlock() }
-        while value == nil { cond.wait() }
-        return value!
+        value.wait { v in v.map { .done($0) } ?? .wait(timeoutMs: nil) }
     }
 
-    func wait(until deadline: Date) -> T? {
-        cond.lock()
-        defer { cond.unlock() }
-        while value == nil {
-            if !cond.wait(until: deadline) { break }
+    /// nil if no value came within `timeoutMs`.
+    func wait(timeoutMs: Int64) -> T? {
+        let end = MonotonicClock.nowMs() + timeoutMs
+        return value.wait { v in
+            if let v { return .done(v) }
+            let left = end - MonotonicClock.nowMs()
+            return left > 0 ? .wait(timeoutMs: left) : .done(nil)
         }
-        return value
     }
 }

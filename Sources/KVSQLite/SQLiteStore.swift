@@ -26,7 +26,7 @@ public struct SQLiteStoreOptions: Sendable {
     }
 }
 
-public final class SQLiteStore: KVStorage, @unchecked Sendable {
+public final class SQLiteStore: KVStorage, Sendable {
     /// Lower-case UUID generated when the database file was created; stable across reopen.
     public let databaseId: String
     public let path: String
