@@ -9,6 +9,7 @@ import Foundation
 import KVConnect
 import KVEngine
 import Logging
+import Synchronization
 
 public struct ConsoleConfiguration: Sendable {
     /// Where the console lives (no trailing slash).
@@ -293,18 +294,17 @@ public final class ConsoleService: Sendable {
     }
 }
 
-final class StatsCache: @unchecked Sendable {
+final class StatsCache: Sendable {
     let ttlSeconds: Double
-    private let lock = NSLock()
-    private var entries: [String: (at: Double, stats: StorageStats)] = [:]
+    private let entries = Mutex<[String: (at: Double, stats: StorageStats)]>([:])
 
     init(ttlSeconds: Double) { self.ttlSeconds = ttlSeconds }
 
     func get(_ name: String, load: () -> StorageStats?) -> StorageStats? {
         let now = Date().timeIntervalSince1970
-        if let e = lock.withLock({ entries[name] }), now - e.at < ttlSeconds { return e.stats }
+        if let e = entries.withLock({ $0[name] }), now - e.at < ttlSeconds { return e.stats }
         guard let fresh = load() else { return nil }
-        lock.withLock { entries[name] = (now, fresh) }
+        entries.withLock { $0[name] = (now, fresh) }
         return fresh
     }
 }

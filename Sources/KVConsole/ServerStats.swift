@@ -4,6 +4,7 @@
 
 import Dispatch
 import Foundation
+import Synchronization
 
 /// Running totals and live counts as the daemon measures them.
 public struct ServerCounters: Sendable, Equatable {
@@ -31,14 +32,16 @@ struct StatsSample: Sendable, Equatable {
     var commitLatencyMs: Double?
 }
 
-final class StatsHistory: @unchecked Sendable {
+final class StatsHistory: Sendable {
     let capacity: Int
     private let source: any ConsoleServerStats
-    private let lock = NSLock()
-    private var ring: [StatsSample] = []
-    private var next = 0
-    private var last: (time: Double, c: ServerCounters)?
-    private var timer: DispatchSourceTimer?
+    private struct State {
+        var ring: [StatsSample] = []
+        var next = 0
+        var last: (time: Double, c: ServerCounters)?
+        var timer: RepeatingTimer?
+    }
+    private let state = Mutex(State())
 
     init(source: any ConsoleServerStats, capacity: Int = 300) {
         self.source = source
@@ -46,39 +49,38 @@ final class StatsHistory: @unchecked Sendable {
     }
 
     func start(queue: DispatchQueue = DispatchQueue(label: "kvconsole.stats")) {
-        let t = DispatchSource.makeTimerSource(queue: queue)
-        t.schedule(deadline: .now(), repeating: .seconds(1))
-        t.setEventHandler { [weak self] in self?.sample(now: Date().timeIntervalSince1970) }
-        lock.withLock { timer = t }
-        t.resume()
+        let t = RepeatingTimer(queue: queue, first: .seconds(0), interval: .seconds(1)) { [weak self] in
+            self?.sample(now: Date().timeIntervalSince1970)
+        }
+        state.withLock { $0.timer = t }
     }
 
     func stop() {
-        lock.withLock { timer }?.cancel()
+        state.withLock { $0.timer }?.cancel()
     }
 
     /// Adds the rates since the previous call (the first call only sets the baseline).
     func sample(now: Double) {
         let c = source.counters()
-        lock.lock()
-        defer { lock.unlock() }
-        if let (t0, p) = last, now > t0 {
-            let dt = now - t0
-            let dReq = max(0, c.requests - p.requests), dBatches = max(0, c.commitBatches - p.commitBatches)
-            let s = StatsSample(
-                time: now, requestsPerSecond: dReq / dt,
-                requestLatencyMs: dReq > 0 ? max(0, c.requestSeconds - p.requestSeconds) / dReq * 1000 : nil,
-                writesPerSecond: max(0, c.writes - p.writes) / dt,
-                commitLatencyMs: dBatches > 0 ? max(0, c.commitSeconds - p.commitSeconds) / dBatches * 1000 : nil)
-            if ring.count < capacity { ring.append(s) } else { ring[next] = s }
-            next = (next + 1) % capacity
+        state.withLock { s in
+            if let (t0, p) = s.last, now > t0 {
+                let dt = now - t0
+                let dReq = max(0, c.requests - p.requests), dBatches = max(0, c.commitBatches - p.commitBatches)
+                let sample = StatsSample(
+                    time: now, requestsPerSecond: dReq / dt,
+                    requestLatencyMs: dReq > 0 ? max(0, c.requestSeconds - p.requestSeconds) / dReq * 1000 : nil,
+                    writesPerSecond: max(0, c.writes - p.writes) / dt,
+                    commitLatencyMs: dBatches > 0 ? max(0, c.commitSeconds - p.commitSeconds) / dBatches * 1000 : nil)
+                if s.ring.count < capacity { s.ring.append(sample) } else { s.ring[s.next] = sample }
+                s.next = (s.next + 1) % capacity
+            }
+            s.last = (now, c)
         }
-        last = (now, c)
     }
 
     /// Oldest first.
     var samples: [StatsSample] {
-        lock.withLock { ring.count < capacity ? ring : Array(ring[next...] + ring[..<next]) }
+        state.withLock { s in s.ring.count < capacity ? s.ring : Array(s.ring[s.next...] + s.ring[..<s.next]) }
     }
 
     var current: ServerCounters { source.counters() }

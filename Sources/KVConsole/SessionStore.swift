@@ -6,6 +6,7 @@
 
 import Crypto
 import Foundation
+import Synchronization
 
 struct ConsoleSession: Sendable {
     let id: String
@@ -16,13 +17,12 @@ struct ConsoleSession: Sendable {
     var lastUsed: Double
 }
 
-final class SessionStore: @unchecked Sendable {
+final class SessionStore: Sendable {
     let idleSeconds: Double
     let maxSeconds: Double
     let maxSessions: Int
     private let clock: @Sendable () -> Double
-    private let lock = NSLock()
-    private var sessions: [String: ConsoleSession] = [:]
+    private let sessions = Mutex<[String: ConsoleSession]>([:])
 
     init(
         idleSeconds: Double, maxSeconds: Double, maxSessions: Int = 10_000,
@@ -44,48 +44,48 @@ final class SessionStore: @unchecked Sendable {
         let s = ConsoleSession(
             id: Self.randomToken(), csrfToken: Self.randomToken(), tokenDigest: tokenDigest,
             createdAt: now, lastUsed: now)
-        lock.lock()
-        defer { lock.unlock() }
-        if sessions.count >= maxSessions {
-            sessions = sessions.filter { live($0.value, now) }
-            // Still full: the least recently used session goes.
-            if sessions.count >= maxSessions, let oldest = sessions.min(by: { $0.value.lastUsed < $1.value.lastUsed }) {
-                sessions[oldest.key] = nil
+        sessions.withLock { sessions in
+            if sessions.count >= maxSessions {
+                sessions = sessions.filter { live($0.value, now) }
+                // Still full: the least recently used session goes.
+                if sessions.count >= maxSessions,
+                    let oldest = sessions.min(by: { $0.value.lastUsed < $1.value.lastUsed })
+                {
+                    sessions[oldest.key] = nil
+                }
             }
+            sessions[s.id] = s
         }
-        sessions[s.id] = s
         return s
     }
 
     /// The live session with this id (its idle timer restarts), or nil.
     func lookup(_ id: String) -> ConsoleSession? {
         let now = clock()
-        lock.lock()
-        defer { lock.unlock() }
-        guard var s = sessions[id] else { return nil }
-        guard live(s, now) else {
-            sessions[id] = nil
-            return nil
+        return sessions.withLock { sessions in
+            guard var s = sessions[id] else { return nil }
+            guard live(s, now) else {
+                sessions[id] = nil
+                return nil
+            }
+            s.lastUsed = now
+            sessions[id] = s
+            return s
         }
-        s.lastUsed = now
-        sessions[id] = s
-        return s
     }
 
     /// Like `lookup`, without counting as use (an open live view does not
     /// keep an otherwise idle session alive).
     func peek(_ id: String) -> ConsoleSession? {
         let now = clock()
-        return lock.withLock { sessions[id].flatMap { live($0, now) ? $0 : nil } }
+        return sessions.withLock { $0[id].flatMap { live($0, now) ? $0 : nil } }
     }
 
     func remove(_ id: String) {
-        lock.lock()
-        sessions[id] = nil
-        lock.unlock()
+        sessions.withLock { $0[id] = nil }
     }
 
-    var count: Int { lock.withLock { sessions.count } }
+    var count: Int { sessions.withLock { $0.count } }
 
     private func live(_ s: ConsoleSession, _ now: Double) -> Bool {
         now - s.lastUsed < idleSeconds && now - s.createdAt < maxSeconds
@@ -95,12 +95,11 @@ final class SessionStore: @unchecked Sendable {
 /// Failed sign-ins per client address: after `maxFailures` within
 /// `windowSeconds` the address gets 429 until the oldest failure ages out.
 /// (Every failure is also answered late; see ConsoleService.)
-final class SignInThrottle: @unchecked Sendable {
+final class SignInThrottle: Sendable {
     let maxFailures: Int
     let windowSeconds: Double
     private let clock: @Sendable () -> Double
-    private let lock = NSLock()
-    private var failures: [String: [Double]] = [:]
+    private let failures = Mutex<[String: [Double]]>([:])
     /// Bounds memory under a spray of addresses.
     private let maxAddresses = 100_000
 
@@ -116,28 +115,26 @@ final class SignInThrottle: @unchecked Sendable {
     /// Seconds until this address may try again; nil when it may now.
     func retryAfter(_ address: String) -> Int? {
         let now = clock()
-        lock.lock()
-        defer { lock.unlock() }
-        let recent = (failures[address] ?? []).filter { now - $0 < windowSeconds }
-        failures[address] = recent.isEmpty ? nil : recent
-        guard recent.count >= maxFailures, let oldest = recent.first else { return nil }
-        return max(1, Int((oldest + windowSeconds - now).rounded(.up)))
+        return failures.withLock { failures in
+            let recent = (failures[address] ?? []).filter { now - $0 < windowSeconds }
+            failures[address] = recent.isEmpty ? nil : recent
+            guard recent.count >= maxFailures, let oldest = recent.first else { return nil }
+            return max(1, Int((oldest + windowSeconds - now).rounded(.up)))
+        }
     }
 
     func recordFailure(_ address: String) {
         let now = clock()
-        lock.lock()
-        defer { lock.unlock() }
-        if failures.count >= maxAddresses && failures[address] == nil {
-            failures = failures.filter { $0.value.contains { now - $0 < windowSeconds } }
-            if failures.count >= maxAddresses { failures.removeAll() }
+        failures.withLock { failures in
+            if failures.count >= maxAddresses && failures[address] == nil {
+                failures = failures.filter { $0.value.contains { now - $0 < windowSeconds } }
+                if failures.count >= maxAddresses { failures.removeAll() }
+            }
+            failures[address, default: []].append(now)
         }
-        failures[address, default: []].append(now)
     }
 
     func recordSuccess(_ address: String) {
-        lock.lock()
-        failures[address] = nil
-        lock.unlock()
+        failures.withLock { $0[address] = nil }
     }
 }
