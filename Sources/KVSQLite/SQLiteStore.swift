@@ -5,6 +5,7 @@ import CSQLite
 import Foundation
 import KVEngine
 import Logging
+import Threading
 
 public struct SQLiteStoreOptions: Sendable {
     /// PRAGMA synchronous=FULL (default) vs NORMAL.
