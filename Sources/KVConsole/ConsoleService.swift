@@ -9,7 +9,6 @@ import Foundation
 import KVConnect
 import KVEngine
 import Logging
-import Synchronization
 
 public struct ConsoleConfiguration: Sendable {
     /// Where the console lives (no trailing slash).
@@ -291,20 +290,5 @@ public final class ConsoleService: Sendable {
             405, "method \(request.method) not allowed on \(request.path) (allowed: \(allow))")
         r.headers.append(("allow", allow))
         return r
-    }
-}
-
-final class StatsCache: Sendable {
-    let ttlSeconds: Double
-    private let entries = Mutex<[String: (at: Double, stats: StorageStats)]>([:])
-
-    init(ttlSeconds: Double) { self.ttlSeconds = ttlSeconds }
-
-    func get(_ name: String, load: () -> StorageStats?) -> StorageStats? {
-        let now = Date().timeIntervalSince1970
-        if let e = entries.withLock({ $0[name] }), now - e.at < ttlSeconds { return e.stats }
-        guard let fresh = load() else { return nil }
-        entries.withLock { $0[name] = (now, fresh) }
-        return fresh
     }
 }
