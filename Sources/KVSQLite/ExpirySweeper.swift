@@ -46,7 +46,10 @@ final class ExpirySweeper: Sendable {
         loop.stop(wait: wait)
     }
 
-    private struct Outcome: Sendable { var full: Bool; var nextExpiry: Int64? }
+    private struct Outcome: Sendable {
+        var full: Bool
+        var nextExpiry: Int64?
+    }
 
     /// nil when the store is closing.
     private func sweepOnce() -> Outcome? {
