@@ -57,6 +57,7 @@ let package = Package(
             name: "KVSQLite",
             dependencies: [
                 "KVEngine", "CSQLite", .product(name: "Logging", package: "swift-log"),
+                "Threading",
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
@@ -65,6 +66,7 @@ let package = Package(
             name: "KVPostgres",
             dependencies: [
                 "KVEngine", "CLibPQ", .product(name: "Logging", package: "swift-log"),
+                "Threading",
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
@@ -116,6 +118,7 @@ let package = Package(
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
         .testTarget(name: "KVConsoleTests", dependencies: ["KVConsole", "KVConnect", "KVEngine", "KVSQLite"]),
         .testTarget(name: "KVPostgresTests", dependencies: ["KVPostgres", "KVEngine"]),
+        .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
     ]
 )
 

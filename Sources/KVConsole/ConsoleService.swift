@@ -292,19 +292,3 @@ public final class ConsoleService: Sendable {
         return r
     }
 }
-
-final class StatsCache: @unchecked Sendable {
-    let ttlSeconds: Double
-    private let lock = NSLock()
-    private var entries: [String: (at: Double, stats: StorageStats)] = [:]
-
-    init(ttlSeconds: Double) { self.ttlSeconds = ttlSeconds }
-
-    func get(_ name: String, load: () -> StorageStats?) -> StorageStats? {
-        let now = Date().timeIntervalSince1970
-        if let e = lock.withLock({ entries[name] }), now - e.at < ttlSeconds { return e.stats }
-        guard let fresh = load() else { return nil }
-        lock.withLock { entries[name] = (now, fresh) }
-        return fresh
-    }
-}

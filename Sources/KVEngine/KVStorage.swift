@@ -3,8 +3,7 @@
 // and PostgreSQL (`KVPostgres`) implement it; `MemoryStorage` is a small
 // in-process implementation for protocol-layer tests.
 
-import Dispatch
-import Synchronization
+import Threading
 
 /// Sizes and counts for metrics and the console.
 public struct StorageStats: Sendable, Equatable {
@@ -171,14 +170,9 @@ extension KVStorage {
     /// Blocking convenience over `atomicWrite` for commands and tests. Must
     /// not be called from a storage completion handler (it would wait on itself).
     public func atomicWriteSync(_ write: AtomicWrite) throws -> AtomicWriteResult {
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<AtomicWriteResult, KVError>?>(nil)
-        atomicWrite(write) { r in
-            result.withLock { $0 = r }
-            done.signal()
-        }
-        done.wait()
-        return try result.withLock { $0! }.get()
+        let result = ResultBox<Result<AtomicWriteResult, KVError>>()
+        atomicWrite(write) { result.set($0) }
+        return try result.wait().get()
     }
 
     public func startQueueDelivery(deliver: @escaping QueueDeliverFunction) {

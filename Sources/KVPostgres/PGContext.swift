@@ -5,8 +5,9 @@
 import Foundation
 import KVEngine
 import Logging
+import Synchronization
 
-final class PGContext: @unchecked Sendable {
+final class PGContext: Sendable {
     let conninfo: String
     let schema: String
     let options: PostgresOptions
@@ -17,13 +18,24 @@ final class PGContext: @unchecked Sendable {
     let hub = WatchHub()
     let logger: Logger
 
-    private let lock = NSLock()
-    private var _counter: UInt64
-    private var _batches = 0
+    private struct Counters {
+        var counter: UInt64
+        var batches = 0
+    }
+    private let counters: Mutex<Counters>
 
-    /// Wired by the store after its parts exist.
-    var onExpiryNoted: (@Sendable (Int64) -> Void)?
-    var onDueNoted: (@Sendable (Int64) -> Void)?
+    /// Who hears of expiries and queue deadlines (the sweeper, the queue),
+    /// wired by the store after its parts exist.
+    struct Hooks {
+        var expiryNoted: (@Sendable (Int64) -> Void)?
+        var dueNoted: (@Sendable (Int64) -> Void)?
+    }
+    let hooks = Mutex(Hooks())
+
+    /// A commit or another daemon set an expiry at `ms`.
+    func noteExpiry(_ ms: Int64) { hooks.withLock { $0.expiryNoted }?(ms) }
+    /// Something may become claimable in the queue at `ms`.
+    func noteDue(_ ms: Int64) { hooks.withLock { $0.dueNoted }?(ms) }
 
     init(conninfo: String, options: PostgresOptions, counter: UInt64, logger: Logger) {
         self.conninfo = conninfo
@@ -31,29 +43,21 @@ final class PGContext: @unchecked Sendable {
         self.options = options
         self.channel = "kvconnectd." + options.schema
         self.logger = logger
-        _counter = counter
+        counters = Mutex(Counters(counter: counter))
     }
 
     func connect() throws -> PGConnection {
         try PGConnection(conninfo: conninfo, searchPath: schema)
     }
 
-    var counter: UInt64 {
-        lock.lock()
-        defer { lock.unlock() }
-        return _counter
-    }
-    var batchesCommitted: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return _batches
-    }
+    var counter: UInt64 { counters.withLock { $0.counter } }
+    var batchesCommitted: Int { counters.withLock { $0.batches } }
 
     func noteCounter(_ c: UInt64, batch: Bool = false) {
-        lock.lock()
-        if c > _counter { _counter = c }
-        if batch { _batches += 1 }
-        lock.unlock()
+        counters.withLock { s in
+            if c > s.counter { s.counter = c }
+            if batch { s.batches += 1 }
+        }
     }
 
     static func wallClockMs() -> Int64 { WallClock.nowMs() }

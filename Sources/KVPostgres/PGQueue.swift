@@ -12,10 +12,10 @@
 // lease to end. Enqueues and retries NOTIFY, waking the dispatchers of all
 // daemons at the right time.
 
-import Foundation
 import KVEngine
+import Threading
 
-final class PGQueue: @unchecked Sendable {
+final class PGQueue: Sendable {
     static let maxIdleMs: Int64 = 60_000
     /// How often to look for pushed messages of daemons that died.
     static let orphanScanMs: Int64 = 2_000
@@ -65,6 +65,7 @@ final class PGQueue: @unchecked Sendable {
         WHERE state = 'inflight' AND leased_by = $1 RETURNING id
         """
 
+    /// @unchecked: `tried` is only read and written under the queue's `state` lock.
     final class Waiter: @unchecked Sendable {
         let visibilityMs: Int64
         let deadlineMs: Int64
@@ -88,113 +89,99 @@ final class PGQueue: @unchecked Sendable {
     }
 
     private let ctx: PGContext
-    private let cond = NSCondition()
-    private var nextDueMs: Int64?
-    private var stopped = false
-    private var finished = false
-    private var push: (deliver: QueueDeliverFunction, options: QueuePushOptions)?
-    private var pushInFlight = 0
-    private var waiters: [Waiter] = []
-    private var settles: [Settle] = []
-    private var thread: Thread?
-    private var _stats = QueueStats()
-    private var _recoveredOnOpen = 0
-    private var firstOrphanScanDone = false
-    private var nextOrphanScanMs: Int64 = 0
-    /// Queue-thread only.
-    private var conn: PGConnection?
+    private struct State {
+        /// Earliest deadline or lease end in the table, as far as known.
+        var nextDueMs: Int64? = 0  // look at the table once at start
+        /// When the last round looked at the table (the once-a-minute safety net).
+        var lastRoundMs: Int64 = 0
+        var stopped = false
+        var push: (deliver: QueueDeliverFunction, options: QueuePushOptions)?
+        var pushInFlight = 0
+        var waiters: [Waiter] = []
+        var settles: [Settle] = []
+        var stats = QueueStats()
+        var recoveredOnOpen = 0
+        var firstOrphanScanDone = false
+        var nextOrphanScanMs: Int64 = 0
+    }
+    /// A condition: `waitForPushIdle` waits for deliveries to end.
+    private let state = ConditionLock(State())
+    private let loop = DeadlineLoop(name: "kvpg-queue", maxIdleMs: maxIdleMs, clock: { PGContext.wallClockMs() })
+    /// Queue-thread only: the connection holding this daemon's liveness lock.
+    private let session: PGSession
 
     init(ctx: PGContext) {
         self.ctx = ctx
-    }
-
-    var stats: QueueStats {
-        cond.lock()
-        defer { cond.unlock() }
-        return _stats
-    }
-    var recoveredOnOpen: Int {
-        cond.lock()
-        defer { cond.unlock() }
-        return _recoveredOnOpen
-    }
-
-    func start() {
-        let t = Thread { [self] in self.loop() }
-        t.name = "kvpg-queue"
-        cond.lock()
-        thread = t
-        nextDueMs = 0
-        cond.unlock()
-        t.start()
-    }
-
-    func stop() {
-        cond.lock()
-        stopped = true
-        cond.broadcast()
-        if Thread.current !== thread {
-            while !finished { cond.wait() }
+        session = PGSession(connect: ctx.connect) { c in
+            try c.query(Self.lockOwnerSQL, [.int8(Int64(PGSchema.LockSpace.daemon.rawValue)), .text(ctx.instanceId)])
         }
-        thread = nil
-        cond.unlock()
+    }
+
+    var stats: QueueStats { state.withLock { $0.stats } }
+    var recoveredOnOpen: Int { state.withLock { $0.recoveredOnOpen } }
+
+    /// The thread holds the queue until `stop` ends it.
+    func start() throws {
+        try loop.start(work: { [self] in dispatch() }, finish: { [self] in finish() })
+    }
+
+    /// Waits for the thread; what is still waiting fails with "shutting down".
+    func stop() {
+        state.withLock { $0.stopped = true }
+        loop.stop()
     }
 
     func noteDue(_ ms: Int64) {
-        cond.lock()
-        if nextDueMs.map({ ms < $0 }) ?? true {
-            nextDueMs = ms
-            cond.signal()
+        let sooner = state.withLock { s in
+            guard s.nextDueMs.map({ ms < $0 }) ?? true else { return false }
+            s.nextDueMs = ms
+            return true
         }
-        cond.unlock()
+        if sooner { loop.wake(at: ms) }
     }
 
     func setPush(_ deliver: QueueDeliverFunction?, options: QueuePushOptions) {
-        cond.lock()
-        push = deliver.map { ($0, options) }
-        nextDueMs = 0
-        cond.signal()
-        cond.unlock()
+        state.withLock { s in
+            s.push = deliver.map { ($0, options) }
+            s.nextDueMs = 0
+        }
+        loop.wake()
     }
 
     func waitForPushIdle(timeoutMs: Int64) -> Bool {
-        let until = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-        cond.lock()
-        defer { cond.unlock() }
-        while pushInFlight > 0 {
-            if !cond.wait(until: until) { break }
+        let end = MonotonicClock.nowMs() + timeoutMs
+        return state.wait { s in
+            let left = end - MonotonicClock.nowMs()
+            return s.pushInFlight == 0 || left <= 0 ? .done(s.pushInFlight == 0) : .wait(timeoutMs: left)
         }
-        return pushInFlight == 0
     }
 
     func lease(
         visibilityMs: Int64, waitMs: Int64, completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void
     ) {
-        cond.lock()
-        if stopped {
-            cond.unlock()
-            return completion(.failure(.unavailable("shutting down")))
+        let accepted = state.withLock { s in
+            if s.stopped { return false }
+            s.waiters.append(
+                Waiter(
+                    visibilityMs: max(1, visibilityMs), deadlineMs: PGContext.wallClockMs() + max(0, waitMs),
+                    completion: completion))
+            return true
         }
-        waiters.append(
-            Waiter(
-                visibilityMs: max(1, visibilityMs), deadlineMs: PGContext.wallClockMs() + max(0, waitMs),
-                completion: completion))
-        cond.signal()
-        cond.unlock()
+        guard accepted else { return completion(.failure(.unavailable("shutting down"))) }
+        loop.wake()
     }
 
     func settle(
         id: Int64, leaseSeq: Int64, success: Bool,
         completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
     ) {
-        cond.lock()
-        if stopped {
-            cond.unlock()
-            return completion(.failure(.unavailable("shutting down")))
+        let accepted = state.withLock { s in
+            if s.stopped { return false }
+            s.settles.append(Settle(id: id, leaseSeq: leaseSeq, success: success, completion: completion))
+            return true
         }
-        settles.append(Settle(id: id, leaseSeq: leaseSeq, success: success, completion: completion))
-        cond.signal()
-        cond.unlock()
+        guard accepted else { return completion(.failure(.unavailable("shutting down"))) }
+        loop.wake()
     }
 
     /// Ready and in-flight counts from a result of `countsSQL`.
@@ -213,81 +200,76 @@ final class PGQueue: @unchecked Sendable {
     // MARK: - the loop
 
     private enum Work {
+        case sleep(until: Int64?)
         case settle([Settle])
         case round([Waiter], capacity: Int, leaseMs: Int64)
         case expire([Waiter])
-        case stop([Waiter], [Settle])
     }
 
     private func nextWork() -> Work {
-        cond.lock()
-        defer { cond.unlock() }
-        while true {
-            if stopped {
-                let w = waiters, s = settles
-                waiters.removeAll()
-                settles.removeAll()
-                return .stop(w, s)
-            }
-            if !settles.isEmpty {
-                let s = settles
-                settles.removeAll()
-                return .settle(s)
+        state.withLock { s in
+            if s.stopped { return .sleep(until: nil) }
+            if !s.settles.isEmpty {
+                defer { s.settles.removeAll() }
+                return .settle(s.settles)
             }
             let now = PGContext.wallClockMs()
-            let expired = waiters.filter { $0.tried && $0.deadlineMs <= now }
+            let expired = s.waiters.filter { $0.tried && $0.deadlineMs <= now }
             if !expired.isEmpty {
-                waiters.removeAll { $0.tried && $0.deadlineMs <= now }
+                s.waiters.removeAll { $0.tried && $0.deadlineMs <= now }
                 return .expire(expired)
             }
-            let capacity = push.map { $0.options.concurrency - pushInFlight } ?? 0
-            let consumers = capacity > 0 || !waiters.isEmpty
-            let due = min(nextDueMs ?? (now + Self.maxIdleMs), consumers && push != nil ? nextOrphanScanMs : Int64.max)
-            if waiters.contains(where: { !$0.tried }) || (consumers && due <= now) {
-                let take = waiters
-                waiters.removeAll()
-                nextDueMs = nil
-                return .round(take, capacity: max(0, capacity), leaseMs: push?.options.leaseMs ?? 0)
+            let capacity = s.push.map { $0.options.concurrency - s.pushInFlight } ?? 0
+            let consumers = capacity > 0 || !s.waiters.isEmpty
+            // Safety net for clock jumps: look at the table at least once a minute.
+            let due = min(
+                s.nextDueMs ?? (s.lastRoundMs + Self.maxIdleMs),
+                consumers && s.push != nil ? s.nextOrphanScanMs : Int64.max)
+            if s.waiters.contains(where: { !$0.tried }) || (consumers && due <= now) {
+                let take = s.waiters
+                s.waiters.removeAll()
+                s.nextDueMs = nil
+                s.lastRoundMs = now
+                return .round(take, capacity: max(0, capacity), leaseMs: s.push?.options.leaseMs ?? 0)
             }
-            var wake = consumers ? due : now + Self.maxIdleMs
-            if let w = waiters.map(\.deadlineMs).min() { wake = min(wake, w) }
-            let wait = max(1, min(wake - now, Self.maxIdleMs))
-            _ = cond.wait(until: Date().addingTimeInterval(Double(wait) / 1000))
-            if nextDueMs == nil && PGContext.wallClockMs() >= now + Self.maxIdleMs { nextDueMs = 0 }
+            var wake: Int64? = consumers ? due : nil
+            if let w = s.waiters.map(\.deadlineMs).min() { wake = min(wake ?? w, w) }
+            return .sleep(until: wake)
         }
     }
 
-    private func loop() {
-        loop: while true {
-            switch nextWork() {
-            case .stop(let w, let s):
-                for x in w { x.completion(.failure(.unavailable("shutting down"))) }
-                for x in s { x.completion(.failure(.unavailable("shutting down"))) }
-                break loop
-            case .settle(let s):
-                for x in s { settleOne(x) }
-            case .expire(let w):
-                for x in w { x.completion(.success(nil)) }
-            case .round(let w, let capacity, let leaseMs):
-                round(w, capacity: capacity, leaseMs: leaseMs)
-            }
+    /// One turn of the loop; returns when to look again.
+    private func dispatch() -> Int64? {
+        switch nextWork() {
+        case .sleep(let until):
+            return until
+        case .settle(let s):
+            for x in s { settleOne(x) }
+        case .expire(let w):
+            for x in w { x.completion(.success(nil)) }
+        case .round(let w, let capacity, let leaseMs):
+            round(w, capacity: capacity, leaseMs: leaseMs)
         }
-        conn?.close()
-        conn = nil
-        cond.lock()
-        finished = true
-        cond.broadcast()
-        cond.unlock()
+        return Int64.min  // look again at once
+    }
+
+    /// On the queue thread after its last turn.
+    private func finish() {
+        let (w, s) = state.withLock { s in
+            defer {
+                s.waiters.removeAll()
+                s.settles.removeAll()
+            }
+            return (s.waiters, s.settles)
+        }
+        for x in w { x.completion(.failure(.unavailable("shutting down"))) }
+        for x in s { x.completion(.failure(.unavailable("shutting down"))) }
+        session.close()
     }
 
     /// The queue connection, holding this daemon's liveness lock.
     private func connected() throws -> PGConnection {
-        if let c = conn, !c.isBroken { return c }
-        conn?.close()
-        let c = try ctx.connect()
-        try c.query(Self.lockOwnerSQL, [.int8(Int64(PGSchema.LockSpace.daemon.rawValue)), .text(ctx.instanceId)])
-        conn = c
-        return c
+        try session.connected()
     }
 
     private func message(_ r: PGResult, _ i: Int) -> QueueMessage {
@@ -299,12 +281,8 @@ final class PGQueue: @unchecked Sendable {
     }
 
     private func fail<T>(_ error: Error) -> Result<T, KVError> {
-        conn?.rollbackQuietly()
+        session.recover(from: error)
         if let e = error as? PGError {
-            if e.kind == .connectionLost {
-                conn?.close()
-                conn = nil
-            }
             return .failure(e.asKVError)
         }
         return .failure((error as? KVError) ?? .internalError("\(error)"))
@@ -335,9 +313,9 @@ final class PGQueue: @unchecked Sendable {
         var recovered = 0
         do {
             let c = try connected()
-            if now >= nextOrphanScanMs || !firstOrphanScanDone {
+            if state.withLock({ now >= $0.nextOrphanScanMs || !$0.firstOrphanScanDone }) {
                 recovered = try recoverOrphans(c)
-                nextOrphanScanMs = now + Self.orphanScanMs
+                state.withLock { $0.nextOrphanScanMs = now + Self.orphanScanMs }
             }
             let maxLeases = Int64(ctx.options.queueMaxLeases)
             var poison: [(id: Int64, leaseSeq: Int64)] = []
@@ -352,10 +330,10 @@ final class PGQueue: @unchecked Sendable {
                                         poison: true)
                 if case .deadLettered = r {
                     ctx.logger.warning("queue: message \(m.id) dead-lettered: \(maxLeases) leases ended without ack or fail")
-                    cond.lock()
-                    _stats.poisoned += 1
-                    _stats.deadLettered += 1
-                    cond.unlock()
+                    state.withLock { s in
+                        s.stats.poisoned += 1
+                        s.stats.deadLettered += 1
+                    }
                 }
             }
             var q = [PGQuery(PGSQL.begin), PGQuery(Self.expireSQL, [.int8(now), .int8(maxLeases)])]
@@ -390,21 +368,20 @@ final class PGQueue: @unchecked Sendable {
             nextDue = now + 500
         }
         for (w, m) in assigned { w.completion(.success(m)) }
-        var deliver: QueueDeliverFunction?
-        cond.lock()
-        if !firstOrphanScanDone {
-            firstOrphanScanDone = true
-            _recoveredOnOpen = recovered
+        let deliver: QueueDeliverFunction? = state.withLock { s in
+            if !s.firstOrphanScanDone {
+                s.firstOrphanScanDone = true
+                s.recoveredOnOpen = recovered
+            }
+            for w in leftover { w.tried = true }
+            // Once stopped, `finish` fails them.
+            s.waiters.insert(contentsOf: leftover, at: 0)
+            if let next = nextDue, s.nextDueMs.map({ next < $0 }) ?? true { s.nextDueMs = next }
+            s.stats.leasesExpired += expired
+            guard let p = s.push, !pushed.isEmpty else { return nil }
+            s.pushInFlight += pushed.count
+            return p.deliver
         }
-        for w in leftover { w.tried = true }
-        self.waiters.insert(contentsOf: leftover, at: 0)
-        if let next = nextDue, nextDueMs.map({ next < $0 }) ?? true { nextDueMs = next }
-        _stats.leasesExpired += expired
-        if let p = push, !pushed.isEmpty {
-            pushInFlight += pushed.count
-            deliver = p.deliver
-        }
-        cond.unlock()
         if let deliver {
             for m in pushed {
                 deliver(m) { [weak self] ok in self?.pushFinished(m, ok: ok) }
@@ -421,10 +398,9 @@ final class PGQueue: @unchecked Sendable {
             if case .success(.leaseLost) = r {
                 self.ctx.logger.warning("queue: lease of pushed message \(m.id) was lost before it was settled")
             }
-            self.cond.lock()
-            self.pushInFlight -= 1
-            self.cond.broadcast()
-            self.cond.unlock()
+            self.state.withLock { $0.pushInFlight -= 1 }
+            self.state.broadcast()
+            self.loop.wake()  // capacity for another delivery
         }
     }
 
@@ -436,18 +412,18 @@ final class PGQueue: @unchecked Sendable {
         } catch {
             r = fail(error)
         }
-        cond.lock()
         if case .success(let x) = r {
-            switch x {
-            case .acknowledged: _stats.acknowledged += 1
-            case .retryScheduled: _stats.failedAttempts += 1
-            case .deadLettered:
-                _stats.failedAttempts += 1
-                _stats.deadLettered += 1
-            case .notFound, .leaseLost: break
+            state.withLock { s in
+                switch x {
+                case .acknowledged: s.stats.acknowledged += 1
+                case .retryScheduled: s.stats.failedAttempts += 1
+                case .deadLettered:
+                    s.stats.failedAttempts += 1
+                    s.stats.deadLettered += 1
+                case .notFound, .leaseLost: break
+                }
             }
         }
-        cond.unlock()
         if case .success(.retryScheduled(let at)) = r { noteDue(at) }
         s.completion(r)
     }

@@ -7,104 +7,82 @@
 // (from local commits, other daemons' notifications and the table), and also
 // prunes old commit markers.
 
-import Foundation
 import KVEngine
+import Synchronization
+import Threading
 
-final class PGSweeper: @unchecked Sendable {
+final class PGSweeper: Sendable {
     static let batchSize = 256
     static let maxIdleMs: Int64 = 60_000
     /// When another daemon holds the sweep lock, look again after this.
     static let lockedRetryMs: Int64 = 1000
+    /// How often old commit markers are deleted.
+    static let pruneEveryMs: Int64 = 60_000
 
     private let ctx: PGContext
-    private let cond = NSCondition()
-    private var nextDueMs: Int64?
-    private var stopped = false
-    private var thread: Thread?
-    private var conn: PGConnection?
-    private var nextPruneMs: Int64 = 0
-
-    private let statsLock = NSLock()
-    private var _removed = 0
-    var removedCount: Int {
-        statsLock.lock()
-        defer { statsLock.unlock() }
-        return _removed
+    private let loop = DeadlineLoop(name: "kvpg-sweeper", maxIdleMs: maxIdleMs, clock: { PGContext.wallClockMs() })
+    /// Sweeper-thread only.
+    private let session: PGSession
+    private struct Schedule {
+        var nextSweepMs: Int64? = Int64.min
+        var nextPruneMs: Int64 = Int64.min
     }
+    /// Sweeper-thread only, except `noteExpiry`'s update of the sweep deadline.
+    private let schedule = Mutex(Schedule())
+    private let removed = Atomic<Int>(0)
+    var removedCount: Int { removed.load(ordering: .relaxed) }
 
     init(ctx: PGContext) {
         self.ctx = ctx
+        session = PGSession(connect: ctx.connect)
     }
 
-    func start() {
-        let t = Thread { [self] in self.loop() }
-        t.name = "kvpg-sweeper"
-        cond.lock()
-        thread = t
-        nextDueMs = 0
-        cond.unlock()
-        t.start()
+    /// Sweeps and prunes once at start, then when due.
+    func start() throws {
+        try loop.start(work: { [self] in turn() }, finish: { [session] in session.close() })
     }
 
     func noteExpiry(_ ms: Int64) {
-        cond.lock()
-        if nextDueMs.map({ ms < $0 }) ?? true {
-            nextDueMs = ms
-            cond.signal()
+        schedule.withLock { s in
+            if s.nextSweepMs.map({ ms < $0 }) ?? true { s.nextSweepMs = ms }
         }
-        cond.unlock()
+        loop.wake(at: ms)
     }
 
     func stop() {
-        cond.lock()
-        stopped = true
-        thread = nil
-        cond.broadcast()
-        cond.unlock()
+        loop.stop()
     }
 
-    private func loop() {
-        while true {
-            cond.lock()
-            while !stopped {
-                let now = PGContext.wallClockMs()
-                let due = min(nextDueMs ?? (now + Self.maxIdleMs), nextPruneMs)
-                if due <= now { break }
-                _ = cond.wait(until: Date().addingTimeInterval(Double(min(due - now, Self.maxIdleMs)) / 1000))
-            }
-            if stopped {
-                cond.unlock()
-                break
-            }
-            let sweepDue = (nextDueMs ?? Int64.max) <= PGContext.wallClockMs()
-            if sweepDue { nextDueMs = nil }
-            cond.unlock()
-
-            if PGContext.wallClockMs() >= nextPruneMs {
-                pruneMarkers()
-                nextPruneMs = PGContext.wallClockMs() + 60_000
-            }
-            guard sweepDue else { continue }
-            let next = sweepOnce()
-            cond.lock()
-            if nextDueMs.map({ next < $0 }) ?? true { nextDueMs = next }
-            cond.unlock()
+    /// Prunes and sweeps what is due; returns when either is due next.
+    private func turn() -> Int64? {
+        let now = PGContext.wallClockMs()
+        let (sweepDue, pruneDue) = schedule.withLock { s in
+            let sweep = (s.nextSweepMs ?? Int64.max) <= now
+            if sweep { s.nextSweepMs = nil }
+            return (sweep, s.nextPruneMs <= now)
         }
-        conn?.close()
-        conn = nil
+        if pruneDue {
+            pruneMarkers()
+            schedule.withLock { $0.nextPruneMs = PGContext.wallClockMs() + Self.pruneEveryMs }
+        }
+        if sweepDue {
+            let next = sweepOnce()
+            schedule.withLock { s in
+                if s.nextSweepMs.map({ next < $0 }) ?? true { s.nextSweepMs = next }
+            }
+        }
+        return schedule.withLock { s in min(s.nextSweepMs ?? Int64.max, s.nextPruneMs) }
     }
 
     private func connected() throws -> PGConnection {
-        if let c = conn, !c.isBroken { return c }
-        conn = try ctx.connect()
-        return conn!
+        try session.connected()
     }
 
     private func pruneMarkers() {
         do {
             try connected().query(PGSQL.pruneMarkers, [.int8(ctx.options.markerRetentionMs)])
         } catch {
-            conn?.rollbackQuietly()
+            session.recover(from: error)
             ctx.logger.debug("commit marker pruning failed: \(error)")
         }
     }
@@ -134,20 +112,14 @@ final class PGSweeper: @unchecked Sendable {
             tail.append(PGQuery(PGSQL.nextExpiry))
             let t = try c.pipeline(tail)
             if !removed.isEmpty {
-                statsLock.lock()
-                _removed += removed.count
-                statsLock.unlock()
+                self.removed.add(removed.count, ordering: .relaxed)
                 ctx.hub.notify(changed: removed)
             }
             if removed.count >= Self.batchSize { return now }
             let nextRow = t[t.count - 1]
             return nextRow.optionalInt64(0, 0) ?? (now + Self.maxIdleMs)
         } catch {
-            conn?.rollbackQuietly()
-            if (error as? PGError)?.kind == .connectionLost {
-                conn?.close()
-                conn = nil
-            }
+            session.recover(from: error)
             ctx.logger.warning("expiry sweep failed: \(error)")
             return now + 1000
         }

@@ -19,8 +19,10 @@
 import Foundation
 import KVEngine
 import Logging
+import Synchronization
+import Threading
 
-final class PGWriter: @unchecked Sendable {
+final class PGWriter: Sendable {
     struct Pending {
         let write: AtomicWrite
         let completion: @Sendable (Result<AtomicWriteResult, KVError>) -> Void
@@ -28,132 +30,104 @@ final class PGWriter: @unchecked Sendable {
     }
 
     private let ctx: PGContext
-    private var conn: PGConnection?
-    private let cond = NSCondition()
-    private var pending: [Pending] = []
-    private var closing = false
-    private var finished = false
-    private var thread: Thread?
+    /// Writer-thread only.
+    private let session: PGSession
+
+    private struct Queue {
+        var pending: [Pending] = []
+        var closing = false
+    }
+    /// A condition: the writer thread waits for writes.
+    private let queue = ConditionLock(Queue())
+    private let thread = Mutex<JoinableThread?>(nil)
+
+    private struct Info {
+        var pid: Int32
+        /// COMMITs whose answer was lost, by what the commit marker showed.
+        var resolved = (committed: 0, rolledBack: 0)
+    }
+    private let info: Mutex<Info>
 
     init(ctx: PGContext, conn: PGConnection) {
         self.ctx = ctx
-        self.conn = conn
-        pid = conn.backendPID
+        session = PGSession(conn, connect: ctx.connect)
+        info = Mutex(Info(pid: conn.backendPID))
     }
 
-    func start() {
-        let t = Thread { [self] in self.loop() }
-        t.name = "kvpg-writer"
-        cond.lock()
-        thread = t
-        cond.unlock()
-        t.start()
+    /// The thread holds the writer until `close` ends it.
+    func start() throws {
+        let t = try JoinableThread(name: "kvpg-writer") { [self] in loop() }
+        thread.withLock { $0 = t }
     }
 
-    var isWriterThread: Bool {
-        cond.lock()
-        defer { cond.unlock() }
-        return Thread.current === thread
-    }
+    var isWriterThread: Bool { thread.withLock { $0 }?.isCurrent ?? false }
 
     func submit(_ writes: [(AtomicWrite, @Sendable (Result<AtomicWriteResult, KVError>) -> Void)]) {
         let now = PGContext.wallClockMs()
-        cond.lock()
-        if closing {
-            cond.unlock()
+        let accepted = queue.withLock { q in
+            if q.closing { return false }
+            for (w, c) in writes { q.pending.append(Pending(write: w, completion: c, submittedMs: now)) }
+            return true
+        }
+        guard accepted else {
             for (_, c) in writes { c(.failure(.unavailable("shutting down"))) }
             return
         }
-        for (w, c) in writes { pending.append(Pending(write: w, completion: c, submittedMs: now)) }
-        cond.signal()
-        cond.unlock()
+        queue.signal()
     }
 
+    /// Lets the writer drain what was queued and waits for it (on the writer
+    /// thread itself, from a completion, it ends on its own).
     func close() {
-        cond.lock()
-        closing = true
-        cond.broadcast()
-        if Thread.current !== thread {
-            while !finished { cond.wait() }
-            thread = nil
-        }
-        cond.unlock()
+        queue.withLock { $0.closing = true }
+        queue.broadcast()
+        thread.withLock { $0 }?.join()
     }
 
-    private var isClosing: Bool {
-        cond.lock()
-        defer { cond.unlock() }
-        return closing
-    }
+    private var isClosing: Bool { queue.withLock { $0.closing } }
 
     /// PID of the writer connection's server process (tests terminate it).
-    var backendPID: Int32 {
-        cond.lock()
-        defer { cond.unlock() }
-        return pid
-    }
-    private var pid: Int32 = 0
+    var backendPID: Int32 { info.withLock { $0.pid } }
 
     /// Tests: drop the connection right after the next COMMIT succeeded.
-    let loseNextCommitAnswer = PGFlag()
+    let loseNextCommitAnswer = Mutex(false)
 
     /// COMMITs whose answer was lost, by what the commit marker showed.
-    var unknownOutcomes: (committed: Int, rolledBack: Int) {
-        cond.lock()
-        defer { cond.unlock() }
-        return resolved
-    }
-    private var resolved = (committed: 0, rolledBack: 0)
+    var unknownOutcomes: (committed: Int, rolledBack: Int) { info.withLock { $0.resolved } }
 
     private func connected() throws -> PGConnection {
-        let c: PGConnection
-        if let old = conn, !old.isBroken {
-            c = old
-        } else {
-            c = try ctx.connect()
-            conn = c
-        }
+        let c = try session.connected()
         let p = c.backendPID  // also after a reconnect made by the marker lookup
-        cond.lock()
-        pid = p
-        cond.unlock()
+        info.withLock { $0.pid = p }
         return c
     }
 
     private func loop() {
         let limit = max(1, ctx.options.maxBatchSize)
         while true {
-            cond.lock()
-            while pending.isEmpty && !closing { cond.wait() }
-            if pending.isEmpty {
-                cond.unlock()
-                break
+            let next: [Pending]? = queue.wait { q in
+                if q.pending.isEmpty { return q.closing ? .done(nil) : .wait(timeoutMs: nil) }
+                let n = min(limit, q.pending.count)
+                defer { q.pending.removeFirst(n) }
+                return .done(Array(q.pending.prefix(n)))
             }
-            let n = min(limit, pending.count)
-            let batch = Array(pending.prefix(n))
-            pending.removeFirst(n)
-            cond.unlock()
+            guard let batch = next else { break }
 
             let (results, outcome) = run(batch)
             if let outcome {
                 ctx.noteCounter(outcome.counter, batch: true)
-                if let e = outcome.expiryMs { ctx.onExpiryNoted?(e) }
-                if let d = outcome.dueMs { ctx.onDueNoted?(d) }
+                if let e = outcome.expiryMs { ctx.noteExpiry(e) }
+                if let d = outcome.dueMs { ctx.noteDue(d) }
                 // Before the replies, so an acknowledged write has already
                 // woken its local watchers (they only schedule a read).
                 ctx.hub.notify(changed: outcome.touched)
             }
             for (p, r) in zip(batch, results) { p.completion(r) }
         }
-        conn?.close()
-        conn = nil
-        cond.lock()
-        finished = true
-        cond.broadcast()
-        cond.unlock()
+        session.close()
     }
 
-    struct Outcome {
+    struct Outcome: Sendable {
         var counter: UInt64
         var touched: [Bytes]
         var expiryMs: Int64?
@@ -185,7 +159,7 @@ final class PGWriter: @unchecked Sendable {
                 EngineMetrics.recordCommit(writes: writes.count, startNs: start)
                 return (results, outcome)
             } catch let e as PGError {
-                conn?.rollbackQuietly()
+                session.conn?.rollbackQuietly()
                 switch e.kind {
                 case .retry:
                     // Rolled back by the server (deadlock, serialization): run again.
@@ -203,8 +177,7 @@ final class PGWriter: @unchecked Sendable {
                     ctx.logger.error("group commit failed: \(e)")
                     return ([.failure(e.asKVError)], nil)
                 case .connectionLost:
-                    conn?.close()
-                    conn = nil
+                    session.close()
                     if let evaluated = e.context as? PGCommitSnapshot {
                         // COMMIT may have happened: find out before answering.
                         let resolveBy = max(giveUpAt, PGContext.wallClockMs() + ctx.options.resolveTimeoutMs)
@@ -225,16 +198,12 @@ final class PGWriter: @unchecked Sendable {
                         }
                         switch resolution {
                         case .committed:
-                            cond.lock()
-                            resolved.committed += 1
-                            cond.unlock()
+                            info.withLock { $0.resolved.committed += 1 }
                             ctx.logger.notice(
                                 "group commit: connection lost during COMMIT; the commit marker shows it committed")
                             return (evaluated.results, evaluated.outcome)
                         case .rolledBack:
-                            cond.lock()
-                            resolved.rolledBack += 1
-                            cond.unlock()
+                            info.withLock { $0.resolved.rolledBack += 1 }
                             ctx.logger.notice(
                                 "group commit: connection lost during COMMIT; it rolled back, running the batch again")
                             if PGContext.wallClockMs() >= giveUpAt {
@@ -267,7 +236,7 @@ final class PGWriter: @unchecked Sendable {
                     continue
                 }
             } catch {
-                conn?.rollbackQuietly()
+                session.conn?.rollbackQuietly()
                 let k = (error as? KVError) ?? .internalError("\(error)")
                 return (Array(repeating: .failure(k), count: writes.count), nil)
             }
@@ -296,7 +265,7 @@ final class PGWriter: @unchecked Sendable {
     /// After a connection loss during COMMIT: reconnects and looks for the marker.
     private func resolve(batchId: Bytes, until deadline: Int64) -> Resolution {
         do {
-            let found = try ctx.withRetries(conn: &conn, until: deadline, what: "commit marker lookup") { c in
+            let found = try ctx.withRetries(conn: &session.conn, until: deadline, what: "commit marker lookup") { c in
                 try c.query(PGSQL.findMarker, [.bytea(batchId)]).rowCount > 0
             }
             return found ? .committed : .rolledBack
@@ -353,7 +322,7 @@ final class PGWriter: @unchecked Sendable {
         // Round trip 2: write, mark, count, notify, commit.
         do {
             _ = try c.pipeline(ev.statements)
-            if loseNextCommitAnswer.with({ v in
+            if loseNextCommitAnswer.withLock({ v in
                 defer { v = false }
                 return v
             }) {
@@ -455,23 +424,7 @@ final class PGWriter: @unchecked Sendable {
 }
 
 /// What a batch would answer if its COMMIT took effect.
-struct PGCommitSnapshot: @unchecked Sendable {
+struct PGCommitSnapshot: Sendable {
     var results: [Result<AtomicWriteResult, KVError>]
     var outcome: PGWriter.Outcome
-}
-
-/// A lock-protected Bool.
-final class PGFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var v = false
-    func set(_ x: Bool) {
-        lock.lock()
-        v = x
-        lock.unlock()
-    }
-    func with<R>(_ f: (inout Bool) -> R) -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return f(&v)
-    }
 }

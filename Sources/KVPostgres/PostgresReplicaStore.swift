@@ -6,21 +6,24 @@
 // `ReplicaHealth` capability (the layer above falls back to the primary when
 // the standby is unreachable or too far behind).
 
-import Foundation
 import KVEngine
+import Synchronization
+import Threading
 
-public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Sendable {
+public final class PostgresReplicaStore: KVStorage, ReplicaHealth, Sendable {
     public let databaseId: String
     public let location: String
-    private let url: String
-    private let schema: String
     private let reads: PGReadPool
-    private var counter: UInt64
     private let sampleIntervalMs_: Int
-    private let lock = NSLock()
-    private var state: ReplicaState
-    private var closed = false
-    private let stopped = DispatchSemaphore(value: 0)
+    private struct Sampled {
+        var state: ReplicaState
+        var counter: UInt64 = 0
+        var closed = false
+    }
+    private let sampled = Mutex(Sampled(state: .unavailable(reason: "not sampled yet")))
+    /// The sampler's connection: init's first sample, then the sampler thread's.
+    private let samplerSession: PGSession
+    private let sampler = DeadlineLoop(name: "kvpostgres-replica-lag", clock: { WallClock.nowMs() })
 
     /// Does not connect yet: a standby that is down when the daemon starts
     /// is `.unavailable` until the sampler reaches it. `databaseId` is the
@@ -32,27 +35,30 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
     ) {
         location = PGMask.mask(url)
         self.databaseId = databaseId
-        self.url = url
-        self.schema = schema
-        reads = PGReadPool(maxConnections: readConnections) { try PGConnection(conninfo: url, searchPath: schema) }
+        let connect: @Sendable () throws -> PGConnection = { try PGConnection(conninfo: url, searchPath: schema) }
+        reads = PGReadPool(maxConnections: readConnections, connect: connect)
+        samplerSession = PGSession(connect: connect)
         sampleIntervalMs_ = max(10, sampleIntervalMs)
-        counter = 0
-        state = .unavailable(reason: "not sampled yet")
         sample()
-        let t = Thread { [weak self] in self?.samplerLoop() }
-        t.name = "kvpostgres-replica-lag"
-        t.start()
+        // Weak: a store dropped without `close` still goes (its deinit closes).
+        let interval = Int64(sampleIntervalMs_)
+        do {
+            try sampler.start(
+                work: { [weak self] in
+                    self?.sample()
+                    return WallClock.nowMs() + interval
+                },
+                finish: { [samplerSession] in samplerSession.close() })
+        } catch {
+            sampled.withLock { $0.state = .unavailable(reason: "no lag sampler: \(error)") }
+        }
     }
 
     deinit { close() }
 
     // MARK: - ReplicaHealth
 
-    public var replicaState: ReplicaState {
-        lock.lock()
-        defer { lock.unlock() }
-        return state
-    }
+    public var replicaState: ReplicaState { sampled.withLock { $0.state } }
 
     /// Lag as seen on the standby: 0 when everything received is replayed
     /// (an idle primary sends nothing, so the last replayed commit may be
@@ -66,14 +72,11 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
                (SELECT database_id FROM meta WHERE id = 1)
         """
 
-    private var samplerConn: PGConnection?
-
     func sample() {
         let next: ReplicaState
         var counter: UInt64?
         do {
-            if samplerConn == nil { samplerConn = try PGConnection(conninfo: url, searchPath: schema) }
-            let r = try samplerConn!.query(Self.lagQuery)
+            let r = try samplerSession.connected().query(Self.lagQuery)
             counter = r.optionalInt64(0, 3).map { UInt64(bitPattern: $0) }
             if r.text(0, 4) != databaseId {
                 next = .unavailable(reason: "standby serves database \(r.text(0, 4)), not \(databaseId)")
@@ -85,30 +88,15 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
                 next = .streaming(lagMs: max(0, r.optionalInt64(0, 2) ?? Int64.max / 2))
             }
         } catch let e as PGError {
-            samplerConn?.close()
-            samplerConn = nil
+            samplerSession.close()
             next = .unavailable(reason: e.message)
         } catch {
             next = .unavailable(reason: "\(error)")
         }
-        lock.lock()
-        state = next
-        if let counter, counter > self.counter { self.counter = counter }
-        lock.unlock()
-    }
-
-    private func samplerLoop() {
-        while true {
-            lock.lock()
-            let stop = closed
-            lock.unlock()
-            if stop { break }
-            sample()
-            usleep(UInt32(sampleIntervalMs_) * 1000)
+        sampled.withLock { s in
+            s.state = next
+            if let counter, counter > s.counter { s.counter = counter }
         }
-        samplerConn?.close()
-        samplerConn = nil
-        stopped.signal()
     }
 
     // MARK: - KVStorage (reads only)
@@ -128,20 +116,16 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, @unchecked Se
 
     /// Commit counter the standby has replayed (last sample).
     public var currentVersionstamp: Versionstamp {
-        lock.lock()
-        defer { lock.unlock() }
-        return Versionstamps.make(counter: counter)
+        Versionstamps.make(counter: sampled.withLock { $0.counter })
     }
 
     public func close() {
-        lock.lock()
-        if closed {
-            lock.unlock()
-            return
+        let wasClosed = sampled.withLock { s in
+            defer { s.closed = true }
+            return s.closed
         }
-        closed = true
-        lock.unlock()
-        stopped.wait()
+        if wasClosed { return }
+        sampler.stop()
         reads.close()
     }
 

@@ -6,6 +6,7 @@
 import Foundation
 import KVEngine
 import Logging
+import Synchronization
 
 public struct PostgresOptions: Sendable {
     /// PostgreSQL schema holding the tables (created if missing).
@@ -41,7 +42,7 @@ public struct PostgresOptions: Sendable {
     }
 }
 
-public final class PostgresStore: KVStorage, @unchecked Sendable {
+public final class PostgresStore: KVStorage, Sendable {
     public let databaseId: String
     public let location: String
     let ctx: PGContext
@@ -50,8 +51,7 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
     let listener: PGListener
     let sweeper: PGSweeper
     let queue: PGQueue
-    private let closeLock = NSLock()
-    private var closed = false
+    private let closed = Mutex(false)
 
     /// Connects, creates or migrates the schema, and starts the store's
     /// threads. `url` is a libpq connection URI or key=value string. Throws KVError.
@@ -75,17 +75,24 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
         sweeper = PGSweeper(ctx: ctx)
         queue = PGQueue(ctx: ctx)
         let sw = sweeper, q = queue
-        ctx.onExpiryNoted = { sw.noteExpiry($0) }
-        ctx.onDueNoted = { q.noteDue($0) }
+        ctx.hooks.withLock { h in
+            h.expiryNoted = { sw.noteExpiry($0) }
+            h.dueNoted = { q.noteDue($0) }
+        }
         do {
             try listener.start()
         } catch {
             first.close()
             throw (error as? PGError)?.asKVError ?? KVError.unavailable("\(error)")
         }
-        writer.start()
-        sweeper.start()
-        queue.start()
+        do {
+            try writer.start()
+            try sweeper.start()
+            try queue.start()
+        } catch {
+            close()
+            throw KVError.internalError("\(error)")
+        }
     }
 
     deinit { close() }
@@ -109,10 +116,7 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
     }
 
     public func checkWritable() -> Bool {
-        closeLock.lock()
-        let isClosed = closed
-        closeLock.unlock()
-        if isClosed { return false }
+        if closed.withLock({ $0 }) { return false }
         do {
             return try reads.withConnection { c in
                 // A primary that accepts writes (not a standby in recovery).
@@ -126,13 +130,12 @@ public final class PostgresStore: KVStorage, @unchecked Sendable {
     public var currentVersionstamp: Versionstamp { Versionstamps.make(counter: ctx.counter) }
 
     public func close() {
-        closeLock.lock()
-        if closed {
-            closeLock.unlock()
-            return
+        let wasClosed = closed.withLock { c in
+            defer { c = true }
+            return c
         }
-        closed = true
-        closeLock.unlock()
+        if wasClosed { return }
+        // Each part joins its thread: after this nothing holds the store's parts.
         sweeper.stop()
         queue.stop()
         writer.close()

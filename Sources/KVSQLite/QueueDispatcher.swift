@@ -1,6 +1,7 @@
 import Foundation
 import KVEngine
 import Logging
+import Threading
 
 /// The queue's scheduler thread. It sleeps until the earliest deadline of a
 /// ready message or lease end of an in-flight one (learned from commits and
@@ -9,9 +10,10 @@ import Logging
 /// writer thread: expire leases, claim for waiting pull workers (one each,
 /// FIFO), claim up to the free push capacity. Claims are single UPDATEs on
 /// the writer connection, so two consumers never get the same message.
-final class QueueDispatcher: @unchecked Sendable {
+final class QueueDispatcher: Sendable {
     static let maxIdleMs: Int64 = 60_000
 
+    /// @unchecked: `tried` is only read and written under the dispatcher's `state` lock.
     final class Waiter: @unchecked Sendable {
         let visibilityMs: Int64
         let deadlineMs: Int64
@@ -29,15 +31,25 @@ final class QueueDispatcher: @unchecked Sendable {
         var options: QueuePushOptions
     }
 
-    private weak var core: StoreCore?
-    private let cond = NSCondition()
-    private var nextDueMs: Int64?
-    private var stopped = false
-    private var push: Push?
-    private var pushInFlight = 0
-    private var waiters: [Waiter] = []
-    private var thread: Thread?
-    private var _stats = QueueStats()
+    private struct State {
+        /// Earliest deadline or lease end in the table, as far as known.
+        var nextDueMs: Int64? = 0  // look at the table once at start (backlog, recovered messages)
+        /// When the last round looked at the table (the once-a-minute safety net).
+        var lastRoundMs: Int64 = 0
+        var stopped = false
+        var push: Push?
+        var pushInFlight = 0
+        var waiters: [Waiter] = []
+        var stats = QueueStats()
+        var pendingSettles: [PendingSettle] = []
+        var settleScheduled = false
+    }
+
+    /// Weak: the core owns the dispatcher and stops it on close.
+    private weak let core: StoreCore?
+    /// A condition: `waitForPushIdle` waits for deliveries to end.
+    private let state = ConditionLock(State())
+    private let loop = DeadlineLoop(name: "kvengine-queue", maxIdleMs: maxIdleMs, clock: { StoreCore.wallClockMs() })
     private let logger = Logger(label: "kvengine.queue")
 
     /// Poison limit: a message whose `maxLeases`-th lease ends without ack or
@@ -49,62 +61,57 @@ final class QueueDispatcher: @unchecked Sendable {
         self.maxLeases = maxLeases
     }
 
-    var stats: QueueStats { cond.lock(); defer { cond.unlock() }; return _stats }
-    var inFlightPushes: Int { cond.lock(); defer { cond.unlock() }; return pushInFlight }
-    var waitingWorkers: Int { cond.lock(); defer { cond.unlock() }; return waiters.count }
+    var stats: QueueStats { state.withLock { $0.stats } }
+    var inFlightPushes: Int { state.withLock { $0.pushInFlight } }
+    var waitingWorkers: Int { state.withLock { $0.waiters.count } }
 
-    func start() {
-        let t = Thread { [self] in self.loop() }
-        t.name = "kvengine-queue"
-        cond.lock()
-        thread = t
-        nextDueMs = 0  // look at the table once at start (backlog, recovered messages)
-        cond.unlock()
-        t.start()
+    func start() throws {
+        try loop.start(work: { [self] in dispatch() })
+    }
+
+    /// Runs `dispatch` at `ms` unless it runs sooner.
+    private func wake(at ms: Int64 = Int64.min) {
+        loop.wake(at: ms)
     }
 
     /// Something may become claimable at `ms` (a commit's enqueue, a retry).
     func noteDue(_ ms: Int64) {
-        cond.lock()
-        if nextDueMs.map({ ms < $0 }) ?? true {
-            nextDueMs = ms
-            cond.signal()
+        let sooner = state.withLock { s in
+            guard s.nextDueMs.map({ ms < $0 }) ?? true else { return false }
+            s.nextDueMs = ms
+            return true
         }
-        cond.unlock()
+        if sooner { wake(at: ms) }
     }
 
     func setPush(_ deliver: QueueDeliverFunction?, options: QueuePushOptions) {
-        cond.lock()
-        push = deliver.map { Push(deliver: $0, options: options) }
-        nextDueMs = 0
-        cond.signal()
-        cond.unlock()
+        state.withLock { s in
+            s.push = deliver.map { Push(deliver: $0, options: options) }
+            s.nextDueMs = 0
+        }
+        wake()
     }
 
     /// Waits (bounded) until no push delivery is in flight. True if idle.
     func waitForPushIdle(timeoutMs: Int64) -> Bool {
-        let until = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-        cond.lock()
-        defer { cond.unlock() }
-        while pushInFlight > 0 {
-            if !cond.wait(until: until) { break }
+        let end = MonotonicClock.nowMs() + timeoutMs
+        return state.wait { s in
+            let left = end - MonotonicClock.nowMs()
+            return s.pushInFlight == 0 || left <= 0 ? .done(s.pushInFlight == 0) : .wait(timeoutMs: left)
         }
-        return pushInFlight == 0
     }
 
     /// A pull worker waits up to `waitMs` for a ready message.
     func lease(visibilityMs: Int64, waitMs: Int64,
                completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
-        cond.lock()
-        if stopped {
-            cond.unlock()
-            completion(.failure(.unavailable("shutting down")))
-            return
+        let accepted = state.withLock { s in
+            if s.stopped { return false }
+            s.waiters.append(Waiter(visibilityMs: max(1, visibilityMs),
+                                    deadlineMs: StoreCore.wallClockMs() + max(0, waitMs), completion: completion))
+            return true
         }
-        waiters.append(Waiter(visibilityMs: max(1, visibilityMs),
-                              deadlineMs: StoreCore.wallClockMs() + max(0, waitMs), completion: completion))
-        cond.signal()
-        cond.unlock()
+        guard accepted else { return completion(.failure(.unavailable("shutting down"))) }
+        wake()
     }
 
     private struct PendingSettle {
@@ -113,8 +120,6 @@ final class QueueDispatcher: @unchecked Sendable {
         let success: Bool
         let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void
     }
-    private var pendingSettles: [PendingSettle] = []
-    private var settleScheduled = false
 
     /// Ack (`success`) or fail a lease, on the writer thread. Settles that
     /// arrive together share one transaction (one fsync); dead letters get
@@ -122,11 +127,11 @@ final class QueueDispatcher: @unchecked Sendable {
     func settle(id: Int64, leaseSeq: Int64, success: Bool,
                 completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
         guard let core else { return completion(.failure(.unavailable("shutting down"))) }
-        cond.lock()
-        pendingSettles.append(PendingSettle(id: id, leaseSeq: leaseSeq, success: success, completion: completion))
-        let schedule = !settleScheduled
-        settleScheduled = true
-        cond.unlock()
+        let schedule = state.withLock { s in
+            s.pendingSettles.append(PendingSettle(id: id, leaseSeq: leaseSeq, success: success, completion: completion))
+            defer { s.settleScheduled = true }
+            return !s.settleScheduled
+        }
         guard schedule else { return }
         let queued = core.onWriter { [weak self, weak core] c in
             guard let self else { return }
@@ -136,11 +141,13 @@ final class QueueDispatcher: @unchecked Sendable {
     }
 
     private func drainSettles(_ core: StoreCore?, _ c: SQLiteConnection?) {
-        cond.lock()
-        let batch = pendingSettles
-        pendingSettles.removeAll()
-        settleScheduled = false
-        cond.unlock()
+        let batch = state.withLock { s in
+            defer {
+                s.pendingSettles.removeAll()
+                s.settleScheduled = false
+            }
+            return s.pendingSettles
+        }
         guard let core, let c else {
             for p in batch { p.completion(.failure(.unavailable("shutting down"))) }
             return
@@ -185,99 +192,106 @@ final class QueueDispatcher: @unchecked Sendable {
     }
 
     private func record(_ r: QueueSettleResult, poisoned: Bool = false) {
-        cond.lock()
-        if poisoned { _stats.poisoned += 1 }
-        switch r {
-        case .acknowledged: _stats.acknowledged += 1
-        case .retryScheduled(let at):
-            _stats.failedAttempts += 1
-            if nextDueMs.map({ at < $0 }) ?? true { nextDueMs = at; cond.signal() }
-        case .deadLettered:
-            _stats.failedAttempts += 1
-            _stats.deadLettered += 1
-        case .notFound, .leaseLost: break
+        state.withLock { s in
+            if poisoned { s.stats.poisoned += 1 }
+            switch r {
+            case .acknowledged: s.stats.acknowledged += 1
+            case .retryScheduled:
+                s.stats.failedAttempts += 1
+            case .deadLettered:
+                s.stats.failedAttempts += 1
+                s.stats.deadLettered += 1
+            case .notFound, .leaseLost: break
+            }
         }
-        cond.unlock()
+        if case .retryScheduled(let at) = r { noteDue(at) }
     }
 
-    func stop() {
-        cond.lock()
-        stopped = true
-        thread = nil  // its closure holds self: break the cycle (the running thread keeps itself)
-        cond.broadcast()
-        cond.unlock()
+    /// Fails the waiting pull workers. `wait: false` on the writer thread:
+    /// a round may be waiting for it.
+    func stop(wait: Bool = true) {
+        state.withLock { $0.stopped = true }
+        loop.stop(wait: wait)
+        let left = state.withLock { s in
+            defer { s.waiters.removeAll() }
+            return s.waiters
+        }
+        for w in left { w.completion(.failure(.unavailable("shutting down"))) }
+    }
+
+    /// Puts pull workers back in line, or fails them once stopped.
+    private func requeue(_ workers: [Waiter]) {
+        let stopped = state.withLock { s in
+            if !s.stopped { s.waiters.insert(contentsOf: workers, at: 0) }
+            return s.stopped
+        }
+        if stopped { for w in workers { w.completion(.failure(.unavailable("shutting down"))) } }
     }
 
     // MARK: - the loop
 
-    private func loop() {
-        while true {
-            var expired: [Waiter] = []
-            var runRound = false
-            cond.lock()
-            while !stopped {
-                let now = StoreCore.wallClockMs()
-                if waiters.contains(where: { $0.tried && $0.deadlineMs <= now }) {
-                    expired = waiters.filter { $0.tried && $0.deadlineMs <= now }
-                    waiters.removeAll { $0.tried && $0.deadlineMs <= now }
-                    break
-                }
-                let capacity = push.map { $0.options.concurrency - pushInFlight } ?? 0
-                let consumers = capacity > 0 || !waiters.isEmpty
-                let due = nextDueMs ?? (now + Self.maxIdleMs)
-                if waiters.contains(where: { !$0.tried }) || (consumers && due <= now) {
-                    runRound = true
-                    break
-                }
-                var wake = consumers ? due : now + Self.maxIdleMs
-                if let w = waiters.map(\.deadlineMs).min() { wake = min(wake, w) }
-                let wait = max(1, min(wake - now, Self.maxIdleMs))
-                _ = cond.wait(until: Date().addingTimeInterval(Double(wait) / 1000))
-                // Safety net for clock jumps: look at the table at least once a minute.
-                if nextDueMs == nil && StoreCore.wallClockMs() >= now + Self.maxIdleMs { nextDueMs = 0 }
+    /// One turn of the loop: answers pull workers whose wait ended, runs a
+    /// round when something is due and someone can take it; returns when to
+    /// look again.
+    private func dispatch() -> Int64? {
+        enum Turn {
+            case sleep(until: Int64?)
+            case expire([Waiter])
+            case round([Waiter], push: Push?, capacity: Int)
+        }
+        let turn: Turn = state.withLock { s in
+            if s.stopped { return .sleep(until: nil) }
+            let now = StoreCore.wallClockMs()
+            if s.waiters.contains(where: { $0.tried && $0.deadlineMs <= now }) {
+                let expired = s.waiters.filter { $0.tried && $0.deadlineMs <= now }
+                s.waiters.removeAll { $0.tried && $0.deadlineMs <= now }
+                return .expire(expired)
             }
-            if stopped {
-                let left = waiters
-                waiters.removeAll()
-                cond.unlock()
-                for w in left { w.completion(.failure(.unavailable("shutting down"))) }
-                return
+            let capacity = s.push.map { $0.options.concurrency - s.pushInFlight } ?? 0
+            let consumers = capacity > 0 || !s.waiters.isEmpty
+            // Safety net for clock jumps: look at the table at least once a minute.
+            let due = s.nextDueMs ?? (s.lastRoundMs + Self.maxIdleMs)
+            if s.waiters.contains(where: { !$0.tried }) || (consumers && due <= now) {
+                let take = s.waiters
+                s.waiters.removeAll()
+                s.nextDueMs = nil
+                s.lastRoundMs = now
+                return .round(take, push: s.push, capacity: max(0, capacity))
             }
-            if !runRound {
-                cond.unlock()
-                for w in expired { w.completion(.success(nil)) }
-                continue
-            }
-            let take = waiters
-            waiters.removeAll()
-            let pushNow = push
-            let capacity = pushNow.map { max(0, $0.options.concurrency - pushInFlight) } ?? 0
-            nextDueMs = nil
-            cond.unlock()
-
+            var wake: Int64? = consumers ? due : nil
+            if let w = s.waiters.map(\.deadlineMs).min() { wake = min(wake ?? w, w) }
+            return .sleep(until: wake)
+        }
+        switch turn {
+        case .sleep(let until):
+            return until
+        case .expire(let expired):
+            for w in expired { w.completion(.success(nil)) }
+            return Int64.min  // look again at once
+        case .round(let take, let pushNow, let capacity):
             guard let outcome = round(waiters: take, pushCapacity: capacity, pushLeaseMs: pushNow?.options.leaseMs ?? 0) else {
-                cond.lock(); stopped = true; waiters.insert(contentsOf: take, at: 0); cond.unlock()
-                continue
+                // The store is closing: its close stops this loop and fails the workers.
+                requeue(take)
+                return nil
             }
             for (w, m) in outcome.assigned { w.completion(.success(m)) }
 
-            cond.lock()
-            for w in outcome.leftover { w.tried = true }
-            waiters.insert(contentsOf: outcome.leftover, at: 0)
-            if let next = outcome.nextDue, nextDueMs.map({ next < $0 }) ?? true { nextDueMs = next }
-            _stats.leasesExpired += outcome.expired
-            var deliver: QueueDeliverFunction?
-            if let pushNow, !outcome.pushed.isEmpty {
-                pushInFlight += outcome.pushed.count
-                deliver = pushNow.deliver
+            let deliver: QueueDeliverFunction? = state.withLock { s in
+                for w in outcome.leftover { w.tried = true }
+                if let next = outcome.nextDue, s.nextDueMs.map({ next < $0 }) ?? true { s.nextDueMs = next }
+                s.stats.leasesExpired += outcome.expired
+                guard let pushNow, !outcome.pushed.isEmpty else { return nil }
+                s.pushInFlight += outcome.pushed.count
+                return pushNow.deliver
             }
-            cond.unlock()
+            requeue(outcome.leftover)
 
             if let deliver {
                 for m in outcome.pushed {
                     deliver(m) { [weak self] ok in self?.pushFinished(m, ok: ok) }
                 }
             }
+            return Int64.min  // look again at once: the next deadline, the workers left
         }
     }
 
@@ -287,13 +301,13 @@ final class QueueDispatcher: @unchecked Sendable {
             if case .success(.leaseLost) = r {
                 self.logger.warning("queue: lease of pushed message \(m.id) was lost before it was settled")
             }
-            self.cond.lock()
-            self.pushInFlight -= 1
-            self.cond.broadcast()
-            self.cond.unlock()
+            self.state.withLock { $0.pushInFlight -= 1 }
+            self.state.broadcast()
+            self.wake()  // capacity for another delivery
         }
     }
 
+    /// @unchecked: holds `Waiter`s (see there); handed from the writer to the dispatcher thread.
     private struct Outcome: @unchecked Sendable {
         var assigned: [(Waiter, QueueMessage)] = []
         var leftover: [Waiter] = []

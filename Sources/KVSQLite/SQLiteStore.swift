@@ -5,6 +5,7 @@ import CSQLite
 import Foundation
 import KVEngine
 import Logging
+import Threading
 
 public struct SQLiteStoreOptions: Sendable {
     /// PRAGMA synchronous=FULL (default) vs NORMAL.
@@ -26,7 +27,7 @@ public struct SQLiteStoreOptions: Sendable {
     }
 }
 
-public final class SQLiteStore: KVStorage, @unchecked Sendable {
+public final class SQLiteStore: KVStorage, Sendable {
     /// Lower-case UUID generated when the database file was created; stable across reopen.
     public let databaseId: String
     public let path: String

@@ -6,7 +6,13 @@ import CSQLite
 import Foundation
 import KVEngine
 import Logging
+import Synchronization
+import Threading
 
+/// @unchecked Sendable: the vars below that are not behind a lock
+/// (`writerCounter`, `pendingNotifications`, and the connection in
+/// `writeConn`) are touched only on the writer thread; `sweeper` and `queue`
+/// are set once in init, before any other thread can see the core.
 final class StoreCore: @unchecked Sendable {
     private struct PendingWrite {
         let write: AtomicWrite
@@ -25,14 +31,15 @@ final class StoreCore: @unchecked Sendable {
     private var writerCounter: UInt64
     private let readPool: ReadPool
 
-    // Guarded by `cond`.
-    private let cond = NSCondition()
-    private var pending: [PendingWrite] = []
-    /// Jobs to run on the writer thread (with the write connection) between batches.
-    private var tasks: [@Sendable (SQLiteConnection) -> Void] = []
-    private var closing = false
-    private var writerFinished = false
-    private var writerThread: Thread?
+    private struct Work {
+        var pending: [PendingWrite] = []
+        /// Jobs to run on the writer thread (with the write connection) between batches.
+        var tasks: [@Sendable (SQLiteConnection) -> Void] = []
+        var closing = false
+    }
+    /// A condition: the writer thread waits for work.
+    private let work = ConditionLock(Work())
+    private var writerThread: JoinableThread!
 
     let hub = WatchHub()
     private(set) var sweeper: ExpirySweeper!
@@ -40,22 +47,16 @@ final class StoreCore: @unchecked Sendable {
     /// In-flight queue messages of a previous process made ready again on open.
     private(set) var recoveredInflight = 0
 
-    private let counterLock = NSLock()
-    private var _committedCounter: UInt64
-    private var _batchesCommitted = 0
+    private struct Committed {
+        var counter: UInt64
+        var batches = 0
+    }
+    private let committed: Mutex<Committed>
 
     /// Number of group-commit transactions committed so far (for tests and metrics).
-    var batchesCommitted: Int {
-        counterLock.lock()
-        defer { counterLock.unlock() }
-        return _batchesCommitted
-    }
+    var batchesCommitted: Int { committed.withLock { $0.batches } }
 
-    var committedCounter: UInt64 {
-        counterLock.lock()
-        defer { counterLock.unlock() }
-        return _committedCounter
-    }
+    var committedCounter: UInt64 { committed.withLock { $0.counter } }
 
     static func wallClockMs() -> Int64 { WallClock.nowMs() }
 
@@ -76,7 +77,7 @@ final class StoreCore: @unchecked Sendable {
             recoveredInflight = try QueueStore.recoverInflight(conn)
             databaseId = id
             writerCounter = counter
-            _committedCounter = counter
+            committed = Mutex(Committed(counter: counter))
         } catch {
             conn.close()
             throw error
@@ -84,19 +85,17 @@ final class StoreCore: @unchecked Sendable {
         writeConn = conn
         readPool = ReadPool(path: path, maxConnections: options.readConnections)
 
-        let thread = Thread { [self] in
-            Thread.current.name = "kvengine-writer"
-            self.writerLoop()
-        }
-        thread.name = "kvengine-writer"
-        cond.lock()
-        writerThread = thread
-        cond.unlock()
-        thread.start()
+        // The threads hold the core until `close` ends them.
         sweeper = ExpirySweeper(core: self)
-        sweeper.start()
         queue = QueueDispatcher(core: self, maxLeases: options.queueMaxLeases)
-        queue.start()
+        do {
+            writerThread = try JoinableThread(name: "kvengine-writer") { [self] in writerLoop() }
+            try sweeper.start()
+            try queue.start()
+        } catch {
+            close()
+            throw KVError.internalError("\(error)")
+        }
         if recoveredInflight > 0 {
             logger.notice("queue: \(recoveredInflight) in-flight message(s) of a previous run are ready again")
         }
@@ -202,40 +201,40 @@ final class StoreCore: @unchecked Sendable {
     // MARK: - writes
 
     func submit(_ write: AtomicWrite, completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void) {
-        cond.lock()
-        if closing {
-            cond.unlock()
-            completion(.failure(.unavailable("shutting down")))
-            return
+        let accepted = work.withLock { w in
+            if w.closing { return false }
+            w.pending.append(PendingWrite(write: write, completion: completion))
+            return true
         }
-        pending.append(PendingWrite(write: write, completion: completion))
-        cond.signal()
-        cond.unlock()
+        guard accepted else { return completion(.failure(.unavailable("shutting down"))) }
+        work.signal()
     }
 
     /// Queues several writes at once so that they land in the same batch
     /// (when they fit in maxBatchSize). Used by tests.
     func submitAll(_ writes: [(AtomicWrite, @Sendable (Result<AtomicWriteResult, KVError>) -> Void)]) {
-        cond.lock()
-        if closing {
-            cond.unlock()
+        let accepted = work.withLock { w in
+            if w.closing { return false }
+            for (write, c) in writes { w.pending.append(PendingWrite(write: write, completion: c)) }
+            return true
+        }
+        guard accepted else {
             for (_, c) in writes { c(.failure(.unavailable("shutting down"))) }
             return
         }
-        for (w, c) in writes { pending.append(PendingWrite(write: w, completion: c)) }
-        cond.signal()
-        cond.unlock()
+        work.signal()
     }
 
     /// Runs `body` on the writer thread between batches; false if shutting down.
     @discardableResult
     func onWriter(_ body: @escaping @Sendable (SQLiteConnection) -> Void) -> Bool {
-        cond.lock()
-        defer { cond.unlock() }
-        if closing { return false }
-        tasks.append(body)
-        cond.signal()
-        return true
+        let queued = work.withLock { w in
+            if w.closing { return false }
+            w.tasks.append(body)
+            return true
+        }
+        if queued { work.signal() }
+        return queued
     }
 
     func checkWritable() -> Bool {
@@ -253,46 +252,46 @@ final class StoreCore: @unchecked Sendable {
             }
         }
         guard queued else { return false }
-        return box.wait(until: Date().addingTimeInterval(5)) ?? false
+        return box.wait(timeoutMs: 5_000) ?? false
     }
 
-    var isWriterThread: Bool {
-        cond.lock()
-        defer { cond.unlock() }
-        return Thread.current === writerThread
-    }
+    var isWriterThread: Bool { writerThread?.isCurrent ?? false }
 
+    /// Stops the sweeper and the dispatcher, lets the writer drain what was
+    /// queued, and waits for all three threads: after that nothing holds the
+    /// core. On the writer thread itself (a task or a completion closed the
+    /// store) nothing waits: a sweep or round may be waiting for the writer,
+    /// and the writer ends on its own once it is drained.
     func close() {
-        sweeper?.stop()
-        queue?.stop()
-        cond.lock()
-        closing = true
-        cond.broadcast()
-        let onWriter = Thread.current === writerThread
-        if !onWriter {
-            while !writerFinished { cond.wait() }
-            // The Thread keeps its closure, which holds self: break the cycle.
-            writerThread = nil
+        let onWriter = isWriterThread
+        sweeper.stop(wait: !onWriter)
+        queue.stop(wait: !onWriter)
+        work.withLock { $0.closing = true }
+        work.broadcast()
+        if onWriter {
+            writerThread?.detach()
+        } else {
+            writerThread?.join()
         }
-        cond.unlock()
         readPool.close()
     }
 
     private func writerLoop() {
         let batchLimit = Swift.max(1, options.maxBatchSize)
         while true {
-            cond.lock()
-            while pending.isEmpty && tasks.isEmpty && !closing { cond.wait() }
-            if pending.isEmpty && tasks.isEmpty {
-                cond.unlock()
-                break  // closing and drained
+            // nil: closing and drained.
+            let next: (tasks: [@Sendable (SQLiteConnection) -> Void], batch: [PendingWrite])? = work.wait { w in
+                if w.pending.isEmpty && w.tasks.isEmpty {
+                    return w.closing ? .done(nil) : .wait(timeoutMs: nil)
+                }
+                let tasks = w.tasks
+                w.tasks.removeAll()
+                let n = Swift.min(w.pending.count, batchLimit)
+                let batch = Array(w.pending.prefix(n))
+                w.pending.removeFirst(n)
+                return .done((tasks, batch))
             }
-            let tasksNow = tasks
-            tasks.removeAll()
-            let n = Swift.min(pending.count, batchLimit)
-            let batch = Array(pending.prefix(n))
-            pending.removeFirst(n)
-            cond.unlock()
+            guard let (tasksNow, batch) = next else { break }
 
             for t in tasksNow { t(writeConn) }
             if !batch.isEmpty {
@@ -307,10 +306,6 @@ final class StoreCore: @unchecked Sendable {
             }
         }
         writeConn.close()
-        cond.lock()
-        writerFinished = true
-        cond.broadcast()
-        cond.unlock()
     }
 
     /// Writer thread only (from an `onWriter` task): runs `body` in its own
@@ -333,10 +328,10 @@ final class StoreCore: @unchecked Sendable {
             throw error
         }
         writerCounter = counter
-        counterLock.lock()
-        _committedCounter = counter
-        _batchesCommitted += 1
-        counterLock.unlock()
+        committed.withLock { c in
+            c.counter = counter
+            c.batches += 1
+        }
         if let e = eval.effects.earliestExpiryMs { sweeper.noteExpiry(e) }
         hub.notify(changed: eval.effects.touched)
         return versionstamp
@@ -360,9 +355,7 @@ final class StoreCore: @unchecked Sendable {
                 try conn.run("COMMIT")
                 if counter > writerCounter {
                     writerCounter = counter
-                    counterLock.lock()
-                    _committedCounter = counter
-                    counterLock.unlock()
+                    committed.withLock { $0.counter = counter }
                 }
                 box.set(.success(()))
             } catch {
@@ -448,10 +441,10 @@ final class StoreCore: @unchecked Sendable {
         if counter != writerCounter {
             writerCounter = counter
         }
-        counterLock.lock()
-        _committedCounter = counter
-        _batchesCommitted += 1
-        counterLock.unlock()
+        committed.withLock { c in
+            c.counter = counter
+            c.batches += 1
+        }
         EngineMetrics.recordCommit(writes: writes.count, startNs: metricsStart)
         if let e = eval.effects.earliestExpiryMs { sweeper.noteExpiry(e) }
         if let d = eval.effects.earliestDeadlineMs { queue.noteDue(d) }

@@ -1,5 +1,6 @@
 import CSQLite
 import Foundation
+import Threading
 import XCTest
 @testable import KVEngine
 @testable import KVSQLite

@@ -1,4 +1,5 @@
 import Foundation
+import Threading
 import XCTest
 @testable import KVEngine
 @testable import KVSQLite
@@ -105,7 +106,7 @@ final class QueueTests: KVTestCase {
             XCTAssertEqual(e.value, KVValue(data: payload, encoding: .v8))
             XCTAssertEqual(e.versionstamp, vs)
         }
-        XCTAssertEqual(woke.wait(until: Date().addingTimeInterval(2)), true, "watchers see the dead letter")
+        XCTAssertEqual(woke.wait(timeoutMs: 2_000), true, "watchers see the dead letter")
         // The counter is shared with atomic writes.
         let after = try store.commit([set("later", bytesValue("y"))])
         XCTAssertEqual(Versionstamps.counter(of: after)!, Versionstamps.counter(of: vs)! + 1)
@@ -267,7 +268,7 @@ final class QueueTests: KVTestCase {
         }
         let deadline = nowMs() + 300
         try enqueue(deadlineMs: deadline)
-        let at = try XCTUnwrap(got.wait(until: Date().addingTimeInterval(5)))
+        let at = try XCTUnwrap(got.wait(timeoutMs: 5_000))
         XCTAssertGreaterThanOrEqual(at, deadline)
         XCTAssertLessThan(at, deadline + 250)
         store.stopQueueDelivery()

@@ -1,4 +1,5 @@
 import Foundation
+import Threading
 import XCTest
 @testable import KVEngine
 @testable import KVPostgres

@@ -84,7 +84,7 @@ final class FaultTests: PGTestCase {
     /// running it a second time.
     func testLostAnswerToASuccessfulCommitIsResolvedByTheMarker() throws {
         let s = try open()
-        s.writer.loseNextCommitAnswer.set(true)
+        s.writer.loseNextCommitAnswer.withLock { $0 = true }
         let vs = try s.commit([Mutation(key: k("n"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))])
         XCTAssertEqual(s.unknownOutcomes.committed, 1)
         XCTAssertEqual(s.unknownOutcomes.rolledBack, 0)

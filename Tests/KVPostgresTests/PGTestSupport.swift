@@ -1,4 +1,6 @@
 import Foundation
+import Synchronization
+import Threading
 import XCTest
 @testable import KVPostgres
 import KVEngine
@@ -38,33 +40,18 @@ class PGTestCase: XCTestCase {
     func admin() throws -> PGConnection { try PGConnection(conninfo: url, searchPath: schema) }
 }
 
-final class Box<T>: @unchecked Sendable {
-    private let cond = NSCondition()
-    private var value: T?
-    func set(_ v: T) {
-        cond.lock()
-        value = v
-        cond.broadcast()
-        cond.unlock()
-    }
-    func wait(seconds: Double = 30) -> T? {
-        let until = Date().addingTimeInterval(seconds)
-        cond.lock()
-        defer { cond.unlock() }
-        while value == nil { if !cond.wait(until: until) { break } }
-        return value
-    }
+/// A result another thread hands over; the test waits for it (bounded).
+final class Box<T: Sendable>: Sendable {
+    private let box = ResultBox<T>()
+    func set(_ v: T) { box.set(v) }
+    func wait(seconds: Double = 30) -> T? { box.wait(timeoutMs: Int64(seconds * 1000)) }
 }
 
-final class Locked<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var v: T
-    init(_ v: T) { self.v = v }
-    func with<R>(_ f: (inout T) -> R) -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return f(&v)
-    }
+/// A value several threads update.
+final class Locked<T: Sendable>: Sendable {
+    private let m: Mutex<T>
+    init(_ v: T) { m = Mutex(v) }
+    func with<R: Sendable>(_ f: (inout T) -> R) -> R { m.withLock { f(&$0) } }
     var value: T { with { $0 } }
 }
 

@@ -9,8 +9,9 @@ import Dispatch
 import Foundation
 import KVConnect
 import KVEngine
+import Synchronization
 
-final class LiveFeed: @unchecked Sendable {
+final class LiveFeed: Sendable {
     static let queue = DispatchQueue(label: "kvconsole.live")
     static let pageSize = 100
 
@@ -18,14 +19,16 @@ final class LiveFeed: @unchecked Sendable {
     private let range: ReadRange
     private let stream: any ResponseStreamWriter
     private let authorized: @Sendable () -> Bool
-    private let lock = NSLock()
-    private var closed = false
-    private var lastFingerprint: [Bytes]?
-    private var lastVersionstamp: Versionstamp = []
-    private var watchedKeys: [Bytes] = []
-    private var registration: KeyWatch?
-    private var timer: DispatchSourceTimer?
-    private var ticks = 0
+    private struct State {
+        var closed = false
+        var lastFingerprint: [Bytes]?
+        var lastVersionstamp: Versionstamp = []
+        var watchedKeys: [Bytes] = []
+        var registration: KeyWatch?
+        var timer: RepeatingTimer?
+        var ticks = 0
+    }
+    private let state = Mutex(State())
 
     init(
         store: any KVStorage, range: ReadRange, stream: any ResponseStreamWriter,
@@ -38,11 +41,10 @@ final class LiveFeed: @unchecked Sendable {
     }
 
     func start() {
-        let t = DispatchSource.makeTimerSource(queue: Self.queue)
-        t.schedule(deadline: .now() + .seconds(1), repeating: .seconds(1))
-        t.setEventHandler { [weak self] in self?.tick() }
-        lock.withLock { timer = t }
-        t.resume()
+        let t = RepeatingTimer(queue: Self.queue, first: .seconds(1), interval: .seconds(1)) { [weak self] in
+            self?.tick()
+        }
+        state.withLock { $0.timer = t }
         stream.onClose { [self] in self.close() }
         // Tell the page the feed is open (EventSource fires `open` on headers only).
         stream.write(Array("retry: 2000\nevent: ready\ndata: {}\n\n".utf8))
@@ -50,11 +52,11 @@ final class LiveFeed: @unchecked Sendable {
     }
 
     private func tick() {
-        lock.lock()
-        ticks += 1
         // Pings also find a client that left (the front notices on a write).
-        let ping = ticks % 5 == 0
-        lock.unlock()
+        let ping = state.withLock { s in
+            s.ticks += 1
+            return s.ticks % 5 == 0
+        }
         guard authorized() else {
             stream.finish()
             close()
@@ -71,24 +73,24 @@ final class LiveFeed: @unchecked Sendable {
     /// changed, and tells the page if what it shows differs.
     private func check(force: Bool) {
         let stamp = store.currentVersionstamp
-        lock.lock()
-        if closed || (!force && stamp == lastVersionstamp) {
-            lock.unlock()
-            return
+        let skip = state.withLock { s in
+            if s.closed || (!force && stamp == s.lastVersionstamp) { return true }
+            s.lastVersionstamp = stamp
+            return false
         }
-        lastVersionstamp = stamp
-        lock.unlock()
+        if skip { return }
         guard let entries = try? store.snapshotRead([range]).first else { return }
         let fingerprint = entries.map { $0.key + [0xFF] + $0.versionstamp }
         let keys = entries.map(\.key)
-        lock.lock()
-        let first = lastFingerprint == nil
-        let changed = !first && fingerprint != lastFingerprint
-        lastFingerprint = fingerprint
-        let rewatch = keys != watchedKeys && !closed
-        let old = rewatch ? registration : nil
-        if rewatch { watchedKeys = keys }
-        lock.unlock()
+        let (changed, rewatch, old) = state.withLock { s in
+            let first = s.lastFingerprint == nil
+            let changed = !first && fingerprint != s.lastFingerprint
+            s.lastFingerprint = fingerprint
+            let rewatch = keys != s.watchedKeys && !s.closed
+            let old = rewatch ? s.registration : nil
+            if rewatch { s.watchedKeys = keys }
+            return (changed, rewatch, old)
+        }
         if rewatch {
             old?.cancel()
             let reg =
@@ -98,14 +100,14 @@ final class LiveFeed: @unchecked Sendable {
                     guard let feed = self else { return }
                     LiveFeed.queue.async { feed.check(force: true) }
                 }
-            lock.lock()
+            let closed = state.withLock { s in
+                if !s.closed { s.registration = reg }
+                return s.closed
+            }
             if closed {
-                lock.unlock()
                 reg?.cancel()
                 return
             }
-            registration = reg
-            lock.unlock()
         }
         if changed {
             let hex = stamp.map { String(format: "%02x", $0) }.joined()
@@ -114,16 +116,15 @@ final class LiveFeed: @unchecked Sendable {
     }
 
     func close() {
-        lock.lock()
-        if closed {
-            lock.unlock()
-            return
+        let (reg, t) = state.withLock { s -> (KeyWatch?, RepeatingTimer?) in
+            if s.closed { return (nil, nil) }
+            s.closed = true
+            defer {
+                s.registration = nil
+                s.timer = nil
+            }
+            return (s.registration, s.timer)
         }
-        closed = true
-        let reg = registration, t = timer
-        registration = nil
-        timer = nil
-        lock.unlock()
         reg?.cancel()
         t?.cancel()
     }

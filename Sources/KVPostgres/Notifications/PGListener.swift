@@ -7,55 +7,51 @@
 
 import Foundation
 import KVEngine
+import Synchronization
+import Threading
 
-final class PGListener: @unchecked Sendable {
+final class PGListener: Sendable {
     private let ctx: PGContext
-    private let lock = NSLock()
-    private var stopped = false
-    private var thread: Thread?
-    private var _connected = false
-    private var _reconnects = 0
+    private struct State {
+        var stopped = false
+        var thread: JoinableThread?
+        var connected = false
+        var reconnects = 0
+    }
+    private let state = Mutex(State())
 
     init(ctx: PGContext) {
         self.ctx = ctx
     }
 
-    var isConnected: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return _connected
-    }
+    var isConnected: Bool { state.withLock { $0.connected } }
     /// Times the LISTEN connection was re-established after a loss.
-    var reconnects: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return _reconnects
-    }
+    var reconnects: Int { state.withLock { $0.reconnects } }
 
-    /// Connects and LISTENs before returning, so no commit after `start` is missed.
+    /// Connects and LISTENs before returning, so no commit after `start` is
+    /// missed. The thread holds the listener until `stop` ends it.
     func start() throws {
         let c = try listen()
-        let t = Thread { [self] in self.loop(c) }
-        t.name = "kvpg-listener"
-        lock.lock()
-        thread = t
-        _connected = true
-        lock.unlock()
-        t.start()
+        state.withLock { $0.connected = true }
+        do {
+            let t = try JoinableThread(name: "kvpg-listener") { [self] in loop(c) }
+            state.withLock { $0.thread = t }
+        } catch {
+            c.close()
+            throw error
+        }
     }
 
+    /// Waits for the thread (it notices within one notification wait).
     func stop() {
-        lock.lock()
-        stopped = true
-        thread = nil
-        lock.unlock()
+        let t = state.withLock { s in
+            s.stopped = true
+            return s.thread
+        }
+        t?.join()
     }
 
-    private var isStopped: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return stopped
-    }
+    private var isStopped: Bool { state.withLock { $0.stopped } }
 
     private func listen() throws -> PGConnection {
         let c = try ctx.connect()
@@ -70,17 +66,17 @@ final class PGListener: @unchecked Sendable {
             guard let c = conn else {
                 do {
                     conn = try listen()
-                    lock.lock()
-                    _connected = true
-                    _reconnects += 1
-                    lock.unlock()
+                    state.withLock { s in
+                        s.connected = true
+                        s.reconnects += 1
+                    }
                     delayMs = 20
                     ctx.logger.notice("watch notifications: reconnected to PostgreSQL; waking every watcher")
                     PGMetrics.reconnects.increment()
                     ctx.hub.notifyAll()
                     // Expiries and enqueues may also have been missed.
-                    ctx.onExpiryNoted?(0)
-                    ctx.onDueNoted?(0)
+                    ctx.noteExpiry(0)
+                    ctx.noteDue(0)
                 } catch {
                     usleep(delayMs * 1000)
                     delayMs = min(delayMs * 2, 1000)
@@ -94,9 +90,7 @@ final class PGListener: @unchecked Sendable {
                 }
             } catch {
                 ctx.logger.warning("watch notifications: connection lost (\(error)); reconnecting")
-                lock.lock()
-                _connected = false
-                lock.unlock()
+                state.withLock { $0.connected = false }
                 c.close()
                 conn = nil
             }
@@ -112,8 +106,8 @@ final class PGListener: @unchecked Sendable {
         }
         ctx.noteCounter(n.counter)
         if n.sender == ctx.instanceId { return }  // this process already woke its watchers
-        if let e = n.earliestExpiryMs { ctx.onExpiryNoted?(e) }
-        if let d = n.earliestDueMs { ctx.onDueNoted?(d) }
+        if let e = n.earliestExpiryMs { ctx.noteExpiry(e) }
+        if let d = n.earliestDueMs { ctx.noteDue(d) }
         if let keys = n.keys {
             ctx.hub.notify(changed: keys)
         } else {

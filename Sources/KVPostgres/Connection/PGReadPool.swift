@@ -4,20 +4,23 @@
 // read is replaced and the read tried once more before it fails with
 // `.unavailable`.
 
-import Foundation
 import KVEngine
+import Threading
 
-final class PGReadPool: @unchecked Sendable {
+final class PGReadPool: Sendable {
     /// Opens one pooled connection (the primary's for `PostgresStore`, the
     /// standby's for `PostgresReplicaStore`).
-    private let connect: () throws -> PGConnection
-    private let cond = NSCondition()
-    private var idle: [PGConnection] = []
-    private var total = 0
+    private let connect: @Sendable () throws -> PGConnection
+    private struct State {
+        var idle: [PGConnection] = []
+        var total = 0
+        var closed = false
+    }
+    /// A condition: readers wait for a connection when all are lent.
+    private let state = ConditionLock(State())
     private let maxConnections: Int
-    private var closed = false
 
-    init(maxConnections: Int, connect: @escaping () throws -> PGConnection) {
+    init(maxConnections: Int, connect: @escaping @Sendable () throws -> PGConnection) {
         self.connect = connect
         self.maxConnections = max(1, maxConnections)
     }
@@ -54,57 +57,53 @@ final class PGReadPool: @unchecked Sendable {
     }
 
     private func checkout() throws -> PGConnection {
-        cond.lock()
-        while idle.isEmpty && !closed && total >= maxConnections { cond.wait() }
-        if closed {
-            cond.unlock()
-            throw KVError.unavailable("shutting down")
+        // .some(nil): none idle, open one (counted already); nil: closed.
+        let lent: PGConnection?? = state.wait { s in
+            if s.closed { return .done(.none) }
+            if let c = s.idle.popLast() { return .done(.some(c)) }
+            if s.total < maxConnections {
+                s.total += 1
+                return .done(.some(nil))
+            }
+            return .wait(timeoutMs: nil)
         }
-        if let c = idle.popLast() {
-            cond.unlock()
-            return c
-        }
-        total += 1
-        cond.unlock()
+        guard let lent else { throw KVError.unavailable("shutting down") }
+        if let lent { return lent }
         do {
             return try connect()
         } catch {
-            cond.lock()
-            total -= 1
-            cond.signal()
-            cond.unlock()
+            state.withLock { $0.total -= 1 }
+            state.signal()
             throw (error as? PGError)?.asKVError ?? KVError.unavailable("\(error)")
         }
     }
 
     private func checkin(_ c: PGConnection) {
-        cond.lock()
-        if closed || c.isBroken {
-            c.close()
-            total -= 1
-        } else {
-            idle.append(c)
+        state.withLock { s in
+            if s.closed || c.isBroken {
+                c.close()
+                s.total -= 1
+            } else {
+                s.idle.append(c)
+            }
         }
-        cond.signal()
-        cond.unlock()
+        state.signal()
     }
 
     private func discard(_ c: PGConnection) {
         c.close()
-        cond.lock()
-        total -= 1
-        cond.signal()
-        cond.unlock()
+        state.withLock { $0.total -= 1 }
+        state.signal()
     }
 
     func close() {
-        cond.lock()
-        closed = true
-        for c in idle { c.close() }
-        total -= idle.count
-        idle.removeAll()
-        cond.broadcast()
-        cond.unlock()
+        state.withLock { s in
+            s.closed = true
+            for c in s.idle { c.close() }
+            s.total -= s.idle.count
+            s.idle.removeAll()
+        }
+        state.broadcast()
     }
 
     // MARK: - reads
