@@ -131,7 +131,7 @@ final class EventLoop: @unchecked Sendable {
     private func run() {
         shared.withLock { $0.loopThread = pthread_self() }
         var events = [epoll_event](repeating: epoll_event(), count: 256)
-        lastTick = MonotonicClock.nowMs()
+        lastTick = UInt64(MonotonicClock.nowMs())
         while true {
             let n = events.withUnsafeMutableBufferPointer {
                 epoll_wait(epfd, $0.baseAddress, Int32($0.count), Int32(EventLoop.tickMs))
@@ -162,7 +162,7 @@ final class EventLoop: @unchecked Sendable {
             // sockets that must be registered (and then closed) exactly once.
             for task in pending { task() }
             if stopping { break }
-            let now = MonotonicClock.nowMs()
+            let now = UInt64(MonotonicClock.nowMs())
             if now &- lastTick >= EventLoop.tickMs {
                 lastTick = now
                 for conn in Array(connections.values) { conn.tick(nowMs: now) }

@@ -1,3 +1,4 @@
+import Threading
 import CMicroHTTPD
 import Glibc
 
@@ -14,7 +15,7 @@ extension MicroHTTPDFront {
         let conn = table.withLock { t -> MHDConnection in
             let slot = t.pendingSlots.removeValue(forKey: fd)
             // The first request's clock started at accept.
-            let start = slot?.acceptedMs ?? MonotonicClock.nowMs()
+            let start = slot?.acceptedMs ?? UInt64(MonotonicClock.nowMs())
             let conn = MHDConnection(
                 fd: fd, slot: slot, deadlineMs: start + requestTimeoutMs,
                 receivingSinceMs: start, remoteAddress: remoteAddress)
@@ -41,7 +42,7 @@ extension MicroHTTPDFront {
     /// request timeout (never later than a deadline already running).
     func requestBegan(_ connection: OpaquePointer) {
         guard let conn = mhdConnection(connection) else { return }
-        let now = MonotonicClock.nowMs()
+        let now = UInt64(MonotonicClock.nowMs())
         let limit = now + requestTimeoutMs
         conn.timing.withLock {
             $0.deadlineMs = $0.deadlineMs == 0 ? limit : min($0.deadlineMs, limit)
@@ -64,7 +65,7 @@ extension MicroHTTPDFront {
     /// then complete within the request timeout.
     func requestFinished(_ connection: OpaquePointer, wireBytes: UInt64?) {
         guard let conn = mhdConnection(connection) else { return }
-        let limit = MonotonicClock.nowMs() + idleTimeoutMs + requestTimeoutMs
+        let limit = UInt64(MonotonicClock.nowMs()) + idleTimeoutMs + requestTimeoutMs
         conn.timing.withLock {
             if let wireBytes { $0.consumedBytes &+= wireBytes } else { $0.byteCountKnown = false }
             $0.deadlineMs = limit

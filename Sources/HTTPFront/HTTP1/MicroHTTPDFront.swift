@@ -111,7 +111,7 @@ final class MicroHTTPDFront: Sendable {
             while true {
                 pfd.revents = 0
                 if poll(&pfd, 1, 100) != 0 && (pfd.revents != 0 || errno != EINTR) { break }
-                reapExpired(nowMs: MonotonicClock.nowMs())
+                reapExpired(nowMs: UInt64(MonotonicClock.nowMs()))
             }
         }
         state.withLock { $0.reaper = reaper }
@@ -176,8 +176,8 @@ final class MicroHTTPDFront: Sendable {
         // wait (bounded) until each was handled or has ended. Streams whose
         // client does not read are cut off by MHD_stop_daemon (which ends
         // them through the response's free callback).
-        let deadline = MonotonicClock.nowMs() + 1000
-        while MonotonicClock.nowMs() < deadline {
+        let deadline = UInt64(MonotonicClock.nowMs()) + 1000
+        while UInt64(MonotonicClock.nowMs()) < deadline {
             if state.withLock({ $0.suspendedRequests.isEmpty && $0.openStreams.isEmpty }) { break }
             usleep(5_000)
         }

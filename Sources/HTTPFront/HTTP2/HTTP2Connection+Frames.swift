@@ -1,3 +1,4 @@
+import Threading
 import CNGHTTP2
 
 // nghttp2's frame callbacks (run inside mem_recv): requests are collected
@@ -46,7 +47,7 @@ extension HTTP2Connection {
         let id = frame.pointee.hd.stream_id
         let stream = HTTP2Stream(id: id)
         stream.receiveDeadlineMs =
-            MonotonicClock.nowMs() + UInt64(max(1, context.configuration.requestTimeoutSeconds)) * 1000
+            UInt64(MonotonicClock.nowMs()) + UInt64(max(1, context.configuration.requestTimeoutSeconds)) * 1000
         if let replaced = streams.updateValue(stream, forKey: id), !replaced.state.isAnswered {
             unansweredStreams -= 1
         }
@@ -112,7 +113,7 @@ extension HTTP2Connection {
     private func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
         // A complete frame (any type) is activity; bytes trickling in without
         // completing one are not, so they cannot hold an idle connection.
-        lastActivityMs = MonotonicClock.nowMs()
+        lastActivityMs = UInt64(MonotonicClock.nowMs())
         let type = frame.pointee.hd.type
         if type == UInt8(NGHTTP2_RST_STREAM.rawValue) {
             // Called before nghttp2 closes the stream.
@@ -180,7 +181,7 @@ extension HTTP2Connection {
     /// (CVE-2023-44487). When the guard's budget is spent, GOAWAY
     /// ENHANCE_YOUR_CALM.
     private func noteEarlyReset() {
-        if rapidResetGuard.allowReset(nowMs: MonotonicClock.nowMs()) { return }
+        if rapidResetGuard.allowReset(nowMs: UInt64(MonotonicClock.nowMs())) { return }
         guard !terminating, let session else { return }
         terminating = true
         LiveCount.http2RapidResetCloses.add(1)

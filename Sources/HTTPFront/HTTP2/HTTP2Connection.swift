@@ -1,3 +1,4 @@
+import Threading
 import CLinux
 import CNGHTTP2
 import Glibc
@@ -68,7 +69,7 @@ final class HTTP2Connection: LoopConnection, @unchecked Sendable {
         self.loop = loop
         self.context = context
         self.remoteAddress = remoteAddress
-        self.lastActivityMs = MonotonicClock.nowMs()
+        self.lastActivityMs = UInt64(MonotonicClock.nowMs())
         rapidResetGuard = RapidResetGuard(
             burst: context.configuration.earlyResetBurst,
             perSecond: context.configuration.earlyResetsPerSecond,

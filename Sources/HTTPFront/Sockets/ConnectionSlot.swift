@@ -1,3 +1,4 @@
+import Threading
 import Synchronization
 
 /// One counted connection. Released by whoever closes the socket.
@@ -6,7 +7,7 @@ final class ConnectionSlot: Sendable {
     private let ip: ClientIP
     private let released = Mutex(false)
     /// Monotonic ms when the socket was accepted (start of the first request's timeout).
-    let acceptedMs = MonotonicClock.nowMs()
+    let acceptedMs = UInt64(MonotonicClock.nowMs())
 
     init(limiter: ConnectionLimiter, ip: ClientIP) {
         self.limiter = limiter

@@ -1,3 +1,4 @@
+import Threading
 import CLinux
 import Glibc
 import Logging
@@ -29,7 +30,7 @@ final class Sniffer: LoopConnection {
         self.context = context
         self.address = address
         self.addressLength = addressLength
-        deadlineMs = MonotonicClock.nowMs() + UInt64(max(1, context.configuration.sniffTimeoutMs))
+        deadlineMs = UInt64(MonotonicClock.nowMs()) + UInt64(max(1, context.configuration.sniffTimeoutMs))
     }
 
     func handleEvents(_ events: UInt32) {

@@ -1,3 +1,4 @@
+import Threading
 import Glibc
 
 /// HTTP/1.1 over TLS: libmicrohttpd speaks plain HTTP on one end of a
@@ -43,7 +44,7 @@ final class TLSBridge {
     private var mhdEOF = false  // no more bytes from MHD
     private var pairWriteShut = false
     private var closed = false
-    private var lastActivityMs = MonotonicClock.nowMs()
+    private var lastActivityMs = UInt64(MonotonicClock.nowMs())
 
     init(io: SocketIO, clientToken: UInt64, pairFd: Int32, loop: EventLoop, context: FrontContext) {
         self.io = io
@@ -131,7 +132,7 @@ final class TLSBridge {
                 closeAll()
                 return
             }
-            if progress { lastActivityMs = MonotonicClock.nowMs() }
+            if progress { lastActivityMs = UInt64(MonotonicClock.nowMs()) }
         }
         if gotData { SocketOptions.setQuickAck(io.fd) }
     }

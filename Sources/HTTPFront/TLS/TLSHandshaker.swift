@@ -1,3 +1,4 @@
+import Threading
 import CLinux
 import Glibc
 import Logging
@@ -28,7 +29,7 @@ final class TLSHandshaker: LoopConnection {
         self.address = address
         self.addressLength = addressLength
         session = TLSSession(fd: fd, credentials: tls.credentials)
-        deadlineMs = MonotonicClock.nowMs() + UInt64(max(1, context.configuration.sniffTimeoutMs))
+        deadlineMs = UInt64(MonotonicClock.nowMs()) + UInt64(max(1, context.configuration.sniffTimeoutMs))
     }
 
     func handleEvents(_ events: UInt32) {
