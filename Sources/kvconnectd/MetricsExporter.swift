@@ -79,7 +79,8 @@ final class MetricsExporter: Sendable {
             gauge("kvconnectd_open_watch_streams", db, "Open watch registrations (one per watch stream).")
                 .set(Double(store.watchCount))
             if let stats = try? store.storageStats() {
-                gauge("kvconnectd_database_size_bytes", db, "Bytes the database takes on disk (SQLite: file plus WAL; PostgreSQL: its tables and indexes).")
+                // What counts (files, logs, relations) is the backend's: see StorageStats.sizeBytes.
+                gauge("kvconnectd_database_size_bytes", db, "Bytes the database takes on disk, as its backend counts them.")
                     .set(Double(stats.sizeBytes))
             }
             gauge("kvconnectd_versionstamp_counter", db, "Commit counter behind the latest versionstamp.")
