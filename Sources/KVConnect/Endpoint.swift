@@ -88,8 +88,13 @@ public enum Route: Sendable, Equatable {
 /// The one list of paths. `endpointPath` is the data path's prefix (`/v2`).
 public struct RouteTable: Sendable {
     public let endpointPath: String
+    /// The replica handle's data path, `<ep>/replica` (see ReplicaEndpoint).
+    public var replicaEndpointPath: String { endpointPath + Self.replicaSuffix }
 
+    /// The replica handle's metadata exchange.
     static let replicaMetadataPath = "/replica"
+    /// Under the endpoint path: the replica handle's data path.
+    static let replicaSuffix = "/replica"
 
     public init(endpointPath: String) {
         self.endpointPath = endpointPath
@@ -118,8 +123,8 @@ public struct RouteTable: Sendable {
         if path.hasPrefix(KVConnectService.adminPrefix + "/") { return .queueAdmin }
         guard path.hasPrefix(endpointPath) else { return nil }
         var rest = path.dropFirst(endpointPath.count)
-        let replica = rest.hasPrefix(ReplicaEndpoint.suffix + "/")
-        if replica { rest = rest.dropFirst(ReplicaEndpoint.suffix.count) }
+        let replica = rest.hasPrefix(Self.replicaSuffix + "/")
+        if replica { rest = rest.dropFirst(Self.replicaSuffix.count) }
         switch rest {
         case "/snapshot_read": return .snapshotRead(replica: replica)
         case "/atomic_write": return .atomicWrite(replica: replica)

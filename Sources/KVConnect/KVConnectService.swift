@@ -121,10 +121,10 @@ public final class KVConnectService: Sendable {
         do { version = try MetadataExchange.negotiateVersion(body: request.body) } catch { return .error(error) }
         let expires = clock.nowMs() + config.tokenLifetimeSeconds * 1000
         let token = keyring.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires, scope: scope))
-        let replicaPath = config.endpointPath + ReplicaEndpoint.suffix
+        let replicaPath = routes.replicaEndpointPath
         let body = MetadataExchange.responseBody(
             version: version, databaseId: tenant.databaseId,
-            endpointPath: replicaHandle ? replicaPath : config.endpointPath,
+            endpointPath: replicaHandle ? replicaPath : routes.endpointPath,
             eventualEndpointPath: replicaHandle || tenant.replica == nil ? nil : replicaPath,
             baseURL: baseURL(request), token: token, expiresAtMs: expires)
         var r = ProtocolResponse(status: 200, headers: [("content-type", "application/json")], body: body)
