@@ -34,6 +34,8 @@ enum Wire {
         var value: [UInt8]? = nil
         var encoding: ValueEncoding = .v8
         var expireAtMs: Int64 = 0
+        /// `sum` bounds and clamping.
+        var sumMin: [UInt8] = [], sumMax: [UInt8] = [], sumClamp = false
     }
 
     static func atomicWrite(checks: [(key: [UInt8], vs: [UInt8])] = [], mutations: [M] = [],
@@ -54,6 +56,9 @@ enum Wire {
             p.pointee.key = arena.binary(m.key)
             p.pointee.mutation_type = m.type
             p.pointee.expire_at_ms = m.expireAtMs
+            p.pointee.sum_min = arena.binary(m.sumMin)
+            p.pointee.sum_max = arena.binary(m.sumMax)
+            p.pointee.sum_clamp = m.sumClamp ? 1 : 0
             if let v = m.value {
                 let kv = arena.object(Com__Deno__Kv__Datapath__KvValue.self)
                 com__deno__kv__datapath__kv_value__init(kv)

@@ -62,6 +62,33 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(w.enqueues, [Enqueue(payload: [0xff, 0x0f, 0x5f], deadlineMs: now + 1000, keysIfUndelivered: [stringKey("dl")], backoffSchedule: [100, 200])])
     }
 
+    func testSumCarriesItsBoundsAndClamp() throws {
+        let one: [UInt8] = [1, 0, 0, 0, 0, 0, 0, 0], lo: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0], hi: [UInt8] = [9, 0, 0, 0, 0, 0, 0, 0]
+        let body = Wire.atomicWrite(mutations: [
+            .init(key: stringKey("n"), type: .sum, value: one, encoding: .le64, sumMin: lo, sumMax: hi, sumClamp: true),
+            .init(key: stringKey("m"), type: .sum, value: one, encoding: .le64, sumMax: hi),
+        ])
+        let w = try codec.decodeAtomicWrite(body, nowMs: now)
+        XCTAssertEqual(w.mutations.map(\.kind), [
+            .sum(KVValue(data: one, encoding: .le64), min: lo, max: hi, clamp: true),
+            .sum(KVValue(data: one, encoding: .le64), min: nil, max: hi, clamp: false),
+        ])
+    }
+
+    func testMutationErrorsNameTheWireType() {
+        let cases: [(Wire.MutationType, String)] = [
+            (.set, "set"), (.sum, "sum"), (.min, "min"), (.max, "max"),
+            (.setSuffixVersionstampedKey, "setSuffixVersionstampedKey"),
+        ]
+        for (type, name) in cases {
+            expectError(400, "mutation 0 ('\(name)'): missing value") {
+                _ = try codec.decodeAtomicWrite(Wire.atomicWrite(mutations: [.init(key: [1], type: type)]), nowMs: now)
+            }
+        }
+        // A delete needs no value.
+        XCTAssertNoThrow(try codec.decodeAtomicWrite(Wire.atomicWrite(mutations: [.init(key: [1], type: .delete)]), nowMs: now))
+    }
+
     func testAtomicWriteLimits() {
         let v8: [UInt8] = [0xff, 0x0f, 0x49, 0x02]
         func w(_ m: [Wire.M]) -> [UInt8] { Wire.atomicWrite(mutations: m) }
