@@ -10,9 +10,8 @@ import Synchronization
 /// Only the swift-metrics facade is used here; the executable bootstraps the
 /// backend (Prometheus). Labels are small and bounded: the resolved
 /// endpoint's label (`Endpoint.metricLabel`; unrouted: "other") and the
-/// status code. Tokens,
-/// keys and client-chosen paths never become labels, and headers are never
-/// logged.
+/// status code. Tokens, keys and client-chosen paths never become labels,
+/// and headers are never logged.
 final class RequestObserver: Sendable {
     static let requestsTotal = "kvconnectd_requests_total"
     static let requestDuration = "kvconnectd_request_duration_seconds"
