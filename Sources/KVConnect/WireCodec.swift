@@ -183,7 +183,8 @@ public struct WireCodec: Sendable {
         if data.count > limits.maxValueBytes {
             throw .badRequest("value too large: \(data.count) bytes (limit: \(limits.maxValueBytes) bytes)")
         }
-        return (Mutation(key: key, kind: kind(KVValue(data: data, encoding: encoding)), expireAtMs: expireAt), key, data.count)
+        let mutation = Mutation(key: key, kind: kind(KVValue(data: data, encoding: encoding)), expireAtMs: expireAt)
+        return (mutation, key, data.count)
     }
 
     private func checkWriteKey(_ key: Bytes, what: String) throws(ProtocolError) {

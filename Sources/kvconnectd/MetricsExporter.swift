@@ -83,7 +83,8 @@ final class MetricsExporter: Sendable {
                 .set(Double(store.watchCount))
             if let stats = try? store.storageStats() {
                 // What counts (files, logs, relations) is the backend's: see StorageStats.sizeBytes.
-                gauge("kvconnectd_database_size_bytes", db, "Bytes the database takes on disk, as its backend counts them.")
+                gauge("kvconnectd_database_size_bytes", db,
+                      "Bytes the database takes on disk, as its backend counts them.")
                     .set(Double(stats.sizeBytes))
             }
             gauge("kvconnectd_versionstamp_counter", db, "Commit counter behind the latest versionstamp.")

@@ -29,7 +29,7 @@ final class EndpointTests: ServiceTestCase {
             // The administration checks its own sub-paths and methods, after the token.
             ("GET", "/admin/queue/stats", .queueAdmin),
             ("DELETE", "/admin/queue/messages/7", .queueAdmin),
-            ("PATCH", "/admin/queue/anything", .queueAdmin),
+            ("PATCH", "/admin/queue/anything", .queueAdmin)
         ]
         for (method, path, endpoint) in table {
             XCTAssertEqual(routes.resolve(method: method, path: path), .endpoint(endpoint), "\(method) \(path)")
@@ -37,40 +37,52 @@ final class EndpointTests: ServiceTestCase {
     }
 
     func testUnknownPathsAreNotFound() {
-        for path in ["", "/nope", "/v2", "/v2/", "/v2/replica", "/v2/replica/", "/v2/snapshot_read/x",
-                     "/v2/snapshot_readx", "/V2/snapshot_read", "/db/v2/snapshot_read", "/healthz/", "/replica/",
-                     "/v2/replica/queue/lease", "/v2/replica/replica/watch", "/admin/queue", "/admin/queuex/stats"] {
+        for path in [
+            "", "/nope", "/v2", "/v2/", "/v2/replica", "/v2/replica/", "/v2/snapshot_read/x",
+            "/v2/snapshot_readx", "/V2/snapshot_read", "/db/v2/snapshot_read", "/healthz/", "/replica/",
+            "/v2/replica/queue/lease", "/v2/replica/replica/watch", "/admin/queue", "/admin/queuex/stats"
+        ] {
             XCTAssertEqual(routes.resolve(method: "POST", path: path), .notFound, path)
             XCTAssertEqual(routes.resolve(method: "GET", path: path), .notFound, path)
         }
     }
 
     func testWrongMethodIsNotAllowedWithAllow() {
-        XCTAssertEqual(routes.resolve(method: "GET", path: "/v2/snapshot_read"),
-                       .methodNotAllowed(.snapshotRead(replica: false), allow: "POST"))
-        XCTAssertEqual(routes.resolve(method: "GET", path: "/replica"),
-                       .methodNotAllowed(.metadataExchange(replica: true), allow: "POST"))
-        XCTAssertEqual(routes.resolve(method: "PUT", path: "/v2/queue/lease"),
-                       .methodNotAllowed(.queueLease, allow: "POST"))
+        XCTAssertEqual(
+            routes.resolve(method: "GET", path: "/v2/snapshot_read"),
+            .methodNotAllowed(.snapshotRead(replica: false), allow: "POST"))
+        XCTAssertEqual(
+            routes.resolve(method: "GET", path: "/replica"),
+            .methodNotAllowed(.metadataExchange(replica: true), allow: "POST"))
+        XCTAssertEqual(
+            routes.resolve(method: "PUT", path: "/v2/queue/lease"),
+            .methodNotAllowed(.queueLease, allow: "POST"))
         XCTAssertEqual(routes.resolve(method: "POST", path: "/healthz"), .methodNotAllowed(.health, allow: "GET, HEAD"))
-        XCTAssertEqual(routes.resolve(method: "POST", path: "/metrics"), .methodNotAllowed(.metrics, allow: "GET, HEAD"))
+        XCTAssertEqual(
+            routes.resolve(method: "POST", path: "/metrics"), .methodNotAllowed(.metrics, allow: "GET, HEAD"))
         // Methods are case-sensitive (RFC 9110).
-        XCTAssertEqual(routes.resolve(method: "post", path: "/"), .methodNotAllowed(.metadataExchange(replica: false), allow: "POST"))
+        XCTAssertEqual(
+            routes.resolve(method: "post", path: "/"),
+            .methodNotAllowed(.metadataExchange(replica: false), allow: "POST"))
     }
 
     func testEndpointPathIsTheConfiguredOne() {
         let other = RouteTable(endpointPath: "/api/kv")
-        XCTAssertEqual(other.resolve(method: "POST", path: "/api/kv/atomic_write"), .endpoint(.atomicWrite(replica: false)))
-        XCTAssertEqual(other.resolve(method: "POST", path: "/api/kv/replica/snapshot_read"),
-                       .endpoint(.snapshotRead(replica: true)))
+        XCTAssertEqual(
+            other.resolve(method: "POST", path: "/api/kv/atomic_write"), .endpoint(.atomicWrite(replica: false)))
+        XCTAssertEqual(
+            other.resolve(method: "POST", path: "/api/kv/replica/snapshot_read"),
+            .endpoint(.snapshotRead(replica: true)))
         XCTAssertEqual(other.resolve(method: "POST", path: "/v2/atomic_write"), .notFound)
         XCTAssertEqual(other.resolve(method: "POST", path: "/"), .endpoint(.metadataExchange(replica: false)))
     }
 
     func testOnlyTheLeaseIsALongPoll() {
-        let all: [Endpoint] = [.metadataExchange(replica: false), .snapshotRead(replica: false), .atomicWrite(replica: true),
-                               .watch(replica: false), .queueLease, .queueAck, .queueFail, .queueAdmin, .health, .ready,
-                               .metrics]
+        let all: [Endpoint] = [
+            .metadataExchange(replica: false), .snapshotRead(replica: false), .atomicWrite(replica: true),
+            .watch(replica: false), .queueLease, .queueAck, .queueFail, .queueAdmin, .health, .ready,
+            .metrics
+        ]
         XCTAssertEqual(all.filter(\.isLongPoll), [.queueLease])
     }
 
@@ -80,7 +92,8 @@ final class EndpointTests: ServiceTestCase {
         XCTAssertEqual(String(decoding: notFound.body, as: UTF8.self), "not found: /nope\n")
         let wrong = send("GET", "/v2/watch")
         XCTAssertEqual(wrong.status, 405)
-        XCTAssertEqual(String(decoding: wrong.body, as: UTF8.self), "method GET not allowed on /v2/watch (allowed: POST)\n")
+        XCTAssertEqual(
+            String(decoding: wrong.body, as: UTF8.self), "method GET not allowed on /v2/watch (allowed: POST)\n")
         XCTAssertEqual(wrong.headers.first { $0.name == "allow" }?.value, "POST")
         let metrics = send("DELETE", "/metrics")
         XCTAssertEqual(metrics.status, 405)

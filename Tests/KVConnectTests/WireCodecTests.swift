@@ -63,7 +63,8 @@ final class WireCodecTests: XCTestCase {
     }
 
     func testSumCarriesItsBoundsAndClamp() throws {
-        let one: [UInt8] = [1, 0, 0, 0, 0, 0, 0, 0], lo: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0], hi: [UInt8] = [9, 0, 0, 0, 0, 0, 0, 0]
+        let one: [UInt8] = [1, 0, 0, 0, 0, 0, 0, 0], lo = [UInt8](repeating: 0, count: 8)
+        let hi: [UInt8] = [9, 0, 0, 0, 0, 0, 0, 0]
         let body = Wire.atomicWrite(mutations: [
             .init(key: stringKey("n"), type: .sum, value: one, encoding: .le64, sumMin: lo, sumMax: hi, sumClamp: true),
             .init(key: stringKey("m"), type: .sum, value: one, encoding: .le64, sumMax: hi),
@@ -86,7 +87,8 @@ final class WireCodecTests: XCTestCase {
             }
         }
         // A delete needs no value.
-        XCTAssertNoThrow(try codec.decodeAtomicWrite(Wire.atomicWrite(mutations: [.init(key: [1], type: .delete)]), nowMs: now))
+        XCTAssertNoThrow(
+            try codec.decodeAtomicWrite(Wire.atomicWrite(mutations: [.init(key: [1], type: .delete)]), nowMs: now))
     }
 
     func testAtomicWriteLimits() {
@@ -115,10 +117,12 @@ final class WireCodecTests: XCTestCase {
         // Numbers the proto does not define are sent as raw values.
         let encoding9 = Wire.ValueEncoding(rawValue: 9), type6 = Wire.MutationType(rawValue: 6)
         expectError(400, "unknown value encoding 0") {
-            _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: .set, value: [1], encoding: .unspecified)]), nowMs: now)
+            _ = try codec.decodeAtomicWrite(
+                w([.init(key: [1], type: .set, value: [1], encoding: .unspecified)]), nowMs: now)
         }
         expectError(400, "unknown value encoding 9") {
-            _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: .set, value: [1], encoding: encoding9)]), nowMs: now)
+            _ = try codec.decodeAtomicWrite(
+                w([.init(key: [1], type: .set, value: [1], encoding: encoding9)]), nowMs: now)
         }
         expectError(400, "unknown mutation type 0") {
             _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: .unspecified, value: [1])]), nowMs: now)
