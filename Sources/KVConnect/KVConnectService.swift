@@ -29,9 +29,9 @@ public struct ServiceConfiguration: Sendable {
     public init() {}
 }
 
-/// Routes every request (either HTTP version) to the metadata exchange, the
-/// data path or the health checks, and turns every failure into a status
-/// and a plain-text reason.
+/// Dispatches every request (either HTTP version), resolved to an `Endpoint`,
+/// to the metadata exchange, the data path, the queue endpoints or the health
+/// checks, and turns every failure into a status and a plain-text reason.
 public final class KVConnectService: Sendable {
     let tenants: [Tenant]
     private let keyring: SigningKeyring
@@ -41,62 +41,60 @@ public final class KVConnectService: Sendable {
     private let codec: WireCodec
     let logger: Logger
     let observer: RequestObserver
+    /// The paths this service answers.
+    public let routes: RouteTable
+    /// Token expiry, enqueue deadlines, queue administration: every time this
+    /// layer decides with.
+    let clock: WallClock
 
-    public convenience init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger) {
-        self.init(tenants: tenants, keyring: SigningKeyring(default: signer), configuration: configuration, logger: logger)
+    public convenience init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger,
+                            clock: WallClock = .system) {
+        self.init(tenants: tenants, keyring: SigningKeyring(default: signer), configuration: configuration,
+                  logger: logger, clock: clock)
     }
 
-    public init(tenants: [Tenant], keyring: SigningKeyring, configuration: ServiceConfiguration, logger: Logger) {
+    public init(tenants: [Tenant], keyring: SigningKeyring, configuration: ServiceConfiguration, logger: Logger,
+                clock: WallClock = .system) {
         self.tenants = tenants
+        self.clock = clock
+        self.routes = RouteTable(endpointPath: configuration.endpointPath)
         self.keyring = keyring
         self.config = configuration
         self.codec = WireCodec(limits: configuration.limits)
         self.pinger = WatchPinger(intervalMs: configuration.watchPingIntervalMs,
                                   maxPerSecond: configuration.watchPingsPerSecondMax)
         self.logger = logger
-        self.observer = RequestObserver(factory: configuration.metricsFactory ?? MetricsSystem.factory,
-                                        logger: logger, endpointPath: configuration.endpointPath)
+        self.observer = RequestObserver(factory: configuration.metricsFactory ?? MetricsSystem.factory, logger: logger)
     }
 
     /// May answer inline (reads, errors) or later from the engine's writer
-    /// thread (atomic writes); never blocks on a write.
+    /// thread (atomic writes); never blocks on a write. Resolves the route
+    /// itself; the front's adapter resolves it first and calls
+    /// `handle(_:route:respond:)`.
     public func handle(_ request: ProtocolRequest, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
-        let ep = config.endpointPath
-        let respond = observer.wrap(request, respond)
-        switch request.path {
-        case "/":
-            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
-            respond(metadataExchange(request))
-        case "/replica":
-            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
-            respond(metadataExchange(request, replicaHandle: true))
-        case "/healthz":
-            guard request.method == "GET" || request.method == "HEAD" else { return respond(methodNotAllowed(request, allow: "GET, HEAD")) }
-            respond(.text(200, "ok"))
-        case "/readyz":
-            guard request.method == "GET" || request.method == "HEAD" else { return respond(methodNotAllowed(request, allow: "GET, HEAD")) }
-            respond(readiness())
-        case "/metrics":
-            respond(metricsEndpoint(request))
-        case ep + "/snapshot_read":
-            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
-            respond(snapshotRead(request))
-        case ep + ReplicaEndpoint.suffix + "/snapshot_read":
-            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
-            respond(snapshotRead(request, eventual: true))
-        case ep + "/atomic_write", ep + ReplicaEndpoint.suffix + "/atomic_write":
-            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
-            atomicWrite(request, respond: respond)
-        case ep + "/watch", ep + ReplicaEndpoint.suffix + "/watch":
-            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
-            respond(watch(request))
-        case ep + "/queue/lease", ep + "/queue/ack", ep + "/queue/fail":
-            guard request.method == "POST" else { return respond(methodNotAllowed(request, allow: "POST")) }
-            queueEndpoint(request, respond: respond)
-        case let p where p.hasPrefix(Self.adminPrefix + "/"):
-            queueAdmin(request, respond: respond)
-        default:
-            respond(.text(404, "not found: \(request.path)"))
+        handle(request, route: routes.resolve(method: request.method, path: request.path), respond: respond)
+    }
+
+    /// `route`: what `routes.resolve` made of the request's method and path.
+    public func handle(_ request: ProtocolRequest, route: Route,
+                       respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+        let respond = observer.wrap(request, endpoint: route.endpoint, respond)
+        let endpoint: Endpoint
+        switch route {
+        case .endpoint(let e): endpoint = e
+        case .methodNotAllowed(_, let allow): return respond(methodNotAllowed(request, allow: allow))
+        case .notFound: return respond(.text(404, "not found: \(request.path)"))
+        }
+        switch endpoint {
+        case .metadataExchange(let replica): respond(metadataExchange(request, replicaHandle: replica))
+        case .snapshotRead(let replica): respond(snapshotRead(request, eventual: replica))
+        case .atomicWrite: atomicWrite(request, respond: respond)
+        case .watch: respond(watch(request))
+        case .queueLease, .queueAck, .queueFail: queueEndpoint(request, endpoint, respond: respond)
+        case .queueAdmin: queueAdmin(request, respond: respond)
+        case .health: respond(.text(200, "ok"))
+        case .ready: respond(readiness())
+        case .metrics: respond(metricsEndpoint())
         }
     }
 
@@ -121,20 +119,23 @@ public final class KVConnectService: Sendable {
         }
         let version: Int
         do { version = try MetadataExchange.negotiateVersion(body: request.body) } catch { return .error(error) }
-        let expires = nowMs() + config.tokenLifetimeSeconds * 1000
+        let expires = clock.nowMs() + config.tokenLifetimeSeconds * 1000
         let token = keyring.sign(DataPlaneToken(databaseId: tenant.databaseId, expiresAtMs: expires, scope: scope))
-        let replicaPath = config.endpointPath + ReplicaEndpoint.suffix
+        let replicaPath = routes.replicaEndpointPath
         let body = MetadataExchange.responseBody(
             version: version, databaseId: tenant.databaseId,
-            endpointPath: replicaHandle ? replicaPath : config.endpointPath,
+            endpointPath: replicaHandle ? replicaPath : routes.endpointPath,
             eventualEndpointPath: replicaHandle || tenant.replica == nil ? nil : replicaPath,
             baseURL: baseURL(request), token: token, expiresAtMs: expires)
-        return ProtocolResponse(status: 200, headers: [("content-type", "application/json")], body: body)
+        var r = ProtocolResponse(status: 200, headers: [("content-type", "application/json")], body: body)
+        r.databaseId = tenant.databaseId
+        return r
     }
 
     private func baseURL(_ request: ProtocolRequest) -> String {
         if let configured = config.publicBaseURL { return configured }
-        let host = request.header("host") ?? request.header(":authority") ?? "127.0.0.1"
+        // Both fronts give the host as `host` (HTTP/2's :authority included).
+        let host = request.header("host") ?? "127.0.0.1"
         return "http://\(host)"
     }
 
@@ -143,6 +144,14 @@ public final class KVConnectService: Sendable {
             return ProtocolResponse.error(ProtocolError(status: 503, "not ready: database \(t.databaseId) is not writable", retryAfterSeconds: 1))
         }
         return .text(200, "ready")
+    }
+
+    /// `GET /metrics`: the text the executable's exporter renders
+    /// (Prometheus exposition format 0.0.4); 404 when none is configured.
+    private func metricsEndpoint() -> ProtocolResponse {
+        guard let render = config.metricsText else { return .text(404, "not found: /metrics (metrics are disabled)") }
+        return ProtocolResponse(status: 200, headers: [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                                body: Array(render().utf8))
     }
 
     // MARK: data path
@@ -154,7 +163,7 @@ public final class KVConnectService: Sendable {
         }
         let token: DataPlaneToken
         do {
-            token = try verifiedTokens.verify(presented, nowMs: nowMs(), keyring: keyring)
+            token = try verifiedTokens.verify(presented, nowMs: clock.nowMs(), keyring: keyring)
         } catch .expired {
             throw .unauthorized("data-plane token expired: redo the metadata exchange")
         } catch {
@@ -200,7 +209,7 @@ public final class KVConnectService: Sendable {
                 throw ProtocolError(status: 403, "this token is read-only: atomic_write is not allowed")
             }
             tenant = t
-            write = try codec.decodeAtomicWrite(request.body, nowMs: nowMs())
+            write = try codec.decodeAtomicWrite(request.body, nowMs: clock.nowMs())
         } catch let e as ProtocolError {
             return respond(.error(e))
         } catch {
@@ -271,8 +280,3 @@ public final class KVConnectService: Sendable {
     }
 }
 
-func nowMs() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-}

@@ -31,6 +31,8 @@ public struct ProtocolResponse: Sendable {
     /// Set for streaming responses: called once with the open stream after
     /// status and headers are sent; `body` is ignored.
     public var stream: (@Sendable (any ResponseStreamWriter) -> Void)?
+    /// The database the handler served, for the request log; never sent.
+    var databaseId: String?
 
     public init(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
         self.status = status

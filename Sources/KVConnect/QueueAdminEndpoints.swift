@@ -35,7 +35,7 @@ extension KVConnectService {
             return respond(.text(403, "this token is read-only: queue \(rest.dropFirst()) is not allowed"))
         }
         let store = tenant.store
-        let now = WallClock.nowMs()
+        let now = clock.nowMs()
         do throws(ProtocolError) {
             switch (request.method, rest) {
             case ("GET", "/stats"):

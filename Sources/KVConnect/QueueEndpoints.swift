@@ -13,7 +13,9 @@ import KVEngine
 ///
 /// Same token rules as atomic_write: a read-only token gets 403.
 extension KVConnectService {
-    func queueEndpoint(_ request: ProtocolRequest, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+    /// `endpoint`: `.queueLease`, `.queueAck` or `.queueFail`.
+    func queueEndpoint(_ request: ProtocolRequest, _ endpoint: Endpoint,
+                       respond: @escaping @Sendable (ProtocolResponse) -> Void) {
         let tenant: Tenant
         let body: [String: Any]
         do {
@@ -28,11 +30,10 @@ extension KVConnectService {
         } catch {
             return respond(.error(ProtocolError(status: 500, "internal error: \(error)", retryAfterSeconds: 1)))
         }
-        let path = request.path
-        if path.hasSuffix("/lease") {
+        if endpoint == .queueLease {
             lease(tenant, body, respond: respond)
         } else {
-            settle(tenant, body, ack: path.hasSuffix("/ack"), respond: respond)
+            settle(tenant, body, ack: endpoint == .queueAck, respond: respond)
         }
     }
 

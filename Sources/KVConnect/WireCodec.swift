@@ -151,20 +151,27 @@ public struct WireCodec: Sendable {
         let key = bytes(m.key)
         try checkWriteKey(key, what: "mutation key")
         let expireAt: Int64? = m.expire_at_ms > 0 ? m.expire_at_ms : nil
-        let type = m.mutation_type.rawValue
-
-        if type == COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_DELETE.rawValue {
+        let type = m.mutation_type
+        if type == COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_DELETE {
             return (Mutation(key: key, kind: .delete), key, 0)
         }
-        let name: String
+        // The engine's mutation for the operand, by wire type; the name is
+        // only for error messages.
+        let name: String, kind: (KVValue) -> MutationKind
         switch type {
-        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SET.rawValue: name = "set"
-        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SUM.rawValue: name = "sum"
-        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_MIN.rawValue: name = "min"
-        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_MAX.rawValue: name = "max"
-        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SET_SUFFIX_VERSIONSTAMPED_KEY.rawValue: name = "setSuffixVersionstampedKey"
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SET:
+            (name, kind) = ("set", { .set($0) })
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SUM:
+            let lo = bytes(m.sum_min), hi = bytes(m.sum_max), clamp = m.sum_clamp != 0
+            (name, kind) = ("sum", { .sum($0, min: lo.isEmpty ? nil : lo, max: hi.isEmpty ? nil : hi, clamp: clamp) })
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_MIN:
+            (name, kind) = ("min", { .min($0) })
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_MAX:
+            (name, kind) = ("max", { .max($0) })
+        case COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SET_SUFFIX_VERSIONSTAMPED_KEY:
+            (name, kind) = ("setSuffixVersionstampedKey", { .setSuffixVersionstampedKey($0) })
         default:
-            throw .badRequest("mutation \(index): unknown mutation type \(type)")
+            throw .badRequest("mutation \(index): unknown mutation type \(type.rawValue)")
         }
         guard let v = m.value?.pointee else {
             throw .badRequest("mutation \(index) ('\(name)'): missing value")
@@ -176,18 +183,8 @@ public struct WireCodec: Sendable {
         if data.count > limits.maxValueBytes {
             throw .badRequest("value too large: \(data.count) bytes (limit: \(limits.maxValueBytes) bytes)")
         }
-        let value = KVValue(data: data, encoding: encoding)
-        let kind: MutationKind
-        switch name {
-        case "set": kind = .set(value)
-        case "sum":
-            let lo = bytes(m.sum_min), hi = bytes(m.sum_max)
-            kind = .sum(value, min: lo.isEmpty ? nil : lo, max: hi.isEmpty ? nil : hi, clamp: m.sum_clamp != 0)
-        case "min": kind = .min(value)
-        case "max": kind = .max(value)
-        default: kind = .setSuffixVersionstampedKey(value)
-        }
-        return (Mutation(key: key, kind: kind, expireAtMs: expireAt), key, data.count)
+        let mutation = Mutation(key: key, kind: kind(KVValue(data: data, encoding: encoding)), expireAtMs: expireAt)
+        return (mutation, key, data.count)
     }
 
     private func checkWriteKey(_ key: Bytes, what: String) throws(ProtocolError) {

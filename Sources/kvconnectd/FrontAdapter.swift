@@ -4,7 +4,9 @@ import KVConnect
 import KVConsole
 
 /// The one place the front's request value becomes the protocol layer's:
-/// both HTTP versions route through here.
+/// both HTTP versions route through here. Paths under the console's base go
+/// to the console; every other request is resolved once to a `Route`
+/// (`KVConnectService.routes`), which the adapter and the service read.
 struct FrontAdapter: HTTPRequestHandler {
     let service: KVConnectService
     /// The web console under /console/ (nil: not on this listener).
@@ -23,11 +25,12 @@ struct FrontAdapter: HTTPRequestHandler {
         if consoleOnly { return respond(.text(404, "not found: \(request.path) (this listener serves only the console)")) }
         let req = ProtocolRequest(method: request.method, path: request.path, query: request.query,
                                   headers: request.headers, body: request.body)
+        let route = service.routes.resolve(method: request.method, path: request.path)
         // Long-polls (queue leases) may wait for minutes: not worth a grace period.
-        let counted = !request.path.hasSuffix("/queue/lease")
+        let counted = route.endpoint?.isLongPoll != true
         if counted { inFlight.enter() }
         let inFlight = self.inFlight
-        service.handle(req) { r in
+        service.handle(req, route: route) { r in
             if counted { inFlight.leave() }
             respond(Self.httpResponse(r))
         }

@@ -38,6 +38,8 @@ enum MetricsBackend {
 final class MetricsExporter: Sendable {
     private let registry: PrometheusCollectorRegistry
     private let stores: [any KVStorage]
+    /// For the queue gauges' "due" and "age".
+    private let clock: WallClock
     /// Engine totals already added to the Prometheus counters, per database.
     private let exported = Mutex<[String: EngineTotals]>([:])
     /// Front totals already added (HTTP/2 stream limit reached, rapid-reset closes).
@@ -47,9 +49,10 @@ final class MetricsExporter: Sendable {
         var acknowledged = 0, failedAttempts = 0, deadLettered = 0, expired = 0, poisoned = 0, leasesExpired = 0
     }
 
-    init(registry: PrometheusCollectorRegistry, stores: [any KVStorage]) {
+    init(registry: PrometheusCollectorRegistry, stores: [any KVStorage], clock: WallClock = .system) {
         self.registry = registry
         self.stores = stores
+        self.clock = clock
     }
 
     func render() -> String {
@@ -79,12 +82,14 @@ final class MetricsExporter: Sendable {
             gauge("kvconnectd_open_watch_streams", db, "Open watch registrations (one per watch stream).")
                 .set(Double(store.watchCount))
             if let stats = try? store.storageStats() {
-                gauge("kvconnectd_database_size_bytes", db, "Bytes the database takes on disk (SQLite: file plus WAL; PostgreSQL: its tables and indexes).")
+                // What counts (files, logs, relations) is the backend's: see StorageStats.sizeBytes.
+                gauge("kvconnectd_database_size_bytes", db,
+                      "Bytes the database takes on disk, as its backend counts them.")
                     .set(Double(stats.sizeBytes))
             }
             gauge("kvconnectd_versionstamp_counter", db, "Commit counter behind the latest versionstamp.")
                 .set(Double(Versionstamps.counter(of: store.currentVersionstamp) ?? 0))
-            let now = WallClock.nowMs()
+            let now = clock.nowMs()
             if let q = try? store.queueOverview(nowMs: now) {
                 let help = "Queue messages by state (ready: due and waiting; delayed: due later; inflight: leased)."
                 gauge("kvconnectd_queue_messages", db + [("state", "ready")], help).set(Double(q.ready))

@@ -27,7 +27,7 @@ final class FuzzRegressionTests: XCTestCase {
     /// a request and is refused by the engine with a 400, not a crash.
     func testSumWithHugeBigIntLengthIsRefused() throws {
         let operand: [UInt8] = [0xFF, 0x10, 0x5A, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x69, 0x69]
-        let body = Wire.atomicWrite(mutations: [Wire.M(key: [0x02, 0x61, 0x00], type: 3, value: operand)])
+        let body = Wire.atomicWrite(mutations: [Wire.M(key: [0x02, 0x61, 0x00], type: .sum, value: operand)])
         let write = try codec.decodeAtomicWrite(body, nowMs: now)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvconnect-fuzzreg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

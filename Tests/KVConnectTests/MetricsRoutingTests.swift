@@ -39,19 +39,28 @@ final class MetricsRoutingTests: ServiceTestCase {
     }
 
     func testEndpointLabels() {
-        let ep = "/v2"
-        XCTAssertEqual(RequestObserver.endpoint(path: "/", endpointPath: ep), "metadata")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/v2/snapshot_read", endpointPath: ep), "snapshot_read")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/v2/atomic_write", endpointPath: ep), "atomic_write")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/v2/watch", endpointPath: ep), "watch")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/v2/queue/lease", endpointPath: ep), "queue_lease")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/v2/queue/ack", endpointPath: ep), "queue_ack")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/v2/queue/fail", endpointPath: ep), "queue_fail")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/healthz", endpointPath: ep), "healthz")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/readyz", endpointPath: ep), "readyz")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/metrics", endpointPath: ep), "metrics")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/secret-token-in-path", endpointPath: ep), "other")
-        XCTAssertEqual(RequestObserver.endpoint(path: "/v2/snapshot_read/x", endpointPath: ep), "other")
+        let routes = RouteTable(endpointPath: "/v2")
+        func label(_ path: String) -> String {
+            routes.resolve(method: "POST", path: path).endpoint?.metricLabel ?? Endpoint.unroutedLabel
+        }
+        XCTAssertEqual(label("/"), "metadata")
+        XCTAssertEqual(label("/replica"), "replica_metadata")
+        XCTAssertEqual(label("/v2/snapshot_read"), "snapshot_read")
+        XCTAssertEqual(label("/v2/replica/snapshot_read"), "replica_snapshot_read")
+        XCTAssertEqual(label("/v2/atomic_write"), "atomic_write")
+        XCTAssertEqual(label("/v2/replica/atomic_write"), "replica_atomic_write")
+        XCTAssertEqual(label("/v2/watch"), "watch")
+        XCTAssertEqual(label("/v2/replica/watch"), "replica_watch")
+        XCTAssertEqual(label("/v2/queue/lease"), "queue_lease")
+        XCTAssertEqual(label("/v2/queue/ack"), "queue_ack")
+        XCTAssertEqual(label("/v2/queue/fail"), "queue_fail")
+        XCTAssertEqual(label("/admin/queue/stats"), "queue_admin")
+        XCTAssertEqual(label("/healthz"), "healthz")
+        XCTAssertEqual(label("/readyz"), "readyz")
+        XCTAssertEqual(label("/metrics"), "metrics")
+        XCTAssertEqual(label("/secret-token-in-path"), "other")
+        XCTAssertEqual(label("/v2/snapshot_read/x"), "other")
+        XCTAssertEqual(label("/db/v2/snapshot_read"), "other")
     }
 
     func testCountsRequestsByEndpointAndStatus() throws {
@@ -69,7 +78,7 @@ final class MetricsRoutingTests: ServiceTestCase {
         let h = [("authorization", "Bearer \(token)"), ("x-denokv-database-id", store.databaseId),
                  ("content-type", "application/x-protobuf")]
         let w = call("POST", "/v2/atomic_write", headers: h,
-                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("k"), type: Wire.set, value: [1], encoding: 3)]))
+                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("k"), type: .set, value: [1], encoding: .bytes)]))
         XCTAssertEqual(w.status, 200)
         let r = call("POST", "/v2/snapshot_read", headers: h,
                      body: Wire.snapshotRead([(start: stringKey("k"), end: stringKey("k") + [0], limit: 10, reverse: false)]))
@@ -114,6 +123,28 @@ final class MetricsRoutingTests: ServiceTestCase {
             XCTAssertFalse(text.contains("Bearer"), text)
         }
         XCTAssertNotNil(w.headers.first { $0.name == "x-request-id" })
+    }
+
+    /// The replica handle's routes have labels of their own and their paths
+    /// are logged (they used to be counted as "other", "(unrouted)").
+    func testReplicaRoutesLabelledAndLogged() {
+        XCTAssertEqual(call("POST", "/replica").status, 401)
+        XCTAssertEqual(call("POST", "/v2/replica/snapshot_read").status, 401)
+        XCTAssertEqual(call("GET", "/v2/replica/watch").status, 405)
+        XCTAssertEqual(count("replica_metadata", 401), 1)
+        XCTAssertEqual(count("replica_snapshot_read", 401), 1)
+        XCTAssertEqual(count("replica_watch", 405), 1)
+        XCTAssertEqual(count("other", 401), 0)
+        let paths = logs.entries.filter { $0.message == "request" }.compactMap { $0.metadata["path"] }
+        XCTAssertEqual(paths, ["/replica", "/v2/replica/snapshot_read", "/v2/replica/watch"])
+    }
+
+    func testUnroutedPathsAreNotLogged() {
+        XCTAssertEqual(call("GET", "/v2/\(accessToken)").status, 404)
+        let line = logs.entries.first { $0.message == "request" }
+        XCTAssertEqual(line?.metadata["path"], "(unrouted)")
+        XCTAssertEqual(line?.metadata["endpoint"], "other")
+        XCTAssertNil(line?.metadata["database_id"])
     }
 
     func testWatchCountedAtStreamStart() throws {

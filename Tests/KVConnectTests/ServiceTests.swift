@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import XCTest
 @testable import KVConnect
 import KVEngine
@@ -43,10 +44,10 @@ final class ServiceTests: ServiceTestCase {
         let (token, db) = try dataToken()
         let h = [("authorization", "Bearer \(token)"), ("x-denokv-database-id", db), ("content-type", "application/x-protobuf")]
         let w = call("POST", "/v2/atomic_write", headers: h,
-                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("k"), type: Wire.set, value: [7], encoding: 3)]))
+                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("k"), type: .set, value: [7], encoding: .bytes)]))
         XCTAssertEqual(w.status, 200, text(w))
         let out = try XCTUnwrap(Wire.decodeWriteOutput(w.body))
-        XCTAssertEqual(out.status, 1)
+        XCTAssertEqual(out.status, .success)
         let r = call("POST", "/v2/snapshot_read", headers: h, body: Wire.snapshotRead([(stringKey("k"), stringKey("k") + [0], 1, false)]))
         XCTAssertEqual(r.status, 200)
         let read = try XCTUnwrap(Wire.decodeReadOutput(r.body))
@@ -57,9 +58,9 @@ final class ServiceTests: ServiceTestCase {
     func testEngineErrorsMapTo400WithTheExactText() throws {
         let (token, _) = try dataToken()
         let h = [("authorization", "Bearer \(token)")]
-        _ = call("POST", "/v2/atomic_write", headers: h, body: Wire.atomicWrite(mutations: [.init(key: stringKey("s"), type: Wire.set, value: [1], encoding: 3)]))
+        _ = call("POST", "/v2/atomic_write", headers: h, body: Wire.atomicWrite(mutations: [.init(key: stringKey("s"), type: .set, value: [1], encoding: .bytes)]))
         let r = call("POST", "/v2/atomic_write", headers: h,
-                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("s"), type: Wire.sum, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: 2)]))
+                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("s"), type: .sum, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: .le64)]))
         XCTAssertEqual(r.status, 400)
         XCTAssertEqual(text(r).trimmingCharacters(in: .newlines), "Failed to perform 'sum' mutation on a non-U64 value in the database")
     }
@@ -117,6 +118,36 @@ final class ServiceTests: ServiceTestCase {
         XCTAssertNil(AccessToken(sha256Hex: "xyz"))
     }
 
+    /// Token expiry and enqueue deadlines come from the injected clock, not
+    /// the machine's.
+    func testInjectedClockDecidesTokenExpiryAndDeadlines() throws {
+        let t0: Int64 = 1_700_000_000_000, lifetime: Int64 = 3_600_000
+        let time = ManualTime(t0)
+        clock = WallClock { time.ms }
+        makeService { _ in }
+        let meta = call("POST", "/", headers: [("authorization", "Bearer \(accessToken)")],
+                        body: Array(#"{"supportedVersions":[3]}"#.utf8))
+        XCTAssertEqual(meta.status, 200, text(meta))
+        let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(meta.body)) as? [String: Any])
+        XCTAssertEqual(o["expiresAt"] as? String, MetadataExchange.rfc3339(ms: t0 + lifetime))
+        let token = try XCTUnwrap(o["token"] as? String)
+        XCTAssertEqual(try signer.verify(token, nowMs: 0).expiresAtMs, t0 + lifetime)
+
+        let h = [("authorization", "Bearer \(token)")]
+        let read = Wire.snapshotRead([([1], [2], 1, false)])
+        time.ms = t0 + lifetime - 1
+        XCTAssertEqual(call("POST", "/v2/snapshot_read", headers: h, body: read).status, 200)
+        // A deadline 31 days after the clock is too far, though long past by the machine's time.
+        let far = Wire.atomicWrite(enqueues: [([0xff, 0x0f, 0x5f], time.ms + 31 * 86_400_000, [], [])])
+        let w = call("POST", "/v2/atomic_write", headers: h, body: far)
+        XCTAssertEqual(w.status, 400)
+        XCTAssertTrue(text(w).contains("enqueue delay too long"), text(w))
+        time.ms = t0 + lifetime
+        let expired = call("POST", "/v2/snapshot_read", headers: h, body: read)
+        XCTAssertEqual(expired.status, 401)
+        XCTAssertTrue(text(expired).contains("expired"), text(expired))
+    }
+
     func testRoutingAndHealth() {
         XCTAssertEqual(call("GET", "/healthz").status, 200)
         XCTAssertEqual(call("HEAD", "/healthz").status, 200)
@@ -127,5 +158,15 @@ final class ServiceTests: ServiceTestCase {
         XCTAssertTrue(m.headers.contains { $0.name == "allow" && $0.value == "POST" })
         XCTAssertEqual(call("PUT", "/").status, 405)
         XCTAssertEqual(call("POST", "/healthz").status, 405)
+    }
+}
+
+/// A clock the test moves by hand.
+final class ManualTime: Sendable {
+    private let value: Mutex<Int64>
+    init(_ ms: Int64) { value = Mutex(ms) }
+    var ms: Int64 {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
     }
 }

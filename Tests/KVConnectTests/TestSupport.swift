@@ -30,10 +30,12 @@ enum Wire {
 
     struct M {
         var key: [UInt8]
-        var type: UInt32
+        var type: MutationType
         var value: [UInt8]? = nil
-        var encoding: UInt32 = 1
+        var encoding: ValueEncoding = .v8
         var expireAtMs: Int64 = 0
+        /// `sum` bounds and clamping.
+        var sumMin: [UInt8] = [], sumMax: [UInt8] = [], sumClamp = false
     }
 
     static func atomicWrite(checks: [(key: [UInt8], vs: [UInt8])] = [], mutations: [M] = [],
@@ -52,13 +54,16 @@ enum Wire {
             let p = arena.object(Com__Deno__Kv__Datapath__Mutation.self)
             com__deno__kv__datapath__mutation__init(p)
             p.pointee.key = arena.binary(m.key)
-            p.pointee.mutation_type = Com__Deno__Kv__Datapath__MutationType(m.type)
+            p.pointee.mutation_type = m.type
             p.pointee.expire_at_ms = m.expireAtMs
+            p.pointee.sum_min = arena.binary(m.sumMin)
+            p.pointee.sum_max = arena.binary(m.sumMax)
+            p.pointee.sum_clamp = m.sumClamp ? 1 : 0
             if let v = m.value {
                 let kv = arena.object(Com__Deno__Kv__Datapath__KvValue.self)
                 com__deno__kv__datapath__kv_value__init(kv)
                 kv.pointee.data = arena.binary(v)
-                kv.pointee.encoding = Com__Deno__Kv__Datapath__ValueEncoding(m.encoding)
+                kv.pointee.encoding = m.encoding
                 p.pointee.value = kv
             }
             mps[i] = p
@@ -103,7 +108,8 @@ enum Wire {
         return pack(&m, com__deno__kv__datapath__watch__get_packed_size, com__deno__kv__datapath__watch__pack)
     }
 
-    static func decodeReadOutput(_ body: [UInt8]) -> (ranges: [[(key: [UInt8], value: [UInt8], vs: [UInt8])]], strong: Bool, status: UInt32)? {
+    static func decodeReadOutput(_ body: [UInt8])
+        -> (ranges: [[(key: [UInt8], value: [UInt8], vs: [UInt8])]], strong: Bool, status: ReadStatus)? {
         guard let m = body.withUnsafeBufferPointer({ com__deno__kv__datapath__snapshot_read_output__unpack(nil, $0.count, $0.baseAddress) }) else { return nil }
         defer { com__deno__kv__datapath__snapshot_read_output__free_unpacked(m, nil) }
         var out: [[(key: [UInt8], value: [UInt8], vs: [UInt8])]] = []
@@ -116,14 +122,14 @@ enum Wire {
             }
             out.append(entries)
         }
-        return (out, m.pointee.read_is_strongly_consistent != 0, m.pointee.status.rawValue)
+        return (out, m.pointee.read_is_strongly_consistent != 0, m.pointee.status)
     }
 
-    static func decodeWriteOutput(_ body: [UInt8]) -> (status: UInt32, vs: [UInt8], failed: [UInt32])? {
+    static func decodeWriteOutput(_ body: [UInt8]) -> (status: WriteStatus, vs: [UInt8], failed: [UInt32])? {
         guard let m = body.withUnsafeBufferPointer({ com__deno__kv__datapath__atomic_write_output__unpack(nil, $0.count, $0.baseAddress) }) else { return nil }
         defer { com__deno__kv__datapath__atomic_write_output__free_unpacked(m, nil) }
         let failed = (0..<m.pointee.n_failed_checks).map { m.pointee.failed_checks[$0] }
-        return (m.pointee.status.rawValue, bytes(m.pointee.versionstamp), failed)
+        return (m.pointee.status, bytes(m.pointee.versionstamp), failed)
     }
 
     static func bytes(_ b: ProtobufCBinaryData) -> [UInt8] {
@@ -131,7 +137,38 @@ enum Wire {
         return Array(UnsafeBufferPointer(start: p, count: b.len))
     }
 
-    static let set: UInt32 = 1, delete: UInt32 = 2, sum: UInt32 = 3, max: UInt32 = 4, min: UInt32 = 5, vsKey: UInt32 = 9
+    typealias MutationType = Com__Deno__Kv__Datapath__MutationType
+    typealias ValueEncoding = Com__Deno__Kv__Datapath__ValueEncoding
+    typealias ReadStatus = Com__Deno__Kv__Datapath__SnapshotReadStatus
+    typealias WriteStatus = Com__Deno__Kv__Datapath__AtomicWriteStatus
+}
+
+// The wire enums of proto/datapath.proto under short names, so tests say
+// `type: .sum, encoding: .le64` instead of raw numbers.
+extension Wire.MutationType {
+    static let unspecified = COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_UNSPECIFIED
+    static let set = COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SET
+    static let delete = COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_DELETE
+    static let sum = COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SUM
+    static let max = COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_MAX
+    static let min = COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_MIN
+    static let setSuffixVersionstampedKey = COM__DENO__KV__DATAPATH__MUTATION_TYPE__M_SET_SUFFIX_VERSIONSTAMPED_KEY
+}
+
+extension Wire.ValueEncoding {
+    static let unspecified = COM__DENO__KV__DATAPATH__VALUE_ENCODING__VE_UNSPECIFIED
+    static let v8 = COM__DENO__KV__DATAPATH__VALUE_ENCODING__VE_V8
+    static let le64 = COM__DENO__KV__DATAPATH__VALUE_ENCODING__VE_LE64
+    static let bytes = COM__DENO__KV__DATAPATH__VALUE_ENCODING__VE_BYTES
+}
+
+extension Wire.ReadStatus {
+    static let success = COM__DENO__KV__DATAPATH__SNAPSHOT_READ_STATUS__SR_SUCCESS
+}
+
+extension Wire.WriteStatus {
+    static let success = COM__DENO__KV__DATAPATH__ATOMIC_WRITE_STATUS__AW_SUCCESS
+    static let checkFailure = COM__DENO__KV__DATAPATH__ATOMIC_WRITE_STATUS__AW_CHECK_FAILURE
 }
 
 func stringKey(_ s: String) -> [UInt8] { [0x02] + Array(s.utf8) + [0x00] }
@@ -154,6 +191,9 @@ class ServiceTestCase: XCTestCase {
     let accessToken = "service-test-token-123"
     let signer = TokenSigner(secret: Array(repeating: 5, count: 32))
 
+    /// The service's clock (set before `makeService`).
+    var clock: WallClock = .system
+
     /// Override to adjust the configuration or logger before each test.
     func configure(_ config: inout ServiceConfiguration) {}
     func makeLogger() -> Logger { Logger(label: "test") }
@@ -171,7 +211,7 @@ class ServiceTestCase: XCTestCase {
         configure(&config)
         extra(&config)
         service = KVConnectService(tenants: [Tenant(store: store, accessTokens: [accessToken])], signer: signer,
-                                   configuration: config, logger: makeLogger())
+                                   configuration: config, logger: makeLogger(), clock: clock)
     }
 
     override func tearDown() {

@@ -41,12 +41,12 @@ final class WireCodecTests: XCTestCase {
         let body = Wire.atomicWrite(
             checks: [(stringKey("a"), []), (stringKey("b"), Array(repeating: 7, count: 10))],
             mutations: [
-                .init(key: stringKey("s"), type: Wire.set, value: [0xff, 0x0f, 0x49, 0x02], encoding: 1, expireAtMs: 99),
-                .init(key: stringKey("d"), type: Wire.delete),
-                .init(key: stringKey("n"), type: Wire.sum, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: 2),
-                .init(key: stringKey("n"), type: Wire.min, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: 2),
-                .init(key: stringKey("n"), type: Wire.max, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: 2),
-                .init(key: stringKey("v"), type: Wire.vsKey, value: [9], encoding: 3),
+                .init(key: stringKey("s"), type: .set, value: [0xff, 0x0f, 0x49, 0x02], encoding: .v8, expireAtMs: 99),
+                .init(key: stringKey("d"), type: .delete),
+                .init(key: stringKey("n"), type: .sum, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: .le64),
+                .init(key: stringKey("n"), type: .min, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: .le64),
+                .init(key: stringKey("n"), type: .max, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: .le64),
+                .init(key: stringKey("v"), type: .setSuffixVersionstampedKey, value: [9], encoding: .bytes),
             ],
             enqueues: [([0xff, 0x0f, 0x5f], now + 1000, [stringKey("dl")], [100, 200])])
         let w = try codec.decodeAtomicWrite(body, nowMs: now)
@@ -62,6 +62,35 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(w.enqueues, [Enqueue(payload: [0xff, 0x0f, 0x5f], deadlineMs: now + 1000, keysIfUndelivered: [stringKey("dl")], backoffSchedule: [100, 200])])
     }
 
+    func testSumCarriesItsBoundsAndClamp() throws {
+        let one: [UInt8] = [1, 0, 0, 0, 0, 0, 0, 0], lo = [UInt8](repeating: 0, count: 8)
+        let hi: [UInt8] = [9, 0, 0, 0, 0, 0, 0, 0]
+        let body = Wire.atomicWrite(mutations: [
+            .init(key: stringKey("n"), type: .sum, value: one, encoding: .le64, sumMin: lo, sumMax: hi, sumClamp: true),
+            .init(key: stringKey("m"), type: .sum, value: one, encoding: .le64, sumMax: hi),
+        ])
+        let w = try codec.decodeAtomicWrite(body, nowMs: now)
+        XCTAssertEqual(w.mutations.map(\.kind), [
+            .sum(KVValue(data: one, encoding: .le64), min: lo, max: hi, clamp: true),
+            .sum(KVValue(data: one, encoding: .le64), min: nil, max: hi, clamp: false),
+        ])
+    }
+
+    func testMutationErrorsNameTheWireType() {
+        let cases: [(Wire.MutationType, String)] = [
+            (.set, "set"), (.sum, "sum"), (.min, "min"), (.max, "max"),
+            (.setSuffixVersionstampedKey, "setSuffixVersionstampedKey"),
+        ]
+        for (type, name) in cases {
+            expectError(400, "mutation 0 ('\(name)'): missing value") {
+                _ = try codec.decodeAtomicWrite(Wire.atomicWrite(mutations: [.init(key: [1], type: type)]), nowMs: now)
+            }
+        }
+        // A delete needs no value.
+        XCTAssertNoThrow(
+            try codec.decodeAtomicWrite(Wire.atomicWrite(mutations: [.init(key: [1], type: .delete)]), nowMs: now))
+    }
+
     func testAtomicWriteLimits() {
         let v8: [UInt8] = [0xff, 0x0f, 0x49, 0x02]
         func w(_ m: [Wire.M]) -> [UInt8] { Wire.atomicWrite(mutations: m) }
@@ -71,25 +100,37 @@ final class WireCodecTests: XCTestCase {
         }
         XCTAssertNoThrow(try codec.decodeAtomicWrite(Wire.atomicWrite(checks: (0..<100).map { (stringKey("\($0)"), []) }), nowMs: now))
         expectError(400, "too many mutations and enqueues") {
-            _ = try codec.decodeAtomicWrite(w((0..<1001).map { .init(key: stringKey("\($0)"), type: Wire.delete) }), nowMs: now)
+            _ = try codec.decodeAtomicWrite(w((0..<1001).map { .init(key: stringKey("\($0)"), type: .delete) }), nowMs: now)
         }
         expectError(400, "too many mutations and enqueues") {
-            _ = try codec.decodeAtomicWrite(Wire.atomicWrite(mutations: (0..<999).map { .init(key: stringKey("\($0)"), type: Wire.delete) },
+            _ = try codec.decodeAtomicWrite(Wire.atomicWrite(mutations: (0..<999).map { .init(key: stringKey("\($0)"), type: .delete) },
                                                              enqueues: [(v8, now, [], []), (v8, now, [], [])]), nowMs: now)
         }
-        expectError(400, "mutation key too large") { _ = try codec.decodeAtomicWrite(w([.init(key: Array(repeating: 1, count: 2049), type: Wire.delete)]), nowMs: now) }
+        expectError(400, "mutation key too large") { _ = try codec.decodeAtomicWrite(w([.init(key: Array(repeating: 1, count: 2049), type: .delete)]), nowMs: now) }
         expectError(400, "check key too large") { _ = try codec.decodeAtomicWrite(Wire.atomicWrite(checks: [(Array(repeating: 1, count: 2049), [])]), nowMs: now) }
-        expectError(400, "empty") { _ = try codec.decodeAtomicWrite(w([.init(key: [], type: Wire.delete)]), nowMs: now) }
-        expectError(400, "value too large") { _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: Wire.set, value: Array(repeating: 0, count: 65537), encoding: 3)]), nowMs: now) }
-        XCTAssertNoThrow(try codec.decodeAtomicWrite(w([.init(key: [1], type: Wire.set, value: Array(repeating: 0, count: 65536), encoding: 3)]), nowMs: now))
+        expectError(400, "empty") { _ = try codec.decodeAtomicWrite(w([.init(key: [], type: .delete)]), nowMs: now) }
+        expectError(400, "value too large") { _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: .set, value: Array(repeating: 0, count: 65537), encoding: .bytes)]), nowMs: now) }
+        XCTAssertNoThrow(try codec.decodeAtomicWrite(w([.init(key: [1], type: .set, value: Array(repeating: 0, count: 65536), encoding: .bytes)]), nowMs: now))
         expectError(400, "atomic write too large") {
-            _ = try codec.decodeAtomicWrite(w((0..<13).map { .init(key: stringKey("\($0)"), type: Wire.set, value: Array(repeating: 0, count: 65000), encoding: 3) }), nowMs: now)
+            _ = try codec.decodeAtomicWrite(w((0..<13).map { .init(key: stringKey("\($0)"), type: .set, value: Array(repeating: 0, count: 65000), encoding: .bytes) }), nowMs: now)
         }
-        expectError(400, "unknown value encoding 0") { _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: Wire.set, value: [1], encoding: 0)]), nowMs: now) }
-        expectError(400, "unknown value encoding 9") { _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: Wire.set, value: [1], encoding: 9)]), nowMs: now) }
-        expectError(400, "unknown mutation type 0") { _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: 0, value: [1])]), nowMs: now) }
-        expectError(400, "unknown mutation type 6") { _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: 6, value: [1])]), nowMs: now) }
-        expectError(400, "missing value") { _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: Wire.set)]), nowMs: now) }
+        // Numbers the proto does not define are sent as raw values.
+        let encoding9 = Wire.ValueEncoding(rawValue: 9), type6 = Wire.MutationType(rawValue: 6)
+        expectError(400, "unknown value encoding 0") {
+            _ = try codec.decodeAtomicWrite(
+                w([.init(key: [1], type: .set, value: [1], encoding: .unspecified)]), nowMs: now)
+        }
+        expectError(400, "unknown value encoding 9") {
+            _ = try codec.decodeAtomicWrite(
+                w([.init(key: [1], type: .set, value: [1], encoding: encoding9)]), nowMs: now)
+        }
+        expectError(400, "unknown mutation type 0") {
+            _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: .unspecified, value: [1])]), nowMs: now)
+        }
+        expectError(400, "unknown mutation type 6") {
+            _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: type6, value: [1])]), nowMs: now)
+        }
+        expectError(400, "missing value") { _ = try codec.decodeAtomicWrite(w([.init(key: [1], type: .set)]), nowMs: now) }
         expectError(400, "invalid check versionstamp") { _ = try codec.decodeAtomicWrite(Wire.atomicWrite(checks: [([1], [1, 2, 3])]), nowMs: now) }
         expectError(400, "enqueue delay too long") {
             _ = try codec.decodeAtomicWrite(Wire.atomicWrite(enqueues: [(v8, now + 31 * 86_400_000, [], [])]), nowMs: now)
@@ -117,13 +158,13 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(out.ranges[0][0].value, [3])
         XCTAssertTrue(out.ranges[1].isEmpty)
         XCTAssertTrue(out.strong)
-        XCTAssertEqual(out.status, 1)
+        XCTAssertEqual(out.status, .success)
 
         let ok = try XCTUnwrap(Wire.decodeWriteOutput(codec.encodeAtomicWriteOutput(.committed(versionstamp: Array(repeating: 9, count: 10)))))
-        XCTAssertEqual(ok.status, 1)
+        XCTAssertEqual(ok.status, .success)
         XCTAssertEqual(ok.vs, Array(repeating: 9, count: 10))
         let failed = try XCTUnwrap(Wire.decodeWriteOutput(codec.encodeAtomicWriteOutput(.checkFailed(failedChecks: [0, 4]))))
-        XCTAssertEqual(failed.status, 2)
+        XCTAssertEqual(failed.status, .checkFailure)
         XCTAssertEqual(failed.failed, [0, 4])
     }
 }
