@@ -143,28 +143,33 @@ final class Daemon: @unchecked Sendable {
     }
 
     /// Blocks until SIGTERM or SIGINT, then stops accepting, lets pending
-    /// commits finish and closes the database.
+    /// commits finish and closes the database. SIGHUP reloads in between.
     func runUntilSignalled() async {
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
+        // One stream carries every signal, consumed here in order: a reload
+        // finishes before the next signal is looked at, so a SIGTERM that
+        // arrives during a reload waits for it (as a blocked handler did).
+        let (signals, delivered) = AsyncStream.makeStream(of: Int32.self)
         let queue = DispatchQueue(label: "kvconnectd.signals")
-        let signalName: String = await withCheckedContinuation { (cont: CheckedContinuation<String, Never>) in
-            let once = OnceFlag()
-            var sources: [DispatchSourceSignal] = []
-            for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
-                let src = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-                src.setEventHandler { if once.claim() { cont.resume(returning: name) } }
-                src.resume()
-                sources.append(src)
-            }
-            // SIGHUP: reload the TLS certificate and key (new connections).
-            signal(SIGHUP, SIG_IGN)
-            let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
-            hup.setEventHandler { [self] in reloadOnHangup() }
-            hup.resume()
-            sources.append(hup)
-            Daemon.keepAlive = sources
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let src = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            src.setEventHandler { delivered.yield(sig) }
+            src.resume()
+            sources.append(src)
         }
+        var signalName = "SIGTERM"
+        for await sig in signals {
+            if sig == SIGHUP {
+                await reloadOnHangup()
+                continue
+            }
+            signalName = sig == SIGINT ? "SIGINT" : "SIGTERM"
+            break
+        }
+        // Later signals are ignored (SIG_IGN stays set): shutdown runs once.
+        for src in sources { src.cancel() }
+        delivered.finish()
         logger.info("shutting down", metadata: ["signal": "\(signalName)"])
         notifier.stopping()
         // Stop accepting; give requests in flight up to the grace period to
@@ -192,16 +197,11 @@ final class Daemon: @unchecked Sendable {
     /// SIGHUP: access tokens (per database, by name) and the TLS
     /// certificate; open connections stay. A bad configuration keeps the old
     /// one and logs why.
-    private func reloadOnHangup() {
+    private func reloadOnHangup() async {
         notifier.reloading()
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var result: Result<Settings, Error>?
-        Task {
-            do { result = .success(try await reload()) } catch { result = .failure(error) }
-            done.signal()
-        }
-        done.wait()
-        switch result! {
+        let result: Result<Settings, Error>
+        do { result = .success(try await reload()) } catch { result = .failure(error) }
+        switch result {
         case .failure(let error):
             logger.error("SIGHUP: configuration reload failed, keeping the previous tokens", metadata: ["reason": "\(error)"])
         case .success(let fresh):
@@ -242,16 +242,4 @@ final class Daemon: @unchecked Sendable {
         }
     }
 
-    nonisolated(unsafe) static var keepAlive: [DispatchSourceSignal] = []
-}
-
-final class OnceFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done = false
-    func claim() -> Bool {
-        lock.lock(); defer { lock.unlock() }
-        if done { return false }
-        done = true
-        return true
-    }
 }
