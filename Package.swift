@@ -116,6 +116,7 @@ let package = Package(
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
         .testTarget(name: "KVConsoleTests", dependencies: ["KVConsole", "KVConnect", "KVEngine", "KVSQLite"]),
         .testTarget(name: "KVPostgresTests", dependencies: ["KVPostgres", "KVEngine"]),
+        .testTarget(name: "kvconnectdTests", dependencies: ["kvconnectd", "HTTPFront", "KVConnect", "KVEngine", "KVSQLite"]),
     ]
 )
 

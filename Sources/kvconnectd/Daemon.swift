@@ -3,6 +3,7 @@ import HTTPFront
 import KVConnect
 import KVConsole
 import KVEngine
+import KVSQLite
 import Logging
 
 /// Wires engine, protocol and front together and owns their lifetime.
@@ -30,9 +31,9 @@ final class Daemon: @unchecked Sendable {
         var opened: [Tenant] = []
         do {
             for spec in settings.databases {
-                let store = try StorageFactory.open(spec.location, passwordFile: spec.passwordFile,
-                                                    synchronousFull: settings.synchronousFull,
-                                                    queueMaxLeases: settings.queueMaxLeases)
+                var options = SQLiteStoreOptions()
+                settings.configure(&options)
+                let store = try StorageFactory.open(spec.location, passwordFile: spec.passwordFile, options: options)
                 let replica = try ReplicaSettings.route(for: spec, primary: store, maxLagMs: settings.replicaMaxLagMs, logger: logger)
                 opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens, replica: replica))
             }
@@ -56,11 +57,7 @@ final class Daemon: @unchecked Sendable {
         }
 
         var serviceConfig = ServiceConfiguration()
-        serviceConfig.tokenLifetimeSeconds = settings.tokenLifetimeSeconds
-        serviceConfig.publicBaseURL = settings.publicURL
-        serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
-        serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
-        serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
+        settings.configure(&serviceConfig)
         let registry = MetricsBackend.bootstrap()
         let exporter = MetricsExporter(registry: registry, stores: tenants.map(\.store))
         let replicated = tenants
@@ -69,19 +66,9 @@ final class Daemon: @unchecked Sendable {
                                        configuration: serviceConfig, logger: logger)
 
         var front = HTTPServerConfiguration()
-        front.host = settings.host
-        front.port = settings.port
-        front.maxBodyBytes = settings.maxBodyBytes
-        front.ioThreads = settings.ioThreads
-        front.maxConnections = settings.maxConnections
-        front.maxConnectionsPerIP = settings.maxConnectionsPerIP
-        front.maxConcurrentStreams = settings.http2MaxConcurrentStreams
-        front.requestTimeoutSeconds = settings.requestTimeoutSeconds
-        front.idleTimeoutSeconds = settings.idleTimeoutSeconds
-        front.tlsCertificateFile = settings.tlsCertFile
-        front.tlsKeyFile = settings.tlsKeyFile
+        settings.configure(&front)
         var console: ConsoleService?
-        if settings.consoleEnabled {
+        if settings.console {
             var c = ConsoleConfiguration()
             c.secureCookies = front.tlsEnabled
             c.serverVersion = BuildInfo.version
@@ -90,10 +77,10 @@ final class Daemon: @unchecked Sendable {
         }
         adapter = FrontAdapter(service: service, console: settings.consoleListen == nil ? console : nil)
         server = HTTPServer(configuration: front, handler: adapter, logger: logger)
-        if let console, let (host, port) = settings.consoleListen {
+        if let console, let consoleListen = settings.consoleListen {
             var consoleFront = front
-            consoleFront.host = host
-            consoleFront.port = port
+            consoleFront.host = consoleListen.host
+            consoleFront.port = consoleListen.port
             consoleServer = HTTPServer(configuration: consoleFront,
                                        handler: FrontAdapter(service: service, console: console, consoleOnly: true),
                                        logger: logger)
@@ -108,9 +95,11 @@ final class Daemon: @unchecked Sendable {
                                                  databaseId: t.databaseId, concurrency: settings.queueConcurrency,
                                                  logger: logger)
                 deliverers.append(deliverer)
-                t.store.startQueueDelivery(options: QueuePushOptions(
-                    concurrency: settings.queueConcurrency,
-                    leaseMs: Int64(settings.queueWebhookTimeoutMs) + 30_000)) { m, done in
+                var push = QueuePushOptions()
+                settings.configure(&push)
+                // A safety net only: the deliverer reports back within its timeout.
+                push.leaseMs = Int64(settings.queueWebhookTimeoutMs) + 30_000
+                t.store.startQueueDelivery(options: push) { m, done in
                     deliverer.deliver(m, done: done)
                 }
             }
@@ -128,18 +117,18 @@ final class Daemon: @unchecked Sendable {
         }
         let scheme = front.tlsEnabled ? "https" : "http"
         logger.info("kvconnectd listening", metadata: [
-            "listen": "\(settings.host):\(server.boundPort)",
+            "listen": "\(settings.listen.host):\(server.boundPort)",
             "database": "\(settings.databases.count == 1 ? settings.databases[0].location.display : settings.databases.map { "\($0.name)=\($0.location.display)" }.joined(separator: ","))",
             "database_id": "\(tenants.map(\.databaseId).joined(separator: ","))",
             "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
             "http": front.tlsEnabled ? "https: HTTP/1.1 and HTTP/2 (TLS, ALPN h2)" : "HTTP/1.1 and HTTP/2 (h2c)",
-            "url": "\(scheme)://\(settings.host):\(server.boundPort)",
+            "url": "\(scheme)://\(settings.listen.host):\(server.boundPort)",
             "queue": "\(settings.queueWebhookURL.map { "push to \($0.absoluteString) + pull" } ?? "pull only")",
             "queue_ready_again": "\(tenants.map { $0.store.queueRecoveredOnOpen }.reduce(0, +))",
             "systemd_notify": "\(notifier.isActive)",
-            "console": "\(settings.consoleEnabled ? "\(scheme)://\(consoleServer.map { "\(settings.consoleListen!.host):\($0.boundPort)" } ?? "\(settings.host):\(server.boundPort)")/console/" : "off")",
+            "console": "\(settings.console ? "\(scheme)://\(consoleServer.map { "\(settings.consoleListen!.host):\($0.boundPort)" } ?? "\(settings.listen.host):\(server.boundPort)")/console/" : "off")",
         ])
-        notifier.ready(status: "listening on \(scheme)://\(settings.host):\(server.boundPort)")
+        notifier.ready(status: "listening on \(scheme)://\(settings.listen.host):\(server.boundPort)")
     }
 
     /// Blocks until SIGTERM or SIGINT, then stops accepting, lets pending
