@@ -42,53 +42,12 @@ struct SettingFlags: ParsableArguments {
             throw ExitCode(2)
         }
     }
-
-    /// `--help`'s list of settings, in table order.
-    static func help(table: [any AnySettingSpec] = SettingKey.all) -> String {
-        let column = 26
-        var lines = [
-            "SETTINGS (each a flag, an environment variable and a YAML key; that is the",
-            "precedence, then the default):",
-        ]
-        for spec in table {
-            var text = spec.help
-            if let def = spec.defaultText { text += " Default: \(def)." }
-            var whereFrom: [String] = []
-            if spec.sources.contains(.flag) { whereFrom.append("env \(spec.environmentVariable)") }
-            if spec.sources.contains(.file) { whereFrom.append("YAML \(spec.key)") }
-            if !spec.sources.contains(.flag) { whereFrom.append("environment only") }
-            if !spec.sources.contains(.file) && spec.sources.contains(.flag) { whereFrom.append("not in the YAML file") }
-            let label =
-                "  " + (spec.sources.contains(.flag) ? "\(spec.flag) \(spec.placeholder)" : spec.environmentVariable)
-            var body = wrap(text, width: 78 - column) + wrap(whereFrom.joined(separator: ", "), width: 78 - column)
-            if label.count + 2 <= column {
-                lines.append(label.padding(toLength: column, withPad: " ", startingAt: 0) + body.removeFirst())
-            } else {
-                lines.append(label)
-            }
-            lines += body.map { String(repeating: " ", count: column) + $0 }
-        }
-        return lines.joined(separator: "\n")
-    }
-
-    private static func wrap(_ text: String, width: Int) -> [String] {
-        var lines: [String] = []
-        var line = ""
-        for word in text.split(separator: " ") {
-            if !line.isEmpty && line.count + 1 + word.count > width {
-                lines.append(line)
-                line = ""
-            }
-            line += (line.isEmpty ? "" : " ") + word
-        }
-        return lines + [line]
-    }
 }
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the daemon (default).", usage: "kvconnectd serve [--<setting> <value> ...]",
-        discussion: SettingFlags.help())
+        discussion: SettingsReference.help())
     @OptionGroup var flags: SettingFlags
 
     func run() async throws {
@@ -111,7 +70,7 @@ struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate the configuration and print the effective settings (secrets masked).",
-        usage: "kvconnectd check-config [--<setting> <value> ...]", discussion: SettingFlags.help())
+        usage: "kvconnectd check-config [--<setting> <value> ...]", discussion: SettingsReference.help())
     @OptionGroup var flags: SettingFlags
 
     func run() async throws {

@@ -23,7 +23,7 @@ enum SettingKey {
         ioThreads, maxConnections, maxConnectionsPerIP, http2MaxConcurrentStreams, requestTimeoutSeconds,
         idleTimeoutSeconds, watchPingIntervalMs, shutdownGraceSeconds, queueWebhookURL, queueWebhookSecretFile,
         queueWebhookTimeoutMs, queueConcurrency, queueVisibilityTimeoutMs, queueMaxLeases, queueLongPollMaxMs,
-        synchronous, publicURL, tlsCertFile, tlsKeyFile, logLevel, logFormat, console, consoleListen,
+        synchronous, publicURL, tlsCertFile, tlsKeyFile, logLevel, logFormat, console, consoleListen
     ]
 
     // MARK: Where the configuration and the databases are
@@ -38,28 +38,41 @@ enum SettingKey {
             set: { c, v in (c.host, c.port) = (v.host, v.port) }),
         help: "Listen address HOST:PORT; HTTP/1.1 and HTTP/2 share the port.")
     static let database = SettingSpec<String>(
-        "database", .text("<path|uri>"), default: "./data/kv.sqlite3", summary: .custom { _, s in s.databaseLocation.display },
-        help: "SQLite database file, or a postgres:// URI (PostgreSQL; no password on the command line: see --database-password-file).")
+        "database", .text("<path|uri>"), default: "./data/kv.sqlite3",
+        summary: .custom { _, s in s.databaseLocation.display },
+        help: """
+            SQLite database file, or a postgres:// URI (PostgreSQL; no password on the command line: see \
+            --database-password-file).
+            """)
     static let databasePasswordFile = SettingSpec<String?>(
         "database_password_file", .text("<file>"), default: nil, summary: .withOther,
         help: "File holding the PostgreSQL password (else PGPASSWORD, PGPASSFILE or ~/.pgpass).")
     static let replicaDatabase = SettingSpec<String?>(
         "replica_database", .postgresURI, default: nil, summary: .withOther,
-        help: "PostgreSQL hot standby URI serving eventual reads (the eventual endpoint and the /replica handle; docs/ha.md).")
+        help: """
+            PostgreSQL hot standby URI serving eventual reads (the eventual endpoint and the /replica handle; \
+            docs/ha.md).
+            """)
     static let accessTokenFile = SettingSpec<String?>(
         "access_token_file", .text("<file>"), default: nil, summary: .withOther,
         help: "File holding the access token (else KVCONNECTD_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN).")
     static let accessToken = SettingSpec<String?>(
         "access_token", .text("<token>"), default: nil, sources: [.environment], secret: true,
         summary: .custom { _, s in "(from \(s.accessTokenSource))" },
-        help: "The access token itself, from the environment only (never argv, never logged; DENO_KV_ACCESS_TOKEN is read too).")
+        help: """
+            The access token itself, from the environment only (never argv, never logged; DENO_KV_ACCESS_TOKEN \
+            is read too).
+            """)
     static let readOnlyAccessTokenFile = SettingSpec<String?>(
         "read_only_access_token_file", .text("<file>"), default: nil, summary: .withOther,
         help: "File holding a read-only access token for the single database (reads and watches only).")
     static let databasesFile = SettingSpec<String?>(
         "databases_file", .text("<file>"), default: nil,
         summary: .lines { _, s in s.databases.map { ("database.\($0.name)", $0.summary) } },
-        help: "YAML file listing several databases with their tokens and scopes (see config/databases.yaml); replaces --database and the single access token.")
+        help: """
+            YAML file listing several databases with their tokens and scopes (see config/databases.yaml); \
+            replaces --database and the single access token.
+            """)
     static let signingKeyFile = SettingSpec<String?>(
         "signing_key_file", .text("<file>"), default: nil,
         summary: .custom { v, s in
@@ -67,7 +80,10 @@ enum SettingKey {
                 ? v ?? "\(s.defaultSigningKeyFile) (default)"
                 : "(not used: PostgreSQL databases keep their signing keys in the database)"
         },
-        help: "File holding the secret that signs data-plane tokens (created if missing; default signing.key beside the database).")
+        help: """
+            File holding the secret that signs data-plane tokens (created if missing; default signing.key \
+            beside the database).
+            """)
 
     // MARK: Protocol
 
@@ -118,7 +134,8 @@ enum SettingKey {
         help: "Queue webhook: due messages are POSTed here (default: none, pull endpoints only).")
     static let queueWebhookSecretFile = SettingSpec<String?>(
         "queue_webhook_secret_file", .text("<file>"), default: nil,
-        summary: .custom { v, s in s.queueWebhookURL == nil ? "(none)" : v.map { "\($0) (secret masked)" } ?? "(none)" },
+        summary: .custom { v, s in s.queueWebhookURL == nil ? "(none)" : v.map { "\($0) (secret masked)" } ?? "(none)"
+        },
         help: "File holding the secret that signs webhook deliveries (HMAC-SHA256); required with a webhook URL.")
     static let queueWebhookTimeoutMs = SettingSpec<Int>(
         "queue_webhook_timeout_ms", .integer(min: 10), default: 10_000,
@@ -143,7 +160,8 @@ enum SettingKey {
         sets: .field(\SQLiteStoreOptions.synchronousFull),
         help: "SQLite synchronous mode: full (every acknowledged write is on disk) or normal.")
     static let publicURL = SettingSpec<String?>(
-        "public_url", .text("<url>", none: "(from the request's Host)"), sets: .field(\ServiceConfiguration.publicBaseURL),
+        "public_url", .text("<url>", none: "(from the request's Host)"),
+        sets: .field(\ServiceConfiguration.publicBaseURL),
         help: "Public base URL for version-1 clients' absolute endpoint URLs (default: from the request's Host).")
     static let tlsCertFile = SettingSpec<String?>(
         "tls_cert_file", .text("<file>", none: "(none: plain HTTP)"),
@@ -157,7 +175,7 @@ enum SettingKey {
         .choice(
             [
                 "trace": .trace, "debug": .debug, "info": .info, "notice": .notice, "warning": .warning,
-                "error": .error, "critical": .critical,
+                "error": .error, "critical": .critical
             ], noun: "log level", expected: "trace, debug, info, notice, warning, error or critical"),
         default: .info, help: "Log level.")
     static let logFormat = SettingSpec<String>(
@@ -201,7 +219,8 @@ extension SettingKind where Value == URL? {
         placeholder: "<url>",
         parse: { text, key in
             if text.isEmpty { return nil }
-            guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+            guard let url = URL(string: text), let scheme = url.scheme?.lowercased(),
+                ["http", "https"].contains(scheme),
                 url.host != nil
             else {
                 throw Invalid(description: "invalid \(key) '\(text)': expected an http:// or https:// URL")

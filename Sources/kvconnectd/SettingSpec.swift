@@ -89,7 +89,9 @@ struct SettingSpec<Value: Sendable>: Sendable {
 
         func render(_ key: String, _ kind: SettingKind<Value>) -> @Sendable (Value, Settings) -> [(String, String)] {
             switch self {
-            case .value: let describe = kind.describe; return { v, _ in [(key, describe(v))] }
+            case .value:
+                let describe = kind.describe
+                return { v, _ in [(key, describe(v))] }
             case .withOther: return { _, _ in [] }
             case .custom(let f): return { v, s in [(key, f(v, s))] }
             case .lines(let f): return f

@@ -33,7 +33,9 @@ struct SettingValues: Sendable {
         let flagProvider = InMemoryProvider(
             name: "flags",
             values: Dictionary(
-                uniqueKeysWithValues: flags.map { (AbsoluteConfigKey([$0.key]), ConfigValue(.string($0.value), isSecret: false)) }
+                uniqueKeysWithValues: flags.map {
+                    (AbsoluteConfigKey([$0.key]), ConfigValue(.string($0.value), isSecret: false))
+                }
             ))
         let secretVariables = Set(table.filter(\.isSecret).map(\.environmentVariable))
         let envProvider = KeyMappingProvider(

@@ -60,7 +60,11 @@ struct Settings: Sendable {
             if let given = flags[spec.key], PostgresURI.isPostgres(given), try PostgresURI(given).hasPassword {
                 throw Invalid(
                     description:
-                        "\(spec.flag) holds a password, which every local user can read in the process list: put the URI in the config file or \(spec.environmentVariable), or the password in database_password_file, PGPASSWORD or a .pgpass file"
+                        """
+                        \(spec.flag) holds a password, which every local user can read in the process list: \
+                        put the URI in the config file or \(spec.environmentVariable), or the password in \
+                        database_password_file, PGPASSWORD or a .pgpass file
+                        """
                 )
             }
         }
@@ -70,7 +74,8 @@ struct Settings: Sendable {
         if self.queueWebhookURL != nil {
             guard let path = self.queueWebhookSecretFile else {
                 throw Invalid(
-                    description: "queue_webhook_url is set but queue_webhook_secret_file is not: deliveries must be signed")
+                    description:
+                        "queue_webhook_url is set but queue_webhook_secret_file is not: deliveries must be signed")
             }
             guard let secret = FileManager.default.contents(atPath: path) else {
                 throw Invalid(description: "cannot read queue webhook secret file \(path)")
@@ -89,7 +94,10 @@ struct Settings: Sendable {
             if self.replicaDatabase != nil {
                 throw Invalid(
                     description:
-                        "replica_database is for the single database; with databases_file give each entry its own replica:"
+                        """
+                        replica_database is for the single database; with databases_file give each entry its \
+                        own replica:
+                        """
                 )
             }
             databases = specs
@@ -113,12 +121,16 @@ struct Settings: Sendable {
             accessTokenSource = "DENO_KV_ACCESS_TOKEN"
         } else {
             throw Invalid(
-                description: "no access token: set --access-token-file, KVCONNECTD_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN")
+                description: "no access token: set --access-token-file, KVCONNECTD_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN"
+            )
         }
         if accessToken.count < Self.minimumTokenLength {
             throw Invalid(
                 description:
-                    "access token from \(accessTokenSource) is too short: at least \(Self.minimumTokenLength) characters required"
+                    """
+                    access token from \(accessTokenSource) is too short: at least \(Self.minimumTokenLength) \
+                    characters required
+                    """
             )
         }
         var tokens = [AccessToken(secret: accessToken)]
@@ -129,7 +141,10 @@ struct Settings: Sendable {
             else {
                 throw Invalid(
                     description:
-                        "cannot read a read-only access token of at least \(Self.minimumTokenLength) characters from \(path)"
+                        """
+                        cannot read a read-only access token of at least \(Self.minimumTokenLength) \
+                        characters from \(path)
+                        """
                 )
             }
             tokens.append(AccessToken(secret: text.trimmingCharacters(in: .whitespacesAndNewlines), scope: .readOnly))

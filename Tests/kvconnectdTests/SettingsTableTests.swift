@@ -182,7 +182,7 @@ final class SettingsTableTests: XCTestCase {
             environment: [
                 "KVCONNECTD_ACCESS_TOKEN": token,
                 "KVCONNECTD_DATABASE": "postgres://u:pw-SECRET@h/db",
-                "KVCONNECTD_REPLICA_DATABASE": "postgres://u:pw2-SECRET@h2/db",
+                "KVCONNECTD_REPLICA_DATABASE": "postgres://u:pw2-SECRET@h2/db"
             ])
         let lines = settings.summary
         let text = lines.map { "\($0.0) = \($0.1)" }.joined(separator: "\n")
@@ -213,7 +213,8 @@ final class SettingsTableTests: XCTestCase {
     func testBoundSettingsFillTheirComponentFields() async throws {
         var argv: [String] = []
         var expected: [String: String] = [:]
-        for spec in SettingKey.all where spec.componentText(HTTPServerConfiguration.defaults) != nil
+        for spec in SettingKey.all
+        where spec.componentText(HTTPServerConfiguration.defaults) != nil
             || spec.componentText(ServiceConfiguration.defaults) != nil
             || spec.componentText(SQLiteStoreOptions.defaults) != nil
             || spec.componentText(QueuePushOptions.defaults) != nil
@@ -234,8 +235,12 @@ final class SettingsTableTests: XCTestCase {
         values.configure(&push)
         var seen = 0
         for spec in SettingKey.all {
-            let defaults = componentText(spec, [HTTPServerConfiguration.defaults, ServiceConfiguration.defaults,
-                                         SQLiteStoreOptions.defaults, QueuePushOptions.defaults])
+            let defaults = componentText(
+                spec,
+                [
+                    HTTPServerConfiguration.defaults, ServiceConfiguration.defaults,
+                    SQLiteStoreOptions.defaults, QueuePushOptions.defaults
+                ])
             let configured = componentText(spec, [front, service, store, push])
             guard let configured, let defaults else { continue }
             XCTAssertEqual(configured, expected[spec.key], "\(spec.key) reaches its component")
@@ -249,10 +254,48 @@ final class SettingsTableTests: XCTestCase {
         roots.lazy.compactMap { spec.componentText($0) }.first
     }
 
+    // MARK: Documentation
+
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    /// docs/settings.md is the table's `markdown()`; `make settings-doc` rewrites it.
+    func testSettingsDocIsGeneratedFromTheTable() throws {
+        let url = Self.root.appendingPathComponent("docs/settings.md")
+        let generated = SettingsReference.markdown()
+        if ProcessInfo.processInfo.environment["KVCONNECTD_WRITE_SETTINGS_DOC"] == "1" {
+            try generated.write(to: url, atomically: true, encoding: .utf8)
+        }
+        let committed = try String(contentsOf: url, encoding: .utf8)
+        XCTAssertEqual(committed, generated, "docs/settings.md is out of date: run make settings-doc")
+    }
+
+    /// The example config names every YAML key, and the defaults it shows are the table's.
+    func testExampleConfigNamesEveryKeyWithTheTablesDefaults() throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent("config/kvconnectd.yaml"), encoding: .utf8)
+        let regex = try NSRegularExpression(pattern: "^(?:# )?([a-z][a-z0-9_]*): (.*)$", options: .anchorsMatchLines)
+        var shown: [String: String] = [:]
+        for m in regex.matches(in: text, range: NSRange(text.startIndex..., in: text)) {
+            shown[String(text[Range(m.range(at: 1), in: text)!])] = String(text[Range(m.range(at: 2), in: text)!])
+        }
+        let byKey = Dictionary(uniqueKeysWithValues: SettingKey.all.map { ($0.key, $0) })
+        for spec in SettingKey.all where spec.sources.contains(.file) {
+            XCTAssertNotNil(shown[spec.key], "config/kvconnectd.yaml lacks \(spec.key)")
+        }
+        var compared = 0
+        for (key, value) in shown {
+            let spec = try XCTUnwrap(byKey[key], "config/kvconnectd.yaml names \(key), which is no setting")
+            guard let def = spec.defaultText else { continue }
+            XCTAssertEqual(spec.describeAny(try spec.parseAny(value)), def, "\(key) in config/kvconnectd.yaml")
+            compared += 1
+        }
+        XCTAssertGreaterThan(compared, 20)
+    }
+
     // MARK: --help
 
     func testHelpListsEverySetting() {
-        let lines = SettingFlags.help().split(separator: "\n")
+        let lines = SettingsReference.help().split(separator: "\n")
         // Words as a reader sees them, whatever the wrapping.
         let help = lines.flatMap { $0.split(separator: " ") }.joined(separator: " ")
         for spec in SettingKey.all {
