@@ -7,7 +7,7 @@ import KVSQLite
 import Logging
 
 /// Wires engine, protocol and front together and owns their lifetime.
-final class Daemon: @unchecked Sendable {
+final class Daemon: Sendable {
     let settings: Settings
     let logger: Logger
     let tenants: [Tenant]
@@ -16,8 +16,8 @@ final class Daemon: @unchecked Sendable {
     /// The console's own listener (`console_listen`), if any.
     let consoleServer: HTTPServer?
     let notifier = SystemdNotifier()
-    private var deliverers: [WebhookDeliverer] = []
-    private var sharedKeys: [SharedSigningKeys] = []
+    private let deliverers: [WebhookDeliverer]
+    private let sharedKeys: [SharedSigningKeys]
     /// Re-reads the configuration (same flags and environment) for SIGHUP.
     let reload: @Sendable () async throws -> Settings
 
@@ -88,6 +88,7 @@ final class Daemon: @unchecked Sendable {
             consoleServer = nil
         }
         // Queue push, per database (pull endpoints work either way).
+        var deliverers: [WebhookDeliverer] = []
         if let url = settings.queueWebhookURL {
             for t in tenants {
                 let deliverer = WebhookDeliverer(url: url, secret: settings.queueWebhookSecret,
@@ -104,6 +105,7 @@ final class Daemon: @unchecked Sendable {
                 }
             }
         }
+        self.deliverers = deliverers
         do {
             try server.start()
             do { try consoleServer?.start() } catch { server.stop(); throw error }
