@@ -119,6 +119,7 @@ let package = Package(
         .testTarget(name: "KVConsoleTests", dependencies: ["KVConsole", "KVConnect", "KVEngine", "KVSQLite"]),
         .testTarget(name: "KVPostgresTests", dependencies: ["KVPostgres", "KVEngine"]),
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
+        .testTarget(name: "kvconnectdTests", dependencies: ["kvconnectd", "HTTPFront", "KVConnect", "KVEngine", "KVSQLite"]),
     ]
 )
 

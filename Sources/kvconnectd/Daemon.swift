@@ -3,10 +3,11 @@ import HTTPFront
 import KVConnect
 import KVConsole
 import KVEngine
+import KVSQLite
 import Logging
 
 /// Wires engine, protocol and front together and owns their lifetime.
-final class Daemon: @unchecked Sendable {
+final class Daemon: Sendable {
     let settings: Settings
     let logger: Logger
     let tenants: [Tenant]
@@ -15,8 +16,8 @@ final class Daemon: @unchecked Sendable {
     /// The console's own listener (`console_listen`), if any.
     let consoleServer: HTTPServer?
     let notifier = SystemdNotifier()
-    private var deliverers: [WebhookDeliverer] = []
-    private var sharedKeys: [SharedSigningKeys] = []
+    private let deliverers: [WebhookDeliverer]
+    private let sharedKeys: [SharedSigningKeys]
     /// Re-reads the configuration (same flags and environment) for SIGHUP.
     let reload: @Sendable () async throws -> Settings
 
@@ -30,9 +31,9 @@ final class Daemon: @unchecked Sendable {
         var opened: [Tenant] = []
         do {
             for spec in settings.databases {
-                let store = try StorageFactory.open(spec.location, passwordFile: spec.passwordFile,
-                                                    synchronousFull: settings.synchronousFull,
-                                                    queueMaxLeases: settings.queueMaxLeases)
+                var options = SQLiteStoreOptions()
+                settings.configure(&options)
+                let store = try StorageFactory.open(spec.location, passwordFile: spec.passwordFile, options: options)
                 let replica = try ReplicaSettings.route(for: spec, primary: store, maxLagMs: settings.replicaMaxLagMs, logger: logger)
                 opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens, replica: replica))
             }
@@ -56,11 +57,7 @@ final class Daemon: @unchecked Sendable {
         }
 
         var serviceConfig = ServiceConfiguration()
-        serviceConfig.tokenLifetimeSeconds = settings.tokenLifetimeSeconds
-        serviceConfig.publicBaseURL = settings.publicURL
-        serviceConfig.watchPingIntervalMs = settings.watchPingIntervalMs
-        serviceConfig.queueVisibilityTimeoutMs = Int64(settings.queueVisibilityTimeoutMs)
-        serviceConfig.queueLongPollMaxMs = Int64(settings.queueLongPollMaxMs)
+        settings.configure(&serviceConfig)
         let registry = MetricsBackend.bootstrap()
         let exporter = MetricsExporter(registry: registry, stores: tenants.map(\.store))
         let replicated = tenants
@@ -69,19 +66,9 @@ final class Daemon: @unchecked Sendable {
                                        configuration: serviceConfig, logger: logger)
 
         var front = HTTPServerConfiguration()
-        front.host = settings.host
-        front.port = settings.port
-        front.maxBodyBytes = settings.maxBodyBytes
-        front.ioThreads = settings.ioThreads
-        front.maxConnections = settings.maxConnections
-        front.maxConnectionsPerIP = settings.maxConnectionsPerIP
-        front.maxConcurrentStreams = settings.http2MaxConcurrentStreams
-        front.requestTimeoutSeconds = settings.requestTimeoutSeconds
-        front.idleTimeoutSeconds = settings.idleTimeoutSeconds
-        front.tlsCertificateFile = settings.tlsCertFile
-        front.tlsKeyFile = settings.tlsKeyFile
+        settings.configure(&front)
         var console: ConsoleService?
-        if settings.consoleEnabled {
+        if settings.console {
             var c = ConsoleConfiguration()
             c.secureCookies = front.tlsEnabled
             c.serverVersion = BuildInfo.version
@@ -90,10 +77,10 @@ final class Daemon: @unchecked Sendable {
         }
         adapter = FrontAdapter(service: service, console: settings.consoleListen == nil ? console : nil)
         server = HTTPServer(configuration: front, handler: adapter, logger: logger)
-        if let console, let (host, port) = settings.consoleListen {
+        if let console, let consoleListen = settings.consoleListen {
             var consoleFront = front
-            consoleFront.host = host
-            consoleFront.port = port
+            consoleFront.host = consoleListen.host
+            consoleFront.port = consoleListen.port
             consoleServer = HTTPServer(configuration: consoleFront,
                                        handler: FrontAdapter(service: service, console: console, consoleOnly: true),
                                        logger: logger)
@@ -101,6 +88,7 @@ final class Daemon: @unchecked Sendable {
             consoleServer = nil
         }
         // Queue push, per database (pull endpoints work either way).
+        var deliverers: [WebhookDeliverer] = []
         if let url = settings.queueWebhookURL {
             for t in tenants {
                 let deliverer = WebhookDeliverer(url: url, secret: settings.queueWebhookSecret,
@@ -108,13 +96,16 @@ final class Daemon: @unchecked Sendable {
                                                  databaseId: t.databaseId, concurrency: settings.queueConcurrency,
                                                  logger: logger)
                 deliverers.append(deliverer)
-                t.store.startQueueDelivery(options: QueuePushOptions(
-                    concurrency: settings.queueConcurrency,
-                    leaseMs: Int64(settings.queueWebhookTimeoutMs) + 30_000)) { m, done in
+                var push = QueuePushOptions()
+                settings.configure(&push)
+                // A safety net only: the deliverer reports back within its timeout.
+                push.leaseMs = Int64(settings.queueWebhookTimeoutMs) + 30_000
+                t.store.startQueueDelivery(options: push) { m, done in
                     deliverer.deliver(m, done: done)
                 }
             }
         }
+        self.deliverers = deliverers
         do {
             try server.start()
             do { try consoleServer?.start() } catch { server.stop(); throw error }
@@ -128,43 +119,48 @@ final class Daemon: @unchecked Sendable {
         }
         let scheme = front.tlsEnabled ? "https" : "http"
         logger.info("kvconnectd listening", metadata: [
-            "listen": "\(settings.host):\(server.boundPort)",
+            "listen": "\(settings.listen.host):\(server.boundPort)",
             "database": "\(settings.databases.count == 1 ? settings.databases[0].location.display : settings.databases.map { "\($0.name)=\($0.location.display)" }.joined(separator: ","))",
             "database_id": "\(tenants.map(\.databaseId).joined(separator: ","))",
             "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
             "http": front.tlsEnabled ? "https: HTTP/1.1 and HTTP/2 (TLS, ALPN h2)" : "HTTP/1.1 and HTTP/2 (h2c)",
-            "url": "\(scheme)://\(settings.host):\(server.boundPort)",
+            "url": "\(scheme)://\(settings.listen.host):\(server.boundPort)",
             "queue": "\(settings.queueWebhookURL.map { "push to \($0.absoluteString) + pull" } ?? "pull only")",
             "queue_ready_again": "\(tenants.map { $0.store.queueRecoveredOnOpen }.reduce(0, +))",
             "systemd_notify": "\(notifier.isActive)",
-            "console": "\(settings.consoleEnabled ? "\(scheme)://\(consoleServer.map { "\(settings.consoleListen!.host):\($0.boundPort)" } ?? "\(settings.host):\(server.boundPort)")/console/" : "off")",
+            "console": "\(settings.console ? "\(scheme)://\(consoleServer.map { "\(settings.consoleListen!.host):\($0.boundPort)" } ?? "\(settings.listen.host):\(server.boundPort)")/console/" : "off")",
         ])
-        notifier.ready(status: "listening on \(scheme)://\(settings.host):\(server.boundPort)")
+        notifier.ready(status: "listening on \(scheme)://\(settings.listen.host):\(server.boundPort)")
     }
 
     /// Blocks until SIGTERM or SIGINT, then stops accepting, lets pending
-    /// commits finish and closes the database.
+    /// commits finish and closes the database. SIGHUP reloads in between.
     func runUntilSignalled() async {
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
+        // One stream carries every signal, consumed here in order: a reload
+        // finishes before the next signal is looked at, so a SIGTERM that
+        // arrives during a reload waits for it (as a blocked handler did).
+        let (signals, delivered) = AsyncStream.makeStream(of: Int32.self)
         let queue = DispatchQueue(label: "kvconnectd.signals")
-        let signalName: String = await withCheckedContinuation { (cont: CheckedContinuation<String, Never>) in
-            let once = OnceFlag()
-            var sources: [DispatchSourceSignal] = []
-            for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
-                let src = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-                src.setEventHandler { if once.claim() { cont.resume(returning: name) } }
-                src.resume()
-                sources.append(src)
-            }
-            // SIGHUP: reload the TLS certificate and key (new connections).
-            signal(SIGHUP, SIG_IGN)
-            let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
-            hup.setEventHandler { [self] in reloadOnHangup() }
-            hup.resume()
-            sources.append(hup)
-            Daemon.keepAlive = sources
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let src = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            src.setEventHandler { delivered.yield(sig) }
+            src.resume()
+            sources.append(src)
         }
+        var signalName = "SIGTERM"
+        for await sig in signals {
+            if sig == SIGHUP {
+                await reloadOnHangup()
+                continue
+            }
+            signalName = sig == SIGINT ? "SIGINT" : "SIGTERM"
+            break
+        }
+        // Later signals are ignored (SIG_IGN stays set): shutdown runs once.
+        for src in sources { src.cancel() }
+        delivered.finish()
         logger.info("shutting down", metadata: ["signal": "\(signalName)"])
         notifier.stopping()
         // Stop accepting; give requests in flight up to the grace period to
@@ -192,16 +188,11 @@ final class Daemon: @unchecked Sendable {
     /// SIGHUP: access tokens (per database, by name) and the TLS
     /// certificate; open connections stay. A bad configuration keeps the old
     /// one and logs why.
-    private func reloadOnHangup() {
+    private func reloadOnHangup() async {
         notifier.reloading()
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var result: Result<Settings, Error>?
-        Task {
-            do { result = .success(try await reload()) } catch { result = .failure(error) }
-            done.signal()
-        }
-        done.wait()
-        switch result! {
+        let result: Result<Settings, Error>
+        do { result = .success(try await reload()) } catch { result = .failure(error) }
+        switch result {
         case .failure(let error):
             logger.error("SIGHUP: configuration reload failed, keeping the previous tokens", metadata: ["reason": "\(error)"])
         case .success(let fresh):
@@ -242,16 +233,4 @@ final class Daemon: @unchecked Sendable {
         }
     }
 
-    nonisolated(unsafe) static var keepAlive: [DispatchSourceSignal] = []
-}
-
-final class OnceFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done = false
-    func claim() -> Bool {
-        lock.lock(); defer { lock.unlock() }
-        if done { return false }
-        done = true
-        return true
-    }
 }

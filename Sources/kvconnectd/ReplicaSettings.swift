@@ -10,21 +10,6 @@ import Logging
 enum ReplicaSettings {
     typealias Invalid = Settings.Invalid
 
-    /// The single database's replica URI; refuses a password on argv.
-    static func replicaDatabase(_ value: String?, flag: String?) throws -> String? {
-        guard let value, !value.isEmpty else { return nil }
-        guard PostgresURI.isPostgres(value) else {
-            throw Invalid(description: "replica_database must be a postgres:// URI of a hot standby, not '\(value)'")
-        }
-        if let flag, try PostgresURI(flag).hasPassword {
-            throw Invalid(
-                description:
-                    "--replica-database holds a password, which every local user can read in the process list: put the URI in the config file or KVCONNECTD_REPLICA_DATABASE, or the password in database_password_file, PGPASSWORD or a .pgpass file"
-            )
-        }
-        return value
-    }
-
     static func validate(_ spec: DatabaseSpec, primary: DatabaseLocation) throws {
         guard let replica = spec.replica else { return }
         guard primary.isPostgres else {

@@ -6,18 +6,16 @@ import KVSQLite
 /// Opens the storage a database location names: the one place that maps a
 /// location to a backend (daemon, `copy`).
 enum StorageFactory {
-    /// `synchronousFull` applies to SQLite; `passwordFile` to PostgreSQL.
-    static func open(_ location: DatabaseLocation, passwordFile: String?, synchronousFull: Bool = true,
-                     queueMaxLeases: Int = 10) throws -> any KVStorage {
+    /// `options` apply to SQLite (PostgreSQL takes its queue poison limit);
+    /// `passwordFile` to PostgreSQL.
+    static func open(_ location: DatabaseLocation, passwordFile: String?,
+                     options: SQLiteStoreOptions = SQLiteStoreOptions()) throws -> any KVStorage {
         switch location {
         case .sqlite(let path):
             let dir = (path as NSString).deletingLastPathComponent
             if !dir.isEmpty {
                 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             }
-            var options = SQLiteStoreOptions()
-            options.synchronousFull = synchronousFull
-            options.queueMaxLeases = queueMaxLeases
             return try SQLiteStore(path: path, options: options)
         case .postgres(let uri):
             var url = uri.text
@@ -28,7 +26,7 @@ enum StorageFactory {
                 url = uri.withPassword(text.trimmingCharacters(in: .newlines))
             }
             do {
-                return try PostgresStore(url: url, options: PostgresOptions(queueMaxLeases: queueMaxLeases))
+                return try PostgresStore(url: url, options: PostgresOptions(queueMaxLeases: options.queueMaxLeases))
             } catch {
                 // libpq names host and user, never the password; masked all the same.
                 throw Settings.Invalid(description: "cannot open PostgreSQL database \(uri.masked): \(PGMask.mask("\(error)"))")

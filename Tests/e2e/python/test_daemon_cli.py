@@ -77,3 +77,23 @@ def test_port_in_use_fails_fast(tmp_path):
         assert r.returncode == 2 and r.stderr.strip()
     finally:
         d.stop()
+
+
+def test_help_lists_every_setting_of_the_reference():
+    """docs/settings.md is generated from the settings table (a unit test keeps
+    it so); the binary's --help and flag parser come from the same table."""
+    from conftest import ROOT
+    rows = [line.split(" | ") for line in (ROOT / "docs/settings.md").read_text().splitlines()
+            if line.startswith("| ") and "`KVCONNECTD_" in line]
+    assert len(rows) >= 36
+    for command in ("serve", "check-config"):
+        r = run([command, "--help"])
+        assert r.returncode == 0, r.stderr
+        words = " ".join(r.stdout.split())
+        for row in rows:
+            flag, env = row[1].strip("`").split(" ")[0], row[2].strip("`")
+            assert env in words, (command, env)
+            if flag != "(none)":
+                assert flag + " " in words, (command, flag)
+    r = run(["check-config", "--no-such-setting", "1"])
+    assert r.returncode == 64 and "Unknown option '--no-such-setting'" in r.stderr
