@@ -39,7 +39,7 @@ extension KVConnectService {
         do throws(ProtocolError) {
             switch (request.method, rest) {
             case ("GET", "/stats"):
-                let o = try adminRead { try store.queueOverview(nowMs: now) }
+                let o = try Self.storageCall { try store.queueOverview(nowMs: now) }
                 var body: [String: Any] = ["databaseId": tenant.databaseId, "ready": o.ready, "delayed": o.delayed,
                                            "inflight": o.inflight, "oldestDueMs": o.oldestDueMs ?? NSNull()]
                 body["oldestDueAt"] = o.oldestDueMs.map { MetadataExchange.rfc3339(ms: $0) } ?? NSNull()
@@ -48,12 +48,12 @@ extension KVConnectService {
                 let q = Self.query(request.query)
                 let after = try Self.queryInt(q, "after") ?? 0
                 let limit = min(try Self.queryInt(q, "limit") ?? 100, Int64(Self.adminPageMax))
-                let page = try adminRead { try store.listQueueMessages(afterId: after, limit: Int(limit), nowMs: now) }
+                let page = try Self.storageCall { try store.listQueueMessages(afterId: after, limit: Int(limit), nowMs: now) }
                 let next: Any = page.count == Int(limit) ? page.last!.id : NSNull()
                 respond(Self.json(200, ["messages": page.map(Self.messageJSON), "next": next]))
             case ("GET", let r) where r.hasPrefix("/messages/"):
                 let id = try Self.messageId(r)
-                guard let m = try adminRead({ try store.queueMessage(id: id, nowMs: now) }) else {
+                guard let m = try Self.storageCall({ try store.queueMessage(id: id, nowMs: now) }) else {
                     throw ProtocolError(status: 404, "no such message: \(id)")
                 }
                 respond(Self.json(200, Self.messageJSON(m)))
@@ -103,12 +103,6 @@ extension KVConnectService {
         return .success(match)
     }
 
-    private func adminRead<T>(_ body: () throws -> T) throws(ProtocolError) -> T {
-        do { return try body() } catch let e as KVError { throw ProtocolError(e) } catch {
-            throw ProtocolError(status: 500, "internal error: \(error)", retryAfterSeconds: 1)
-        }
-    }
-
     /// Puts dead letters back into the queue: for each entry at `key` (or
     /// under `prefix`), one atomic write checks the entry is unchanged,
     /// deletes it and enqueues its value, due now, with Deno's default
@@ -144,12 +138,12 @@ extension KVConnectService {
         } catch {
             throw .badRequest("invalid body: \(error)")
         }
-        let entries = try adminRead { try store.snapshotRead([range], nowMs: nowMs).first ?? [] }
+        let entries = try Self.storageCall { try store.snapshotRead([range], nowMs: nowMs).first ?? [] }
         let v8 = entries.filter { $0.value.encoding == .v8 }
         if v8.isEmpty {
             return respond(Self.json(200, ["redriven": 0, "keys": [Any]()]))
         }
-        let done = RedriveTally(count: v8.count) { keys in
+        let done = Gather<Bytes>(count: v8.count) { keys in
             respond(Self.json(200, ["redriven": keys.count,
                                     "keys": keys.map { ExportFormat.keyJSON($0).foundation }]))
         }
@@ -160,7 +154,7 @@ extension KVConnectService {
                 enqueues: [Enqueue(payload: e.value.data, deadlineMs: nowMs, keysIfUndelivered: [e.key],
                                    backoffSchedule: Self.denoDefaultBackoff)])
             store.atomicWrite(write) { r in
-                if case .success(.committed) = r { done.finish(e.key) } else { done.finish(nil) }
+                if case .success(.committed) = r { done.add(e.key) } else { done.add(nil) }
             }
         }
     }
@@ -185,57 +179,5 @@ extension KVConnectService {
         let text = rest.dropFirst("/messages/".count)
         guard let id = Int64(text), id > 0 else { throw .badRequest("invalid message id '\(text)': expected a positive integer") }
         return id
-    }
-
-    static func query(_ q: String?) -> [String: String] {
-        var out: [String: String] = [:]
-        for pair in (q ?? "").split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
-            out[kv[0]] = kv.count > 1 ? (kv[1].removingPercentEncoding ?? kv[1]) : ""
-        }
-        return out
-    }
-
-    private static func queryInt(_ q: [String: String], _ name: String) throws(ProtocolError) -> Int64? {
-        guard let t = q[name] else { return nil }
-        guard let v = Int64(t), v >= 0 else { throw .badRequest("invalid \(name) '\(t)': expected a non-negative integer") }
-        return v
-    }
-}
-
-/// Collects the outcome of a redrive's atomic writes; answers once all are in.
-private final class RedriveTally: @unchecked Sendable {
-    private let lock = NSLock()
-    private var left: Int
-    private var keys: [Bytes] = []
-    private let done: @Sendable ([Bytes]) -> Void
-
-    init(count: Int, done: @escaping @Sendable ([Bytes]) -> Void) {
-        left = count
-        self.done = done
-    }
-
-    func finish(_ key: Bytes?) {
-        lock.lock()
-        if let key { keys.append(key) }
-        left -= 1
-        let last = left == 0
-        let all = keys
-        lock.unlock()
-        if last { done(all) }
-    }
-}
-
-extension JSONValue {
-    /// As Foundation objects, for JSONSerialization.
-    var foundation: Any {
-        switch self {
-        case .null: return NSNull()
-        case .bool(let b): return b
-        case .number(let n): return Double(n).map { d -> Any in Int64(exactly: d).map { $0 as Any } ?? d } ?? n
-        case .string(let s): return s
-        case .array(let a): return a.map(\.foundation)
-        case .object(let m): return Dictionary(m.map { ($0.0, $0.1.foundation) }, uniquingKeysWith: { a, _ in a })
-        }
     }
 }

@@ -10,6 +10,9 @@ import KVEngine
 /// - `POST <ep>/queue/ack` / `<ep>/queue/fail` `{"id":"<lease id>"}` → 200,
 ///   404 (unknown message: already settled or dead-lettered), 409 (the lease
 ///   expired and the message is ready again or leased by someone else).
+/// - Batches: lease `{"max":n}` → `{"messages":[...]}` (claimed in one
+///   transaction); ack/fail `{"ids":[...]}` → `{"results":[...]}` (settles
+///   arriving together share one transaction).
 ///
 /// Same token rules as atomic_write: a read-only token gets 403.
 extension KVConnectService {
@@ -36,58 +39,28 @@ extension KVConnectService {
         }
     }
 
-    private static func jsonObject(_ bytes: [UInt8]) throws(ProtocolError) -> [String: Any] {
-        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) { return [:] }
-        guard let o = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-            throw .badRequest("invalid body: expected a JSON object")
-        }
-        return o
-    }
-
-    private static func int(_ body: [String: Any], _ key: String) throws(ProtocolError) -> Int64? {
-        guard let v = body[key] else { return nil }
-        guard let n = v as? NSNumber, let i = Int64(exactly: n.doubleValue), i >= 0 else {
-            throw .badRequest("invalid \(key): expected a non-negative integer of milliseconds")
-        }
-        return i
-    }
-
     /// Most messages one lease or settle request may carry (`max`, `ids`).
     static let queueBatchMax = 256
 
     private func lease(_ tenant: Tenant, _ body: [String: Any], respond: @escaping @Sendable (ProtocolResponse) -> Void) {
-        let wait: Int64, visibility: Int64, max: Int?
+        let wait: Int64, visibility: Int64, max: Int64?
         do throws(ProtocolError) {
-            wait = min(try Self.int(body, "waitMs") ?? 0, config.queueLongPollMaxMs)
-            visibility = try Self.int(body, "visibilityTimeoutMs") ?? config.queueVisibilityTimeoutMs
-            if visibility < 100 || visibility > 43_200_000 {
-                throw .badRequest("invalid visibilityTimeoutMs: expected 100 ... 43200000")
-            }
-            max = try Self.int(body, "max").map(Int.init)
-            if let max, max < 1 || max > Self.queueBatchMax {
-                throw .badRequest("invalid max: expected 1 ... \(Self.queueBatchMax)")
-            }
+            wait = min(try Self.integer(body, "waitMs", in: 0...Int64.max, unit: "milliseconds") ?? 0,
+                       config.queueLongPollMaxMs)
+            visibility = try Self.integer(body, "visibilityTimeoutMs", in: 100...43_200_000, unit: "milliseconds")
+                ?? config.queueVisibilityTimeoutMs
+            max = try Self.integer(body, "max", in: 1...Int64(Self.queueBatchMax), unit: "messages")
         } catch {
             return respond(.error(error))
         }
-        let store = tenant.store
-        store.leaseQueueMessage(visibilityMs: visibility, waitMs: wait) { result in
+        // The batch is claimed in one transaction: the first message may be
+        // waited for, the others are what is due at that moment.
+        tenant.store.leaseQueueMessage(visibilityMs: visibility, waitMs: wait, max: Int(max ?? 1)) { result in
             switch result {
-            case .success(nil):
+            case .success(let ms) where ms.isEmpty:
                 respond(ProtocolResponse(status: 204))
-            case .success(let m?):
-                guard let max else { return respond(Self.json(200, Self.leaseJSON(m))) }
-                // Batch: the first message waited; the others are only what is due now.
-                let more = max - 1
-                if more == 0 { return respond(Self.json(200, ["messages": [Self.leaseJSON(m)]])) }
-                let gather = Gather<QueueMessage>(count: more) { rest in
-                    respond(Self.json(200, ["messages": ([m] + rest).map(Self.leaseJSON)]))
-                }
-                for _ in 0..<more {
-                    store.leaseQueueMessage(visibilityMs: visibility, waitMs: 0) { r in
-                        if case .success(let x?) = r { gather.add(x) } else { gather.add(nil) }
-                    }
-                }
+            case .success(let ms):
+                respond(max == nil ? Self.json(200, Self.leaseJSON(ms[0])) : Self.json(200, ["messages": ms.map(Self.leaseJSON)]))
             case .failure(let e):
                 respond(.error(ProtocolError(e)))
             }
@@ -174,33 +147,5 @@ extension KVConnectService {
             let p = ProtocolError(e)
             return ["status": p.status, "result": "error", "reason": p.message]
         }
-    }
-
-    static func json(_ status: Int, _ o: [String: Any]) -> ProtocolResponse {
-        let data = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-        return ProtocolResponse(status: status, headers: [("content-type", "application/json")], body: [UInt8](data))
-    }
-}
-
-/// Collects `count` asynchronous results (nil ones dropped), then calls `done` once.
-final class Gather<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var left: Int
-    private var items: [T] = []
-    private let done: @Sendable ([T]) -> Void
-
-    init(count: Int, done: @escaping @Sendable ([T]) -> Void) {
-        left = count
-        self.done = done
-    }
-
-    func add(_ item: T?) {
-        lock.lock()
-        if let item { items.append(item) }
-        left -= 1
-        let finished = left == 0
-        let all = items
-        lock.unlock()
-        if finished { done(all) }
     }
 }

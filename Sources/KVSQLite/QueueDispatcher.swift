@@ -6,20 +6,25 @@ import Logging
 /// ready message or lease end of an in-flight one (learned from commits and
 /// from the table's index after each round), and only while someone can take
 /// a message (push capacity or a waiting pull worker). A round runs on the
-/// writer thread: expire leases, claim for waiting pull workers (one each,
-/// FIFO), claim up to the free push capacity. Claims are single UPDATEs on
-/// the writer connection, so two consumers never get the same message.
+/// writer thread: expire leases, claim for waiting pull workers (up to each
+/// one's batch size, FIFO), claim up to the free push capacity. Claims are
+/// single UPDATEs on the writer connection, so two consumers never get the
+/// same message.
 final class QueueDispatcher: @unchecked Sendable {
     static let maxIdleMs: Int64 = 60_000
 
     final class Waiter: @unchecked Sendable {
         let visibilityMs: Int64
         let deadlineMs: Int64
-        let completion: @Sendable (Result<QueueMessage?, KVError>) -> Void
+        /// Most messages this worker takes (a batch lease).
+        let max: Int
+        let completion: @Sendable (Result<[QueueMessage], KVError>) -> Void
         var tried = false
-        init(visibilityMs: Int64, deadlineMs: Int64, completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+        init(visibilityMs: Int64, deadlineMs: Int64, max: Int,
+             completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
             self.visibilityMs = visibilityMs
             self.deadlineMs = deadlineMs
+            self.max = max
             self.completion = completion
         }
     }
@@ -92,17 +97,18 @@ final class QueueDispatcher: @unchecked Sendable {
         return pushInFlight == 0
     }
 
-    /// A pull worker waits up to `waitMs` for a ready message.
-    func lease(visibilityMs: Int64, waitMs: Int64,
-               completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+    /// A pull worker waits up to `waitMs` for ready messages (up to `max`).
+    func lease(visibilityMs: Int64, waitMs: Int64, max: Int,
+               completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
         cond.lock()
         if stopped {
             cond.unlock()
             completion(.failure(.unavailable("shutting down")))
             return
         }
-        waiters.append(Waiter(visibilityMs: max(1, visibilityMs),
-                              deadlineMs: StoreCore.wallClockMs() + max(0, waitMs), completion: completion))
+        waiters.append(Waiter(visibilityMs: Swift.max(1, visibilityMs),
+                              deadlineMs: StoreCore.wallClockMs() + Swift.max(0, waitMs), max: Swift.max(1, max),
+                              completion: completion))
         cond.signal()
         cond.unlock()
     }
@@ -245,7 +251,7 @@ final class QueueDispatcher: @unchecked Sendable {
             }
             if !runRound {
                 cond.unlock()
-                for w in expired { w.completion(.success(nil)) }
+                for w in expired { w.completion(.success([])) }
                 continue
             }
             let take = waiters
@@ -295,7 +301,7 @@ final class QueueDispatcher: @unchecked Sendable {
     }
 
     private struct Outcome: @unchecked Sendable {
-        var assigned: [(Waiter, QueueMessage)] = []
+        var assigned: [(Waiter, [QueueMessage])] = []
         var leftover: [Waiter] = []
         var pushed: [QueueMessage] = []
         var nextDue: Int64?
@@ -312,22 +318,25 @@ final class QueueDispatcher: @unchecked Sendable {
             let now = StoreCore.wallClockMs()
             var out = Outcome()
             var poison: [QueueMessage] = []
+            var relaxed: Int64?
             do {
-                // One transaction (one fsync) per round.
+                // One transaction per round, not waiting for the disk (see relaxSynchronous).
+                relaxed = try QueueStore.relaxSynchronous(c)
                 try c.run("BEGIN IMMEDIATE")
                 out.expired = try QueueStore.expireLeases(c, nowMs: now, maxLeases: maxLeases, poison: &poison)
                 var i = 0
                 while i < waiters.count {
                     let w = waiters[i]
-                    guard let m = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + w.visibilityMs, limit: 1).first else { break }
-                    out.assigned.append((w, m))
+                    let ms = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + w.visibilityMs, limit: w.max)
+                    if ms.isEmpty { break }
+                    out.assigned.append((w, ms))
                     i += 1
                 }
                 out.leftover = Array(waiters[i...])
                 out.pushed = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + pushLeaseMs, limit: pushCapacity)
                 out.nextDue = try QueueStore.nextDue(c)
                 try c.run("COMMIT")
-                for m in out.assigned.map(\.1) + out.pushed {
+                for m in out.assigned.flatMap(\.1) + out.pushed {
                     EngineMetrics.recordQueueDelivery(lagMs: now - m.deadlineMs)
                 }
             } catch {
@@ -338,6 +347,9 @@ final class QueueDispatcher: @unchecked Sendable {
                 out.leftover = waiters
                 out.nextDue = now + 1000
                 poison = []
+            }
+            do { try QueueStore.restoreSynchronous(c, relaxed) } catch {
+                logger.critical("queue: could not restore PRAGMA synchronous after a claim round: \(error)")
             }
             // Poison messages: dead-lettered like a failed last attempt, each
             // in its own versionstamped commit (as in drainSettles).
