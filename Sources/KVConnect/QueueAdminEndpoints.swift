@@ -40,17 +40,18 @@ extension KVConnectService {
             switch (request.method, rest) {
             case ("GET", "/stats"):
                 let o = try Self.storageCall { try store.queueOverview(nowMs: now) }
-                var body: [String: Any] = ["databaseId": tenant.databaseId, "ready": o.ready, "delayed": o.delayed,
-                                           "inflight": o.inflight, "oldestDueMs": o.oldestDueMs ?? NSNull()]
-                body["oldestDueAt"] = o.oldestDueMs.map { MetadataExchange.rfc3339(ms: $0) } ?? NSNull()
-                respond(Self.json(200, body))
+                respond(Self.json(200, .object([
+                    ("databaseId", .string(tenant.databaseId)), ("delayed", .int(o.delayed)), ("inflight", .int(o.inflight)),
+                    ("oldestDueAt", o.oldestDueMs.map { .string(MetadataExchange.rfc3339(ms: $0)) } ?? .null),
+                    ("oldestDueMs", o.oldestDueMs.map { .int($0) } ?? .null), ("ready", .int(o.ready)),
+                ])))
             case ("GET", "/messages"):
                 let q = Self.query(request.query)
                 let after = try Self.queryInt(q, "after") ?? 0
                 let limit = min(try Self.queryInt(q, "limit") ?? 100, Int64(Self.adminPageMax))
                 let page = try Self.storageCall { try store.listQueueMessages(afterId: after, limit: Int(limit), nowMs: now) }
-                let next: Any = page.count == Int(limit) ? page.last!.id : NSNull()
-                respond(Self.json(200, ["messages": page.map(Self.messageJSON), "next": next]))
+                let next: JSONValue = page.count == Int(limit) ? .int(page.last!.id) : .null
+                respond(Self.json(200, .object([("messages", .array(page.map(Self.messageJSON))), ("next", next)])))
             case ("GET", let r) where r.hasPrefix("/messages/"):
                 let id = try Self.messageId(r)
                 guard let m = try Self.storageCall({ try store.queueMessage(id: id, nowMs: now) }) else {
@@ -62,14 +63,14 @@ extension KVConnectService {
                 store.deleteQueueMessages(ids: [id]) { result in
                     switch result {
                     case .success(0): respond(.text(404, "no such message: \(id)"))
-                    case .success(let n): respond(Self.json(200, ["deleted": n]))
+                    case .success(let n): respond(Self.json(200, .object([("deleted", .int(n))])))
                     case .failure(let e): respond(.error(ProtocolError(e)))
                     }
                 }
             case ("POST", "/purge"):
                 store.deleteQueueMessages(ids: nil) { result in
                     switch result {
-                    case .success(let n): respond(Self.json(200, ["deleted": n]))
+                    case .success(let n): respond(Self.json(200, .object([("deleted", .int(n))])))
                     case .failure(let e): respond(.error(ProtocolError(e)))
                     }
                 }
@@ -110,17 +111,9 @@ extension KVConnectService {
     /// changed meanwhile is skipped (not counted).
     private func redrive(_ store: any KVStorage, _ body: [UInt8], nowMs: Int64,
                          respond: @escaping @Sendable (ProtocolResponse) -> Void) throws(ProtocolError) {
-        let j: JSONValue
-        do { j = try JSONValue.parse(String(decoding: body, as: UTF8.self)) } catch {
-            throw .badRequest("invalid body: expected {\"key\": [...]} or {\"prefix\": [...]} (\(error))")
-        }
-        var limit = Self.adminPageMax
-        if let l = j["limit"] {
-            guard case .number(let n) = l, let v = Int(n), v >= 1, v <= Self.adminPageMax else {
-                throw .badRequest("invalid limit: expected 1 ... \(Self.adminPageMax)")
-            }
-            limit = v
-        }
+        let j = try Self.jsonBody(body)
+        let limit = Int(try Self.integer(j, "limit", in: 1...Int64(Self.adminPageMax), unit: "dead letters")
+            ?? Int64(Self.adminPageMax))
         let range: ReadRange
         do {
             if let k = j["key"] {
@@ -141,11 +134,10 @@ extension KVConnectService {
         let entries = try Self.storageCall { try store.snapshotRead([range], nowMs: nowMs).first ?? [] }
         let v8 = entries.filter { $0.value.encoding == .v8 }
         if v8.isEmpty {
-            return respond(Self.json(200, ["redriven": 0, "keys": [Any]()]))
+            return respond(Self.json(200, .object([("keys", .array([])), ("redriven", .int(0))])))
         }
         let done = Gather<Bytes>(count: v8.count) { keys in
-            respond(Self.json(200, ["redriven": keys.count,
-                                    "keys": keys.map { ExportFormat.keyJSON($0).foundation }]))
+            respond(Self.json(200, .object([("keys", .array(keys.map(ExportFormat.keyJSON))), ("redriven", .int(keys.count))])))
         }
         for e in v8 {
             let write = AtomicWrite(
@@ -162,17 +154,19 @@ extension KVConnectService {
     /// What Deno's own queue retries with when no backoffSchedule is given.
     static let denoDefaultBackoff: [UInt32] = [100, 1000, 5000, 30000, 60000]
 
-    static func messageJSON(_ m: QueueMessageInfo) -> [String: Any] {
-        var o: [String: Any] = [
-            "id": m.id, "state": m.state.rawValue, "attempt": m.attempt, "leases": m.leases,
-            "deadlineMs": m.deadlineMs, "deadline": MetadataExchange.rfc3339(ms: m.deadlineMs),
-            "payload": ExportFormat.readableV8(m.payload).foundation,
-            "payloadBase64": Data(m.payload).base64EncodedString(),
-            "keysIfUndelivered": m.keysIfUndelivered.map { ExportFormat.keyJSON($0).foundation },
-            "backoffSchedule": m.backoffSchedule.map { Int($0) },
+    /// One message (members sorted).
+    static func messageJSON(_ m: QueueMessageInfo) -> JSONValue {
+        var o: [(String, JSONValue)] = [
+            ("attempt", .int(m.attempt)), ("backoffSchedule", .array(m.backoffSchedule.map { .int($0) })),
+            ("deadline", .string(MetadataExchange.rfc3339(ms: m.deadlineMs))), ("deadlineMs", .int(m.deadlineMs)),
+            ("id", .int(m.id)), ("keysIfUndelivered", .array(m.keysIfUndelivered.map(ExportFormat.keyJSON))),
         ]
-        if let l = m.leaseUntilMs { o["leaseUntil"] = MetadataExchange.rfc3339(ms: l) }
-        return o
+        if let l = m.leaseUntilMs { o.append(("leaseUntil", .string(MetadataExchange.rfc3339(ms: l)))) }
+        o += [
+            ("leases", .int(m.leases)), ("payload", ExportFormat.readableV8(m.payload)),
+            ("payloadBase64", .string(Data(m.payload).base64EncodedString())), ("state", .string(m.state.rawValue)),
+        ]
+        return .object(o)
     }
 
     private static func messageId(_ rest: String) throws(ProtocolError) -> Int64 {

@@ -18,14 +18,14 @@ import KVEngine
 extension KVConnectService {
     func queueEndpoint(_ request: ProtocolRequest, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
         let tenant: Tenant
-        let body: [String: Any]
+        let body: JSONValue
         do {
             let (t, token) = try authorize(request, json: true)
             if token.scope == .readOnly {
                 throw ProtocolError(status: 403, "this token is read-only: the queue endpoints are not allowed")
             }
             tenant = t
-            body = try Self.jsonObject(request.body)
+            body = try Self.jsonBody(request.body)
         } catch let e as ProtocolError {
             return respond(.error(e))
         } catch {
@@ -42,7 +42,7 @@ extension KVConnectService {
     /// Most messages one lease or settle request may carry (`max`, `ids`).
     static let queueBatchMax = 256
 
-    private func lease(_ tenant: Tenant, _ body: [String: Any], respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+    private func lease(_ tenant: Tenant, _ body: JSONValue, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
         let wait: Int64, visibility: Int64, max: Int64?
         do throws(ProtocolError) {
             wait = min(try Self.integer(body, "waitMs", in: 0...Int64.max, unit: "milliseconds") ?? 0,
@@ -60,24 +60,34 @@ extension KVConnectService {
             case .success(let ms) where ms.isEmpty:
                 respond(ProtocolResponse(status: 204))
             case .success(let ms):
-                respond(max == nil ? Self.json(200, Self.leaseJSON(ms[0])) : Self.json(200, ["messages": ms.map(Self.leaseJSON)]))
+                respond(Self.json(200, max == nil ? Self.leaseJSON(ms[0]) : .object([("messages", .array(ms.map(Self.leaseJSON)))])))
             case .failure(let e):
                 respond(.error(ProtocolError(e)))
             }
         }
     }
 
-    static func leaseJSON(_ m: QueueMessage) -> [String: Any] {
-        ["id": m.leaseHandle, "messageId": String(m.id), "attempt": m.attempt,
-         "payload": Data(m.payload).base64EncodedString(), "leaseExpiresAt": MetadataExchange.rfc3339(ms: m.leaseUntilMs)]
+    static func leaseJSON(_ m: QueueMessage) -> JSONValue {
+        .object([
+            ("attempt", .int(m.attempt)), ("id", .string(m.leaseHandle)),
+            ("leaseExpiresAt", .string(MetadataExchange.rfc3339(ms: m.leaseUntilMs))), ("messageId", .string(String(m.id))),
+            ("payload", .string(Data(m.payload).base64EncodedString())),
+        ])
     }
 
-    private func settle(_ tenant: Tenant, _ body: [String: Any], ack: Bool,
+    private func settle(_ tenant: Tenant, _ body: JSONValue, ack: Bool,
                         respond: @escaping @Sendable (ProtocolResponse) -> Void) {
         if let ids = body["ids"] {
             // Batch: {"ids": [...]} → {"results": [{"id", "status", ...}]} in the same order.
-            guard let list = ids as? [String], !list.isEmpty, list.count <= Self.queueBatchMax else {
+            guard case .array(let items) = ids, !items.isEmpty, items.count <= Self.queueBatchMax else {
                 return respond(.error(.badRequest("invalid ids: expected 1 ... \(Self.queueBatchMax) lease ids")))
+            }
+            var list: [String] = []
+            for item in items {
+                guard case .string(let text) = item else {
+                    return respond(.error(.badRequest("invalid ids: expected 1 ... \(Self.queueBatchMax) lease ids")))
+                }
+                list.append(text)
             }
             var parsed: [(Int64, Int64)] = []
             for text in list {
@@ -86,15 +96,13 @@ extension KVConnectService {
                 }
                 parsed.append(p)
             }
-            let gather = Gather<(Int, [String: Any])>(count: parsed.count) { results in
+            let gather = Gather<(Int, JSONValue)>(count: parsed.count) { results in
                 let ordered = results.sorted { $0.0 < $1.0 }.map(\.1)
-                respond(Self.json(200, ["results": ordered]))
+                respond(Self.json(200, .object([("results", .array(ordered))])))
             }
             for (i, (id, seq)) in parsed.enumerated() {
-                let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void = { r in
-                    var o = Self.settleJSON(r)
-                    o["id"] = list[i]
-                    gather.add((i, o))
+                let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void = { [list] r in
+                    gather.add((i, Self.settleJSON(r, id: list[i])))
                 }
                 if ack {
                     tenant.store.ackQueueMessage(id: id, leaseSeq: seq, completion: completion)
@@ -104,7 +112,7 @@ extension KVConnectService {
             }
             return
         }
-        guard let text = body["id"] as? String, let (id, seq) = QueueMessage.parseLeaseHandle(text) else {
+        guard case .string(let text)? = body["id"], let (id, seq) = QueueMessage.parseLeaseHandle(text) else {
             return respond(.error(.badRequest("invalid body: expected {\"id\":\"<id from /queue/lease>\"}")))
         }
         let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void = { result in
@@ -114,9 +122,7 @@ extension KVConnectService {
             case .success(.leaseLost):
                 respond(.text(409, "lease \(text) was lost: it expired and the message was made ready again"))
             case .success:
-                var o = Self.settleJSON(result)
-                o["status"] = nil
-                respond(Self.json(200, o))
+                respond(Self.json(200, Self.settleJSON(result, status: false)))
             case .failure(let e):
                 respond(.error(ProtocolError(e)))
             }
@@ -128,24 +134,32 @@ extension KVConnectService {
         }
     }
 
-    /// One settle outcome; "status" is what the single-id form answers with.
-    static func settleJSON(_ r: Result<QueueSettleResult, KVError>) -> [String: Any] {
+    /// One settle outcome (members sorted): `id` in a batch; `status` (in a
+    /// batch) is what the single-id form answers with.
+    static func settleJSON(_ r: Result<QueueSettleResult, KVError>, id: String? = nil, status: Bool = true) -> JSONValue {
+        let code: Int, result: String
+        var reason: String?, retryAt: String?, versionstamp: String?
         switch r {
-        case .success(.acknowledged):
-            return ["status": 200, "result": "acknowledged"]
+        case .success(.acknowledged): (code, result) = (200, "acknowledged")
         case .success(.retryScheduled(let at)):
-            return ["status": 200, "result": "retryScheduled", "retryAt": MetadataExchange.rfc3339(ms: at)]
+            (code, result) = (200, "retryScheduled")
+            retryAt = MetadataExchange.rfc3339(ms: at)
         case .success(.deadLettered(let vs)):
-            var o: [String: Any] = ["status": 200, "result": "deadLettered"]
-            if let vs { o["versionstamp"] = Versionstamps.hex(vs) }
-            return o
-        case .success(.notFound):
-            return ["status": 404, "result": "notFound"]
-        case .success(.leaseLost):
-            return ["status": 409, "result": "leaseLost"]
+            (code, result) = (200, "deadLettered")
+            versionstamp = vs.map(Versionstamps.hex)
+        case .success(.notFound): (code, result) = (404, "notFound")
+        case .success(.leaseLost): (code, result) = (409, "leaseLost")
         case .failure(let e):
             let p = ProtocolError(e)
-            return ["status": p.status, "result": "error", "reason": p.message]
+            (code, result, reason) = (p.status, "error", p.message)
         }
+        var o: [(String, JSONValue)] = []
+        if let id { o.append(("id", .string(id))) }
+        if let reason { o.append(("reason", .string(reason))) }
+        o.append(("result", .string(result)))
+        if let retryAt { o.append(("retryAt", .string(retryAt))) }
+        if status { o.append(("status", .int(code))) }
+        if let versionstamp { o.append(("versionstamp", .string(versionstamp))) }
+        return .object(o)
     }
 }
