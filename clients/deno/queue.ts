@@ -342,60 +342,68 @@ function base64ToBytes(s: string): Uint8Array {
 }
 
 /** How long finished deliveries wait to be reported together (one settle
- * request, one server transaction), unless a full batch is ready sooner. */
-const SETTLE_WINDOW_MS = 2;
+ * request, one server transaction: an fsync), unless a full batch is ready
+ * sooner. Longer than a lease round trip, so that settles do not take the
+ * server's writer once per lease; short enough to stay invisible. */
+const SETTLE_WINDOW_MS = 10;
 /** Most lease ids per settle request (the server's batch limit). */
 const SETTLE_BATCH_MAX = 256;
 
 /** Reports finished deliveries: acks and fails each go out as one batch
- * request per short window, and while one request of a kind is in flight the
- * next batch gathers. Not aborted by close(): a finished handler is always
+ * request per window (or as soon as a full batch is pending), one request of
+ * a kind at a time. Not aborted by close(): a finished handler is always
  * reported. */
 class Settler {
   #pending = { ack: [] as Lease[], fail: [] as Lease[] };
   #flushing = { ack: null as Promise<void> | null, fail: null as Promise<void> | null };
   #timer: Record<"ack" | "fail", ReturnType<typeof setTimeout> | undefined> = { ack: undefined, fail: undefined };
+  #draining = false;
 
   constructor(private readonly conn: Connection) {}
 
   report(lease: Lease, ok: boolean) {
     const kind = ok ? "ack" : "fail";
     this.#pending[kind].push(lease);
-    if (this.#flushing[kind]) return; // sent when the request in flight is answered
-    if (this.#pending[kind].length >= SETTLE_BATCH_MAX) return this.#start(kind);
-    this.#timer[kind] ??= setTimeout(() => this.#start(kind), SETTLE_WINDOW_MS);
+    this.#schedule(kind);
   }
 
-  #start(kind: "ack" | "fail") {
-    clearTimeout(this.#timer[kind]);
-    this.#timer[kind] = undefined;
-    this.#flushing[kind] ??= this.#flush(kind);
-  }
-
-  async #flush(kind: "ack" | "fail") {
-    try {
-      while (this.#pending[kind].length) {
-        const batch = this.#pending[kind].splice(0, SETTLE_BATCH_MAX);
-        try {
-          const r = await this.conn.post(`/queue/${kind}`, JSON.stringify({ ids: batch.map((l) => l.id) }));
-          const results = JSON.parse(new TextDecoder().decode(r.body)).results as { status: number; result: string }[];
-          for (const [i, x] of results.entries()) {
-            // 409: the lease expired and the message was handed out again; 404:
-            // it was settled meanwhile. Either way the server's state is consistent.
-            if (x.status !== 200) console.warn(`kvconnectd queue: message ${batch[i].messageId} ${kind}: ${x.result}`);
-          }
-        } catch (e) {
-          console.error(`kvconnectd queue: could not report ${batch.length} message(s) (${kind}):`, e);
-        }
-      }
-    } finally {
-      this.#flushing[kind] = null;
+  #schedule(kind: "ack" | "fail") {
+    if (this.#flushing[kind] || !this.#pending[kind].length) return; // rescheduled when the request in flight ends
+    if (this.#draining || this.#pending[kind].length >= SETTLE_BATCH_MAX) {
+      clearTimeout(this.#timer[kind]);
+      this.#timer[kind] = undefined;
+      this.#flushing[kind] = this.#send(kind);
+    } else {
+      this.#timer[kind] ??= setTimeout(() => {
+        this.#timer[kind] = undefined;
+        this.#flushing[kind] ??= this.#send(kind);
+      }, SETTLE_WINDOW_MS);
     }
   }
 
-  /** Sends what is pending now and waits until everything is reported. */
+  async #send(kind: "ack" | "fail") {
+    const batch = this.#pending[kind].splice(0, SETTLE_BATCH_MAX);
+    try {
+      const r = await this.conn.post(`/queue/${kind}`, JSON.stringify({ ids: batch.map((l) => l.id) }));
+      const results = JSON.parse(new TextDecoder().decode(r.body)).results as { status: number; result: string }[];
+      for (const [i, x] of results.entries()) {
+        // 409: the lease expired and the message was handed out again; 404:
+        // it was settled meanwhile. Either way the server's state is consistent.
+        if (x.status !== 200) console.warn(`kvconnectd queue: message ${batch[i].messageId} ${kind}: ${x.result}`);
+      }
+    } catch (e) {
+      console.error(`kvconnectd queue: could not report ${batch.length} message(s) (${kind}):`, e);
+    } finally {
+      this.#flushing[kind] = null;
+      this.#schedule(kind);
+    }
+  }
+
+  /** Sends what is pending at once and waits until everything is reported. */
   async drain() {
-    for (const kind of ["ack", "fail"] as const) if (this.#pending[kind].length) this.#start(kind);
+    this.#draining = true;
+    this.#schedule("ack");
+    this.#schedule("fail");
     while (this.#flushing.ack || this.#flushing.fail) await Promise.all([this.#flushing.ack, this.#flushing.fail]);
   }
 }
