@@ -106,11 +106,41 @@ final class QueueDispatcher: @unchecked Sendable {
             completion(.failure(.unavailable("shutting down")))
             return
         }
-        waiters.append(Waiter(visibilityMs: Swift.max(1, visibilityMs),
-                              deadlineMs: StoreCore.wallClockMs() + Swift.max(0, waitMs), max: Swift.max(1, max),
-                              completion: completion))
-        cond.signal()
+        let now = StoreCore.wallClockMs()
+        let w = Waiter(visibilityMs: Swift.max(1, visibilityMs), deadlineMs: now + Swift.max(0, waitMs),
+                       max: Swift.max(1, max), completion: completion)
+        // A backlog (something is due) and nobody waiting before this worker:
+        // claim straight on the writer thread, without a hop through the
+        // dispatcher thread and back. Long-polls go to the dispatcher.
+        let direct = waiters.isEmpty && (nextDueMs.map { $0 <= now } ?? false)
+        if !direct {
+            waiters.append(w)
+            cond.signal()
+        }
         cond.unlock()
+        if direct { leaseNow(w) }
+    }
+
+    /// A lease claimed in its own round on the writer thread; if nothing was
+    /// due after all, the worker waits at the dispatcher like any other.
+    private func leaseNow(_ w: Waiter) {
+        guard let core else { return w.completion(.failure(.unavailable("shutting down"))) }
+        let queued = core.onWriter { [weak self, weak core] c in
+            guard let self, let core else { return w.completion(.failure(.unavailable("shutting down"))) }
+            let out = self.claimRound(core, c, waiters: [w], pushCapacity: 0, pushLeaseMs: 0)
+            self.cond.lock()
+            if let next = out.nextDue, self.nextDueMs.map({ next < $0 }) ?? true { self.nextDueMs = next }
+            self._stats.leasesExpired += out.expired
+            let claimed = out.assigned.first?.1
+            if claimed == nil {
+                w.tried = true
+                self.waiters.append(w)
+                self.cond.signal()
+            }
+            self.cond.unlock()
+            if let claimed { w.completion(.success(claimed)) }
+        }
+        if !queued { w.completion(.failure(.unavailable("shutting down"))) }
     }
 
     private struct PendingSettle {
@@ -312,60 +342,69 @@ final class QueueDispatcher: @unchecked Sendable {
     private func round(waiters: [Waiter], pushCapacity: Int, pushLeaseMs: Int64) -> Outcome? {
         guard let core else { return nil }
         let box = ResultBox<Outcome>()
-        let logger = self.logger
-        let maxLeases = self.maxLeases
-        let queued = core.onWriter { [weak self] c in
-            let now = StoreCore.wallClockMs()
-            var out = Outcome()
-            var poison: [QueueMessage] = []
-            var relaxed: Int64?
-            do {
-                // One transaction per round, not waiting for the disk (see relaxSynchronous).
-                relaxed = try QueueStore.relaxSynchronous(c)
-                try c.run("BEGIN IMMEDIATE")
-                out.expired = try QueueStore.expireLeases(c, nowMs: now, maxLeases: maxLeases, poison: &poison)
-                var i = 0
-                while i < waiters.count {
-                    let w = waiters[i]
-                    let ms = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + w.visibilityMs, limit: w.max)
-                    if ms.isEmpty { break }
-                    out.assigned.append((w, ms))
-                    i += 1
-                }
-                out.leftover = Array(waiters[i...])
-                out.pushed = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + pushLeaseMs, limit: pushCapacity)
-                out.nextDue = try QueueStore.nextDue(c)
-                try c.run("COMMIT")
-                for m in out.assigned.flatMap(\.1) + out.pushed {
-                    EngineMetrics.recordQueueDelivery(lagMs: now - m.deadlineMs)
-                }
-            } catch {
-                // Rolled back: nothing was claimed; try again shortly.
-                if !c.isAutocommit { try? c.run("ROLLBACK") }
-                logger.error("queue: dispatch round failed: \(error)")
-                out = Outcome()
-                out.leftover = waiters
-                out.nextDue = now + 1000
-                poison = []
-            }
-            do { try QueueStore.restoreSynchronous(c, relaxed) } catch {
-                logger.critical("queue: could not restore PRAGMA synchronous after a claim round: \(error)")
-            }
-            // Poison messages: dead-lettered like a failed last attempt, each
-            // in its own versionstamped commit (as in drainSettles).
-            for m in poison {
-                do {
-                    _ = try QueueStore.deadLetter(core, c, m)
-                    logger.warning("queue: message \(m.id) dead-lettered: \(maxLeases) leases ended without ack or fail")
-                    self?.record(.deadLettered(versionstamp: nil), poisoned: true)
-                } catch {
-                    if !c.isAutocommit { try? c.run("ROLLBACK") }
-                    logger.error("queue: dead-lettering poison message \(m.id) failed: \(error)")
-                }
-            }
-            box.set(out)
+        let queued = core.onWriter { [weak self, weak core] c in
+            guard let self, let core else { return box.set(Outcome(leftover: waiters)) }
+            box.set(self.claimRound(core, c, waiters: waiters, pushCapacity: pushCapacity, pushLeaseMs: pushLeaseMs))
         }
         guard queued else { return nil }
         return box.wait()
+    }
+
+    /// Writer thread: expire leases, claim for `waiters` (FIFO, up to each
+    /// one's batch) and up to `pushCapacity` for push, in one transaction;
+    /// then dead-letter poison messages.
+    private func claimRound(_ core: StoreCore, _ c: SQLiteConnection, waiters: [Waiter], pushCapacity: Int,
+                            pushLeaseMs: Int64) -> Outcome {
+        let logger = self.logger
+        let maxLeases = self.maxLeases
+        let now = StoreCore.wallClockMs()
+        var out = Outcome()
+        var poison: [QueueMessage] = []
+        var relaxed: Int64?
+        do {
+            // One transaction per round, not waiting for the disk (see relaxSynchronous).
+            relaxed = try QueueStore.relaxSynchronous(c)
+            try c.run("BEGIN IMMEDIATE")
+            out.expired = try QueueStore.expireLeases(c, nowMs: now, maxLeases: maxLeases, poison: &poison)
+            var i = 0
+            while i < waiters.count {
+                let w = waiters[i]
+                let ms = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + w.visibilityMs, limit: w.max)
+                if ms.isEmpty { break }
+                out.assigned.append((w, ms))
+                i += 1
+            }
+            out.leftover = Array(waiters[i...])
+            out.pushed = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + pushLeaseMs, limit: pushCapacity)
+            out.nextDue = try QueueStore.nextDue(c)
+            try c.run("COMMIT")
+            for m in out.assigned.flatMap(\.1) + out.pushed {
+                EngineMetrics.recordQueueDelivery(lagMs: now - m.deadlineMs)
+            }
+        } catch {
+            // Rolled back: nothing was claimed; try again shortly.
+            if !c.isAutocommit { try? c.run("ROLLBACK") }
+            logger.error("queue: dispatch round failed: \(error)")
+            out = Outcome()
+            out.leftover = waiters
+            out.nextDue = now + 1000
+            poison = []
+        }
+        do { try QueueStore.restoreSynchronous(c, relaxed) } catch {
+            logger.critical("queue: could not restore PRAGMA synchronous after a claim round: \(error)")
+        }
+        // Poison messages: dead-lettered like a failed last attempt, each
+        // in its own versionstamped commit (as in drainSettles).
+        for m in poison {
+            do {
+                _ = try QueueStore.deadLetter(core, c, m)
+                logger.warning("queue: message \(m.id) dead-lettered: \(maxLeases) leases ended without ack or fail")
+                record(.deadLettered(versionstamp: nil), poisoned: true)
+            } catch {
+                if !c.isAutocommit { try? c.run("ROLLBACK") }
+                logger.error("queue: dead-lettering poison message \(m.id) failed: \(error)")
+            }
+        }
+        return out
     }
 }
