@@ -41,7 +41,8 @@ extension KVConnectService {
             case ("GET", "/stats"):
                 let o = try Self.storageCall { try store.queueOverview(nowMs: now) }
                 respond(Self.json(200, .object([
-                    ("databaseId", .string(tenant.databaseId)), ("delayed", .int(o.delayed)), ("inflight", .int(o.inflight)),
+                    ("databaseId", .string(tenant.databaseId)), ("delayed", .int(o.delayed)),
+                    ("inflight", .int(o.inflight)),
                     ("oldestDueAt", o.oldestDueMs.map { .string(MetadataExchange.rfc3339(ms: $0)) } ?? .null),
                     ("oldestDueMs", o.oldestDueMs.map { .int($0) } ?? .null), ("ready", .int(o.ready)),
                 ])))
@@ -137,7 +138,9 @@ extension KVConnectService {
             return respond(Self.json(200, .object([("keys", .array([])), ("redriven", .int(0))])))
         }
         let done = Gather<Bytes>(count: v8.count) { keys in
-            respond(Self.json(200, .object([("keys", .array(keys.map(ExportFormat.keyJSON))), ("redriven", .int(keys.count))])))
+            respond(
+                Self.json(
+                    200, .object([("keys", .array(keys.map(ExportFormat.keyJSON))), ("redriven", .int(keys.count))])))
         }
         for e in v8 {
             let write = AtomicWrite(

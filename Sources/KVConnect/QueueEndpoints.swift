@@ -45,9 +45,11 @@ extension KVConnectService {
     private func lease(_ tenant: Tenant, _ body: JSONValue, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
         let wait: Int64, visibility: Int64, max: Int64?
         do throws(ProtocolError) {
-            wait = min(try Self.integer(body, "waitMs", in: 0...Int64.max, unit: "milliseconds") ?? 0,
-                       config.queueLongPollMaxMs)
-            visibility = try Self.integer(body, "visibilityTimeoutMs", in: 100...43_200_000, unit: "milliseconds")
+            wait = min(
+                try Self.integer(body, "waitMs", in: 0...Int64.max, unit: "milliseconds") ?? 0,
+                config.queueLongPollMaxMs)
+            visibility =
+                try Self.integer(body, "visibilityTimeoutMs", in: 100...43_200_000, unit: "milliseconds")
                 ?? config.queueVisibilityTimeoutMs
             max = try Self.integer(body, "max", in: 1...Int64(Self.queueBatchMax), unit: "messages")
         } catch {
@@ -60,7 +62,10 @@ extension KVConnectService {
             case .success(let ms) where ms.isEmpty:
                 respond(ProtocolResponse(status: 204))
             case .success(let ms):
-                respond(Self.json(200, max == nil ? Self.leaseJSON(ms[0]) : .object([("messages", .array(ms.map(Self.leaseJSON)))])))
+                respond(
+                    Self.json(
+                        200,
+                        max == nil ? Self.leaseJSON(ms[0]) : .object([("messages", .array(ms.map(Self.leaseJSON)))])))
             case .failure(let e):
                 respond(.error(ProtocolError(e)))
             }
@@ -70,13 +75,16 @@ extension KVConnectService {
     static func leaseJSON(_ m: QueueMessage) -> JSONValue {
         .object([
             ("attempt", .int(m.attempt)), ("id", .string(m.leaseHandle)),
-            ("leaseExpiresAt", .string(MetadataExchange.rfc3339(ms: m.leaseUntilMs))), ("messageId", .string(String(m.id))),
-            ("payload", .string(Data(m.payload).base64EncodedString())),
+            ("leaseExpiresAt", .string(MetadataExchange.rfc3339(ms: m.leaseUntilMs))),
+            ("messageId", .string(String(m.id))),
+            ("payload", .string(Data(m.payload).base64EncodedString()))
         ])
     }
 
-    private func settle(_ tenant: Tenant, _ body: JSONValue, ack: Bool,
-                        respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+    private func settle(
+        _ tenant: Tenant, _ body: JSONValue, ack: Bool,
+        respond: @escaping @Sendable (ProtocolResponse) -> Void
+    ) {
         if let ids = body["ids"] {
             // Batch: {"ids": [...]} → {"results": [{"id", "status", ...}]} in the same order.
             guard case .array(let items) = ids, !items.isEmpty, items.count <= Self.queueBatchMax else {
@@ -136,7 +144,8 @@ extension KVConnectService {
 
     /// One settle outcome (members sorted): `id` in a batch; `status` (in a
     /// batch) is what the single-id form answers with.
-    static func settleJSON(_ r: Result<QueueSettleResult, KVError>, id: String? = nil, status: Bool = true) -> JSONValue {
+    static func settleJSON(_ r: Result<QueueSettleResult, KVError>, id: String? = nil, status: Bool = true) -> JSONValue
+    {
         let code: Int, result: String
         var reason: String?, retryAt: String?, versionstamp: String?
         switch r {

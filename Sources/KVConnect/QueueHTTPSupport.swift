@@ -17,11 +17,14 @@ extension KVConnectService {
 
     /// `body[key]` as an integer in `range`, nil when absent; otherwise a 400
     /// naming the field, what it counts (`unit`) and the range.
-    static func integer(_ body: JSONValue, _ key: String, in range: ClosedRange<Int64>,
-                        unit: String = "") throws(ProtocolError) -> Int64? {
+    static func integer(
+        _ body: JSONValue, _ key: String, in range: ClosedRange<Int64>,
+        unit: String = ""
+    ) throws(ProtocolError) -> Int64? {
         guard let v = body[key] else { return nil }
         guard case .number(let text) = v, let i = Int64(text), range.contains(i) else {
-            let bound = range.upperBound == .max ? "\(range.lowerBound) or more" : "\(range.lowerBound) ... \(range.upperBound)"
+            let bound =
+                range.upperBound == .max ? "\(range.lowerBound) or more" : "\(range.lowerBound) ... \(range.upperBound)"
             throw .badRequest("invalid \(key): expected an integer\(unit.isEmpty ? "" : " of \(unit)"), \(bound)")
         }
         return i
@@ -31,7 +34,8 @@ extension KVConnectService {
     /// the answers here list them sorted), not JSONSerialization, which cost
     /// more than the claim itself on a batch lease.
     static func json(_ status: Int, _ v: JSONValue) -> ProtocolResponse {
-        ProtocolResponse(status: status, headers: [("content-type", "application/json")], body: Array(v.serialized.utf8))
+        ProtocolResponse(
+            status: status, headers: [("content-type", "application/json")], body: Array(v.serialized.utf8))
     }
 
     /// `a=1&b=x` → ["a": "1", "b": "x"] (percent-decoded).
@@ -46,7 +50,9 @@ extension KVConnectService {
 
     static func queryInt(_ q: [String: String], _ name: String) throws(ProtocolError) -> Int64? {
         guard let t = q[name] else { return nil }
-        guard let v = Int64(t), v >= 0 else { throw .badRequest("invalid \(name) '\(t)': expected a non-negative integer") }
+        guard let v = Int64(t), v >= 0 else {
+            throw .badRequest("invalid \(name) '\(t)': expected a non-negative integer")
+        }
         return v
     }
 

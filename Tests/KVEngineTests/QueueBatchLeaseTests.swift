@@ -59,8 +59,9 @@ class QueueBatchLeaseContract: XCTestCase {
         let r = try store.atomicWriteSync(
             AtomicWrite(
                 enqueues: (0..<n).map {
-                    Enqueue(payload: [0xff, 0x0f, 0x49, UInt8($0 % 64 * 2)], deadlineMs: deadlineMs($0),
-                            keysIfUndelivered: keys, backoffSchedule: backoff)
+                    Enqueue(
+                        payload: [0xff, 0x0f, 0x49, UInt8($0 % 64 * 2)], deadlineMs: deadlineMs($0),
+                        keysIfUndelivered: keys, backoffSchedule: backoff)
                 }))
         guard case .committed = r else { return XCTFail("enqueue not committed: \(r)") }
     }
@@ -134,8 +135,9 @@ class QueueBatchLeaseContract: XCTestCase {
         while third.count < 3 && Date() < until { third += try lease(max: 3, waitMs: 1000) }
         XCTAssertEqual(third.map(\.attempt), [2, 2, 2])
         XCTAssertEqual(third.map(\.leaseSeq), [3, 3, 3])
-        XCTAssertEqual(try settle(third, ack: false), Array(repeating: .deadLettered(versionstamp: nil), count: 3),
-                       "schedule exhausted, no keys")
+        XCTAssertEqual(
+            try settle(third, ack: false), Array(repeating: .deadLettered(versionstamp: nil), count: 3),
+            "schedule exhausted, no keys")
         XCTAssertEqual(try store.queueCounts(), QueueCounts(ready: 0, inflight: 0))
     }
 }
