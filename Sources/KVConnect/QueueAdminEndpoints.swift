@@ -39,21 +39,23 @@ extension KVConnectService {
         do throws(ProtocolError) {
             switch (request.method, rest) {
             case ("GET", "/stats"):
-                let o = try adminRead { try store.queueOverview(nowMs: now) }
-                var body: [String: Any] = ["databaseId": tenant.databaseId, "ready": o.ready, "delayed": o.delayed,
-                                           "inflight": o.inflight, "oldestDueMs": o.oldestDueMs ?? NSNull()]
-                body["oldestDueAt"] = o.oldestDueMs.map { MetadataExchange.rfc3339(ms: $0) } ?? NSNull()
-                respond(Self.json(200, body))
+                let o = try Self.storageCall { try store.queueOverview(nowMs: now) }
+                respond(Self.json(200, .object([
+                    ("databaseId", .string(tenant.databaseId)), ("delayed", .int(o.delayed)),
+                    ("inflight", .int(o.inflight)),
+                    ("oldestDueAt", o.oldestDueMs.map { .string(MetadataExchange.rfc3339(ms: $0)) } ?? .null),
+                    ("oldestDueMs", o.oldestDueMs.map { .int($0) } ?? .null), ("ready", .int(o.ready)),
+                ])))
             case ("GET", "/messages"):
                 let q = Self.query(request.query)
                 let after = try Self.queryInt(q, "after") ?? 0
                 let limit = min(try Self.queryInt(q, "limit") ?? 100, Int64(Self.adminPageMax))
-                let page = try adminRead { try store.listQueueMessages(afterId: after, limit: Int(limit), nowMs: now) }
-                let next: Any = page.count == Int(limit) ? page.last!.id : NSNull()
-                respond(Self.json(200, ["messages": page.map(Self.messageJSON), "next": next]))
+                let page = try Self.storageCall { try store.listQueueMessages(afterId: after, limit: Int(limit), nowMs: now) }
+                let next: JSONValue = page.count == Int(limit) ? .int(page.last!.id) : .null
+                respond(Self.json(200, .object([("messages", .array(page.map(Self.messageJSON))), ("next", next)])))
             case ("GET", let r) where r.hasPrefix("/messages/"):
                 let id = try Self.messageId(r)
-                guard let m = try adminRead({ try store.queueMessage(id: id, nowMs: now) }) else {
+                guard let m = try Self.storageCall({ try store.queueMessage(id: id, nowMs: now) }) else {
                     throw ProtocolError(status: 404, "no such message: \(id)")
                 }
                 respond(Self.json(200, Self.messageJSON(m)))
@@ -62,14 +64,14 @@ extension KVConnectService {
                 store.deleteQueueMessages(ids: [id]) { result in
                     switch result {
                     case .success(0): respond(.text(404, "no such message: \(id)"))
-                    case .success(let n): respond(Self.json(200, ["deleted": n]))
+                    case .success(let n): respond(Self.json(200, .object([("deleted", .int(n))])))
                     case .failure(let e): respond(.error(ProtocolError(e)))
                     }
                 }
             case ("POST", "/purge"):
                 store.deleteQueueMessages(ids: nil) { result in
                     switch result {
-                    case .success(let n): respond(Self.json(200, ["deleted": n]))
+                    case .success(let n): respond(Self.json(200, .object([("deleted", .int(n))])))
                     case .failure(let e): respond(.error(ProtocolError(e)))
                     }
                 }
@@ -103,12 +105,6 @@ extension KVConnectService {
         return .success(match)
     }
 
-    private func adminRead<T>(_ body: () throws -> T) throws(ProtocolError) -> T {
-        do { return try body() } catch let e as KVError { throw ProtocolError(e) } catch {
-            throw ProtocolError(status: 500, "internal error: \(error)", retryAfterSeconds: 1)
-        }
-    }
-
     /// Puts dead letters back into the queue: for each entry at `key` (or
     /// under `prefix`), one atomic write checks the entry is unchanged,
     /// deletes it and enqueues its value, due now, with Deno's default
@@ -116,17 +112,9 @@ extension KVConnectService {
     /// changed meanwhile is skipped (not counted).
     private func redrive(_ store: any KVStorage, _ body: [UInt8], nowMs: Int64,
                          respond: @escaping @Sendable (ProtocolResponse) -> Void) throws(ProtocolError) {
-        let j: JSONValue
-        do { j = try JSONValue.parse(String(decoding: body, as: UTF8.self)) } catch {
-            throw .badRequest("invalid body: expected {\"key\": [...]} or {\"prefix\": [...]} (\(error))")
-        }
-        var limit = Self.adminPageMax
-        if let l = j["limit"] {
-            guard case .number(let n) = l, let v = Int(n), v >= 1, v <= Self.adminPageMax else {
-                throw .badRequest("invalid limit: expected 1 ... \(Self.adminPageMax)")
-            }
-            limit = v
-        }
+        let j = try Self.jsonBody(body)
+        let limit = Int(try Self.integer(j, "limit", in: 1...Int64(Self.adminPageMax), unit: "dead letters")
+            ?? Int64(Self.adminPageMax))
         let range: ReadRange
         do {
             if let k = j["key"] {
@@ -144,14 +132,15 @@ extension KVConnectService {
         } catch {
             throw .badRequest("invalid body: \(error)")
         }
-        let entries = try adminRead { try store.snapshotRead([range], nowMs: nowMs).first ?? [] }
+        let entries = try Self.storageCall { try store.snapshotRead([range], nowMs: nowMs).first ?? [] }
         let v8 = entries.filter { $0.value.encoding == .v8 }
         if v8.isEmpty {
-            return respond(Self.json(200, ["redriven": 0, "keys": [Any]()]))
+            return respond(Self.json(200, .object([("keys", .array([])), ("redriven", .int(0))])))
         }
-        let done = RedriveTally(count: v8.count) { keys in
-            respond(Self.json(200, ["redriven": keys.count,
-                                    "keys": keys.map { ExportFormat.keyJSON($0).foundation }]))
+        let done = Gather<Bytes>(count: v8.count) { keys in
+            respond(
+                Self.json(
+                    200, .object([("keys", .array(keys.map(ExportFormat.keyJSON))), ("redriven", .int(keys.count))])))
         }
         for e in v8 {
             let write = AtomicWrite(
@@ -160,7 +149,7 @@ extension KVConnectService {
                 enqueues: [Enqueue(payload: e.value.data, deadlineMs: nowMs, keysIfUndelivered: [e.key],
                                    backoffSchedule: Self.denoDefaultBackoff)])
             store.atomicWrite(write) { r in
-                if case .success(.committed) = r { done.finish(e.key) } else { done.finish(nil) }
+                if case .success(.committed) = r { done.add(e.key) } else { done.add(nil) }
             }
         }
     }
@@ -168,74 +157,24 @@ extension KVConnectService {
     /// What Deno's own queue retries with when no backoffSchedule is given.
     static let denoDefaultBackoff: [UInt32] = [100, 1000, 5000, 30000, 60000]
 
-    static func messageJSON(_ m: QueueMessageInfo) -> [String: Any] {
-        var o: [String: Any] = [
-            "id": m.id, "state": m.state.rawValue, "attempt": m.attempt, "leases": m.leases,
-            "deadlineMs": m.deadlineMs, "deadline": MetadataExchange.rfc3339(ms: m.deadlineMs),
-            "payload": ExportFormat.readableV8(m.payload).foundation,
-            "payloadBase64": Data(m.payload).base64EncodedString(),
-            "keysIfUndelivered": m.keysIfUndelivered.map { ExportFormat.keyJSON($0).foundation },
-            "backoffSchedule": m.backoffSchedule.map { Int($0) },
+    /// One message (members sorted).
+    static func messageJSON(_ m: QueueMessageInfo) -> JSONValue {
+        var o: [(String, JSONValue)] = [
+            ("attempt", .int(m.attempt)), ("backoffSchedule", .array(m.backoffSchedule.map { .int($0) })),
+            ("deadline", .string(MetadataExchange.rfc3339(ms: m.deadlineMs))), ("deadlineMs", .int(m.deadlineMs)),
+            ("id", .int(m.id)), ("keysIfUndelivered", .array(m.keysIfUndelivered.map(ExportFormat.keyJSON))),
         ]
-        if let l = m.leaseUntilMs { o["leaseUntil"] = MetadataExchange.rfc3339(ms: l) }
-        return o
+        if let l = m.leaseUntilMs { o.append(("leaseUntil", .string(MetadataExchange.rfc3339(ms: l)))) }
+        o += [
+            ("leases", .int(m.leases)), ("payload", ExportFormat.readableV8(m.payload)),
+            ("payloadBase64", .string(Data(m.payload).base64EncodedString())), ("state", .string(m.state.rawValue)),
+        ]
+        return .object(o)
     }
 
     private static func messageId(_ rest: String) throws(ProtocolError) -> Int64 {
         let text = rest.dropFirst("/messages/".count)
         guard let id = Int64(text), id > 0 else { throw .badRequest("invalid message id '\(text)': expected a positive integer") }
         return id
-    }
-
-    static func query(_ q: String?) -> [String: String] {
-        var out: [String: String] = [:]
-        for pair in (q ?? "").split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
-            out[kv[0]] = kv.count > 1 ? (kv[1].removingPercentEncoding ?? kv[1]) : ""
-        }
-        return out
-    }
-
-    private static func queryInt(_ q: [String: String], _ name: String) throws(ProtocolError) -> Int64? {
-        guard let t = q[name] else { return nil }
-        guard let v = Int64(t), v >= 0 else { throw .badRequest("invalid \(name) '\(t)': expected a non-negative integer") }
-        return v
-    }
-}
-
-/// Collects the outcome of a redrive's atomic writes; answers once all are in.
-private final class RedriveTally: @unchecked Sendable {
-    private let lock = NSLock()
-    private var left: Int
-    private var keys: [Bytes] = []
-    private let done: @Sendable ([Bytes]) -> Void
-
-    init(count: Int, done: @escaping @Sendable ([Bytes]) -> Void) {
-        left = count
-        self.done = done
-    }
-
-    func finish(_ key: Bytes?) {
-        lock.lock()
-        if let key { keys.append(key) }
-        left -= 1
-        let last = left == 0
-        let all = keys
-        lock.unlock()
-        if last { done(all) }
-    }
-}
-
-extension JSONValue {
-    /// As Foundation objects, for JSONSerialization.
-    var foundation: Any {
-        switch self {
-        case .null: return NSNull()
-        case .bool(let b): return b
-        case .number(let n): return Double(n).map { d -> Any in Int64(exactly: d).map { $0 as Any } ?? d } ?? n
-        case .string(let s): return s
-        case .array(let a): return a.map(\.foundation)
-        case .object(let m): return Dictionary(m.map { ($0.0, $0.1.foundation) }, uniquingKeysWith: { a, _ in a })
-        }
     }
 }

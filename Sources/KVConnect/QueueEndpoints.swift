@@ -10,6 +10,9 @@ import KVEngine
 /// - `POST <ep>/queue/ack` / `<ep>/queue/fail` `{"id":"<lease id>"}` → 200,
 ///   404 (unknown message: already settled or dead-lettered), 409 (the lease
 ///   expired and the message is ready again or leased by someone else).
+/// - Batches: lease `{"max":n}` → `{"messages":[...]}` (claimed in one
+///   transaction); ack/fail `{"ids":[...]}` → `{"results":[...]}` (settles
+///   arriving together share one transaction).
 ///
 /// Same token rules as atomic_write: a read-only token gets 403.
 extension KVConnectService {
@@ -17,14 +20,14 @@ extension KVConnectService {
     func queueEndpoint(_ request: ProtocolRequest, _ endpoint: Endpoint,
                        respond: @escaping @Sendable (ProtocolResponse) -> Void) {
         let tenant: Tenant
-        let body: [String: Any]
+        let body: JSONValue
         do {
             let (t, token) = try authorize(request, json: true)
             if token.scope == .readOnly {
                 throw ProtocolError(status: 403, "this token is read-only: the queue endpoints are not allowed")
             }
             tenant = t
-            body = try Self.jsonObject(request.body)
+            body = try Self.jsonBody(request.body)
         } catch let e as ProtocolError {
             return respond(.error(e))
         } catch {
@@ -37,75 +40,63 @@ extension KVConnectService {
         }
     }
 
-    private static func jsonObject(_ bytes: [UInt8]) throws(ProtocolError) -> [String: Any] {
-        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) { return [:] }
-        guard let o = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-            throw .badRequest("invalid body: expected a JSON object")
-        }
-        return o
-    }
-
-    private static func int(_ body: [String: Any], _ key: String) throws(ProtocolError) -> Int64? {
-        guard let v = body[key] else { return nil }
-        guard let n = v as? NSNumber, let i = Int64(exactly: n.doubleValue), i >= 0 else {
-            throw .badRequest("invalid \(key): expected a non-negative integer of milliseconds")
-        }
-        return i
-    }
-
     /// Most messages one lease or settle request may carry (`max`, `ids`).
     static let queueBatchMax = 256
 
-    private func lease(_ tenant: Tenant, _ body: [String: Any], respond: @escaping @Sendable (ProtocolResponse) -> Void) {
-        let wait: Int64, visibility: Int64, max: Int?
+    private func lease(_ tenant: Tenant, _ body: JSONValue, respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+        let wait: Int64, visibility: Int64, max: Int64?
         do throws(ProtocolError) {
-            wait = min(try Self.int(body, "waitMs") ?? 0, config.queueLongPollMaxMs)
-            visibility = try Self.int(body, "visibilityTimeoutMs") ?? config.queueVisibilityTimeoutMs
-            if visibility < 100 || visibility > 43_200_000 {
-                throw .badRequest("invalid visibilityTimeoutMs: expected 100 ... 43200000")
-            }
-            max = try Self.int(body, "max").map(Int.init)
-            if let max, max < 1 || max > Self.queueBatchMax {
-                throw .badRequest("invalid max: expected 1 ... \(Self.queueBatchMax)")
-            }
+            wait = min(
+                try Self.integer(body, "waitMs", in: 0...Int64.max, unit: "milliseconds") ?? 0,
+                config.queueLongPollMaxMs)
+            visibility =
+                try Self.integer(body, "visibilityTimeoutMs", in: 100...43_200_000, unit: "milliseconds")
+                ?? config.queueVisibilityTimeoutMs
+            max = try Self.integer(body, "max", in: 1...Int64(Self.queueBatchMax), unit: "messages")
         } catch {
             return respond(.error(error))
         }
-        let store = tenant.store
-        store.leaseQueueMessage(visibilityMs: visibility, waitMs: wait) { result in
+        // The batch is claimed in one transaction: the first message may be
+        // waited for, the others are what is due at that moment.
+        tenant.store.leaseQueueMessage(visibilityMs: visibility, waitMs: wait, max: Int(max ?? 1)) { result in
             switch result {
-            case .success(nil):
+            case .success(let ms) where ms.isEmpty:
                 respond(ProtocolResponse(status: 204))
-            case .success(let m?):
-                guard let max else { return respond(Self.json(200, Self.leaseJSON(m))) }
-                // Batch: the first message waited; the others are only what is due now.
-                let more = max - 1
-                if more == 0 { return respond(Self.json(200, ["messages": [Self.leaseJSON(m)]])) }
-                let gather = Gather<QueueMessage>(count: more) { rest in
-                    respond(Self.json(200, ["messages": ([m] + rest).map(Self.leaseJSON)]))
-                }
-                for _ in 0..<more {
-                    store.leaseQueueMessage(visibilityMs: visibility, waitMs: 0) { r in
-                        if case .success(let x?) = r { gather.add(x) } else { gather.add(nil) }
-                    }
-                }
+            case .success(let ms):
+                respond(
+                    Self.json(
+                        200,
+                        max == nil ? Self.leaseJSON(ms[0]) : .object([("messages", .array(ms.map(Self.leaseJSON)))])))
             case .failure(let e):
                 respond(.error(ProtocolError(e)))
             }
         }
     }
 
-    static func leaseJSON(_ m: QueueMessage) -> [String: Any] {
-        ["id": m.leaseHandle, "messageId": String(m.id), "attempt": m.attempt,
-         "payload": Data(m.payload).base64EncodedString(), "leaseExpiresAt": MetadataExchange.rfc3339(ms: m.leaseUntilMs)]
+    static func leaseJSON(_ m: QueueMessage) -> JSONValue {
+        .object([
+            ("attempt", .int(m.attempt)), ("id", .string(m.leaseHandle)),
+            ("leaseExpiresAt", .string(MetadataExchange.rfc3339(ms: m.leaseUntilMs))),
+            ("messageId", .string(String(m.id))),
+            ("payload", .string(Data(m.payload).base64EncodedString()))
+        ])
     }
 
-    private func settle(_ tenant: Tenant, _ body: [String: Any], ack: Bool,
-                        respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+    private func settle(
+        _ tenant: Tenant, _ body: JSONValue, ack: Bool,
+        respond: @escaping @Sendable (ProtocolResponse) -> Void
+    ) {
         if let ids = body["ids"] {
             // Batch: {"ids": [...]} → {"results": [{"id", "status", ...}]} in the same order.
-            guard let list = ids as? [String], !list.isEmpty, list.count <= Self.queueBatchMax else {
+            guard case .array(let items) = ids, !items.isEmpty, items.count <= Self.queueBatchMax else {
                 return respond(.error(.badRequest("invalid ids: expected 1 ... \(Self.queueBatchMax) lease ids")))
+            }
+            var list: [String] = []
+            for item in items {
+                guard case .string(let text) = item else {
+                    return respond(.error(.badRequest("invalid ids: expected 1 ... \(Self.queueBatchMax) lease ids")))
+                }
+                list.append(text)
             }
             var parsed: [(Int64, Int64)] = []
             for text in list {
@@ -114,15 +105,13 @@ extension KVConnectService {
                 }
                 parsed.append(p)
             }
-            let gather = Gather<(Int, [String: Any])>(count: parsed.count) { results in
+            let gather = Gather<(Int, JSONValue)>(count: parsed.count) { results in
                 let ordered = results.sorted { $0.0 < $1.0 }.map(\.1)
-                respond(Self.json(200, ["results": ordered]))
+                respond(Self.json(200, .object([("results", .array(ordered))])))
             }
             for (i, (id, seq)) in parsed.enumerated() {
-                let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void = { r in
-                    var o = Self.settleJSON(r)
-                    o["id"] = list[i]
-                    gather.add((i, o))
+                let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void = { [list] r in
+                    gather.add((i, Self.settleJSON(r, id: list[i])))
                 }
                 if ack {
                     tenant.store.ackQueueMessage(id: id, leaseSeq: seq, completion: completion)
@@ -132,7 +121,7 @@ extension KVConnectService {
             }
             return
         }
-        guard let text = body["id"] as? String, let (id, seq) = QueueMessage.parseLeaseHandle(text) else {
+        guard case .string(let text)? = body["id"], let (id, seq) = QueueMessage.parseLeaseHandle(text) else {
             return respond(.error(.badRequest("invalid body: expected {\"id\":\"<id from /queue/lease>\"}")))
         }
         let completion: @Sendable (Result<QueueSettleResult, KVError>) -> Void = { result in
@@ -142,9 +131,7 @@ extension KVConnectService {
             case .success(.leaseLost):
                 respond(.text(409, "lease \(text) was lost: it expired and the message was made ready again"))
             case .success:
-                var o = Self.settleJSON(result)
-                o["status"] = nil
-                respond(Self.json(200, o))
+                respond(Self.json(200, Self.settleJSON(result, status: false)))
             case .failure(let e):
                 respond(.error(ProtocolError(e)))
             }
@@ -156,52 +143,33 @@ extension KVConnectService {
         }
     }
 
-    /// One settle outcome; "status" is what the single-id form answers with.
-    static func settleJSON(_ r: Result<QueueSettleResult, KVError>) -> [String: Any] {
+    /// One settle outcome (members sorted): `id` in a batch; `status` (in a
+    /// batch) is what the single-id form answers with.
+    static func settleJSON(_ r: Result<QueueSettleResult, KVError>, id: String? = nil, status: Bool = true) -> JSONValue
+    {
+        let code: Int, result: String
+        var reason: String?, retryAt: String?, versionstamp: String?
         switch r {
-        case .success(.acknowledged):
-            return ["status": 200, "result": "acknowledged"]
+        case .success(.acknowledged): (code, result) = (200, "acknowledged")
         case .success(.retryScheduled(let at)):
-            return ["status": 200, "result": "retryScheduled", "retryAt": MetadataExchange.rfc3339(ms: at)]
+            (code, result) = (200, "retryScheduled")
+            retryAt = MetadataExchange.rfc3339(ms: at)
         case .success(.deadLettered(let vs)):
-            var o: [String: Any] = ["status": 200, "result": "deadLettered"]
-            if let vs { o["versionstamp"] = Versionstamps.hex(vs) }
-            return o
-        case .success(.notFound):
-            return ["status": 404, "result": "notFound"]
-        case .success(.leaseLost):
-            return ["status": 409, "result": "leaseLost"]
+            (code, result) = (200, "deadLettered")
+            versionstamp = vs.map(Versionstamps.hex)
+        case .success(.notFound): (code, result) = (404, "notFound")
+        case .success(.leaseLost): (code, result) = (409, "leaseLost")
         case .failure(let e):
             let p = ProtocolError(e)
-            return ["status": p.status, "result": "error", "reason": p.message]
+            (code, result, reason) = (p.status, "error", p.message)
         }
-    }
-
-    static func json(_ status: Int, _ o: [String: Any]) -> ProtocolResponse {
-        let data = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-        return ProtocolResponse(status: status, headers: [("content-type", "application/json")], body: [UInt8](data))
-    }
-}
-
-/// Collects `count` asynchronous results (nil ones dropped), then calls `done` once.
-final class Gather<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var left: Int
-    private var items: [T] = []
-    private let done: @Sendable ([T]) -> Void
-
-    init(count: Int, done: @escaping @Sendable ([T]) -> Void) {
-        left = count
-        self.done = done
-    }
-
-    func add(_ item: T?) {
-        lock.lock()
-        if let item { items.append(item) }
-        left -= 1
-        let finished = left == 0
-        let all = items
-        lock.unlock()
-        if finished { done(all) }
+        var o: [(String, JSONValue)] = []
+        if let id { o.append(("id", .string(id))) }
+        if let reason { o.append(("reason", .string(reason))) }
+        o.append(("result", .string(result)))
+        if let retryAt { o.append(("retryAt", .string(retryAt))) }
+        if status { o.append(("status", .int(code))) }
+        if let versionstamp { o.append(("versionstamp", .string(versionstamp))) }
+        return .object(o)
     }
 }

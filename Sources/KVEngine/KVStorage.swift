@@ -65,10 +65,12 @@ public protocol KVStorage: AnyObject, Sendable {
     /// Returns true if nothing was left in flight.
     @discardableResult
     func stopQueueDelivery(drainTimeoutMs: Int64) -> Bool
-    /// Pull: leases the next due message for `visibilityMs`, waiting up to
-    /// `waitMs`; nil when none became ready in time.
-    func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
-                           completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void)
+    /// Pull: leases up to `max` due messages (oldest deadline first) for
+    /// `visibilityMs`, all claimed in one transaction. The first may be waited
+    /// for up to `waitMs`; the others are what is due at that moment. Empty
+    /// when none became ready in time.
+    func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64, max: Int,
+                           completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void)
     func ackQueueMessage(id: Int64, leaseSeq: Int64,
                          completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void)
     func failQueueMessage(id: Int64, leaseSeq: Int64,
@@ -173,6 +175,12 @@ extension KVStorage {
         let result = ResultBox<Result<AtomicWriteResult, KVError>>()
         atomicWrite(write) { result.set($0) }
         return try result.wait().get()
+    }
+
+    /// Pull one message: `leaseQueueMessage(max: 1)`; nil when none became ready in time.
+    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
+                                  completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+        leaseQueueMessage(visibilityMs: visibilityMs, waitMs: waitMs, max: 1) { completion($0.map(\.first)) }
     }
 
     public func startQueueDelivery(deliver: @escaping QueueDeliverFunction) {

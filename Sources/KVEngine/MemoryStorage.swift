@@ -29,7 +29,8 @@ public final class MemoryStorage: KVStorage, Sendable {
     private struct Waiter {
         var id: Int
         var visibilityMs: Int64
-        var completion: @Sendable (Result<QueueMessage?, KVError>) -> Void
+        var max: Int
+        var completion: @Sendable (Result<[QueueMessage], KVError>) -> Void
     }
 
     private struct State {
@@ -132,7 +133,7 @@ public final class MemoryStorage: KVStorage, Sendable {
             defer { s.waiters = [] }
             return s.waiters
         }
-        for w in waiters { w.completion(.success(nil)) }
+        for w in waiters { w.completion(.success([])) }
     }
 
     public func watch(keys: [Bytes], onChange: @escaping @Sendable () -> Void) -> KeyWatch {
@@ -165,15 +166,16 @@ public final class MemoryStorage: KVStorage, Sendable {
         return state.withLock { $0.pushInFlight } == 0
     }
 
-    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
-                                  completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64, max: Int,
+                                  completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
         let now = WallClock.nowMs()
-        let claimed: Result<QueueMessage?, KVError>? = state.withLock { s in
+        let max = Swift.max(1, max)
+        let claimed: Result<[QueueMessage], KVError>? = state.withLock { s in
             if s.closed { return .failure(.unavailable("closed")) }
-            if let m = Self.claim(&s, now: now, visibilityMs: visibilityMs) { return .success(m) }
-            if waitMs <= 0 { return .success(nil) }
+            let ms = Self.claim(&s, now: now, visibilityMs: visibilityMs, max: max)
+            if !ms.isEmpty || waitMs <= 0 { return .success(ms) }
             s.nextWaiterId += 1
-            s.waiters.append(Waiter(id: s.nextWaiterId, visibilityMs: visibilityMs, completion: completion))
+            s.waiters.append(Waiter(id: s.nextWaiterId, visibilityMs: visibilityMs, max: max, completion: completion))
             let id = s.nextWaiterId
             queue.asyncAfter(deadline: .now() + .milliseconds(Int(waitMs))) { [weak self] in
                 self?.expireWaiter(id)
@@ -295,21 +297,25 @@ public final class MemoryStorage: KVStorage, Sendable {
 
     // MARK: queue internals
 
-    /// Expires lapsed leases, then leases the earliest due ready message.
-    private static func claim(_ s: inout State, now: Int64, visibilityMs: Int64) -> QueueMessage? {
+    /// Expires lapsed leases, then leases up to `max` of the earliest due
+    /// ready messages (oldest deadline first), all under the one lock.
+    private static func claim(_ s: inout State, now: Int64, visibilityMs: Int64, max: Int) -> [QueueMessage] {
         for (id, m) in s.messages where (m.leaseUntilMs ?? Int64.max) <= now {
             s.messages[id]?.leaseUntilMs = nil
             s.stats.leasesExpired += 1
         }
-        guard let next = s.messages.values.filter({ $0.leaseUntilMs == nil && $0.deadlineMs <= now })
-            .min(by: { ($0.deadlineMs, $0.id) < ($1.deadlineMs, $1.id) }) else { return nil }
-        var m = next
-        m.leaseSeq += 1
-        m.leaseUntilMs = now + visibilityMs
-        s.messages[m.id] = m
-        return QueueMessage(id: m.id, leaseSeq: m.leaseSeq, attempt: m.attempts + 1, payload: m.enqueue.payload,
-                            deadlineMs: m.deadlineMs, leaseUntilMs: now + visibilityMs,
-                            keysIfUndelivered: m.enqueue.keysIfUndelivered, backoffSchedule: m.enqueue.backoffSchedule)
+        let due = s.messages.values.filter { $0.leaseUntilMs == nil && $0.deadlineMs <= now }
+            .sorted { ($0.deadlineMs, $0.id) < ($1.deadlineMs, $1.id) }.prefix(max)
+        return due.map { next in
+            var m = next
+            m.leaseSeq += 1
+            m.leaseUntilMs = now + visibilityMs
+            s.messages[m.id] = m
+            return QueueMessage(id: m.id, leaseSeq: m.leaseSeq, attempt: m.attempts + 1, payload: m.enqueue.payload,
+                                deadlineMs: m.deadlineMs, leaseUntilMs: now + visibilityMs,
+                                keysIfUndelivered: m.enqueue.keysIfUndelivered,
+                                backoffSchedule: m.enqueue.backoffSchedule)
+        }
     }
 
     private func settle(id: Int64, leaseSeq: Int64, success: Bool,
@@ -355,7 +361,7 @@ public final class MemoryStorage: KVStorage, Sendable {
             guard let i = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
             return s.waiters.remove(at: i)
         }
-        w?.completion(.success(nil))
+        w?.completion(.success([]))
     }
 
     /// Hands due messages to waiting pull workers, then to the pusher, and
@@ -366,18 +372,19 @@ public final class MemoryStorage: KVStorage, Sendable {
 
     private func queueRound() {
         let now = WallClock.nowMs()
-        var handOut: [(@Sendable (Result<QueueMessage?, KVError>) -> Void, QueueMessage)] = []
+        var handOut: [(@Sendable (Result<[QueueMessage], KVError>) -> Void, [QueueMessage])] = []
         var pushes: [(QueueDeliverFunction, QueueMessage)] = []
         let nextDue: Int64? = state.withLock { s in
-            while !s.waiters.isEmpty, let m = Self.claim(&s, now: now, visibilityMs: s.waiters[0].visibilityMs) {
-                handOut.append((s.waiters.removeFirst().completion, m))
+            while let w = s.waiters.first {
+                let ms = Self.claim(&s, now: now, visibilityMs: w.visibilityMs, max: w.max)
+                if ms.isEmpty { break }
+                handOut.append((s.waiters.removeFirst().completion, ms))
             }
             if let push = s.push {
-                while s.pushInFlight < push.options.concurrency,
-                      let m = Self.claim(&s, now: now, visibilityMs: push.options.leaseMs) {
-                    s.pushInFlight += 1
-                    pushes.append((push.deliver, m))
-                }
+                let ms = Self.claim(&s, now: now, visibilityMs: push.options.leaseMs,
+                                    max: Swift.max(0, push.options.concurrency - s.pushInFlight))
+                s.pushInFlight += ms.count
+                pushes = ms.map { (push.deliver, $0) }
             }
             return s.messages.values.map { $0.leaseUntilMs ?? $0.deadlineMs }.min()
         }

@@ -148,8 +148,8 @@ public final class PostgresReplicaStore: KVStorage, ReplicaHealth, Sendable {
     public func startQueueDelivery(options: QueuePushOptions, deliver: @escaping QueueDeliverFunction) {}
     public func stopQueueDelivery(drainTimeoutMs: Int64) -> Bool { true }
     public func leaseQueueMessage(
-        visibilityMs: Int64, waitMs: Int64,
-        completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void
+        visibilityMs: Int64, waitMs: Int64, max: Int,
+        completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void
     ) {
         completion(.failure(.internalError("a replica store has no queue (it is on the primary)")))
     }

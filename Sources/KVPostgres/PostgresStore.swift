@@ -172,10 +172,10 @@ public final class PostgresStore: KVStorage, Sendable {
     }
 
     public func leaseQueueMessage(
-        visibilityMs: Int64, waitMs: Int64,
-        completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void
+        visibilityMs: Int64, waitMs: Int64, max: Int,
+        completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void
     ) {
-        queue.lease(visibilityMs: visibilityMs, waitMs: waitMs, completion: completion)
+        queue.lease(visibilityMs: visibilityMs, waitMs: waitMs, max: max, completion: completion)
     }
 
     public func ackQueueMessage(

@@ -7,9 +7,10 @@ import Threading
 /// ready message or lease end of an in-flight one (learned from commits and
 /// from the table's index after each round), and only while someone can take
 /// a message (push capacity or a waiting pull worker). A round runs on the
-/// writer thread: expire leases, claim for waiting pull workers (one each,
-/// FIFO), claim up to the free push capacity. Claims are single UPDATEs on
-/// the writer connection, so two consumers never get the same message.
+/// writer thread: expire leases, claim for waiting pull workers (up to each
+/// one's batch size, FIFO), claim up to the free push capacity. Claims are
+/// single UPDATEs on the writer connection, so two consumers never get the
+/// same message.
 final class QueueDispatcher: Sendable {
     static let maxIdleMs: Int64 = 60_000
 
@@ -17,11 +18,15 @@ final class QueueDispatcher: Sendable {
     final class Waiter: @unchecked Sendable {
         let visibilityMs: Int64
         let deadlineMs: Int64
-        let completion: @Sendable (Result<QueueMessage?, KVError>) -> Void
+        /// Most messages this worker takes (a batch lease).
+        let max: Int
+        let completion: @Sendable (Result<[QueueMessage], KVError>) -> Void
         var tried = false
-        init(visibilityMs: Int64, deadlineMs: Int64, completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+        init(visibilityMs: Int64, deadlineMs: Int64, max: Int,
+             completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
             self.visibilityMs = visibilityMs
             self.deadlineMs = deadlineMs
+            self.max = max
             self.completion = completion
         }
     }
@@ -101,17 +106,48 @@ final class QueueDispatcher: Sendable {
         }
     }
 
-    /// A pull worker waits up to `waitMs` for a ready message.
-    func lease(visibilityMs: Int64, waitMs: Int64,
-               completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
-        let accepted = state.withLock { s in
-            if s.stopped { return false }
-            s.waiters.append(Waiter(visibilityMs: max(1, visibilityMs),
-                                    deadlineMs: StoreCore.wallClockMs() + max(0, waitMs), completion: completion))
-            return true
+    /// A pull worker waits up to `waitMs` for ready messages (up to `max`).
+    func lease(visibilityMs: Int64, waitMs: Int64, max: Int,
+               completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
+        let now = StoreCore.wallClockMs()
+        let w = Waiter(visibilityMs: Swift.max(1, visibilityMs), deadlineMs: now + Swift.max(0, waitMs),
+                       max: Swift.max(1, max), completion: completion)
+        enum Admission { case stopped, queued, direct }
+        let admission: Admission = state.withLock { s in
+            if s.stopped { return .stopped }
+            // A backlog (something is due) and nobody waiting before this worker:
+            // claim straight on the writer thread, without a hop through the
+            // dispatcher thread and back. Long-polls go to the dispatcher.
+            if s.waiters.isEmpty && (s.nextDueMs.map { $0 <= now } ?? false) { return .direct }
+            s.waiters.append(w)
+            return .queued
         }
-        guard accepted else { return completion(.failure(.unavailable("shutting down"))) }
-        wake()
+        switch admission {
+        case .stopped: completion(.failure(.unavailable("shutting down")))
+        case .queued: wake()
+        case .direct: leaseNow(w)
+        }
+    }
+
+    /// A lease claimed in its own round on the writer thread; if nothing was
+    /// due after all, the worker waits at the dispatcher like any other.
+    private func leaseNow(_ w: Waiter) {
+        guard let core else { return w.completion(.failure(.unavailable("shutting down"))) }
+        let queued = core.onWriter { [weak self, weak core] c in
+            guard let self, let core else { return w.completion(.failure(.unavailable("shutting down"))) }
+            let out = self.claimRound(core, c, waiters: [w], pushCapacity: 0, pushLeaseMs: 0)
+            let claimed = out.assigned.first?.1
+            self.state.withLock { s in
+                if let next = out.nextDue, s.nextDueMs.map({ next < $0 }) ?? true { s.nextDueMs = next }
+                s.stats.leasesExpired += out.expired
+                if claimed == nil {
+                    w.tried = true
+                    s.waiters.append(w)
+                }
+            }
+            if let claimed { w.completion(.success(claimed)) } else { self.wake() }
+        }
+        if !queued { w.completion(.failure(.unavailable("shutting down"))) }
     }
 
     private struct PendingSettle {
@@ -266,7 +302,7 @@ final class QueueDispatcher: Sendable {
         case .sleep(let until):
             return until
         case .expire(let expired):
-            for w in expired { w.completion(.success(nil)) }
+            for w in expired { w.completion(.success([])) }
             return Int64.min  // look again at once
         case .round(let take, let pushNow, let capacity):
             guard let outcome = round(waiters: take, pushCapacity: capacity, pushLeaseMs: pushNow?.options.leaseMs ?? 0) else {
@@ -309,7 +345,7 @@ final class QueueDispatcher: Sendable {
 
     /// @unchecked: holds `Waiter`s (see there); handed from the writer to the dispatcher thread.
     private struct Outcome: @unchecked Sendable {
-        var assigned: [(Waiter, QueueMessage)] = []
+        var assigned: [(Waiter, [QueueMessage])] = []
         var leftover: [Waiter] = []
         var pushed: [QueueMessage] = []
         var nextDue: Int64?
@@ -320,54 +356,69 @@ final class QueueDispatcher: Sendable {
     private func round(waiters: [Waiter], pushCapacity: Int, pushLeaseMs: Int64) -> Outcome? {
         guard let core else { return nil }
         let box = ResultBox<Outcome>()
-        let logger = self.logger
-        let maxLeases = self.maxLeases
-        let queued = core.onWriter { [weak self] c in
-            let now = StoreCore.wallClockMs()
-            var out = Outcome()
-            var poison: [QueueMessage] = []
-            do {
-                // One transaction (one fsync) per round.
-                try c.run("BEGIN IMMEDIATE")
-                out.expired = try QueueStore.expireLeases(c, nowMs: now, maxLeases: maxLeases, poison: &poison)
-                var i = 0
-                while i < waiters.count {
-                    let w = waiters[i]
-                    guard let m = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + w.visibilityMs, limit: 1).first else { break }
-                    out.assigned.append((w, m))
-                    i += 1
-                }
-                out.leftover = Array(waiters[i...])
-                out.pushed = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + pushLeaseMs, limit: pushCapacity)
-                out.nextDue = try QueueStore.nextDue(c)
-                try c.run("COMMIT")
-                for m in out.assigned.map(\.1) + out.pushed {
-                    EngineMetrics.recordQueueDelivery(lagMs: now - m.deadlineMs)
-                }
-            } catch {
-                // Rolled back: nothing was claimed; try again shortly.
-                if !c.isAutocommit { try? c.run("ROLLBACK") }
-                logger.error("queue: dispatch round failed: \(error)")
-                out = Outcome()
-                out.leftover = waiters
-                out.nextDue = now + 1000
-                poison = []
-            }
-            // Poison messages: dead-lettered like a failed last attempt, each
-            // in its own versionstamped commit (as in drainSettles).
-            for m in poison {
-                do {
-                    _ = try QueueStore.deadLetter(core, c, m)
-                    logger.warning("queue: message \(m.id) dead-lettered: \(maxLeases) leases ended without ack or fail")
-                    self?.record(.deadLettered(versionstamp: nil), poisoned: true)
-                } catch {
-                    if !c.isAutocommit { try? c.run("ROLLBACK") }
-                    logger.error("queue: dead-lettering poison message \(m.id) failed: \(error)")
-                }
-            }
-            box.set(out)
+        let queued = core.onWriter { [weak self, weak core] c in
+            guard let self, let core else { return box.set(Outcome(leftover: waiters)) }
+            box.set(self.claimRound(core, c, waiters: waiters, pushCapacity: pushCapacity, pushLeaseMs: pushLeaseMs))
         }
         guard queued else { return nil }
         return box.wait()
+    }
+
+    /// Writer thread: expire leases, claim for `waiters` (FIFO, up to each
+    /// one's batch) and up to `pushCapacity` for push, in one transaction;
+    /// then dead-letter poison messages.
+    private func claimRound(_ core: StoreCore, _ c: SQLiteConnection, waiters: [Waiter], pushCapacity: Int,
+                            pushLeaseMs: Int64) -> Outcome {
+        let logger = self.logger
+        let maxLeases = self.maxLeases
+        let now = StoreCore.wallClockMs()
+        var out = Outcome()
+        var poison: [QueueMessage] = []
+        var relaxed: Int64?
+        do {
+            // One transaction per round, not waiting for the disk (see relaxSynchronous).
+            relaxed = try QueueStore.relaxSynchronous(c)
+            try c.run("BEGIN IMMEDIATE")
+            out.expired = try QueueStore.expireLeases(c, nowMs: now, maxLeases: maxLeases, poison: &poison)
+            var i = 0
+            while i < waiters.count {
+                let w = waiters[i]
+                let ms = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + w.visibilityMs, limit: w.max)
+                if ms.isEmpty { break }
+                out.assigned.append((w, ms))
+                i += 1
+            }
+            out.leftover = Array(waiters[i...])
+            out.pushed = try QueueStore.claimDue(c, nowMs: now, leaseUntilMs: now + pushLeaseMs, limit: pushCapacity)
+            out.nextDue = try QueueStore.nextDue(c)
+            try c.run("COMMIT")
+            for m in out.assigned.flatMap(\.1) + out.pushed {
+                EngineMetrics.recordQueueDelivery(lagMs: now - m.deadlineMs)
+            }
+        } catch {
+            // Rolled back: nothing was claimed; try again shortly.
+            if !c.isAutocommit { try? c.run("ROLLBACK") }
+            logger.error("queue: dispatch round failed: \(error)")
+            out = Outcome()
+            out.leftover = waiters
+            out.nextDue = now + 1000
+            poison = []
+        }
+        do { try QueueStore.restoreSynchronous(c, relaxed) } catch {
+            logger.critical("queue: could not restore PRAGMA synchronous after a claim round: \(error)")
+        }
+        // Poison messages: dead-lettered like a failed last attempt, each
+        // in its own versionstamped commit (as in drainSettles).
+        for m in poison {
+            do {
+                _ = try QueueStore.deadLetter(core, c, m)
+                logger.warning("queue: message \(m.id) dead-lettered: \(maxLeases) leases ended without ack or fail")
+                record(.deadLettered(versionstamp: nil), poisoned: true)
+            } catch {
+                if !c.isAutocommit { try? c.run("ROLLBACK") }
+                logger.error("queue: dead-lettering poison message \(m.id) failed: \(error)")
+            }
+        }
+        return out
     }
 }

@@ -134,12 +134,13 @@ extension SQLiteStore {
         return core.queue.waitForPushIdle(timeoutMs: drainTimeoutMs)
     }
 
-    /// Pull: leases the next due ready message for `visibilityMs`, waiting up
-    /// to `waitMs` for one. Completes with nil when none became ready in
-    /// time. The completion runs on the queue or writer thread; it must not block.
-    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
-                                  completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
-        core.queue.lease(visibilityMs: visibilityMs, waitMs: waitMs, completion: completion)
+    /// Pull: leases up to `max` due ready messages for `visibilityMs` in one
+    /// claim, waiting up to `waitMs` for the first. Completes with none when
+    /// nothing became ready in time. The completion runs on the queue or
+    /// writer thread; it must not block.
+    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64, max: Int,
+                                  completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
+        core.queue.lease(visibilityMs: visibilityMs, waitMs: waitMs, max: max, completion: completion)
     }
 
     /// Acknowledges a lease: the message is deleted.

@@ -113,4 +113,60 @@ final class QueueEndpointTests: ServiceTestCase {
         }
         wait(for: [done], timeout: 5)
     }
+
+    func testBatchLeaseClaimsUpToMaxOldestFirstAndBatchSettle() throws {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        for i in 0..<5 { enqueue([0xff, 0x0f, 0x49, UInt8(2 * i)], deadline: now - 100 + Int64(i)) }
+        let r = call("/v2/queue/lease", #"{"max":3,"visibilityTimeoutMs":5000}"#)
+        XCTAssertEqual(r.status, 200, String(decoding: r.body, as: UTF8.self))
+        let first = try XCTUnwrap(json(r)["messages"] as? [[String: Any]])
+        XCTAssertEqual(first.compactMap { $0["payload"] as? String },
+                       (0..<3).map { Data([0xff, 0x0f, 0x49, UInt8(2 * $0)]).base64EncodedString() }, "oldest deadline first")
+        let rest = try XCTUnwrap(json(call("/v2/queue/lease", #"{"max":256}"#))["messages"] as? [[String: Any]])
+        XCTAssertEqual(rest.count, 2, "only what is left")
+        XCTAssertEqual(call("/v2/queue/lease", #"{"max":4}"#).status, 204, "all in flight")
+        let ids = (first + rest).compactMap { $0["id"] as? String }
+        XCTAssertEqual(Set(ids).count, 5)
+        let list = "[" + ids.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+        let a = json(call("/v2/queue/ack", #"{"ids":\#(list)}"#))
+        let results = try XCTUnwrap(a["results"] as? [[String: Any]])
+        XCTAssertEqual(results.compactMap { $0["id"] as? String }, ids, "results in request order")
+        XCTAssertEqual(results.compactMap { $0["result"] as? String }, Array(repeating: "acknowledged", count: 5))
+        let again = try XCTUnwrap(json(call("/v2/queue/ack", #"{"ids":\#(list)}"#))["results"] as? [[String: Any]])
+        XCTAssertEqual(again.compactMap { $0["status"] as? Int }, Array(repeating: 404, count: 5))
+        XCTAssertEqual(try store.queueCounts(), QueueCounts(ready: 0, inflight: 0))
+    }
+
+    func testBatchLeaseWaitsForTheFirstMessageOnly() throws {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        enqueue([0xff, 0x0f, 0x49, 0x02], deadline: now + 500)
+        enqueue([0xff, 0x0f, 0x49, 0x04], deadline: now + 60_000)
+        let r = call("/v2/queue/lease", #"{"max":8,"waitMs":2500}"#)
+        XCTAssertEqual(r.status, 200)
+        XCTAssertGreaterThanOrEqual(Int64(Date().timeIntervalSince1970 * 1000), now + 500, "not before it was due")
+        XCTAssertEqual((json(r)["messages"] as? [[String: Any]])?.count, 1, "the later one is not due")
+    }
+
+    func testBatchLimitsAreRefusedWithAReasonAndChangeNothing() throws {
+        enqueue([0xff, 0x0f, 0x30])
+        for (body, reason) in [
+            (#"{"max":0}"#, "invalid max: expected an integer of messages, 1 ... 256"),
+            (#"{"max":257}"#, "invalid max: expected an integer of messages, 1 ... 256"),
+            (#"{"max":"8"}"#, "invalid max"), (#"{"max":1.5}"#, "invalid max"), (#"{"max":-1}"#, "invalid max"),
+            (#"{"visibilityTimeoutMs":99}"#, "invalid visibilityTimeoutMs"), (#"{"waitMs":-5}"#, "invalid waitMs"),
+            (#"[1]"#, "invalid body: expected a JSON object"),
+        ] {
+            let r = call("/v2/queue/lease", body)
+            XCTAssertEqual(r.status, 400, body)
+            XCTAssertTrue(String(decoding: r.body, as: UTF8.self).contains(reason), "\(body): \(String(decoding: r.body, as: UTF8.self))")
+            XCTAssertTrue(r.headers.contains { $0.0 == "content-type" && $0.1.hasPrefix("text/plain") }, body)
+        }
+        let tooMany = "[" + (0...256).map { "\"\($0 + 1)-1\"" }.joined(separator: ",") + "]"
+        for body in [#"{"ids":[]}"#, #"{"ids":\#(tooMany)}"#, #"{"ids":[1]}"#, #"{"ids":["1-1","x"]}"#] {
+            let r = call("/v2/queue/ack", body)
+            XCTAssertEqual(r.status, 400, body)
+            XCTAssertTrue(String(decoding: r.body, as: UTF8.self).hasPrefix("invalid "), body)
+        }
+        XCTAssertEqual(try store.queueCounts(), QueueCounts(ready: 1, inflight: 0), "nothing was leased or settled")
+    }
 }

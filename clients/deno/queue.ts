@@ -69,7 +69,9 @@ export interface KvCommitError {
   ok: false;
 }
 export interface ListenQueueOptions {
-  /** Handlers running at once (each leases its own message). Default 8. */
+  /** Handlers running at once. Default 8. While handlers are quick, up to as
+   * many more messages are leased ahead so the handlers never wait for a
+   * round trip. */
   concurrency?: number;
   /** Lease (visibility timeout) per delivery in ms; a message whose handler has
    * not returned by then is delivered again. Default: the server's (30000). */
@@ -339,44 +341,97 @@ function base64ToBytes(s: string): Uint8Array {
   return out;
 }
 
+/** How long finished deliveries wait to be reported together (one settle
+ * request, one server transaction: an fsync), unless a full batch is ready
+ * sooner. Longer than a lease round trip, so that settles do not take the
+ * server's writer once per lease; short enough to stay invisible. */
+const SETTLE_WINDOW_MS = 10;
+/** Most lease ids per settle request (the server's batch limit). */
+const SETTLE_BATCH_MAX = 256;
+
 /** Reports finished deliveries: acks and fails each go out as one batch
- * request while the previous one of their kind is in flight. Not aborted by
- * close(): a finished handler is always reported. */
+ * request per window (or as soon as a full batch is pending), one request of
+ * a kind at a time. Not aborted by close(): a finished handler is always
+ * reported. */
 class Settler {
   #pending = { ack: [] as Lease[], fail: [] as Lease[] };
   #flushing = { ack: null as Promise<void> | null, fail: null as Promise<void> | null };
+  #timer: Record<"ack" | "fail", ReturnType<typeof setTimeout> | undefined> = { ack: undefined, fail: undefined };
+  #draining = false;
 
   constructor(private readonly conn: Connection) {}
 
   report(lease: Lease, ok: boolean) {
     const kind = ok ? "ack" : "fail";
     this.#pending[kind].push(lease);
-    this.#flushing[kind] ??= this.#flush(kind);
+    this.#schedule(kind);
   }
 
-  async #flush(kind: "ack" | "fail") {
-    try {
-      while (this.#pending[kind].length) {
-        const batch = this.#pending[kind].splice(0, 256);
-        try {
-          const r = await this.conn.post(`/queue/${kind}`, JSON.stringify({ ids: batch.map((l) => l.id) }));
-          const results = JSON.parse(new TextDecoder().decode(r.body)).results as { status: number; result: string }[];
-          for (const [i, x] of results.entries()) {
-            // 409: the lease expired and the message was handed out again; 404:
-            // it was settled meanwhile. Either way the server's state is consistent.
-            if (x.status !== 200) console.warn(`kvconnectd queue: message ${batch[i].messageId} ${kind}: ${x.result}`);
-          }
-        } catch (e) {
-          console.error(`kvconnectd queue: could not report ${batch.length} message(s) (${kind}):`, e);
-        }
-      }
-    } finally {
-      this.#flushing[kind] = null;
+  #schedule(kind: "ack" | "fail") {
+    if (this.#flushing[kind] || !this.#pending[kind].length) return; // rescheduled when the request in flight ends
+    if (this.#draining || this.#pending[kind].length >= SETTLE_BATCH_MAX) {
+      clearTimeout(this.#timer[kind]);
+      this.#timer[kind] = undefined;
+      this.#flushing[kind] = this.#send(kind);
+    } else {
+      this.#timer[kind] ??= setTimeout(() => {
+        this.#timer[kind] = undefined;
+        this.#flushing[kind] ??= this.#send(kind);
+      }, SETTLE_WINDOW_MS);
     }
   }
 
+  async #send(kind: "ack" | "fail") {
+    const batch = this.#pending[kind].splice(0, SETTLE_BATCH_MAX);
+    try {
+      const r = await this.conn.post(`/queue/${kind}`, JSON.stringify({ ids: batch.map((l) => l.id) }));
+      const results = JSON.parse(new TextDecoder().decode(r.body)).results as { status: number; result: string }[];
+      for (const [i, x] of results.entries()) {
+        // 409: the lease expired and the message was handed out again; 404:
+        // it was settled meanwhile. Either way the server's state is consistent.
+        if (x.status !== 200) console.warn(`kvconnectd queue: message ${batch[i].messageId} ${kind}: ${x.result}`);
+      }
+    } catch (e) {
+      console.error(`kvconnectd queue: could not report ${batch.length} message(s) (${kind}):`, e);
+    } finally {
+      this.#flushing[kind] = null;
+      this.#schedule(kind);
+    }
+  }
+
+  /** Sends what is pending at once and waits until everything is reported. */
   async drain() {
+    this.#draining = true;
+    this.#schedule("ack");
+    this.#schedule("fail");
     while (this.#flushing.ack || this.#flushing.fail) await Promise.all([this.#flushing.ack, this.#flushing.fail]);
+  }
+}
+
+/** Leased messages waiting for a free handler, beyond the running ones: as
+ * many as `concurrency` while handlers are quick (their average duration is
+ * under an eighth of the lease), none otherwise, so a prefetched message is
+ * never held anywhere near its lease's end. */
+class Prefetch {
+  #avgMs = -1;
+  #leaseMs: number;
+
+  constructor(private readonly concurrency: number, leaseMs: number | undefined) {
+    this.#leaseMs = leaseMs ?? 0; // learnt from the first lease when the server's default applies
+  }
+
+  /** A lease answer arrived at `now`: learn the lease length if unknown. */
+  leased(expiresAt: string, now: number) {
+    if (this.#leaseMs === 0) this.#leaseMs = Math.max(0, Date.parse(expiresAt) - now);
+  }
+
+  /** A handler took `ms`. */
+  handled(ms: number) {
+    this.#avgMs = this.#avgMs < 0 ? ms : 0.9 * this.#avgMs + 0.1 * ms;
+  }
+
+  get size(): number {
+    return this.#avgMs >= 0 && this.#avgMs * 8 < this.#leaseMs ? this.concurrency : 0;
   }
 }
 
@@ -421,8 +476,8 @@ export class QueueKv {
    * Calls `handler` with each message when it is due. Returning (or a
    * resolved promise) acknowledges it; throwing is a failed attempt, retried
    * after the next `backoffSchedule` delay and then written to
-   * `keysIfUndelivered`. Resolves after `close()`, once running handlers have
-   * finished and been reported.
+   * `keysIfUndelivered`. Resolves after `close()`, once running handlers (and
+   * messages this listener had already leased) have finished and been reported.
    */
   async listenQueue(
     handler: (message: unknown) => Promise<void> | void,
@@ -440,40 +495,58 @@ export class QueueKv {
     }
     this.#listening = true;
     const signal = this.#stop.signal;
-    // One long-poll at a time leases up to the free handler slots in one
-    // request; finished deliveries are reported in batches. Both keep the
-    // requests per message (and the server's transactions) well below two.
+    // One long-poll at a time leases a batch (claimed in one server
+    // transaction) for the free handler slots plus a bounded prefetch, so the
+    // handlers do not wait for a round trip; finished deliveries are reported
+    // in batches. Requests per message stay well below one.
     let running = 0;
-    let slotFreed: (() => void) | null = null;
+    const queued: Lease[] = []; // leased, waiting for a handler slot
+    let wake: (() => void) | null = null;
+    const prefetch = new Prefetch(concurrency, leaseMs);
     const settler = new Settler(this.conn);
     const handlers = new Set<Promise<void>>();
     let failure: unknown = null;
 
     const run = async (lease: Lease) => {
       let ok = false;
+      const t0 = performance.now();
       try {
         await handler(deserializeV8(base64ToBytes(lease.payload)));
         ok = true;
       } catch (error) {
         console.error("Exception in queue handler", error);
       }
+      prefetch.handled(performance.now() - t0);
       settler.report(lease, ok);
       running--;
-      slotFreed?.();
+      pump();
+      wake?.();
+    };
+    /** Starts queued messages while handler slots are free. */
+    const pump = () => {
+      while (running < concurrency && queued.length) {
+        running++;
+        const p: Promise<void> = run(queued.shift()!).finally(() => handlers.delete(p));
+        handlers.add(p);
+      }
     };
     const stopped = new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
 
     try {
       let backoff = 0;
       while (!signal.aborted) {
-        if (running >= concurrency) {
-          await Promise.race([new Promise<void>((r) => slotFreed = r), stopped]);
-          slotFreed = null;
+        const buffer = prefetch.size;
+        const free = concurrency + buffer - running - queued.length;
+        // Without prefetch, lease as soon as a slot is free; with it, once
+        // half of the room is free or nothing is left waiting (bigger batches).
+        if (free < 1 || (buffer > 0 && queued.length > 0 && free < (concurrency + buffer) / 2)) {
+          await Promise.race([new Promise<void>((r) => wake = r), stopped]);
+          wake = null;
           continue;
         }
         const body = {
           waitMs: 20_000,
-          max: concurrency - running,
+          max: Math.min(free, 256),
           ...(leaseMs === undefined ? {} : { visibilityTimeoutMs: leaseMs }),
         };
         let leases: Lease[];
@@ -492,13 +565,17 @@ export class QueueKv {
           await sleep(backoff, signal);
           continue;
         }
-        for (const lease of leases) {
-          running++;
-          const p: Promise<void> = run(lease).finally(() => handlers.delete(p));
-          handlers.add(p);
-        }
+        if (leases.length) prefetch.leased(leases[0].leaseExpiresAt, Date.now());
+        queued.push(...leases);
+        pump();
       }
-      await Promise.all(handlers);
+      // Messages this listener already holds are still handled (at most
+      // `concurrency` beyond the running ones), so none waits for its lease
+      // to end before another listener can have it.
+      while (queued.length || handlers.size) {
+        pump();
+        await Promise.race(handlers);
+      }
       await settler.drain();
       if (failure) throw failure;
     } finally {
