@@ -153,7 +153,7 @@ final class PGQueue: Sendable {
     }
 
     func waitForPushIdle(timeoutMs: Int64) -> Bool {
-        let end = MonotonicClock.nowMs() + timeoutMs
+        let end = MonotonicClock.deadlineMs(after: timeoutMs)
         return state.wait { s in
             let left = end - MonotonicClock.nowMs()
             return s.pushInFlight == 0 || left <= 0 ? .done(s.pushInFlight == 0) : .wait(timeoutMs: left)

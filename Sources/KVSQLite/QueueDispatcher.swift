@@ -99,7 +99,7 @@ final class QueueDispatcher: Sendable {
 
     /// Waits (bounded) until no push delivery is in flight. True if idle.
     func waitForPushIdle(timeoutMs: Int64) -> Bool {
-        let end = MonotonicClock.nowMs() + timeoutMs
+        let end = MonotonicClock.deadlineMs(after: timeoutMs)
         return state.wait { s in
             let left = end - MonotonicClock.nowMs()
             return s.pushInFlight == 0 || left <= 0 ? .done(s.pushInFlight == 0) : .wait(timeoutMs: left)

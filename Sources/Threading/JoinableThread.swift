@@ -12,12 +12,12 @@ public struct ThreadStartError: Error, CustomStringConvertible {
 /// it on its stop path, so the thread's closure may hold the owner strongly:
 /// the cycle ends when the thread does, with no hand-broken references.
 public final class JoinableThread: Sendable {
-    private struct State {
-        var tid: pthread_t?
-        /// Joined or detached: nothing is left to release.
-        var released = false
-    }
-    private let state = Mutex(State())
+    /// The thread's id (0 until known). Atomics, not a Mutex: the new thread
+    /// and its creator both store it at start, and ThreadSanitizer cannot see
+    /// the hand-over of a contended Mutex (a kernel futex hand-off).
+    private let tid = Atomic<UInt>(0)
+    /// Joined or detached: nothing is left to release.
+    private let released = Atomic<Bool>(false)
 
     public init(name: String, _ body: @escaping @Sendable () -> Void) throws {
         final class Box {
@@ -33,12 +33,12 @@ public final class JoinableThread: Sendable {
         let box = Unmanaged.passRetained(Box(body, name, self)).toOpaque()
         // The new thread records its own id too, so `isCurrent` holds from its
         // first instruction (pthread_create may write `tid` after it starts).
-        var tid = pthread_t()
+        var created = pthread_t()
         let rc = pthread_create(
-            &tid, nil,
+            &created, nil,
             { arg in
                 let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
-                box.thread.state.withLock { $0.tid = pthread_self() }
+                box.thread.tid.store(pthread_self(), ordering: .releasing)
                 kv_set_thread_name(box.name)
                 box.body()
                 return nil
@@ -47,38 +47,37 @@ public final class JoinableThread: Sendable {
             Unmanaged<Box>.fromOpaque(box).release()
             throw ThreadStartError(code: rc)
         }
-        state.withLock { $0.tid = tid }
+        tid.store(created, ordering: .releasing)
     }
 
     /// True when called on this thread.
     public var isCurrent: Bool {
-        state.withLock { s in s.tid.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+        let t = tid.load(ordering: .acquiring)
+        return t != 0 && pthread_equal(t, pthread_self()) != 0
     }
 
     /// Waits for the thread to end. Called on the thread itself (a stop path
     /// reached from one of its own callbacks) it detaches instead, as joining
     /// itself would deadlock. Later calls do nothing.
     public func join() {
-        guard let tid = release() else { return }
-        if pthread_equal(tid, pthread_self()) != 0 {
-            pthread_detach(tid)
+        guard let t = release() else { return }
+        if pthread_equal(t, pthread_self()) != 0 {
+            pthread_detach(t)
         } else {
-            pthread_join(tid, nil)
+            pthread_join(t, nil)
         }
     }
 
     /// Lets the thread end on its own (its resources are freed when it does),
     /// for a stop path that must not wait for it.
     public func detach() {
-        guard let tid = release() else { return }
-        pthread_detach(tid)
+        guard let t = release() else { return }
+        pthread_detach(t)
     }
 
     private func release() -> pthread_t? {
-        state.withLock { s in
-            guard !s.released, let tid = s.tid else { return nil }
-            s.released = true
-            return tid
-        }
+        guard released.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+        else { return nil }
+        return tid.load(ordering: .acquiring)
     }
 }

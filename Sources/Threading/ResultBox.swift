@@ -16,7 +16,7 @@ public final class ResultBox<T: Sendable>: Sendable {
 
     /// nil if no value came within `timeoutMs`.
     public func wait(timeoutMs: Int64) -> T? {
-        let end = MonotonicClock.nowMs() + timeoutMs
+        let end = MonotonicClock.deadlineMs(after: timeoutMs)
         return value.wait { v in
             if let v { return .done(v) }
             let left = end - MonotonicClock.nowMs()

@@ -3,6 +3,7 @@ import KVConnect
 import KVEngine
 import KVSQLite
 import Logging
+import Threading
 import XCTest
 @testable import KVConsole
 
@@ -49,18 +50,17 @@ final class ConsoleServiceTests: XCTestCase {
         var h: [(name: String, value: String)] = [("host", "127.0.0.1:4512")]
         if body != nil { h.append(("content-type", "application/json")) }
         h += headers.map { (name: $0.0, value: $0.1) }
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var out: ProtocolResponse?
+        let response = ResultBox<ProtocolResponse>()
         console.handle(
             ConsoleRequest(
                 method: method, path: path, query: query, headers: h,
                 body: Array((body ?? "").utf8), remoteAddress: remote)
-        ) { r in
-            out = r
-            done.signal()
+        ) { response.set($0) }
+        guard let out = response.wait(timeoutMs: 10_000) else {
+            XCTFail("no response to \(method) \(path) within 10 s")
+            return Reply(status: 0, headers: [], text: "")
         }
-        XCTAssertEqual(done.wait(timeout: .now() + 10), .success)
-        return Reply(status: out!.status, headers: out!.headers, text: String(decoding: out!.body, as: UTF8.self))
+        return Reply(status: out.status, headers: out.headers, text: String(decoding: out.body, as: UTF8.self))
     }
 
     /// Signs in; returns the cookie header and the CSRF token.

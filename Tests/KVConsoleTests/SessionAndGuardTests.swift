@@ -78,19 +78,21 @@ final class SessionAndGuardTests: XCTestCase {
     }
 
     func testServerStatsRatesFromRunningTotals() {
-        final class Source: ConsoleServerStats, @unchecked Sendable {
-            var c = ServerCounters()
-            func counters() -> ServerCounters { c }
+        final class Source: ConsoleServerStats {
+            let c = Mutex(ServerCounters())
+            func counters() -> ServerCounters { c.withLock { $0 } }
         }
         let src = Source()
         let h = StatsHistory(source: src, capacity: 3)
         h.sample(now: 0)
         XCTAssertTrue(h.samples.isEmpty, "the first call only sets the baseline")
-        src.c.requests = 8
-        src.c.requestSeconds = 0.0625
-        src.c.writes = 4
-        src.c.commitBatches = 2
-        src.c.commitSeconds = 0.015625
+        src.c.withLock { c in
+            c.requests = 8
+            c.requestSeconds = 0.0625
+            c.writes = 4
+            c.commitBatches = 2
+            c.commitSeconds = 0.015625
+        }
         h.sample(now: 2)
         XCTAssertEqual(
             h.samples,

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import XCTest
 @testable import KVEngine
 @testable import KVSQLite
@@ -181,9 +182,8 @@ final class BackupTests: XCTestCase {
 }
 
 /// A flag set once from one thread and read from another.
-final class ManagedAtomicFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
-    func set() { lock.lock(); value = true; lock.unlock() }
+final class ManagedAtomicFlag: Sendable {
+    private let value = Mutex(false)
+    var isSet: Bool { value.withLock { $0 } }
+    func set() { value.withLock { $0 = true } }
 }

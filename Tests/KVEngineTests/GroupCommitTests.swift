@@ -1,5 +1,6 @@
 import Foundation
 import Threading
+import Synchronization
 import XCTest
 @testable import KVEngine
 @testable import KVPostgres
@@ -17,19 +18,10 @@ func submitTogether(_ store: any KVStorage, _ writes: [AtomicWrite]) -> [Result<
     return boxes.map { $0.wait() }
 }
 
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var n = 0
-    func add(_ d: Int = 1) {
-        lock.lock()
-        n += d
-        lock.unlock()
-    }
-    var value: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return n
-    }
+final class Counter: Sendable {
+    private let n = Atomic<Int>(0)
+    func add(_ d: Int = 1) { n.add(d, ordering: .relaxed) }
+    var value: Int { n.load(ordering: .relaxed) }
 }
 
 final class GroupCommitTests: KVTestCase {
@@ -118,8 +110,7 @@ final class GroupCommitTests: KVTestCase {
         let s = store!
         let done = DispatchGroup()
         let versionstamps = Counter()
-        let seen = NSLock()
-        nonisolated(unsafe) var all: [Versionstamp] = []
+        let all = Mutex<[Versionstamp]>([])
         for t in 0..<threads {
             for i in 0..<perThread {
                 done.enter()
@@ -131,9 +122,7 @@ final class GroupCommitTests: KVTestCase {
                 ) { r in
                     if case .success(.committed(let vs)) = r {
                         versionstamps.add()
-                        seen.lock()
-                        all.append(vs)
-                        seen.unlock()
+                        all.withLock { $0.append(vs) }
                     }
                     done.leave()
                 }
@@ -141,7 +130,7 @@ final class GroupCommitTests: KVTestCase {
         }
         done.wait()
         XCTAssertEqual(versionstamps.value, threads * perThread)
-        XCTAssertEqual(Set(all).count, threads * perThread, "every write has its own versionstamp")
+        XCTAssertEqual(Set(all.withLock { $0 }).count, threads * perThread, "every write has its own versionstamp")
         XCTAssertEqual(try store.get("sum")?.value, u64(UInt64(threads * perThread)))
         let batches = batchesCommitted - batchesBefore
         XCTAssertLessThan(batches, threads * perThread, "writes were batched")

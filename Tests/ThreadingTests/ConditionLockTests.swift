@@ -46,6 +46,16 @@ final class ConditionLockTests: XCTestCase {
     }
 }
 
+extension ConditionLockTests {
+    /// A timeout too large to add to the clock means no limit, not a crash.
+    func testHugeTimeoutSaturates() {
+        let box = ResultBox<Int>()
+        box.set(7)
+        XCTAssertEqual(box.wait(timeoutMs: Int64.max), 7)
+        XCTAssertEqual(MonotonicClock.deadlineMs(after: Int64.max), Int64.max)
+    }
+}
+
 final class JoinableThreadTests: XCTestCase {
     func testIsCurrentAndJoin() throws {
         let seen = ConditionLock<Bool?>(nil)
