@@ -8,7 +8,7 @@ let package = Package(
         // For the nested Benchmarks/ package (`make bench-micro`), which can only use products.
         .library(name: "KVEngine", targets: ["KVEngine"]),
         .library(name: "KVSQLite", targets: ["KVSQLite"]),
-        .library(name: "KVConnect", targets: ["KVConnect"]),
+        .library(name: "KVConnect", targets: ["KVConnect"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -18,7 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
-        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2")
     ],
     targets: [
         // C layer: system libraries and the committed protobuf-c code.
@@ -49,7 +49,7 @@ let package = Package(
             dependencies: [
                 "Threading",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ]
         ),
         // The embedded SQLite backend (the default).
@@ -58,7 +58,7 @@ let package = Package(
             dependencies: [
                 "KVEngine", "CSQLite", .product(name: "Logging", package: "swift-log"),
                 "Threading",
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ]
         ),
         // The PostgreSQL backend (several daemons on one database), on libpq.
@@ -67,7 +67,7 @@ let package = Package(
             dependencies: [
                 "KVEngine", "CLibPQ", .product(name: "Logging", package: "swift-log"),
                 "Threading",
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ]
         ),
         .target(
@@ -76,7 +76,7 @@ let package = Package(
                 "KVEngine", "CDatapath",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ]
         ),
         .target(
@@ -84,16 +84,19 @@ let package = Package(
             dependencies: [
                 "KVEngine", "KVConnect",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log")
             ],
             resources: [
                 .embedInCode("Assets/index.html"), .embedInCode("Assets/console.js"),
-                .embedInCode("Assets/console.css"), .embedInCode("Assets/favicon.svg"),
+                .embedInCode("Assets/console.css"), .embedInCode("Assets/favicon.svg")
             ]
         ),
         .target(
             name: "HTTPFront",
-            dependencies: ["CMicroHTTPD", "CLinux", "Threading", "CNGHTTP2", "CGnuTLS", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "CMicroHTTPD", "CLinux", "Threading", "CNGHTTP2", "CGnuTLS",
+                .product(name: "Logging", package: "swift-log")
+            ]
         ),
         .executableTarget(
             name: "kvconnectd",
@@ -106,20 +109,23 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Prometheus", package: "swift-prometheus")
             ]
         ),
 
         .testTarget(name: "KVEngineTests", dependencies: ["KVEngine", "KVSQLite", "KVPostgres"]),
-        .testTarget(name: "KVConnectTests", dependencies: [
-            "KVConnect", "KVEngine", "KVSQLite", "CDatapath",
-            .product(name: "MetricsTestKit", package: "swift-metrics"),
-        ]),
+        .testTarget(
+            name: "KVConnectTests",
+            dependencies: [
+                "KVConnect", "KVEngine", "KVSQLite", "CDatapath",
+                .product(name: "MetricsTestKit", package: "swift-metrics")
+            ]),
         .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPFront"]),
         .testTarget(name: "KVConsoleTests", dependencies: ["KVConsole", "KVConnect", "KVEngine", "KVSQLite"]),
         .testTarget(name: "KVPostgresTests", dependencies: ["KVPostgres", "KVEngine"]),
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
-        .testTarget(name: "kvconnectdTests", dependencies: ["kvconnectd", "HTTPFront", "KVConnect", "KVEngine", "KVSQLite"]),
+        .testTarget(
+            name: "kvconnectdTests", dependencies: ["kvconnectd", "HTTPFront", "KVConnect", "KVEngine", "KVSQLite"])
     ]
 )
 
@@ -139,14 +145,15 @@ if Context.environment["KVCONNECTD_FUZZ"] == "1" {
         ("fuzz-watch", ["KVConnect", "KVEngine", "KVSQLite", "CDatapath"]),
         ("fuzz-metadata-json", ["KVConnect"]),
         ("fuzz-v8", ["KVEngine"]),
-        ("fuzz-key", ["KVEngine"]),
+        ("fuzz-key", ["KVEngine"])
     ]
     package.targets.append(.target(name: "CFuzzDriver", path: "Tests/Fuzz/targets/CFuzzDriver"))
     for f in fuzzers {
-        package.targets.append(.executableTarget(
-            name: f.name, dependencies: f.deps + ["CFuzzDriver"], path: "Tests/Fuzz/targets/\(f.name)",
-            swiftSettings: [.unsafeFlags(flags)],
-            linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]
-        ))
+        package.targets.append(
+            .executableTarget(
+                name: f.name, dependencies: f.deps + ["CFuzzDriver"], path: "Tests/Fuzz/targets/\(f.name)",
+                swiftSettings: [.unsafeFlags(flags)],
+                linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]
+            ))
     }
 }

@@ -11,7 +11,7 @@ let package = Package(
         // The root package; named so that products resolve whatever the clone's folder is called.
         .package(name: "kvconnectd", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
-        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0")
     ],
     targets: [
         // Request bodies and values shaped like Deno's (Sources/BenchSupport).
@@ -23,7 +23,7 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "KVEngine", package: "kvconnectd"),
                 .product(name: "KVSQLite", package: "kvconnectd"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ],
             path: "Benchmarks/EngineBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
@@ -34,10 +34,10 @@ let package = Package(
                 "BenchSupport",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "KVEngine", package: "kvconnectd"),
-                .product(name: "KVConnect", package: "kvconnectd"),
+                .product(name: "KVConnect", package: "kvconnectd")
             ],
             path: "Benchmarks/CodecBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        ),
+        )
     ]
 )

@@ -63,9 +63,11 @@ public struct HTTPServerConfiguration: Sendable {
 
     public var tlsEnabled: Bool { tlsCertificateFile != nil && tlsKeyFile != nil }
 
-    public init(host: String = "127.0.0.1", port: Int = 4512, maxBodyBytes: Int = 1_048_576,
-                ioThreads: Int = 2, sniffTimeoutMs: Int = 2000, idleTimeoutSeconds: Int = 120,
-                tlsCertificateFile: String? = nil, tlsKeyFile: String? = nil) {
+    public init(
+        host: String = "127.0.0.1", port: Int = 4512, maxBodyBytes: Int = 1_048_576,
+        ioThreads: Int = 2, sniffTimeoutMs: Int = 2000, idleTimeoutSeconds: Int = 120,
+        tlsCertificateFile: String? = nil, tlsKeyFile: String? = nil
+    ) {
         self.tlsCertificateFile = tlsCertificateFile
         self.tlsKeyFile = tlsKeyFile
         self.host = host

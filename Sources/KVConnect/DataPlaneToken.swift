@@ -46,7 +46,8 @@ public struct TokenSigner: Sendable {
     public static func claimedDatabaseId(_ text: String) -> String? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0] == prefix, let payload = unbase64url(parts[1]),
-              let dot = payload.firstIndex(of: UInt8(ascii: ".")) else { return nil }
+            let dot = payload.firstIndex(of: UInt8(ascii: "."))
+        else { return nil }
         return String(decoding: payload[..<dot], as: UTF8.self)
     }
 
@@ -58,17 +59,20 @@ public struct TokenSigner: Sendable {
     public func verify(_ text: String, nowMs: Int64) throws(VerifyError) -> DataPlaneToken {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0] == Self.prefix,
-              let payload = unbase64url(parts[1]), let mac = unbase64url(parts[2]) else {
+            let payload = unbase64url(parts[1]), let mac = unbase64url(parts[2])
+        else {
             throw .malformed
         }
         var valid = false
-        for secret in keys where HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: SymmetricKey(data: secret)) {
+        for secret in keys
+        where HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: SymmetricKey(data: secret)) {
             valid = true
         }
         guard valid else { throw .badSignature }
         let fields = String(decoding: payload, as: UTF8.self).split(separator: ".")
         guard fields.count == 3, let exp = Int64(fields[1]),
-              let scope = DataPlaneToken.Scope(rawValue: String(fields[2])) else {
+            let scope = DataPlaneToken.Scope(rawValue: String(fields[2]))
+        else {
             throw .malformed
         }
         if exp <= nowMs { throw .expired }

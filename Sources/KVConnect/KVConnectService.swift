@@ -47,22 +47,28 @@ public final class KVConnectService: Sendable {
     /// layer decides with.
     let clock: WallClock
 
-    public convenience init(tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger,
-                            clock: WallClock = .system) {
-        self.init(tenants: tenants, keyring: SigningKeyring(default: signer), configuration: configuration,
-                  logger: logger, clock: clock)
+    public convenience init(
+        tenants: [Tenant], signer: TokenSigner, configuration: ServiceConfiguration, logger: Logger,
+        clock: WallClock = .system
+    ) {
+        self.init(
+            tenants: tenants, keyring: SigningKeyring(default: signer), configuration: configuration,
+            logger: logger, clock: clock)
     }
 
-    public init(tenants: [Tenant], keyring: SigningKeyring, configuration: ServiceConfiguration, logger: Logger,
-                clock: WallClock = .system) {
+    public init(
+        tenants: [Tenant], keyring: SigningKeyring, configuration: ServiceConfiguration, logger: Logger,
+        clock: WallClock = .system
+    ) {
         self.tenants = tenants
         self.clock = clock
         self.routes = RouteTable(endpointPath: configuration.endpointPath)
         self.keyring = keyring
         self.config = configuration
         self.codec = WireCodec(limits: configuration.limits)
-        self.pinger = WatchPinger(intervalMs: configuration.watchPingIntervalMs,
-                                  maxPerSecond: configuration.watchPingsPerSecondMax)
+        self.pinger = WatchPinger(
+            intervalMs: configuration.watchPingIntervalMs,
+            maxPerSecond: configuration.watchPingsPerSecondMax)
         self.logger = logger
         self.observer = RequestObserver(factory: configuration.metricsFactory ?? MetricsSystem.factory, logger: logger)
     }
@@ -76,8 +82,10 @@ public final class KVConnectService: Sendable {
     }
 
     /// `route`: what `routes.resolve` made of the request's method and path.
-    public func handle(_ request: ProtocolRequest, route: Route,
-                       respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+    public func handle(
+        _ request: ProtocolRequest, route: Route,
+        respond: @escaping @Sendable (ProtocolResponse) -> Void
+    ) {
         let respond = observer.wrap(request, endpoint: route.endpoint, respond)
         let endpoint: Endpoint
         switch route {
@@ -141,7 +149,8 @@ public final class KVConnectService: Sendable {
 
     private func readiness() -> ProtocolResponse {
         for t in tenants where !t.store.checkWritable() {
-            return ProtocolResponse.error(ProtocolError(status: 503, "not ready: database \(t.databaseId) is not writable", retryAfterSeconds: 1))
+            return ProtocolResponse.error(
+                ProtocolError(status: 503, "not ready: database \(t.databaseId) is not writable", retryAfterSeconds: 1))
         }
         return .text(200, "ready")
     }
@@ -150,8 +159,9 @@ public final class KVConnectService: Sendable {
     /// (Prometheus exposition format 0.0.4); 404 when none is configured.
     private func metricsEndpoint() -> ProtocolResponse {
         guard let render = config.metricsText else { return .text(404, "not found: /metrics (metrics are disabled)") }
-        return ProtocolResponse(status: 200, headers: [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                                body: Array(render().utf8))
+        return ProtocolResponse(
+            status: 200, headers: [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            body: Array(render().utf8))
     }
 
     // MARK: data path
@@ -159,7 +169,8 @@ public final class KVConnectService: Sendable {
     /// `json`: the queue endpoints take JSON bodies instead of protobuf.
     func authorize(_ request: ProtocolRequest, json: Bool = false) throws(ProtocolError) -> (Tenant, DataPlaneToken) {
         guard let presented = bearerToken(request) else {
-            throw .unauthorized("missing data-plane token: send 'Authorization: Bearer <token from the metadata exchange>'")
+            throw .unauthorized(
+                "missing data-plane token: send 'Authorization: Bearer <token from the metadata exchange>'")
         }
         let token: DataPlaneToken
         do {
@@ -178,7 +189,8 @@ public final class KVConnectService: Sendable {
         }
         // The queue endpoints read JSON whatever the label (curl -d sends a form type).
         if !json, let type = request.header("content-type"), !Self.isProtobufMediaType(type) {
-            throw ProtocolError(status: 415, "unsupported content type '\(type)': the data path takes application/x-protobuf")
+            throw ProtocolError(
+                status: 415, "unsupported content type '\(type)': the data path takes application/x-protobuf")
         }
         return (tenant, token)
     }
@@ -190,8 +202,10 @@ public final class KVConnectService: Sendable {
             let ranges = try codec.decodeSnapshotRead(request.body)
             let results: [[KVEntry]]
             do {
-                results = eventual ? try ReplicaEndpoint.read(ranges, tenant: tenant)
-                                   : try tenant.store.snapshotRead(ranges)
+                results =
+                    eventual
+                    ? try ReplicaEndpoint.read(ranges, tenant: tenant)
+                    : try tenant.store.snapshotRead(ranges)
             } catch let e as KVError { throw ProtocolError(e) }
             return .protobuf(codec.encodeSnapshotReadOutput(results, stronglyConsistent: !eventual))
         } catch let e as ProtocolError {
@@ -236,8 +250,10 @@ public final class KVConnectService: Sendable {
         let pinger = self.pinger
         var r = ProtocolResponse(status: 200, headers: [("content-type", "application/octet-stream")])
         r.stream = { stream in
-            WatchSession(store: tenant.store, reads: tenant.watchReads, keys: keys, stream: stream, codec: codec,
-                         pinger: pinger, logger: logger).start()
+            WatchSession(
+                store: tenant.store, reads: tenant.watchReads, keys: keys, stream: stream, codec: codec,
+                pinger: pinger, logger: logger
+            ).start()
         }
         return r
     }
@@ -249,15 +265,18 @@ public final class KVConnectService: Sendable {
         // Byte-level parsing: Foundation's trimming showed up in the profile.
         let bytes = Array(auth.utf8)
         guard bytes.count > 7, bytes[6] == 0x20,
-              String(decoding: bytes[0..<6], as: UTF8.self).lowercased() == "bearer" else { return nil }
+            String(decoding: bytes[0..<6], as: UTF8.self).lowercased() == "bearer"
+        else { return nil }
         var lo = 7, hi = bytes.count
         while lo < hi && (bytes[lo] == 0x20 || bytes[lo] == 0x09) { lo += 1 }
         while hi > lo && (bytes[hi - 1] == 0x20 || bytes[hi - 1] == 0x09) { hi -= 1 }
         return lo < hi ? String(decoding: bytes[lo..<hi], as: UTF8.self) : nil
     }
 
-    private static let protobufMediaTypes: [[UInt8]] = ["application/x-protobuf", "application/protobuf",
-                                                        "application/octet-stream"].map { Array($0.utf8) }
+    private static let protobufMediaTypes: [[UInt8]] = [
+        "application/x-protobuf", "application/protobuf",
+        "application/octet-stream"
+    ].map { Array($0.utf8) }
 
     /// The media type before any ";parameters", without surrounding blanks,
     /// compared case-insensitively. Byte-level: this runs on every request and
@@ -269,14 +288,15 @@ public final class KVConnectService: Sendable {
         while let f = utf8.first, blank(f) { utf8 = utf8.dropFirst() }
         while let l = utf8.last, blank(l) { utf8 = utf8.dropLast() }
         return protobufMediaTypes.contains { known in
-            known.count == utf8.count && zip(known, utf8).allSatisfy { $0 == ($1 | (($1 >= 0x41 && $1 <= 0x5A) ? 0x20 : 0)) }
+            known.count == utf8.count
+                && zip(known, utf8).allSatisfy { $0 == ($1 | (($1 >= 0x41 && $1 <= 0x5A) ? 0x20 : 0)) }
         }
     }
 
     func methodNotAllowed(_ request: ProtocolRequest, allow: String) -> ProtocolResponse {
-        var r = ProtocolResponse.text(405, "method \(request.method) not allowed on \(request.path) (allowed: \(allow))")
+        var r = ProtocolResponse.text(
+            405, "method \(request.method) not allowed on \(request.path) (allowed: \(allow))")
         r.headers.append(("allow", allow))
         return r
     }
 }
-

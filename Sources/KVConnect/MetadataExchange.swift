@@ -20,7 +20,8 @@ public struct MetadataExchange: Sendable {
             throw .badRequest("invalid metadata exchange body: expected JSON like {\"supportedVersions\":[1,2,3]}")
         }
         guard let best = versions.filter({ serverVersions.contains($0) }).max() else {
-            throw .badRequest("no common protocol version: client supports \(versions), server supports \(serverVersions)")
+            throw .badRequest(
+                "no common protocol version: client supports \(versions), server supports \(serverVersions)")
         }
         return best
     }
@@ -30,20 +31,26 @@ public struct MetadataExchange: Sendable {
     /// It comes first: Python's denokv sends eventual reads to the first
     /// endpoint listed and strong ones to the first strong one; Deno sends
     /// everything to the first strong one whatever the order.
-    public static func responseBody(version: Int, databaseId: String, endpointPath: String,
-                                    eventualEndpointPath: String? = nil,
-                                    baseURL: String, token: String, expiresAtMs: Int64) -> [UInt8] {
+    public static func responseBody(
+        version: Int, databaseId: String, endpointPath: String,
+        eventualEndpointPath: String? = nil,
+        baseURL: String, token: String, expiresAtMs: Int64
+    ) -> [UInt8] {
         let url = { (path: String) in version == 1 ? baseURL + path : path }
         var endpoints = [["url": url(endpointPath), "consistency": "strong"]]
-        if let eventual = eventualEndpointPath { endpoints.insert(["url": url(eventual), "consistency": "eventual"], at: 0) }
+        if let eventual = eventualEndpointPath {
+            endpoints.insert(["url": url(eventual), "consistency": "eventual"], at: 0)
+        }
         let object: [String: Any] = [
             "version": version,
             "databaseId": databaseId,
             "endpoints": endpoints,
             "token": token,
-            "expiresAt": rfc3339(ms: expiresAtMs),
+            "expiresAt": rfc3339(ms: expiresAtMs)
         ]
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data()
         return [UInt8](data)
     }
 
@@ -51,8 +58,9 @@ public struct MetadataExchange: Sendable {
         var t = time_t(ms / 1000)
         var tm = tm()
         gmtime_r(&t, &tm)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                      Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday),
-                      Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(ms % 1000))
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+            Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday),
+            Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(ms % 1000))
     }
 }

@@ -10,8 +10,10 @@ public struct ProtocolRequest: Sendable {
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
 
-    public init(method: String, path: String, query: String? = nil, headers: [(name: String, value: String)],
-                body: [UInt8]) {
+    public init(
+        method: String, path: String, query: String? = nil, headers: [(name: String, value: String)],
+        body: [UInt8]
+    ) {
         self.method = method
         self.path = path
         self.query = query
@@ -41,8 +43,9 @@ public struct ProtocolResponse: Sendable {
     }
 
     public static func text(_ status: Int, _ text: String) -> ProtocolResponse {
-        ProtocolResponse(status: status, headers: [("content-type", "text/plain; charset=utf-8")],
-                         body: Array((text + "\n").utf8))
+        ProtocolResponse(
+            status: status, headers: [("content-type", "text/plain; charset=utf-8")],
+            body: Array((text + "\n").utf8))
     }
 
     public static func error(_ e: ProtocolError) -> ProtocolResponse {

@@ -40,17 +40,22 @@ extension KVConnectService {
             switch (request.method, rest) {
             case ("GET", "/stats"):
                 let o = try Self.storageCall { try store.queueOverview(nowMs: now) }
-                respond(Self.json(200, .object([
-                    ("databaseId", .string(tenant.databaseId)), ("delayed", .int(o.delayed)),
-                    ("inflight", .int(o.inflight)),
-                    ("oldestDueAt", o.oldestDueMs.map { .string(MetadataExchange.rfc3339(ms: $0)) } ?? .null),
-                    ("oldestDueMs", o.oldestDueMs.map { .int($0) } ?? .null), ("ready", .int(o.ready)),
-                ])))
+                respond(
+                    Self.json(
+                        200,
+                        .object([
+                            ("databaseId", .string(tenant.databaseId)), ("delayed", .int(o.delayed)),
+                            ("inflight", .int(o.inflight)),
+                            ("oldestDueAt", o.oldestDueMs.map { .string(MetadataExchange.rfc3339(ms: $0)) } ?? .null),
+                            ("oldestDueMs", o.oldestDueMs.map { .int($0) } ?? .null), ("ready", .int(o.ready))
+                        ])))
             case ("GET", "/messages"):
                 let q = Self.query(request.query)
                 let after = try Self.queryInt(q, "after") ?? 0
                 let limit = min(try Self.queryInt(q, "limit") ?? 100, Int64(Self.adminPageMax))
-                let page = try Self.storageCall { try store.listQueueMessages(afterId: after, limit: Int(limit), nowMs: now) }
+                let page = try Self.storageCall {
+                    try store.listQueueMessages(afterId: after, limit: Int(limit), nowMs: now)
+                }
                 let next: JSONValue = page.count == Int(limit) ? .int(page.last!.id) : .null
                 respond(Self.json(200, .object([("messages", .array(page.map(Self.messageJSON))), ("next", next)])))
             case ("GET", let r) where r.hasPrefix("/messages/"):
@@ -110,11 +115,14 @@ extension KVConnectService {
     /// deletes it and enqueues its value, due now, with Deno's default
     /// backoff schedule and the same key as its dead-letter key. A key that
     /// changed meanwhile is skipped (not counted).
-    private func redrive(_ store: any KVStorage, _ body: [UInt8], nowMs: Int64,
-                         respond: @escaping @Sendable (ProtocolResponse) -> Void) throws(ProtocolError) {
+    private func redrive(
+        _ store: any KVStorage, _ body: [UInt8], nowMs: Int64,
+        respond: @escaping @Sendable (ProtocolResponse) -> Void
+    ) throws(ProtocolError) {
         let j = try Self.jsonBody(body)
-        let limit = Int(try Self.integer(j, "limit", in: 1...Int64(Self.adminPageMax), unit: "dead letters")
-            ?? Int64(Self.adminPageMax))
+        let limit = Int(
+            try Self.integer(j, "limit", in: 1...Int64(Self.adminPageMax), unit: "dead letters")
+                ?? Int64(Self.adminPageMax))
         let range: ReadRange
         do {
             if let k = j["key"] {
@@ -122,7 +130,9 @@ extension KVConnectService {
                 range = ReadRange(start: key, end: key + [0x00], limit: 1)
             } else if let p = j["prefix"] {
                 let prefix = try ExportFormat.keyBytes(p)
-                guard !prefix.isEmpty else { throw ProtocolError.badRequest("invalid body: the prefix must not be empty") }
+                guard !prefix.isEmpty else {
+                    throw ProtocolError.badRequest("invalid body: the prefix must not be empty")
+                }
                 range = ReadRange(start: prefix, end: prefix + [0xFF], limit: limit)
             } else {
                 throw ProtocolError.badRequest("invalid body: expected {\"key\": [...]} or {\"prefix\": [...]}")
@@ -146,8 +156,11 @@ extension KVConnectService {
             let write = AtomicWrite(
                 checks: [Check(key: e.key, versionstamp: e.versionstamp)],
                 mutations: [Mutation(key: e.key, kind: .delete)],
-                enqueues: [Enqueue(payload: e.value.data, deadlineMs: nowMs, keysIfUndelivered: [e.key],
-                                   backoffSchedule: Self.denoDefaultBackoff)])
+                enqueues: [
+                    Enqueue(
+                        payload: e.value.data, deadlineMs: nowMs, keysIfUndelivered: [e.key],
+                        backoffSchedule: Self.denoDefaultBackoff)
+                ])
             store.atomicWrite(write) { r in
                 if case .success(.committed) = r { done.add(e.key) } else { done.add(nil) }
             }
@@ -162,19 +175,21 @@ extension KVConnectService {
         var o: [(String, JSONValue)] = [
             ("attempt", .int(m.attempt)), ("backoffSchedule", .array(m.backoffSchedule.map { .int($0) })),
             ("deadline", .string(MetadataExchange.rfc3339(ms: m.deadlineMs))), ("deadlineMs", .int(m.deadlineMs)),
-            ("id", .int(m.id)), ("keysIfUndelivered", .array(m.keysIfUndelivered.map(ExportFormat.keyJSON))),
+            ("id", .int(m.id)), ("keysIfUndelivered", .array(m.keysIfUndelivered.map(ExportFormat.keyJSON)))
         ]
         if let l = m.leaseUntilMs { o.append(("leaseUntil", .string(MetadataExchange.rfc3339(ms: l)))) }
         o += [
             ("leases", .int(m.leases)), ("payload", ExportFormat.readableV8(m.payload)),
-            ("payloadBase64", .string(Data(m.payload).base64EncodedString())), ("state", .string(m.state.rawValue)),
+            ("payloadBase64", .string(Data(m.payload).base64EncodedString())), ("state", .string(m.state.rawValue))
         ]
         return .object(o)
     }
 
     private static func messageId(_ rest: String) throws(ProtocolError) -> Int64 {
         let text = rest.dropFirst("/messages/".count)
-        guard let id = Int64(text), id > 0 else { throw .badRequest("invalid message id '\(text)': expected a positive integer") }
+        guard let id = Int64(text), id > 0 else {
+            throw .badRequest("invalid message id '\(text)': expected a positive integer")
+        }
         return id
     }
 }

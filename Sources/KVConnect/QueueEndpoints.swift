@@ -17,8 +17,10 @@ import KVEngine
 /// Same token rules as atomic_write: a read-only token gets 403.
 extension KVConnectService {
     /// `endpoint`: `.queueLease`, `.queueAck` or `.queueFail`.
-    func queueEndpoint(_ request: ProtocolRequest, _ endpoint: Endpoint,
-                       respond: @escaping @Sendable (ProtocolResponse) -> Void) {
+    func queueEndpoint(
+        _ request: ProtocolRequest, _ endpoint: Endpoint,
+        respond: @escaping @Sendable (ProtocolResponse) -> Void
+    ) {
         let tenant: Tenant
         let body: JSONValue
         do {

@@ -30,8 +30,10 @@ final class RequestObserver: Sendable {
     /// Wraps `respond`: counts the request by endpoint (`nil`: unrouted) and
     /// status, records its latency (a watch: until the stream starts) and logs
     /// one debug line.
-    func wrap(_ request: ProtocolRequest, endpoint: Endpoint?,
-              _ respond: @escaping @Sendable (ProtocolResponse) -> Void) -> @Sendable (ProtocolResponse) -> Void {
+    func wrap(
+        _ request: ProtocolRequest, endpoint: Endpoint?,
+        _ respond: @escaping @Sendable (ProtocolResponse) -> Void
+    ) -> @Sendable (ProtocolResponse) -> Void {
         let start = DispatchTime.now().uptimeNanoseconds
         let id = nextId.add(1, ordering: .relaxed).newValue
         let method = request.method, path = request.path
@@ -41,7 +43,8 @@ final class RequestObserver: Sendable {
             let label = endpoint?.metricLabel ?? Endpoint.unroutedLabel
             counter(endpoint: label, status: response.status).increment()
             timer(endpoint: label).recordNanoseconds(Int64(clamping: elapsed))
-            log(id: id, method: method, path: path, endpoint: endpoint, claimedDatabase: claimedDatabase,
+            log(
+                id: id, method: method, path: path, endpoint: endpoint, claimedDatabase: claimedDatabase,
                 response: response, elapsedNs: elapsed)
             var response = response
             response.headers.append(("x-request-id", String(id)))
@@ -53,8 +56,9 @@ final class RequestObserver: Sendable {
         let key = "\(endpoint) \(status)"
         return counters.withLock { cache in
             if let c = cache[key] { return c }
-            let c = Counter(label: Self.requestsTotal,
-                            dimensions: [("endpoint", endpoint), ("status", String(status))], factory: factory)
+            let c = Counter(
+                label: Self.requestsTotal,
+                dimensions: [("endpoint", endpoint), ("status", String(status))], factory: factory)
             cache[key] = c
             return c
         }
@@ -69,8 +73,10 @@ final class RequestObserver: Sendable {
         }
     }
 
-    private func log(id: UInt64, method: String, path: String, endpoint: Endpoint?, claimedDatabase: String?,
-                     response: ProtocolResponse, elapsedNs: UInt64) {
+    private func log(
+        id: UInt64, method: String, path: String, endpoint: Endpoint?, claimedDatabase: String?,
+        response: ProtocolResponse, elapsedNs: UInt64
+    ) {
         let serverError = response.status >= 500
         guard serverError || logger.logLevel <= .debug else { return }
         var meta: Logger.Metadata = [
@@ -81,14 +87,15 @@ final class RequestObserver: Sendable {
             "path": "\(endpoint == nil ? "(unrouted)" : Self.clip(path, 128))",
             "endpoint": "\(endpoint?.metricLabel ?? Endpoint.unroutedLabel)",
             "status": "\(response.status)",
-            "duration_ms": "\(String(format: "%.3f", Double(elapsedNs) / 1e6))",
+            "duration_ms": "\(String(format: "%.3f", Double(elapsedNs) / 1e6))"
         ]
         if let db = databaseId(endpoint: endpoint, claimed: claimedDatabase, response: response) {
             meta["database_id"] = "\(db)"
         }
         if serverError {
             // The reason is the server's own plain-text message (never a token).
-            meta["reason"] = "\(Self.clip(String(decoding: response.body.prefix(512), as: UTF8.self), 300).trimmingCharacters(in: .whitespacesAndNewlines))"
+            meta["reason"] =
+                "\(Self.clip(String(decoding: response.body.prefix(512), as: UTF8.self), 300).trimmingCharacters(in: .whitespacesAndNewlines))"
             if response.status == 503 {
                 logger.warning("request failed (retryable)", metadata: meta)
             } else {
@@ -106,8 +113,8 @@ final class RequestObserver: Sendable {
     private func databaseId(endpoint: Endpoint?, claimed: String?, response: ProtocolResponse) -> String? {
         if let served = response.databaseId { return served }
         guard let endpoint, endpoint.isDataPath, response.status != 401,
-              let claimed, claimed.count <= 64,
-              claimed.allSatisfy({ $0.isHexDigit || $0 == "-" })
+            let claimed, claimed.count <= 64,
+            claimed.allSatisfy({ $0.isHexDigit || $0 == "-" })
         else { return nil }
         return claimed.lowercased()
     }

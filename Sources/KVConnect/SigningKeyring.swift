@@ -32,20 +32,23 @@ public final class SigningKeyring: @unchecked Sendable {
     /// Changes whenever a database's keys change; cached verifications of an
     /// older generation are dropped (a retired key must stop verifying).
     public var generation: UInt64 {
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         return generationValue
     }
 
     /// Installs a database's own keys (`keys[0]` signs) and how to re-read them.
     public func setKeys(_ keys: [[UInt8]], forDatabase id: String, refresh: Refresh? = nil) {
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         let old = byDatabase[id]
         byDatabase[id] = Entry(signer: TokenSigner(keys: keys), refresh: refresh ?? old?.refresh, lastRefresh: Date())
         generationValue &+= 1
     }
 
     public func signer(forDatabase id: String) -> TokenSigner {
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         return byDatabase[id]?.signer ?? defaultSigner
     }
 
@@ -56,14 +59,16 @@ public final class SigningKeyring: @unchecked Sendable {
     public func refresh(database id: String, force: Bool = true) -> Bool {
         lock.lock()
         guard let entry = byDatabase[id], let refresh = entry.refresh,
-              force || Date().timeIntervalSince(entry.lastRefresh) >= refreshInterval else {
+            force || Date().timeIntervalSince(entry.lastRefresh) >= refreshInterval
+        else {
             lock.unlock()
             return false
         }
         byDatabase[id]?.lastRefresh = Date()
         lock.unlock()
         guard let keys = try? refresh(), !keys.isEmpty else { return false }
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         guard byDatabase[id]?.signer.sameKeys(as: keys) == false else { return false }
         byDatabase[id]?.signer = TokenSigner(keys: keys)
         generationValue &+= 1

@@ -22,14 +22,17 @@ final class VerifiedTokenCache: @unchecked Sendable {
         }
     }
 
-    func verify(_ text: String, nowMs: Int64, keyring: SigningKeyring) throws(TokenSigner.VerifyError) -> DataPlaneToken {
+    func verify(_ text: String, nowMs: Int64, keyring: SigningKeyring) throws(TokenSigner.VerifyError) -> DataPlaneToken
+    {
         try verify(text, nowMs: nowMs, generation: keyring.generation) { () throws(TokenSigner.VerifyError) in
             try keyring.verify(text, nowMs: nowMs)
         }
     }
 
-    private func verify(_ text: String, nowMs: Int64, generation current: UInt64,
-                        _ check: () throws(TokenSigner.VerifyError) -> DataPlaneToken) throws(TokenSigner.VerifyError) -> DataPlaneToken {
+    private func verify(
+        _ text: String, nowMs: Int64, generation current: UInt64,
+        _ check: () throws(TokenSigner.VerifyError) -> DataPlaneToken
+    ) throws(TokenSigner.VerifyError) -> DataPlaneToken {
         lock.lock()
         if generation != current {
             entries.removeAll(keepingCapacity: true)

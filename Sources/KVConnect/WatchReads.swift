@@ -64,7 +64,10 @@ final class WatchReads: @unchecked Sendable {
         while true {
             let result = Result<[KVEntry?], any Error> { try readKeys(keys) }
             lock.lock()
-            guard let f = flights[keys] else { lock.unlock(); return }
+            guard let f = flights[keys] else {
+                lock.unlock()
+                return
+            }
             let waiters = f.current
             let more = !f.next.isEmpty
             if more {

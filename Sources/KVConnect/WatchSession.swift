@@ -35,8 +35,10 @@ final class WatchSession: @unchecked Sendable {
     /// Where the pinger keeps this session (nil before start and after close).
     var pingSlot: WatchPinger.Slot?
 
-    init(store: any KVStorage, reads: WatchReads, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
-         pinger: WatchPinger, logger: Logger) {
+    init(
+        store: any KVStorage, reads: WatchReads, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
+        pinger: WatchPinger, logger: Logger
+    ) {
         self.store = store
         self.reads = reads
         self.keys = keys
@@ -66,10 +68,16 @@ final class WatchSession: @unchecked Sendable {
     private func changed() {
         let stamp = reads.stamp()
         lock.lock()
-        if closed { lock.unlock(); return }
+        if closed {
+            lock.unlock()
+            return
+        }
         dirty = true
         wokenAt = stamp
-        if reading { lock.unlock(); return }
+        if reading {
+            lock.unlock()
+            return
+        }
         reading = true
         lock.unlock()
         pump()
@@ -80,7 +88,11 @@ final class WatchSession: @unchecked Sendable {
     /// progress per session (`reading`).
     private func pump() {
         lock.lock()
-        if closed { reading = false; lock.unlock(); return }
+        if closed {
+            reading = false
+            lock.unlock()
+            return
+        }
         if stream.pendingBytes > Self.slowReaderBytes {
             // Leave `dirty` set; the next ping retries with fresh state.
             reading = false
@@ -109,17 +121,27 @@ final class WatchSession: @unchecked Sendable {
         let send = !closed && stamps != lastSent
         if send { lastSent = stamps }
         lock.unlock()
-        if send && !stream.write(codec.encodeWatchFrame(entries)) { close(); return }
+        if send && !stream.write(codec.encodeWatchFrame(entries)) {
+            close()
+            return
+        }
 
         lock.lock()
-        if !dirty || closed { reading = false; lock.unlock(); return }
+        if !dirty || closed {
+            reading = false
+            lock.unlock()
+            return
+        }
         lock.unlock()
         Self.queue.async { [weak self] in self?.pump() }
     }
 
     /// Keep-alive (an empty frame), from the pinger once per interval.
     func ping() {
-        if !stream.write([0, 0, 0, 0]) { close(); return }
+        if !stream.write([0, 0, 0, 0]) {
+            close()
+            return
+        }
         lock.lock()
         let retry = dirty && !reading && !closed
         lock.unlock()
@@ -128,7 +150,10 @@ final class WatchSession: @unchecked Sendable {
 
     func close() {
         lock.lock()
-        if closed { lock.unlock(); return }
+        if closed {
+            lock.unlock()
+            return
+        }
         closed = true
         let reg = registration
         registration = nil

@@ -26,7 +26,8 @@ public struct WireCodec: Sendable {
         defer { com__deno__kv__datapath__snapshot_read__free_unpacked(msg, nil) }
         let count = msg.pointee.n_ranges
         if count > limits.maxReadRanges {
-            throw .badRequest("too many read ranges: \(count) (limit: \(limits.maxReadRanges) ranges per snapshot_read)")
+            throw .badRequest(
+                "too many read ranges: \(count) (limit: \(limits.maxReadRanges) ranges per snapshot_read)")
         }
         var ranges: [ReadRange] = []
         ranges.reserveCapacity(count)
@@ -35,14 +36,18 @@ public struct WireCodec: Sendable {
             let r = msg.pointee.ranges[i]!.pointee
             let start = bytes(r.start), end = bytes(r.end)
             if start.count > limits.maxReadKeyBytes || end.count > limits.maxReadKeyBytes {
-                throw .badRequest("read range key too large: \(max(start.count, end.count)) bytes (limit: \(limits.maxReadKeyBytes) bytes)")
+                throw .badRequest(
+                    "read range key too large: \(max(start.count, end.count)) bytes (limit: \(limits.maxReadKeyBytes) bytes)"
+                )
             }
             if r.limit <= 0 {
                 throw .badRequest("invalid read range limit \(r.limit): must be greater than 0")
             }
             totalLimit += Int(r.limit)
             if totalLimit > limits.maxReadEntries {
-                throw .badRequest("too many entries requested: \(totalLimit) (limit: \(limits.maxReadEntries) entries per snapshot_read)")
+                throw .badRequest(
+                    "too many entries requested: \(totalLimit) (limit: \(limits.maxReadEntries) entries per snapshot_read)"
+                )
             }
             ranges.append(ReadRange(start: start, end: end, limit: Int(r.limit), reverse: r.reverse != 0))
         }
@@ -70,8 +75,9 @@ public struct WireCodec: Sendable {
         msg.ranges = results.isEmpty ? nil : rangeOutputs
         msg.read_is_strongly_consistent = stronglyConsistent ? 1 : 0
         msg.status = COM__DENO__KV__DATAPATH__SNAPSHOT_READ_STATUS__SR_SUCCESS
-        return pack(&msg, com__deno__kv__datapath__snapshot_read_output__get_packed_size,
-                    com__deno__kv__datapath__snapshot_read_output__pack)
+        return pack(
+            &msg, com__deno__kv__datapath__snapshot_read_output__get_packed_size,
+            com__deno__kv__datapath__snapshot_read_output__pack)
     }
 
     // MARK: AtomicWrite
@@ -84,7 +90,9 @@ public struct WireCodec: Sendable {
             throw .badRequest("too many checks: \(m.n_checks) (limit: \(limits.maxChecks) checks per atomic write)")
         }
         if m.n_mutations + m.n_enqueues > limits.maxMutationsAndEnqueues {
-            throw .badRequest("too many mutations and enqueues: \(m.n_mutations + m.n_enqueues) (limit: \(limits.maxMutationsAndEnqueues) per atomic write)")
+            throw .badRequest(
+                "too many mutations and enqueues: \(m.n_mutations + m.n_enqueues) (limit: \(limits.maxMutationsAndEnqueues) per atomic write)"
+            )
         }
         var totalBytes = 0
         var write = AtomicWrite()
@@ -111,13 +119,18 @@ public struct WireCodec: Sendable {
             let e = m.enqueues[i]!.pointee
             let payload = bytes(e.payload)
             if payload.count > limits.maxValueBytes {
-                throw .badRequest("enqueue payload too large: \(payload.count) bytes (limit: \(limits.maxValueBytes) bytes)")
+                throw .badRequest(
+                    "enqueue payload too large: \(payload.count) bytes (limit: \(limits.maxValueBytes) bytes)")
             }
-            if e.deadline_ms > nowMs && e.deadline_ms - nowMs > limits.maxEnqueueDelayMs {  // no overflow for deadlines near Int64.min
-                throw .badRequest("enqueue delay too long: deadline is more than \(limits.maxEnqueueDelayMs / 86_400_000) days in the future (limit: 30 days)")
+            // Compared as a difference only when positive: no overflow for deadlines near Int64.min.
+            if e.deadline_ms > nowMs && e.deadline_ms - nowMs > limits.maxEnqueueDelayMs {
+                throw .badRequest(
+                    "enqueue delay too long: deadline is more than \(limits.maxEnqueueDelayMs / 86_400_000) days in the future (limit: 30 days)"
+                )
             }
             if e.n_keys_if_undelivered > limits.maxKeysIfUndelivered {
-                throw .badRequest("too many keys_if_undelivered: \(e.n_keys_if_undelivered) (limit: \(limits.maxKeysIfUndelivered))")
+                throw .badRequest(
+                    "too many keys_if_undelivered: \(e.n_keys_if_undelivered) (limit: \(limits.maxKeysIfUndelivered))")
             }
             var keys: [Bytes] = []
             for k in 0..<e.n_keys_if_undelivered {
@@ -127,27 +140,35 @@ public struct WireCodec: Sendable {
                 keys.append(key)
             }
             if e.n_backoff_schedule > limits.maxBackoffSteps {
-                throw .badRequest("backoff schedule too long: \(e.n_backoff_schedule) steps (limit: \(limits.maxBackoffSteps) steps)")
+                throw .badRequest(
+                    "backoff schedule too long: \(e.n_backoff_schedule) steps (limit: \(limits.maxBackoffSteps) steps)")
             }
             var schedule: [UInt32] = []
             for k in 0..<e.n_backoff_schedule {
                 let delay = e.backoff_schedule[k]
                 if delay > limits.maxBackoffDelayMs {
-                    throw .badRequest("backoff delay too long: \(delay) ms (limit: \(limits.maxBackoffDelayMs) ms = 1 hour per step)")
+                    throw .badRequest(
+                        "backoff delay too long: \(delay) ms (limit: \(limits.maxBackoffDelayMs) ms = 1 hour per step)")
                 }
                 schedule.append(delay)
             }
             totalBytes += payload.count
-            write.enqueues.append(Enqueue(payload: payload, deadlineMs: e.deadline_ms,
-                                          keysIfUndelivered: keys, backoffSchedule: schedule))
+            write.enqueues.append(
+                Enqueue(
+                    payload: payload, deadlineMs: e.deadline_ms,
+                    keysIfUndelivered: keys, backoffSchedule: schedule))
         }
         if totalBytes > limits.maxTotalWriteBytes {
-            throw .badRequest("atomic write too large: \(totalBytes) bytes of keys and values (limit: \(limits.maxTotalWriteBytes) bytes)")
+            throw .badRequest(
+                "atomic write too large: \(totalBytes) bytes of keys and values (limit: \(limits.maxTotalWriteBytes) bytes)"
+            )
         }
         return write
     }
 
-    private func decodeMutation(_ m: PBMutation, index: Int) throws(ProtocolError) -> (value: Mutation, key: Bytes, payloadSize: Int) {
+    private func decodeMutation(_ m: PBMutation, index: Int) throws(ProtocolError) -> (
+        value: Mutation, key: Bytes, payloadSize: Int
+    ) {
         let key = bytes(m.key)
         try checkWriteKey(key, what: "mutation key")
         let expireAt: Int64? = m.expire_at_ms > 0 ? m.expire_at_ms : nil
@@ -203,9 +224,11 @@ public struct WireCodec: Sendable {
         case .committed(let versionstamp):
             msg.status = COM__DENO__KV__DATAPATH__ATOMIC_WRITE_STATUS__AW_SUCCESS
             return versionstamp.withUnsafeBufferPointer { vs in
-                msg.versionstamp = ProtobufCBinaryData(len: vs.count, data: UnsafeMutablePointer(mutating: vs.baseAddress))
-                return pack(&msg, com__deno__kv__datapath__atomic_write_output__get_packed_size,
-                            com__deno__kv__datapath__atomic_write_output__pack)
+                msg.versionstamp = ProtobufCBinaryData(
+                    len: vs.count, data: UnsafeMutablePointer(mutating: vs.baseAddress))
+                return pack(
+                    &msg, com__deno__kv__datapath__atomic_write_output__get_packed_size,
+                    com__deno__kv__datapath__atomic_write_output__pack)
             }
         case .checkFailed(let failed):
             msg.status = COM__DENO__KV__DATAPATH__ATOMIC_WRITE_STATUS__AW_CHECK_FAILURE
@@ -213,8 +236,9 @@ public struct WireCodec: Sendable {
             return indexes.withUnsafeMutableBufferPointer { idx in
                 msg.n_failed_checks = idx.count
                 msg.failed_checks = idx.baseAddress
-                return pack(&msg, com__deno__kv__datapath__atomic_write_output__get_packed_size,
-                            com__deno__kv__datapath__atomic_write_output__pack)
+                return pack(
+                    &msg, com__deno__kv__datapath__atomic_write_output__get_packed_size,
+                    com__deno__kv__datapath__atomic_write_output__pack)
             }
         }
     }
@@ -247,7 +271,8 @@ public struct WireCodec: Sendable {
     public func encodeWatchFrame(_ entries: [KVEntry?]) -> [UInt8] {
         let arena = Arena()
         defer { arena.free() }
-        let outs = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__WatchKeyOutput>?.self, count: entries.count)
+        let outs = arena.array(
+            of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__WatchKeyOutput>?.self, count: entries.count)
         for (i, entry) in entries.enumerated() {
             let o = arena.object(Com__Deno__Kv__Datapath__WatchKeyOutput.self)
             com__deno__kv__datapath__watch_key_output__init(o)
@@ -262,8 +287,9 @@ public struct WireCodec: Sendable {
         msg.status = COM__DENO__KV__DATAPATH__SNAPSHOT_READ_STATUS__SR_SUCCESS
         msg.n_keys = entries.count
         msg.keys = outs
-        let payload = pack(&msg, com__deno__kv__datapath__watch_output__get_packed_size,
-                           com__deno__kv__datapath__watch_output__pack)
+        let payload = pack(
+            &msg, com__deno__kv__datapath__watch_output__get_packed_size,
+            com__deno__kv__datapath__watch_output__pack)
         let n = UInt32(payload.count)
         return [UInt8(n & 0xff), UInt8((n >> 8) & 0xff), UInt8((n >> 16) & 0xff), UInt8(n >> 24)] + payload
     }
@@ -271,9 +297,12 @@ public struct WireCodec: Sendable {
     // MARK: helpers
 
     /// protobuf-c decode of a request body; the caller frees the message.
-    private func unpack<M>(_ body: [UInt8], _ name: String,
-                           _ decode: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<M>?)
-        throws(ProtocolError) -> UnsafeMutablePointer<M> {
+    private func unpack<M>(
+        _ body: [UInt8], _ name: String,
+        _ decode: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<M>?
+    )
+        throws(ProtocolError) -> UnsafeMutablePointer<M>
+    {
         guard let msg = body.withUnsafeBufferPointer({ decode(nil, $0.count, $0.baseAddress) }) else {
             throw .badRequest("invalid request body: not a valid \(name) protobuf message")
         }
@@ -287,9 +316,11 @@ public struct WireCodec: Sendable {
 }
 
 /// Packs a protobuf-c message into a Swift byte array in one pass.
-func pack<M>(_ msg: UnsafePointer<M>,
-             _ size: (UnsafePointer<M>?) -> Int,
-             _ packer: (UnsafePointer<M>?, UnsafeMutablePointer<UInt8>?) -> Int) -> [UInt8] {
+func pack<M>(
+    _ msg: UnsafePointer<M>,
+    _ size: (UnsafePointer<M>?) -> Int,
+    _ packer: (UnsafePointer<M>?, UnsafeMutablePointer<UInt8>?) -> Int
+) -> [UInt8] {
     let n = size(msg)
     return [UInt8](unsafeUninitializedCapacity: n) { buf, count in
         count = packer(msg, buf.baseAddress)
@@ -332,7 +363,8 @@ final class Arena {
 
     func array<T>(of: T.Type, count: Int) -> UnsafeMutablePointer<T> {
         let n = Swift.max(count, 1)
-        return allocate(MemoryLayout<T>.stride * n, alignment: MemoryLayout<T>.alignment).bindMemory(to: T.self, capacity: n)
+        return allocate(MemoryLayout<T>.stride * n, alignment: MemoryLayout<T>.alignment).bindMemory(
+            to: T.self, capacity: n)
     }
 
     func binary(_ bytes: [UInt8]) -> ProtobufCBinaryData {

@@ -25,20 +25,24 @@ extension WireCodec {
         com__deno__kv__datapath__snapshot_read__init(&msg)
         msg.n_ranges = ranges.count
         msg.ranges = list
-        return pack(&msg, com__deno__kv__datapath__snapshot_read__get_packed_size,
-                    com__deno__kv__datapath__snapshot_read__pack)
+        return pack(
+            &msg, com__deno__kv__datapath__snapshot_read__get_packed_size,
+            com__deno__kv__datapath__snapshot_read__pack)
     }
 
     /// The entries of each range; throws if the server refused the read.
     public func decodeSnapshotReadOutput(_ body: [UInt8]) throws -> [[KVEntry]] {
-        guard let msg = body.withUnsafeBufferPointer({
-            com__deno__kv__datapath__snapshot_read_output__unpack(nil, $0.count, $0.baseAddress)
-        }) else {
+        guard
+            let msg = body.withUnsafeBufferPointer({
+                com__deno__kv__datapath__snapshot_read_output__unpack(nil, $0.count, $0.baseAddress)
+            })
+        else {
             throw ClientDecodeError(description: "the server's answer is not a SnapshotReadOutput protobuf message")
         }
         defer { com__deno__kv__datapath__snapshot_read_output__free_unpacked(msg, nil) }
         if msg.pointee.read_disabled != 0
-            || msg.pointee.status == COM__DENO__KV__DATAPATH__SNAPSHOT_READ_STATUS__SR_READ_DISABLED {
+            || msg.pointee.status == COM__DENO__KV__DATAPATH__SNAPSHOT_READ_STATUS__SR_READ_DISABLED
+        {
             throw ClientDecodeError(description: "the server has reads disabled")
         }
         func bytes(_ b: ProtobufCBinaryData) -> Bytes {
@@ -54,8 +58,10 @@ extension WireCodec {
                 guard let enc = ValueEncoding(rawValue: Int32(bitPattern: e.encoding.rawValue)) else {
                     throw ClientDecodeError(description: "unknown value encoding \(e.encoding.rawValue)")
                 }
-                entries.append(KVEntry(key: bytes(e.key), value: KVValue(data: bytes(e.value), encoding: enc),
-                                       versionstamp: bytes(e.versionstamp)))
+                entries.append(
+                    KVEntry(
+                        key: bytes(e.key), value: KVValue(data: bytes(e.value), encoding: enc),
+                        versionstamp: bytes(e.versionstamp)))
             }
             out.append(entries)
         }

@@ -30,8 +30,9 @@ public protocol KVStorage: AnyObject, Sendable {
 
     /// Queues the write for the next group commit. The completion runs once
     /// the write is durable (or failed), on a storage thread: it must not block.
-    func atomicWrite(_ write: AtomicWrite,
-                     completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void)
+    func atomicWrite(
+        _ write: AtomicWrite,
+        completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void)
 
     /// True when the database is reachable and a write transaction can start.
     func checkWritable() -> Bool
@@ -69,12 +70,15 @@ public protocol KVStorage: AnyObject, Sendable {
     /// `visibilityMs`, all claimed in one transaction. The first may be waited
     /// for up to `waitMs`; the others are what is due at that moment. Empty
     /// when none became ready in time.
-    func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64, max: Int,
-                           completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void)
-    func ackQueueMessage(id: Int64, leaseSeq: Int64,
-                         completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void)
-    func failQueueMessage(id: Int64, leaseSeq: Int64,
-                          completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void)
+    func leaseQueueMessage(
+        visibilityMs: Int64, waitMs: Int64, max: Int,
+        completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void)
+    func ackQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void)
+    func failQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void)
     /// Ready and in-flight message counts.
     func queueCounts() throws -> QueueCounts
     /// Counters since open (acks, failed attempts, dead letters, expired leases).
@@ -178,8 +182,10 @@ extension KVStorage {
     }
 
     /// Pull one message: `leaseQueueMessage(max: 1)`; nil when none became ready in time.
-    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64,
-                                  completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void) {
+    public func leaseQueueMessage(
+        visibilityMs: Int64, waitMs: Int64,
+        completion: @escaping @Sendable (Result<QueueMessage?, KVError>) -> Void
+    ) {
         leaseQueueMessage(visibilityMs: visibilityMs, waitMs: waitMs, max: 1) { completion($0.map(\.first)) }
     }
 

@@ -64,8 +64,10 @@ public final class MemoryStorage: KVStorage, Sendable {
             let live = s.entries.filter { $0.value.isLive(now) }
             return ranges.map { r in
                 guard r.limit > 0 else { return [] }
-                let keys = live.keys.filter { !$0.lexicographicallyPrecedes(r.start) && $0.lexicographicallyPrecedes(r.end) }
-                    .sorted { $0.lexicographicallyPrecedes($1) }
+                let keys = live.keys.filter {
+                    !$0.lexicographicallyPrecedes(r.start) && $0.lexicographicallyPrecedes(r.end)
+                }
+                .sorted { $0.lexicographicallyPrecedes($1) }
                 let picked = r.reverse ? Array(keys.reversed().prefix(r.limit)) : Array(keys.prefix(r.limit))
                 return picked.map { k in
                     let e = live[k]!
@@ -95,8 +97,10 @@ public final class MemoryStorage: KVStorage, Sendable {
         }
     }
 
-    public func atomicWrite(_ write: AtomicWrite,
-                            completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void) {
+    public func atomicWrite(
+        _ write: AtomicWrite,
+        completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void
+    ) {
         let now = WallClock.nowMs()
         let outcome: (Result<AtomicWriteResult, KVError>, [Bytes]) = state.withLock { s in
             if s.closed { return (.failure(.unavailable("closed")), []) }
@@ -147,8 +151,9 @@ public final class MemoryStorage: KVStorage, Sendable {
 
     public func storageStats() throws -> StorageStats {
         state.withLock { s in
-            StorageStats(sizeBytes: Int64(s.entries.reduce(0) { $0 + $1.key.count + $1.value.value.data.count }),
-                         entries: Int64(s.entries.count))
+            StorageStats(
+                sizeBytes: Int64(s.entries.reduce(0) { $0 + $1.key.count + $1.value.value.data.count }),
+                entries: Int64(s.entries.count))
         }
     }
 
@@ -162,12 +167,16 @@ public final class MemoryStorage: KVStorage, Sendable {
     public func stopQueueDelivery(drainTimeoutMs: Int64) -> Bool {
         state.withLock { $0.push = nil }
         let end = WallClock.nowMs() + drainTimeoutMs
-        while state.withLock({ $0.pushInFlight }) > 0 && WallClock.nowMs() < end { Thread.sleep(forTimeInterval: 0.005) }
+        while state.withLock({ $0.pushInFlight }) > 0 && WallClock.nowMs() < end {
+            Thread.sleep(forTimeInterval: 0.005)
+        }
         return state.withLock { $0.pushInFlight } == 0
     }
 
-    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64, max: Int,
-                                  completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
+    public func leaseQueueMessage(
+        visibilityMs: Int64, waitMs: Int64, max: Int,
+        completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void
+    ) {
         let now = WallClock.nowMs()
         let max = Swift.max(1, max)
         let claimed: Result<[QueueMessage], KVError>? = state.withLock { s in
@@ -185,13 +194,17 @@ public final class MemoryStorage: KVStorage, Sendable {
         if let claimed { completion(claimed) } else { scheduleQueueRound() }
     }
 
-    public func ackQueueMessage(id: Int64, leaseSeq: Int64,
-                                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    public func ackQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         settle(id: id, leaseSeq: leaseSeq, success: true, completion: completion)
     }
 
-    public func failQueueMessage(id: Int64, leaseSeq: Int64,
-                                 completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    public func failQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         settle(id: id, leaseSeq: leaseSeq, success: false, completion: completion)
     }
 
@@ -209,10 +222,11 @@ public final class MemoryStorage: KVStorage, Sendable {
 
     private static func info(_ m: Message, now: Int64) -> QueueMessageInfo {
         let state: QueueMessageState = m.leaseUntilMs != nil ? .inflight : (m.deadlineMs <= now ? .ready : .delayed)
-        return QueueMessageInfo(id: m.id, state: state, attempt: m.attempts + 1, deadlineMs: m.deadlineMs,
-                                leaseUntilMs: m.leaseUntilMs, leases: m.leaseSeq, payload: m.enqueue.payload,
-                                keysIfUndelivered: m.enqueue.keysIfUndelivered,
-                                backoffSchedule: m.enqueue.backoffSchedule)
+        return QueueMessageInfo(
+            id: m.id, state: state, attempt: m.attempts + 1, deadlineMs: m.deadlineMs,
+            leaseUntilMs: m.leaseUntilMs, leases: m.leaseSeq, payload: m.enqueue.payload,
+            keysIfUndelivered: m.enqueue.keysIfUndelivered,
+            backoffSchedule: m.enqueue.backoffSchedule)
     }
 
     public func queueOverview(nowMs: Int64) throws -> QueueOverview {
@@ -285,7 +299,8 @@ public final class MemoryStorage: KVStorage, Sendable {
             for m in batch.messages {
                 let id = s.nextMessageId
                 s.nextMessageId += 1
-                s.messages[id] = Message(id: id, enqueue: m.enqueue, deadlineMs: m.enqueue.deadlineMs, attempts: m.attempts)
+                s.messages[id] = Message(
+                    id: id, enqueue: m.enqueue, deadlineMs: m.enqueue.deadlineMs, attempts: m.attempts)
             }
             s.copyMarkers[batch.progressName] = batch.progress
         }
@@ -311,15 +326,18 @@ public final class MemoryStorage: KVStorage, Sendable {
             m.leaseSeq += 1
             m.leaseUntilMs = now + visibilityMs
             s.messages[m.id] = m
-            return QueueMessage(id: m.id, leaseSeq: m.leaseSeq, attempt: m.attempts + 1, payload: m.enqueue.payload,
-                                deadlineMs: m.deadlineMs, leaseUntilMs: now + visibilityMs,
-                                keysIfUndelivered: m.enqueue.keysIfUndelivered,
-                                backoffSchedule: m.enqueue.backoffSchedule)
+            return QueueMessage(
+                id: m.id, leaseSeq: m.leaseSeq, attempt: m.attempts + 1, payload: m.enqueue.payload,
+                deadlineMs: m.deadlineMs, leaseUntilMs: now + visibilityMs,
+                keysIfUndelivered: m.enqueue.keysIfUndelivered,
+                backoffSchedule: m.enqueue.backoffSchedule)
         }
     }
 
-    private func settle(id: Int64, leaseSeq: Int64, success: Bool,
-                        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    private func settle(
+        id: Int64, leaseSeq: Int64, success: Bool,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         let now = WallClock.nowMs()
         var deadLetter: Message?
         let result: QueueSettleResult = state.withLock { s in
@@ -381,8 +399,9 @@ public final class MemoryStorage: KVStorage, Sendable {
                 handOut.append((s.waiters.removeFirst().completion, ms))
             }
             if let push = s.push {
-                let ms = Self.claim(&s, now: now, visibilityMs: push.options.leaseMs,
-                                    max: Swift.max(0, push.options.concurrency - s.pushInFlight))
+                let ms = Self.claim(
+                    &s, now: now, visibilityMs: push.options.leaseMs,
+                    max: Swift.max(0, push.options.concurrency - s.pushInFlight))
                 s.pushInFlight += ms.count
                 pushes = ms.map { (push.deliver, $0) }
             }

@@ -70,8 +70,9 @@ public struct MutationEvaluator<Target: WriteTarget> {
             effects.touched.append(m.key)
         case .sum(let operand, let minBound, let maxBound, let clamp):
             if operand.encoding == .v8 {
-                try sumV8(m, operand: operand, minBound: minBound, maxBound: maxBound, clamp: clamp,
-                          versionstamp: versionstamp)
+                try sumV8(
+                    m, operand: operand, minBound: minBound, maxBound: maxBound, clamp: clamp,
+                    versionstamp: versionstamp)
             } else {
                 try mutateLE64(m, op: "sum", operand: operand, versionstamp: versionstamp) { $0 &+ $1 }
             }
@@ -80,8 +81,9 @@ public struct MutationEvaluator<Target: WriteTarget> {
         case .max(let operand):
             try mutateLE64(m, op: "max", operand: operand, versionstamp: versionstamp) { Swift.max($0, $1) }
         case .setSuffixVersionstampedKey(let value):
-            try put(Self.writtenKey(m, versionstamp: versionstamp), value, versionstamp: versionstamp,
-                    expireAtMs: m.expireAtMs)
+            try put(
+                Self.writtenKey(m, versionstamp: versionstamp), value, versionstamp: versionstamp,
+                expireAtMs: m.expireAtMs)
         }
     }
 
@@ -111,8 +113,10 @@ public struct MutationEvaluator<Target: WriteTarget> {
         return KVValue(data: d, encoding: .le64)
     }
 
-    private func mutateLE64(_ m: Mutation, op: String, operand: KVValue, versionstamp: Versionstamp,
-                            _ combine: (UInt64, UInt64) -> UInt64) throws {
+    private func mutateLE64(
+        _ m: Mutation, op: String, operand: KVValue, versionstamp: Versionstamp,
+        _ combine: (UInt64, UInt64) -> UInt64
+    ) throws {
         guard let x = Self.le64(operand) else {
             throw KVError.invalidMutation("Failed to perform '\(op)' mutation on a non-U64 operand")
         }
@@ -128,11 +132,15 @@ public struct MutationEvaluator<Target: WriteTarget> {
         try put(m.key, Self.le64Value(result), versionstamp: versionstamp, expireAtMs: m.expireAtMs)
     }
 
-    private func sumV8(_ m: Mutation, operand: KVValue, minBound: Bytes?, maxBound: Bytes?, clamp: Bool,
-                       versionstamp: Versionstamp) throws {
+    private func sumV8(
+        _ m: Mutation, operand: KVValue, minBound: Bytes?, maxBound: Bytes?, clamp: Bool,
+        versionstamp: Versionstamp
+    ) throws {
         func parseBound(_ b: Bytes?) throws -> V8Scalar? {
             guard let b, !b.isEmpty else { return nil }
-            guard let v = V8Codec.decodeScalar(b) else { throw KVError.invalidMutation(SumMessages.invalidV8Parameters) }
+            guard let v = V8Codec.decodeScalar(b) else {
+                throw KVError.invalidMutation(SumMessages.invalidV8Parameters)
+            }
             return v
         }
         guard let op = V8Codec.decodeScalar(operand.data) else {
@@ -152,7 +160,8 @@ public struct MutationEvaluator<Target: WriteTarget> {
         case let cur? where cur.encoding == .le64:
             // Compatibility: a bigint in u64 range added to a KvU64 without bounds stays a KvU64.
             if case .bigint(let b) = op, let x = b.uint64Value, lo == nil, hi == nil, !clamp,
-               let old = Self.le64(cur) {
+                let old = Self.le64(cur)
+            {
                 try put(m.key, Self.le64Value(old &+ x), versionstamp: versionstamp, expireAtMs: m.expireAtMs)
                 return
             }
@@ -177,8 +186,9 @@ public struct MutationEvaluator<Target: WriteTarget> {
             guard clamp else { throw KVError.invalidMutation(SumMessages.sumOutOfRange) }
             sum = hi
         }
-        try put(m.key, KVValue(data: V8Codec.encode(sum), encoding: .v8), versionstamp: versionstamp,
-                expireAtMs: m.expireAtMs)
+        try put(
+            m.key, KVValue(data: V8Codec.encode(sum), encoding: .v8), versionstamp: versionstamp,
+            expireAtMs: m.expireAtMs)
     }
 
     /// a < b for same-kind scalars (NaN compares false).
@@ -217,7 +227,11 @@ public final class WriteEffects {
         if earliestDeadlineMs.map({ ms < $0 }) ?? true { earliestDeadlineMs = ms }
     }
 
-    public struct Mark { let touched: Int; let expiry: Int64?; let deadline: Int64? }
+    public struct Mark {
+        let touched: Int
+        let expiry: Int64?
+        let deadline: Int64?
+    }
     public var mark: Mark { Mark(touched: touched.count, expiry: earliestExpiryMs, deadline: earliestDeadlineMs) }
 
     public func rollback(to m: Mark) {

@@ -43,8 +43,10 @@ public struct QueueMessageInfo: Sendable, Equatable {
     public var payload: Bytes
     public var keysIfUndelivered: [Bytes]
     public var backoffSchedule: [UInt32]
-    public init(id: Int64, state: QueueMessageState, attempt: Int, deadlineMs: Int64, leaseUntilMs: Int64?,
-                leases: Int64, payload: Bytes, keysIfUndelivered: [Bytes], backoffSchedule: [UInt32]) {
+    public init(
+        id: Int64, state: QueueMessageState, attempt: Int, deadlineMs: Int64, leaseUntilMs: Int64?,
+        leases: Int64, payload: Bytes, keysIfUndelivered: [Bytes], backoffSchedule: [UInt32]
+    ) {
         self.id = id
         self.state = state
         self.attempt = attempt

@@ -44,8 +44,10 @@ public struct QueueMessage: Sendable, Equatable {
     public var keysIfUndelivered: [Bytes]
     public var backoffSchedule: [UInt32]
 
-    public init(id: Int64, leaseSeq: Int64, attempt: Int, payload: Bytes, deadlineMs: Int64, leaseUntilMs: Int64,
-                keysIfUndelivered: [Bytes], backoffSchedule: [UInt32]) {
+    public init(
+        id: Int64, leaseSeq: Int64, attempt: Int, payload: Bytes, deadlineMs: Int64, leaseUntilMs: Int64,
+        keysIfUndelivered: [Bytes], backoffSchedule: [UInt32]
+    ) {
         self.id = id
         self.leaseSeq = leaseSeq
         self.attempt = attempt

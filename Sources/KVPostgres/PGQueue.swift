@@ -337,10 +337,12 @@ final class PGQueue: Sendable {
             for m in poison {
                 // Dead-lettered like a failed last attempt; another daemon
                 // may have done it first (then this finds no lease).
-                let r = try failAttempt(c, Settle(id: m.id, leaseSeq: m.leaseSeq, success: false) { _ in },
-                                        poison: true)
+                let r = try failAttempt(
+                    c, Settle(id: m.id, leaseSeq: m.leaseSeq, success: false) { _ in },
+                    poison: true)
                 if case .deadLettered = r {
-                    ctx.logger.warning("queue: message \(m.id) dead-lettered: \(maxLeases) leases ended without ack or fail")
+                    ctx.logger.warning(
+                        "queue: message \(m.id) dead-lettered: \(maxLeases) leases ended without ack or fail")
                     state.withLock { s in
                         s.stats.poisoned += 1
                         s.stats.deadLettered += 1

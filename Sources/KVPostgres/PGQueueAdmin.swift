@@ -27,8 +27,9 @@ extension PostgresStore {
     public func queueOverview(nowMs: Int64) throws -> QueueOverview {
         try reads.withConnection { c in
             let r = try c.query(PGQueueAdminSQL.overview, [.int8(nowMs)])
-            return QueueOverview(ready: Int(r.int64(0, 0)), delayed: Int(r.int64(0, 1)), inflight: Int(r.int64(0, 2)),
-                                 oldestDueMs: r.optionalInt64(0, 3))
+            return QueueOverview(
+                ready: Int(r.int64(0, 0)), delayed: Int(r.int64(0, 1)), inflight: Int(r.int64(0, 2)),
+                oldestDueMs: r.optionalInt64(0, 3))
         }
     }
 
@@ -49,7 +50,8 @@ extension PostgresStore {
     public func deleteQueueMessages(ids: [Int64]?, completion: @escaping @Sendable (Result<Int, KVError>) -> Void) {
         do {
             let n = try reads.withConnection { c in
-                let r = try ids.map { try c.query(PGQueueAdminSQL.deleteSome, [.int8Array($0.map { Optional($0) })]) }
+                let r =
+                    try ids.map { try c.query(PGQueueAdminSQL.deleteSome, [.int8Array($0.map { Optional($0) })]) }
                     ?? c.query(PGQueueAdminSQL.deleteAll)
                 return r.rowCount
             }
@@ -63,13 +65,15 @@ extension PostgresStore {
         let inflight = r.text(i, 1) == "inflight"
         let deadline = r.int64(i, 3)
         guard let keys = QueueKeysCodec.decode(r.bytes(i, 7)),
-              let backoff = QueueKeysCodec.decodeBackoff(r.text(i, 8)) else {
+            let backoff = QueueKeysCodec.decodeBackoff(r.text(i, 8))
+        else {
             throw KVError.internalError("queue message \(r.int64(i, 0)) has malformed keys or backoff schedule")
         }
-        return QueueMessageInfo(id: r.int64(i, 0), state: inflight ? .inflight : (deadline <= nowMs ? .ready : .delayed),
-                                attempt: Int(r.int64(i, 2)) + 1, deadlineMs: deadline,
-                                leaseUntilMs: inflight ? r.optionalInt64(i, 4) : nil, leases: r.int64(i, 5),
-                                payload: r.bytes(i, 6), keysIfUndelivered: keys, backoffSchedule: backoff)
+        return QueueMessageInfo(
+            id: r.int64(i, 0), state: inflight ? .inflight : (deadline <= nowMs ? .ready : .delayed),
+            attempt: Int(r.int64(i, 2)) + 1, deadlineMs: deadline,
+            leaseUntilMs: inflight ? r.optionalInt64(i, 4) : nil, leases: r.int64(i, 5),
+            payload: r.bytes(i, 6), keysIfUndelivered: keys, backoffSchedule: backoff)
     }
 }
 

@@ -190,7 +190,8 @@ final class PGWriter: Sendable {
                         while case .unknown(let why) = resolution, !isClosing {
                             if !warned {
                                 ctx.logger.warning(
-                                    "group commit: outcome of a lost COMMIT still unknown (\(why)); waiting for PostgreSQL before answering")
+                                    "group commit: outcome of a lost COMMIT still unknown (\(why)); waiting for PostgreSQL before answering"
+                                )
                                 warned = true
                             }
                             resolution = resolve(

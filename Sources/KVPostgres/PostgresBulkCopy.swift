@@ -8,7 +8,8 @@ import KVEngine
 
 enum PGBulkCopySQL {
     static let scanFirst = "SELECT key, value, encoding, versionstamp, expires_at_ms FROM entries ORDER BY key LIMIT $1"
-    static let scanAfter = "SELECT key, value, encoding, versionstamp, expires_at_ms FROM entries WHERE key > $2 ORDER BY key LIMIT $1"
+    static let scanAfter =
+        "SELECT key, value, encoding, versionstamp, expires_at_ms FROM entries WHERE key > $2 ORDER BY key LIMIT $1"
     static let scanQueue = """
         SELECT id, payload, deadline_ms, keys_if_undelivered, backoff_schedule, attempts FROM queue_messages
         WHERE id > $2 ORDER BY id LIMIT $1
@@ -32,15 +33,17 @@ extension PostgresStore {
     public func scanEntries(after: Bytes?, limit: Int) throws -> [StoredEntry] {
         do {
             let r = try reads.withConnection { c in
-                after == nil ? try c.query(PGBulkCopySQL.scanFirst, [.int8(Int64(limit))])
+                after == nil
+                    ? try c.query(PGBulkCopySQL.scanFirst, [.int8(Int64(limit))])
                     : try c.query(PGBulkCopySQL.scanAfter, [.int8(Int64(limit)), .bytea(after!)])
             }
             return try (0..<r.rowCount).map { i in
                 guard let enc = ValueEncoding(rawValue: Int32(r.int64(i, 2))) else {
                     throw KVError.internalError("unknown value encoding \(r.int64(i, 2)) in the database")
                 }
-                return StoredEntry(key: r.bytes(i, 0), value: KVValue(data: r.bytes(i, 1), encoding: enc),
-                                   versionstamp: r.bytes(i, 3), expiresAtMs: r.optionalInt64(i, 4))
+                return StoredEntry(
+                    key: r.bytes(i, 0), value: KVValue(data: r.bytes(i, 1), encoding: enc),
+                    versionstamp: r.bytes(i, 3), expiresAtMs: r.optionalInt64(i, 4))
             }
         } catch let e as PGError {
             throw e.asKVError
@@ -55,9 +58,10 @@ extension PostgresStore {
             return (0..<r.rowCount).map { i in
                 StoredQueueMessage(
                     id: r.int64(i, 0),
-                    enqueue: Enqueue(payload: r.bytes(i, 1), deadlineMs: r.int64(i, 2),
-                                     keysIfUndelivered: QueueKeysCodec.decode(r.bytes(i, 3)) ?? [],
-                                     backoffSchedule: QueueKeysCodec.decodeBackoff(r.text(i, 4)) ?? []),
+                    enqueue: Enqueue(
+                        payload: r.bytes(i, 1), deadlineMs: r.int64(i, 2),
+                        keysIfUndelivered: QueueKeysCodec.decode(r.bytes(i, 3)) ?? [],
+                        backoffSchedule: QueueKeysCodec.decodeBackoff(r.text(i, 4)) ?? []),
                     attempts: Int(r.int64(i, 5)))
             }
         } catch let e as PGError {
@@ -78,22 +82,31 @@ extension PostgresStore {
             try c.execScript(PGBulkCopySQL.createProgress)
             var queries = [PGQuery("BEGIN"), PGQuery(PGSQL.lockCounter)]
             if !batch.entries.isEmpty {
-                queries.append(PGQuery(PGSQL.upsert, [
-                    .byteaArray(batch.entries.map(\.key)), .byteaArray(batch.entries.map(\.value.data)),
-                    .int2Array(batch.entries.map { Int16($0.value.encoding.rawValue) }),
-                    .byteaArray(batch.entries.map(\.versionstamp)), .int8Array(batch.entries.map(\.expiresAtMs)),
-                ]))
+                queries.append(
+                    PGQuery(
+                        PGSQL.upsert,
+                        [
+                            .byteaArray(batch.entries.map(\.key)), .byteaArray(batch.entries.map(\.value.data)),
+                            .int2Array(batch.entries.map { Int16($0.value.encoding.rawValue) }),
+                            .byteaArray(batch.entries.map(\.versionstamp)), .int8Array(batch.entries.map(\.expiresAtMs))
+                        ]))
             }
             if !batch.messages.isEmpty {
-                queries.append(PGQuery(PGBulkCopySQL.insertMessages, [
-                    .byteaArray(batch.messages.map(\.enqueue.payload)), .int8Array(batch.messages.map { $0.enqueue.deadlineMs }),
-                    .byteaArray(batch.messages.map { QueueKeysCodec.encode($0.enqueue.keysIfUndelivered) }),
-                    .textArray(batch.messages.map { QueueKeysCodec.encodeBackoff($0.enqueue.backoffSchedule) }),
-                    .int8Array(batch.messages.map { Int64($0.attempts) }),
-                ]))
+                queries.append(
+                    PGQuery(
+                        PGBulkCopySQL.insertMessages,
+                        [
+                            .byteaArray(batch.messages.map(\.enqueue.payload)),
+                            .int8Array(batch.messages.map { $0.enqueue.deadlineMs }),
+                            .byteaArray(batch.messages.map { QueueKeysCodec.encode($0.enqueue.keysIfUndelivered) }),
+                            .textArray(batch.messages.map { QueueKeysCodec.encodeBackoff($0.enqueue.backoffSchedule) }),
+                            .int8Array(batch.messages.map { Int64($0.attempts) })
+                        ]))
             }
-            queries.append(PGQuery("UPDATE meta SET counter = GREATEST(counter, $1) WHERE id = 1 RETURNING counter",
-                                   [.int8(Int64(bitPattern: maxCounter))]))
+            queries.append(
+                PGQuery(
+                    "UPDATE meta SET counter = GREATEST(counter, $1) WHERE id = 1 RETURNING counter",
+                    [.int8(Int64(bitPattern: maxCounter))]))
             queries.append(PGQuery(PGBulkCopySQL.setProgress, [.text(batch.progressName), .bytea(batch.progress)]))
             queries.append(PGQuery("COMMIT"))
             let results = try c.pipeline(queries)

@@ -7,7 +7,7 @@ import KVEngine
 import CSQLite
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public struct DataOpsError: Error, CustomStringConvertible {
@@ -50,12 +50,15 @@ public enum DataOps {
             throw DataOpsError("\(what) \(path) does not exist")
         }
         guard !isDir.boolValue else { throw DataOpsError("\(what) \(path) is a directory") }
-        guard FileManager.default.isReadableFile(atPath: path) else { throw DataOpsError("\(what) \(path) is not readable") }
+        guard FileManager.default.isReadableFile(atPath: path) else {
+            throw DataOpsError("\(what) \(path) is not readable")
+        }
     }
 
     static func openExisting(_ path: String, readOnly: Bool = false) throws -> SQLiteConnection {
         let c = try wrap(path) {
-            try SQLiteConnection(path: path, flags: (readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX)
+            try SQLiteConnection(
+                path: path, flags: (readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX)
         }
         try c.execScript("PRAGMA busy_timeout = 10000;")
         return c
@@ -74,7 +77,9 @@ public enum DataOps {
     /// Reads the meta rows without writing anything.
     static func readInfo(_ c: SQLiteConnection, path: String) throws -> DatabaseFileInfo {
         try wrap(path) {
-            let t = try c.statement("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'entries', 'schema_version')")
+            let t = try c.statement(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'entries', 'schema_version')"
+            )
             defer { t.reset() }
             guard try t.step(), t.columnInt64(0) == 3 else {
                 throw DataOpsError("\(path) is not a kvconnectd database")
@@ -83,7 +88,9 @@ public enum DataOps {
             defer { v.reset() }
             let version = try v.step() ? Int(v.columnInt64(0)) : 0
             if version > Schema.latestVersion {
-                throw DataOpsError("\(path) has schema version \(version), newer than this kvconnectd supports (\(Schema.latestVersion))")
+                throw DataOpsError(
+                    "\(path) has schema version \(version), newer than this kvconnectd supports (\(Schema.latestVersion))"
+                )
             }
             let m = try c.statement("SELECT value FROM meta WHERE key = ?")
             defer { m.reset() }
@@ -97,8 +104,9 @@ public enum DataOps {
             defer { e.reset() }
             guard try e.step() else { throw DataOpsError("\(path): cannot count entries") }
             let maxVs = e.columnIsNull(1) ? 0 : (Versionstamps.counter(of: e.columnBytes(1)) ?? 0)
-            return DatabaseFileInfo(databaseId: id, commitCounter: counter, maxVersionstampCounter: maxVs,
-                                    entries: Int(e.columnInt64(0)), schemaVersion: version)
+            return DatabaseFileInfo(
+                databaseId: id, commitCounter: counter, maxVersionstampCounter: maxVs,
+                entries: Int(e.columnInt64(0)), schemaVersion: version)
         }
     }
 
@@ -111,7 +119,9 @@ public enum DataOps {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw DataOpsError("cannot open \(path) to sync: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        guard Glibc.fsync(fd) == 0 else { throw DataOpsError("fsync \(path) failed: \(String(cString: strerror(errno)))") }
+        guard Glibc.fsync(fd) == 0 else {
+            throw DataOpsError("fsync \(path) failed: \(String(cString: strerror(errno)))")
+        }
     }
 
     static func directory(of path: String) -> String {
@@ -188,8 +198,10 @@ public enum DataOps {
     /// database issued before. The backup's database id is kept unless
     /// `newDatabaseId`; restoring a backup of another database over an
     /// existing one needs `force`.
-    public static func restore(db: String, from: String, minVersionstamp: Bytes? = nil,
-                               force: Bool = false, newDatabaseId: Bool = false) throws -> RestoreResult {
+    public static func restore(
+        db: String, from: String, minVersionstamp: Bytes? = nil,
+        force: Bool = false, newDatabaseId: Bool = false
+    ) throws -> RestoreResult {
         try requireFile(from, what: "backup")
         if isInUse(db: db) {
             throw DataOpsError("database \(db) is in use by a running process (stop the daemon first)")
@@ -204,7 +216,9 @@ public enum DataOps {
                 replaced = try readInfo(c, path: db)
                 c.close()  // last connection: checkpoints and removes the WAL
             } catch {
-                if !force { throw DataOpsError("cannot read the current database (\(error)); use --force to replace it anyway") }
+                if !force {
+                    throw DataOpsError("cannot read the current database (\(error)); use --force to replace it anyway")
+                }
             }
         }
 
@@ -218,7 +232,9 @@ public enum DataOps {
             }
             let backup = try finishCopy(tmp)
             if let r = replaced, r.databaseId != backup.databaseId, !force, !newDatabaseId {
-                throw DataOpsError("the backup is of database \(backup.databaseId) but \(db) is database \(r.databaseId) (use --force)")
+                throw DataOpsError(
+                    "the backup is of database \(backup.databaseId) but \(db) is database \(r.databaseId) (use --force)"
+                )
             }
             var counter = max(backup.commitCounter, backup.maxVersionstampCounter)
             if let r = replaced { counter = max(counter, r.commitCounter, r.maxVersionstampCounter) }
@@ -276,13 +292,15 @@ public enum DataOps {
             try c.execScript("PRAGMA query_only = 1;")
             try c.run("BEGIN")
             defer { if !c.isAutocommit { try? c.run("ROLLBACK") } }
-            let s = try c.statement("SELECT key, value, encoding, versionstamp, expires_at_ms FROM entries ORDER BY key")
+            let s = try c.statement(
+                "SELECT key, value, encoding, versionstamp, expires_at_ms FROM entries ORDER BY key")
             defer { s.reset() }
             var n = 0
             while try s.step() {
-                let e = ExportedEntry(key: s.columnBytes(0), value: s.columnBytes(1), encoding: s.columnInt64(2),
-                                      versionstamp: s.columnBytes(3),
-                                      expiresAtMs: s.columnIsNull(4) ? nil : s.columnInt64(4))
+                let e = ExportedEntry(
+                    key: s.columnBytes(0), value: s.columnBytes(1), encoding: s.columnInt64(2),
+                    versionstamp: s.columnBytes(3),
+                    expiresAtMs: s.columnIsNull(4) ? nil : s.columnInt64(4))
                 try write(ExportFormat.line(for: e) + "\n")
                 n += 1
             }

@@ -22,8 +22,10 @@ final class QueueDispatcher: Sendable {
         let max: Int
         let completion: @Sendable (Result<[QueueMessage], KVError>) -> Void
         var tried = false
-        init(visibilityMs: Int64, deadlineMs: Int64, max: Int,
-             completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
+        init(
+            visibilityMs: Int64, deadlineMs: Int64, max: Int,
+            completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void
+        ) {
             self.visibilityMs = visibilityMs
             self.deadlineMs = deadlineMs
             self.max = max
@@ -107,11 +109,14 @@ final class QueueDispatcher: Sendable {
     }
 
     /// A pull worker waits up to `waitMs` for ready messages (up to `max`).
-    func lease(visibilityMs: Int64, waitMs: Int64, max: Int,
-               completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
+    func lease(
+        visibilityMs: Int64, waitMs: Int64, max: Int,
+        completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void
+    ) {
         let now = StoreCore.wallClockMs()
-        let w = Waiter(visibilityMs: Swift.max(1, visibilityMs), deadlineMs: now + Swift.max(0, waitMs),
-                       max: Swift.max(1, max), completion: completion)
+        let w = Waiter(
+            visibilityMs: Swift.max(1, visibilityMs), deadlineMs: now + Swift.max(0, waitMs),
+            max: Swift.max(1, max), completion: completion)
         enum Admission { case stopped, queued, direct }
         let admission: Admission = state.withLock { s in
             if s.stopped { return .stopped }
@@ -160,8 +165,10 @@ final class QueueDispatcher: Sendable {
     /// Ack (`success`) or fail a lease, on the writer thread. Settles that
     /// arrive together share one transaction (one fsync); dead letters get
     /// their own versionstamped commit right after it.
-    func settle(id: Int64, leaseSeq: Int64, success: Bool,
-                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    func settle(
+        id: Int64, leaseSeq: Int64, success: Bool,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         guard let core else { return completion(.failure(.unavailable("shutting down"))) }
         let schedule = state.withLock { s in
             s.pendingSettles.append(PendingSettle(id: id, leaseSeq: leaseSeq, success: success, completion: completion))
@@ -305,7 +312,8 @@ final class QueueDispatcher: Sendable {
             for w in expired { w.completion(.success([])) }
             return Int64.min  // look again at once
         case .round(let take, let pushNow, let capacity):
-            guard let outcome = round(waiters: take, pushCapacity: capacity, pushLeaseMs: pushNow?.options.leaseMs ?? 0) else {
+            guard let outcome = round(waiters: take, pushCapacity: capacity, pushLeaseMs: pushNow?.options.leaseMs ?? 0)
+            else {
                 // The store is closing: its close stops this loop and fails the workers.
                 requeue(take)
                 return nil
@@ -367,8 +375,10 @@ final class QueueDispatcher: Sendable {
     /// Writer thread: expire leases, claim for `waiters` (FIFO, up to each
     /// one's batch) and up to `pushCapacity` for push, in one transaction;
     /// then dead-letter poison messages.
-    private func claimRound(_ core: StoreCore, _ c: SQLiteConnection, waiters: [Waiter], pushCapacity: Int,
-                            pushLeaseMs: Int64) -> Outcome {
+    private func claimRound(
+        _ core: StoreCore, _ c: SQLiteConnection, waiters: [Waiter], pushCapacity: Int,
+        pushLeaseMs: Int64
+    ) -> Outcome {
         let logger = self.logger
         let maxLeases = self.maxLeases
         let now = StoreCore.wallClockMs()

@@ -17,7 +17,8 @@ import KVEngine
 // claim, so a settle from an older lease is recognised as a lost lease.
 
 enum QueueStore {
-    static let columns = "id, lease_seq, attempts, payload, deadline_ms, lease_until_ms, keys_if_undelivered, backoff_schedule"
+    static let columns =
+        "id, lease_seq, attempts, payload, deadline_ms, lease_until_ms, keys_if_undelivered, backoff_schedule"
 
     static let claim = """
         UPDATE queue_messages SET state = 'inflight', lease_until_ms = ?2, lease_seq = lease_seq + 1
@@ -46,17 +47,19 @@ enum QueueStore {
         WHERE state = 'inflight' AND lease_until_ms <= ?1
         """
     static let makeReady = "UPDATE queue_messages SET state = 'ready', lease_until_ms = NULL WHERE id = ?1"
-    static let recover = "UPDATE queue_messages SET state = 'ready', lease_until_ms = NULL WHERE state = 'inflight' RETURNING id"
+    static let recover =
+        "UPDATE queue_messages SET state = 'ready', lease_until_ms = NULL WHERE state = 'inflight' RETURNING id"
     static let nextReady = "SELECT MIN(deadline_ms) FROM queue_messages WHERE state = 'ready'"
     static let nextLeaseEnd = "SELECT MIN(lease_until_ms) FROM queue_messages WHERE state = 'inflight'"
     static let counts = "SELECT state, COUNT(*) FROM queue_messages GROUP BY state"
 
     private static func message(_ s: SQLiteStatement) -> QueueMessage {
-        QueueMessage(id: s.columnInt64(0), leaseSeq: s.columnInt64(1), attempt: Int(s.columnInt64(2)) + 1,
-                     payload: s.columnBytes(3), deadlineMs: s.columnInt64(4),
-                     leaseUntilMs: s.columnIsNull(5) ? 0 : s.columnInt64(5),
-                     keysIfUndelivered: QueueKeysCodec.decode(s.columnBytes(6)) ?? [],
-                     backoffSchedule: s.columnText(7).flatMap(QueueKeysCodec.decodeBackoff) ?? [])
+        QueueMessage(
+            id: s.columnInt64(0), leaseSeq: s.columnInt64(1), attempt: Int(s.columnInt64(2)) + 1,
+            payload: s.columnBytes(3), deadlineMs: s.columnInt64(4),
+            leaseUntilMs: s.columnIsNull(5) ? 0 : s.columnInt64(5),
+            keysIfUndelivered: QueueKeysCodec.decode(s.columnBytes(6)) ?? [],
+            backoffSchedule: s.columnText(7).flatMap(QueueKeysCodec.decodeBackoff) ?? [])
     }
 
     /// All in-flight messages → ready (on open: their process is gone).
@@ -91,7 +94,8 @@ enum QueueStore {
 
     /// Atomically moves up to `limit` due ready messages (oldest deadline
     /// first) to in-flight with a lease until `leaseUntilMs`.
-    static func claimDue(_ c: SQLiteConnection, nowMs: Int64, leaseUntilMs: Int64, limit: Int) throws -> [QueueMessage] {
+    static func claimDue(_ c: SQLiteConnection, nowMs: Int64, leaseUntilMs: Int64, limit: Int) throws -> [QueueMessage]
+    {
         guard limit > 0 else { return [] }
         let s = try c.statement(claim)
         defer { s.reset() }
@@ -108,8 +112,10 @@ enum QueueStore {
     /// Expired leases → ready, except messages whose `maxLeases`-th lease
     /// ended without ack or fail (0 = no limit): poison messages, returned
     /// (still in flight) for `deadLetter`. Returns how many leases expired.
-    static func expireLeases(_ c: SQLiteConnection, nowMs: Int64, maxLeases: Int,
-                             poison: inout [QueueMessage]) throws -> Int {
+    static func expireLeases(
+        _ c: SQLiteConnection, nowMs: Int64, maxLeases: Int,
+        poison: inout [QueueMessage]
+    ) throws -> Int {
         let s = try c.statement(selectExpired)
         s.bind(1, nowMs)
         var expired: [(QueueMessage, Int64)] = []
@@ -131,7 +137,8 @@ enum QueueStore {
 
     // MARK: administration
 
-    static let adminColumns = "id, state, attempts, deadline_ms, lease_until_ms, lease_seq, payload, keys_if_undelivered, backoff_schedule"
+    static let adminColumns =
+        "id, state, attempts, deadline_ms, lease_until_ms, lease_seq, payload, keys_if_undelivered, backoff_schedule"
     static let overview = """
         SELECT COALESCE(SUM(state = 'ready' AND deadline_ms <= ?1), 0),
                COALESCE(SUM(state = 'ready' AND deadline_ms > ?1), 0),
@@ -148,18 +155,21 @@ enum QueueStore {
         defer { s.reset() }
         s.bind(1, nowMs)
         guard try s.step() else { return QueueOverview() }
-        return QueueOverview(ready: Int(s.columnInt64(0)), delayed: Int(s.columnInt64(1)),
-                             inflight: Int(s.columnInt64(2)), oldestDueMs: s.columnIsNull(3) ? nil : s.columnInt64(3))
+        return QueueOverview(
+            ready: Int(s.columnInt64(0)), delayed: Int(s.columnInt64(1)),
+            inflight: Int(s.columnInt64(2)), oldestDueMs: s.columnIsNull(3) ? nil : s.columnInt64(3))
     }
 
     private static func info(_ s: SQLiteStatement, nowMs: Int64) -> QueueMessageInfo {
         let deadline = s.columnInt64(3)
-        let state: QueueMessageState = s.columnText(1) == "inflight" ? .inflight : (deadline <= nowMs ? .ready : .delayed)
-        return QueueMessageInfo(id: s.columnInt64(0), state: state, attempt: Int(s.columnInt64(2)) + 1,
-                                deadlineMs: deadline, leaseUntilMs: s.columnIsNull(4) ? nil : s.columnInt64(4),
-                                leases: s.columnInt64(5), payload: s.columnBytes(6),
-                                keysIfUndelivered: QueueKeysCodec.decode(s.columnBytes(7)) ?? [],
-                                backoffSchedule: s.columnText(8).flatMap(QueueKeysCodec.decodeBackoff) ?? [])
+        let state: QueueMessageState =
+            s.columnText(1) == "inflight" ? .inflight : (deadline <= nowMs ? .ready : .delayed)
+        return QueueMessageInfo(
+            id: s.columnInt64(0), state: state, attempt: Int(s.columnInt64(2)) + 1,
+            deadlineMs: deadline, leaseUntilMs: s.columnIsNull(4) ? nil : s.columnInt64(4),
+            leases: s.columnInt64(5), payload: s.columnBytes(6),
+            keysIfUndelivered: QueueKeysCodec.decode(s.columnBytes(7)) ?? [],
+            backoffSchedule: s.columnText(8).flatMap(QueueKeysCodec.decodeBackoff) ?? [])
     }
 
     static func list(_ c: SQLiteConnection, afterId: Int64, limit: Int, nowMs: Int64) throws -> [QueueMessageInfo] {
@@ -270,7 +280,8 @@ enum QueueStore {
         }
         return try core.commitVersionstamped(c) { eval, vs in
             for key in m.keysIfUndelivered {
-                try eval.apply(Mutation(key: key, kind: .set(KVValue(data: m.payload, encoding: .v8))), versionstamp: vs)
+                try eval.apply(
+                    Mutation(key: key, kind: .set(KVValue(data: m.payload, encoding: .v8))), versionstamp: vs)
             }
             let d = try c.statement(deleteById)
             defer { d.reset() }

@@ -25,7 +25,8 @@ enum SQLiteBulkCopySQL {
         INSERT INTO queue_messages (payload, deadline_ms, keys_if_undelivered, backoff_schedule, attempts, state, lease_until_ms)
         VALUES (?1, ?2, ?3, ?4, ?5, 'ready', NULL)
         """
-    static let setMarker = "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+    static let setMarker =
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
     static let getMarker = "SELECT value FROM meta WHERE key = ?1"
     static func markerKey(_ name: String) -> String { "copy_progress:" + name }
 }
@@ -42,9 +43,11 @@ extension SQLiteStore {
                 guard let enc = ValueEncoding(rawValue: Int32(s.columnInt64(2))) else {
                     throw KVError.internalError("unknown value encoding \(s.columnInt64(2)) in the database")
                 }
-                out.append(StoredEntry(key: s.columnBytes(0), value: KVValue(data: s.columnBytes(1), encoding: enc),
-                                       versionstamp: s.columnBytes(3),
-                                       expiresAtMs: s.columnIsNull(4) ? nil : s.columnInt64(4)))
+                out.append(
+                    StoredEntry(
+                        key: s.columnBytes(0), value: KVValue(data: s.columnBytes(1), encoding: enc),
+                        versionstamp: s.columnBytes(3),
+                        expiresAtMs: s.columnIsNull(4) ? nil : s.columnInt64(4)))
             }
             return out
         }
@@ -58,12 +61,14 @@ extension SQLiteStore {
             s.bind(2, after ?? Int64.min)
             var out: [StoredQueueMessage] = []
             while try s.step() {
-                out.append(StoredQueueMessage(
-                    id: s.columnInt64(0),
-                    enqueue: Enqueue(payload: s.columnBytes(1), deadlineMs: s.columnInt64(2),
-                                     keysIfUndelivered: QueueKeysCodec.decode(s.columnBytes(3)) ?? [],
-                                     backoffSchedule: QueueKeysCodec.decodeBackoff(s.columnText(4) ?? "[]") ?? []),
-                    attempts: Int(s.columnInt64(5))))
+                out.append(
+                    StoredQueueMessage(
+                        id: s.columnInt64(0),
+                        enqueue: Enqueue(
+                            payload: s.columnBytes(1), deadlineMs: s.columnInt64(2),
+                            keysIfUndelivered: QueueKeysCodec.decode(s.columnBytes(3)) ?? [],
+                            backoffSchedule: QueueKeysCodec.decodeBackoff(s.columnText(4) ?? "[]") ?? []),
+                        attempts: Int(s.columnInt64(5))))
             }
             return out
         }

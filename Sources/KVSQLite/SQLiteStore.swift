@@ -18,8 +18,10 @@ public struct SQLiteStoreOptions: Sendable {
     /// ack or fail is dead-lettered; 0 = no limit (`queue_max_leases`).
     public var queueMaxLeases: Int = 10
 
-    public init(synchronousFull: Bool = true, readConnections: Int = 4, maxBatchSize: Int = 256,
-                queueMaxLeases: Int = 10) {
+    public init(
+        synchronousFull: Bool = true, readConnections: Int = 4, maxBatchSize: Int = 256,
+        queueMaxLeases: Int = 10
+    ) {
         self.synchronousFull = synchronousFull
         self.readConnections = readConnections
         self.maxBatchSize = maxBatchSize
@@ -55,8 +57,10 @@ public final class SQLiteStore: KVStorage, Sendable {
 
     /// Queues the write for the next group commit. The completion runs on the
     /// writer thread once the batch is durable (or failed).
-    public func atomicWrite(_ write: AtomicWrite,
-                            completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void) {
+    public func atomicWrite(
+        _ write: AtomicWrite,
+        completion: @escaping @Sendable (Result<AtomicWriteResult, KVError>) -> Void
+    ) {
         core.submit(write, completion: completion)
     }
 
@@ -119,8 +123,10 @@ extension SQLiteStore {
     /// `options.concurrency` deliveries in flight. Without it, messages are
     /// only handed out by `leaseQueueMessage` (pull). Pull works either way:
     /// both take ready messages through the same atomic claim.
-    public func startQueueDelivery(options: QueuePushOptions,
-                                   deliver: @escaping QueueDeliverFunction) {
+    public func startQueueDelivery(
+        options: QueuePushOptions,
+        deliver: @escaping QueueDeliverFunction
+    ) {
         core.queue.setPush(deliver, options: options)
     }
 
@@ -138,21 +144,27 @@ extension SQLiteStore {
     /// claim, waiting up to `waitMs` for the first. Completes with none when
     /// nothing became ready in time. The completion runs on the queue or
     /// writer thread; it must not block.
-    public func leaseQueueMessage(visibilityMs: Int64, waitMs: Int64, max: Int,
-                                  completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void) {
+    public func leaseQueueMessage(
+        visibilityMs: Int64, waitMs: Int64, max: Int,
+        completion: @escaping @Sendable (Result<[QueueMessage], KVError>) -> Void
+    ) {
         core.queue.lease(visibilityMs: visibilityMs, waitMs: waitMs, max: max, completion: completion)
     }
 
     /// Acknowledges a lease: the message is deleted.
-    public func ackQueueMessage(id: Int64, leaseSeq: Int64,
-                                completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    public func ackQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         core.queue.settle(id: id, leaseSeq: leaseSeq, success: true, completion: completion)
     }
 
     /// Reports a failed attempt: retried after the next delay of the
     /// message's backoff schedule, or dead-lettered when it is exhausted.
-    public func failQueueMessage(id: Int64, leaseSeq: Int64,
-                                 completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void) {
+    public func failQueueMessage(
+        id: Int64, leaseSeq: Int64,
+        completion: @escaping @Sendable (Result<QueueSettleResult, KVError>) -> Void
+    ) {
         core.queue.settle(id: id, leaseSeq: leaseSeq, success: false, completion: completion)
     }
 

@@ -12,7 +12,8 @@ enum Schema {
     static let migrations: [Migration] = [
         // 0 → 1: key/value entries and metadata.
         { c in
-            try c.execScript("""
+            try c.execScript(
+                """
                 CREATE TABLE meta (
                     key TEXT PRIMARY KEY NOT NULL,
                     value ANY
@@ -27,14 +28,16 @@ enum Schema {
         },
         // 1 → 2: expiry.
         { c in
-            try c.execScript("""
+            try c.execScript(
+                """
                 ALTER TABLE entries ADD COLUMN expires_at_ms INTEGER NULL;
                 CREATE INDEX entries_expires_at_ms ON entries (expires_at_ms) WHERE expires_at_ms IS NOT NULL;
                 """)
         },
         // 2 → 3: queue messages (persisted by enqueues; dispatched later).
         { c in
-            try c.execScript("""
+            try c.execScript(
+                """
                 CREATE TABLE queue_messages (
                     id INTEGER PRIMARY KEY,
                     payload BLOB NOT NULL,
@@ -51,7 +54,8 @@ enum Schema {
         // 3 → 4: queue delivery: a lease generation, so that an ack or fail
         // from a lease that expired (and was re-leased) is refused.
         { c in
-            try c.execScript("""
+            try c.execScript(
+                """
                 ALTER TABLE queue_messages ADD COLUMN lease_seq INTEGER NOT NULL DEFAULT 0;
                 """)
         },
@@ -61,7 +65,8 @@ enum Schema {
         // webhook's message id (documented as the idempotency key) repeated,
         // and a stale lease handle "<id>-<seq>" could settle a new message.
         { c in
-            try c.execScript("""
+            try c.execScript(
+                """
                 CREATE TABLE queue_messages_v5 (
                     id INTEGER PRIMARY KEY AUTOINCREMENT,
                     payload BLOB NOT NULL,
@@ -81,7 +86,7 @@ enum Schema {
                 ALTER TABLE queue_messages_v5 RENAME TO queue_messages;
                 CREATE INDEX queue_messages_state_deadline ON queue_messages (state, deadline_ms);
                 """)
-        },
+        }
     ]
 
     static var latestVersion: Int { migrations.count }
@@ -91,7 +96,8 @@ enum Schema {
 
     /// Reads the schema version (0 for a new file). Must run inside a transaction.
     static func currentVersion(_ c: SQLiteConnection) throws -> Int {
-        try c.execScript("""
+        try c.execScript(
+            """
             CREATE TABLE IF NOT EXISTS schema_version (
                 id INTEGER PRIMARY KEY CHECK (id = 0),
                 version INTEGER NOT NULL
@@ -110,13 +116,16 @@ enum Schema {
         do {
             let current = try currentVersion(c)
             if current > latestVersion {
-                throw KVError.internalError("database schema version \(current) is newer than this daemon supports (\(latestVersion))")
+                throw KVError.internalError(
+                    "database schema version \(current) is newer than this daemon supports (\(latestVersion))")
             }
             if current < targetVersion {
                 for v in current..<targetVersion {
                     try migrations[v](c)
                 }
-                let s = try c.statement("INSERT INTO schema_version (id, version) VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET version = excluded.version")
+                let s = try c.statement(
+                    "INSERT INTO schema_version (id, version) VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET version = excluded.version"
+                )
                 defer { s.reset() }
                 s.bind(1, Int64(targetVersion))
                 try s.step()

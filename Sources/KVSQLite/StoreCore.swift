@@ -62,8 +62,9 @@ final class StoreCore: @unchecked Sendable {
 
     init(path: String, options: SQLiteStoreOptions) throws {
         self.options = options
-        let conn = try SQLiteConnection(path: path,
-                                        flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
+        let conn = try SQLiteConnection(
+            path: path,
+            flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
         conn.persistWAL()
         do {
             try conn.execScript("PRAGMA busy_timeout = 5000;")
@@ -149,9 +150,11 @@ final class StoreCore: @unchecked Sendable {
             guard let enc = Int32(exactly: raw).flatMap(ValueEncoding.init(rawValue:)) else {
                 throw KVError.internalError("The value encoding \(raw) is unknown.")
             }
-            entries.append(KVEntry(key: s.columnBytes(0),
-                                   value: KVValue(data: s.columnBytes(1), encoding: enc),
-                                   versionstamp: s.columnBytes(3)))
+            entries.append(
+                KVEntry(
+                    key: s.columnBytes(0),
+                    value: KVValue(data: s.columnBytes(1), encoding: enc),
+                    versionstamp: s.columnBytes(3)))
         }
         return entries
     }
@@ -312,8 +315,10 @@ final class StoreCore: @unchecked Sendable {
     /// transaction as one commit with the next versionstamp from the same
     /// counter as atomic writes, then wakes the watchers of the keys it
     /// touched. Nothing changes if `body` or the commit throws.
-    func commitVersionstamped(_ conn: SQLiteConnection,
-                              _ body: (WriteEvaluator, Versionstamp) throws -> Void) throws -> Versionstamp {
+    func commitVersionstamped(
+        _ conn: SQLiteConnection,
+        _ body: (WriteEvaluator, Versionstamp) throws -> Void
+    ) throws -> Versionstamp {
         precondition(conn === writeConn)
         let eval = WriteEvaluator(conn: conn, nowMs: Self.wallClockMs())
         let counter = writerCounter + 1

@@ -10,24 +10,24 @@ struct Copy: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Copy a whole database: SQLite, PostgreSQL, or (as source) a KV Connect server.",
         discussion: """
-        SOURCE: a SQLite file, a postgres:// URI, or an http(s):// KV Connect URL (the URL
-        given to Deno.openKv; its access token from --source-token-file or DENO_KV_ACCESS_TOKEN).
-        DEST: a SQLite file (created if missing) or a postgres:// URI; it must be empty or hold
-        an interrupted copy of the same source, and no daemon may serve it meanwhile.
+            SOURCE: a SQLite file, a postgres:// URI, or an http(s):// KV Connect URL (the URL
+            given to Deno.openKv; its access token from --source-token-file or DENO_KV_ACCESS_TOKEN).
+            DEST: a SQLite file (created if missing) or a postgres:// URI; it must be empty or hold
+            an interrupted copy of the same source, and no daemon may serve it meanwhile.
 
-        Keys and values are copied byte for byte in key order, with their versionstamps;
-        the destination's commit counter is raised so new versionstamps sort after them.
-        Between SQLite and PostgreSQL expiry and queue messages are kept too. A KV Connect
-        server does not expose expiry or queue messages: entries come without expiry and
-        messages are not copied. Entries already expired are skipped.
+            Keys and values are copied byte for byte in key order, with their versionstamps;
+            the destination's commit counter is raised so new versionstamps sort after them.
+            Between SQLite and PostgreSQL expiry and queue messages are kept too. A KV Connect
+            server does not expose expiry or queue messages: entries come without expiry and
+            messages are not copied. Entries already expired are skipped.
 
-        Each page is written in one transaction together with the copy's progress, so an
-        interrupted copy continues where it stopped when run again. At the end both sides
-        are read again and their entry counts and SHA-256 checksums (over key, value,
-        encoding, versionstamp and expiry, in key order) must match; stop writers to the
-        source first, or the checksums will differ. PostgreSQL passwords come from
-        PGPASSWORD, PGPASSFILE or ~/.pgpass, never from the command line.
-        """)
+            Each page is written in one transaction together with the copy's progress, so an
+            interrupted copy continues where it stopped when run again. At the end both sides
+            are read again and their entry counts and SHA-256 checksums (over key, value,
+            encoding, versionstamp and expiry, in key order) must match; stop writers to the
+            source first, or the checksums will differ. PostgreSQL passwords come from
+            PGPASSWORD, PGPASSFILE or ~/.pgpass, never from the command line.
+            """)
 
     @Argument(help: "SQLite file, postgres:// URI or http(s):// KV Connect URL.")
     var source: String
@@ -65,7 +65,9 @@ private struct StorageSource: CopySource {
     var name: String { store.location }
     var identity: String { "db:" + store.databaseId }
     var keepsExpiryAndQueue: Bool { true }
-    func entries(after: Bytes?, limit: Int) throws -> [StoredEntry] { try store.scanEntries(after: after, limit: limit) }
+    func entries(after: Bytes?, limit: Int) throws -> [StoredEntry] {
+        try store.scanEntries(after: after, limit: limit)
+    }
     func messages(after: Int64?, limit: Int) throws -> [StoredQueueMessage] {
         try store.scanQueueMessages(after: after, limit: limit)
     }
@@ -157,7 +159,8 @@ private struct CopyRun {
         }
         let destLocation = try CopyRun.location(dest, what: "destination")
         if case .sqlite(let path) = destLocation, StorageFactory.sqliteInUse(path) {
-            throw Settings.Invalid(description: "destination \(path) is open in another process: stop the daemon serving it first")
+            throw Settings.Invalid(
+                description: "destination \(path) is open in another process: stop the daemon serving it first")
         }
         let dst = try StorageFactory.open(destLocation, passwordFile: nil)
         opened.append(dst)
@@ -168,8 +171,11 @@ private struct CopyRun {
         var position = try dst.copyProgress(name: src.identity).flatMap(CopyPosition.init)
         if position == nil {
             guard try dst.scanEntries(after: nil, limit: 1).isEmpty,
-                  try dst.scanQueueMessages(after: nil, limit: 1).isEmpty else {
-                throw Settings.Invalid(description: "destination \(dst.location) is not empty (and holds no interrupted copy of this source)")
+                try dst.scanQueueMessages(after: nil, limit: 1).isEmpty
+            else {
+                throw Settings.Invalid(
+                    description:
+                        "destination \(dst.location) is not empty (and holds no interrupted copy of this source)")
             }
             position = .entries(after: [])
         } else if position != .done {
@@ -186,13 +192,16 @@ private struct CopyRun {
                 guard let lastKey = page.last?.key else { break }
                 let live = page.filter { ($0.expiresAtMs ?? .max) > startMs }
                 last = lastKey
-                try dst.importBulk(BulkImport(entries: live, messages: [], progressName: src.identity,
-                                              progress: CopyPosition.entries(after: lastKey).encoded))
+                try dst.importBulk(
+                    BulkImport(
+                        entries: live, messages: [], progressName: src.identity,
+                        progress: CopyPosition.entries(after: lastKey).encoded))
                 copied += live.count
                 progress.show("copy: \(copied) entries")
             }
             position = src.keepsExpiryAndQueue ? .messages(after: 0) : .done
-            try dst.importBulk(BulkImport(entries: [], messages: [], progressName: src.identity, progress: position!.encoded))
+            try dst.importBulk(
+                BulkImport(entries: [], messages: [], progressName: src.identity, progress: position!.encoded))
         }
         // Queue messages (local sources), in id order.
         if case .messages(var after) = position! {
@@ -200,12 +209,15 @@ private struct CopyRun {
                 let page = try src.messages(after: after, limit: pageSize)
                 guard let lastId = page.last?.id else { break }
                 after = lastId
-                try dst.importBulk(BulkImport(entries: [], messages: page, progressName: src.identity,
-                                              progress: CopyPosition.messages(after: lastId).encoded))
+                try dst.importBulk(
+                    BulkImport(
+                        entries: [], messages: page, progressName: src.identity,
+                        progress: CopyPosition.messages(after: lastId).encoded))
                 messages += page.count
                 progress.show("copy: \(copied) entries, \(messages) queue messages")
             }
-            try dst.importBulk(BulkImport(entries: [], messages: [], progressName: src.identity, progress: CopyPosition.done.encoded))
+            try dst.importBulk(
+                BulkImport(entries: [], messages: [], progressName: src.identity, progress: CopyPosition.done.encoded))
         }
         progress.finish()
 
@@ -215,19 +227,26 @@ private struct CopyRun {
         let a = try checksum({ try src.entries(after: $0, limit: pageSize) }, cutoff: cutoff)
         let b = try checksum({ try dst.scanEntries(after: $0, limit: pageSize) }, cutoff: cutoff)
         guard a.count == b.count, a.finalize() == b.finalize() else {
-            throw Settings.Invalid(description: "verification failed: source has \(a.count) live entries (sha256 \(a.finalize())), destination \(b.count) (sha256 \(b.finalize())); was the source written during the copy? Copy into an empty destination again.")
+            throw Settings.Invalid(
+                description:
+                    "verification failed: source has \(a.count) live entries (sha256 \(a.finalize())), destination \(b.count) (sha256 \(b.finalize())); was the source written during the copy? Copy into an empty destination again."
+            )
         }
         var queueNote = "queue messages not readable over KV Connect (not copied)"
         if src.keepsExpiryAndQueue {
             let srcCount = try countMessages { try src.messages(after: $0, limit: pageSize) }
             let dstCount = try countMessages { try dst.scanQueueMessages(after: $0, limit: pageSize) }
             guard srcCount == dstCount else {
-                throw Settings.Invalid(description: "verification failed: source has \(srcCount) queue messages, destination \(dstCount)")
+                throw Settings.Invalid(
+                    description: "verification failed: source has \(srcCount) queue messages, destination \(dstCount)")
             }
             queueNote = "\(dstCount) queue messages"
         }
-        let expiryNote = src.keepsExpiryAndQueue ? "expiry kept" : "expiry not readable over KV Connect (entries copied without it)"
-        print("copy: \(src.name) -> \(dst.location): \(b.count) entries (sha256 \(b.finalize())), \(queueNote); versionstamps kept, \(expiryNote); verified")
+        let expiryNote =
+            src.keepsExpiryAndQueue ? "expiry kept" : "expiry not readable over KV Connect (entries copied without it)"
+        print(
+            "copy: \(src.name) -> \(dst.location): \(b.count) entries (sha256 \(b.finalize())), \(queueNote); versionstamps kept, \(expiryNote); verified"
+        )
     }
 
     private func checksum(_ page: (Bytes?) throws -> [StoredEntry], cutoff: Int64) throws -> CopyChecksum {
@@ -263,7 +282,8 @@ private struct CopyRun {
             text = ProcessInfo.processInfo.environment["DENO_KV_ACCESS_TOKEN"]
         }
         guard let token = text?.trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty else {
-            throw Settings.Invalid(description: "a KV Connect source needs its access token: --source-token-file or DENO_KV_ACCESS_TOKEN")
+            throw Settings.Invalid(
+                description: "a KV Connect source needs its access token: --source-token-file or DENO_KV_ACCESS_TOKEN")
         }
         return token
     }
@@ -271,7 +291,10 @@ private struct CopyRun {
     static func location(_ text: String, what: String) throws -> DatabaseLocation {
         let location = try DatabaseLocation(text)
         if case .postgres(let uri) = location, uri.hasPassword {
-            throw Settings.Invalid(description: "the \(what) URI holds a password, which every local user can read in the process list: use PGPASSWORD, PGPASSFILE or ~/.pgpass")
+            throw Settings.Invalid(
+                description:
+                    "the \(what) URI holds a password, which every local user can read in the process list: use PGPASSWORD, PGPASSFILE or ~/.pgpass"
+            )
         }
         return location
     }

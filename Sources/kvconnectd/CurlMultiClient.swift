@@ -81,7 +81,7 @@ final class CurlMultiClient: @unchecked Sendable {
 
     private func run() {
         var running: [UnsafeMutableRawPointer: Transfer] = [:]
-        var idle: [UnsafeMutableRawPointer] = [] // easy handles kept for reuse
+        var idle: [UnsafeMutableRawPointer] = []  // easy handles kept for reuse
         while true {
             lock.lock()
             let batch = pending

@@ -34,7 +34,8 @@ final class Daemon: Sendable {
                 var options = SQLiteStoreOptions()
                 settings.configure(&options)
                 let store = try StorageFactory.open(spec.location, passwordFile: spec.passwordFile, options: options)
-                let replica = try ReplicaSettings.route(for: spec, primary: store, maxLagMs: settings.replicaMaxLagMs, logger: logger)
+                let replica = try ReplicaSettings.route(
+                    for: spec, primary: store, maxLagMs: settings.replicaMaxLagMs, logger: logger)
                 opened.append(Tenant(name: spec.name, store: store, tokens: spec.tokens, replica: replica))
             }
         } catch {
@@ -46,7 +47,8 @@ final class Daemon: Sendable {
         // served by several daemons keep theirs in the database.
         let keyring: SigningKeyring
         do {
-            let secret = settings.usesSigningKeyFile
+            let secret =
+                settings.usesSigningKeyFile
                 ? try SigningKey.loadOrCreate(path: settings.signingKeyFile ?? settings.defaultSigningKeyFile)
                 : try SigningKey.random()
             keyring = SigningKeyring(default: TokenSigner(secret: secret))
@@ -62,8 +64,9 @@ final class Daemon: Sendable {
         let exporter = MetricsExporter(registry: registry, stores: tenants.map(\.store))
         let replicated = tenants
         serviceConfig.metricsText = { exporter.render() + ReplicaSettings.metrics(replicated) }
-        let service = KVConnectService(tenants: tenants, keyring: keyring,
-                                       configuration: serviceConfig, logger: logger)
+        let service = KVConnectService(
+            tenants: tenants, keyring: keyring,
+            configuration: serviceConfig, logger: logger)
 
         var front = HTTPServerConfiguration()
         settings.configure(&front)
@@ -72,8 +75,9 @@ final class Daemon: Sendable {
             var c = ConsoleConfiguration()
             c.secureCookies = front.tlsEnabled
             c.serverVersion = BuildInfo.version
-            console = ConsoleService(tenants: tenants, configuration: c,
-                                     stats: ConsoleStatsSource(registry: registry), logger: logger)
+            console = ConsoleService(
+                tenants: tenants, configuration: c,
+                stats: ConsoleStatsSource(registry: registry), logger: logger)
         }
         adapter = FrontAdapter(service: service, console: settings.consoleListen == nil ? console : nil)
         server = HTTPServer(configuration: front, handler: adapter, logger: logger)
@@ -81,9 +85,10 @@ final class Daemon: Sendable {
             var consoleFront = front
             consoleFront.host = consoleListen.host
             consoleFront.port = consoleListen.port
-            consoleServer = HTTPServer(configuration: consoleFront,
-                                       handler: FrontAdapter(service: service, console: console, consoleOnly: true),
-                                       logger: logger)
+            consoleServer = HTTPServer(
+                configuration: consoleFront,
+                handler: FrontAdapter(service: service, console: console, consoleOnly: true),
+                logger: logger)
         } else {
             consoleServer = nil
         }
@@ -91,10 +96,11 @@ final class Daemon: Sendable {
         var deliverers: [WebhookDeliverer] = []
         if let url = settings.queueWebhookURL {
             for t in tenants {
-                let deliverer = WebhookDeliverer(url: url, secret: settings.queueWebhookSecret,
-                                                 timeoutMs: settings.queueWebhookTimeoutMs,
-                                                 databaseId: t.databaseId, concurrency: settings.queueConcurrency,
-                                                 logger: logger)
+                let deliverer = WebhookDeliverer(
+                    url: url, secret: settings.queueWebhookSecret,
+                    timeoutMs: settings.queueWebhookTimeoutMs,
+                    databaseId: t.databaseId, concurrency: settings.queueConcurrency,
+                    logger: logger)
                 deliverers.append(deliverer)
                 var push = QueuePushOptions()
                 settings.configure(&push)
@@ -108,7 +114,10 @@ final class Daemon: Sendable {
         self.deliverers = deliverers
         do {
             try server.start()
-            do { try consoleServer?.start() } catch { server.stop(); throw error }
+            do { try consoleServer?.start() } catch {
+                server.stop()
+                throw error
+            }
         } catch {
             for t in tenants {
                 t.store.stopQueueDelivery(drainTimeoutMs: 0)
@@ -118,18 +127,22 @@ final class Daemon: Sendable {
             throw error
         }
         let scheme = front.tlsEnabled ? "https" : "http"
-        logger.info("kvconnectd listening", metadata: [
-            "listen": "\(settings.listen.host):\(server.boundPort)",
-            "database": "\(settings.databases.count == 1 ? settings.databases[0].location.display : settings.databases.map { "\($0.name)=\($0.location.display)" }.joined(separator: ","))",
-            "database_id": "\(tenants.map(\.databaseId).joined(separator: ","))",
-            "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
-            "http": front.tlsEnabled ? "https: HTTP/1.1 and HTTP/2 (TLS, ALPN h2)" : "HTTP/1.1 and HTTP/2 (h2c)",
-            "url": "\(scheme)://\(settings.listen.host):\(server.boundPort)",
-            "queue": "\(settings.queueWebhookURL.map { "push to \($0.absoluteString) + pull" } ?? "pull only")",
-            "queue_ready_again": "\(tenants.map { $0.store.queueRecoveredOnOpen }.reduce(0, +))",
-            "systemd_notify": "\(notifier.isActive)",
-            "console": "\(settings.console ? "\(scheme)://\(consoleServer.map { "\(settings.consoleListen!.host):\($0.boundPort)" } ?? "\(settings.listen.host):\(server.boundPort)")/console/" : "off")",
-        ])
+        logger.info(
+            "kvconnectd listening",
+            metadata: [
+                "listen": "\(settings.listen.host):\(server.boundPort)",
+                "database":
+                    "\(settings.databases.count == 1 ? settings.databases[0].location.display : settings.databases.map { "\($0.name)=\($0.location.display)" }.joined(separator: ","))",
+                "database_id": "\(tenants.map(\.databaseId).joined(separator: ","))",
+                "protocol_versions": "\(MetadataExchange.serverVersions.map(String.init).joined(separator: ","))",
+                "http": front.tlsEnabled ? "https: HTTP/1.1 and HTTP/2 (TLS, ALPN h2)" : "HTTP/1.1 and HTTP/2 (h2c)",
+                "url": "\(scheme)://\(settings.listen.host):\(server.boundPort)",
+                "queue": "\(settings.queueWebhookURL.map { "push to \($0.absoluteString) + pull" } ?? "pull only")",
+                "queue_ready_again": "\(tenants.map { $0.store.queueRecoveredOnOpen }.reduce(0, +))",
+                "systemd_notify": "\(notifier.isActive)",
+                "console":
+                    "\(settings.console ? "\(scheme)://\(consoleServer.map { "\(settings.consoleListen!.host):\($0.boundPort)" } ?? "\(settings.listen.host):\(server.boundPort)")/console/" : "off")"
+            ])
         notifier.ready(status: "listening on \(scheme)://\(settings.listen.host):\(server.boundPort)")
     }
 
@@ -170,7 +183,10 @@ final class Daemon: Sendable {
         server.stopAccepting()
         consoleServer?.stopAccepting()
         let left = adapter.inFlight.drain(until: Date().addingTimeInterval(Double(settings.shutdownGraceSeconds)))
-        if left > 0 { logger.warning("shutdown grace period over with \(left) request(s) unanswered; they get 503 or a closed connection") }
+        if left > 0 {
+            logger.warning(
+                "shutdown grace period over with \(left) request(s) unanswered; they get 503 or a closed connection")
+        }
         server.stop()
         consoleServer?.stop()
         for k in sharedKeys { k.stop() }
@@ -194,23 +210,30 @@ final class Daemon: Sendable {
         do { result = .success(try await reload()) } catch { result = .failure(error) }
         switch result {
         case .failure(let error):
-            logger.error("SIGHUP: configuration reload failed, keeping the previous tokens", metadata: ["reason": "\(error)"])
+            logger.error(
+                "SIGHUP: configuration reload failed, keeping the previous tokens", metadata: ["reason": "\(error)"])
         case .success(let fresh):
             let byName = Dictionary(uniqueKeysWithValues: fresh.databases.map { ($0.name, $0) })
             let missing = tenants.filter { byName[$0.name] == nil }.map(\.name)
             if !missing.isEmpty {
-                logger.error("SIGHUP: reload names no database \(missing) (adding or removing databases needs a restart); keeping the previous tokens")
+                logger.error(
+                    "SIGHUP: reload names no database \(missing) (adding or removing databases needs a restart); keeping the previous tokens"
+                )
             } else {
                 for t in tenants { t.replaceTokens(byName[t.name]!.tokens) }
-                logger.info("SIGHUP: reloaded access tokens", metadata: [
-                    "databases": "\(tenants.map(\.name).joined(separator: ","))"])
+                logger.info(
+                    "SIGHUP: reloaded access tokens",
+                    metadata: [
+                        "databases": "\(tenants.map(\.name).joined(separator: ","))"
+                    ])
                 if let url = fresh.queueWebhookURL, !deliverers.isEmpty {
                     for d in deliverers {
                         d.update(url: url, secret: fresh.queueWebhookSecret, timeoutMs: fresh.queueWebhookTimeoutMs)
                     }
                     logger.info("SIGHUP: reloaded queue webhook settings", metadata: ["url": "\(url.absoluteString)"])
                 } else if (fresh.queueWebhookURL == nil) != deliverers.isEmpty {
-                    logger.warning("SIGHUP: turning queue webhook push on or off needs a restart; kept the current mode")
+                    logger.warning(
+                        "SIGHUP: turning queue webhook push on or off needs a restart; kept the current mode")
                 }
             }
         }
@@ -225,11 +248,17 @@ final class Daemon: Sendable {
         }
         do {
             try server.reloadTLS()
-            logger.info("SIGHUP: reloaded TLS certificate and key", metadata: [
-                "tls_cert_file": "\(settings.tlsCertFile ?? "")", "tls_key_file": "\(settings.tlsKeyFile ?? "")"])
+            logger.info(
+                "SIGHUP: reloaded TLS certificate and key",
+                metadata: [
+                    "tls_cert_file": "\(settings.tlsCertFile ?? "")", "tls_key_file": "\(settings.tlsKeyFile ?? "")"
+                ])
         } catch {
-            logger.error("SIGHUP: TLS reload failed, keeping the previous certificate", metadata: [
-                "reason": "\(error)"])
+            logger.error(
+                "SIGHUP: TLS reload failed, keeping the previous certificate",
+                metadata: [
+                    "reason": "\(error)"
+                ])
         }
     }
 

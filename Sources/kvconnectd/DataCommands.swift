@@ -15,9 +15,9 @@ struct Backup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a consistent copy of a database, also while the daemon serves it.",
         discussion: """
-        Uses SQLite's VACUUM INTO (a snapshot; writers are not blocked), checks the copy
-        (PRAGMA integrity_check), fsyncs it and renames it into place.
-        """)
+            Uses SQLite's VACUUM INTO (a snapshot; writers are not blocked), checks the copy
+            (PRAGMA integrity_check), fsyncs it and renames it into place.
+            """)
     @Option(help: "The database file (e.g. ./data/kv.sqlite3).")
     var db: String
     @Option(help: "The backup file to write.")
@@ -28,7 +28,9 @@ struct Backup: ParsableCommand {
     func run() throws {
         do {
             let info = try DataOps.backup(db: db, to: out, overwrite: overwrite)
-            print("backup: \(out): database \(info.databaseId), \(info.entries) entries, commit counter \(info.commitCounter)")
+            print(
+                "backup: \(out): database \(info.databaseId), \(info.entries) entries, commit counter \(info.commitCounter)"
+            )
         } catch {
             throw fail("backup", error)
         }
@@ -39,16 +41,19 @@ struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Replace a database with a backup (the daemon must be stopped).",
         discussion: """
-        The file is replaced atomically (copy, fsync, rename; stale -wal/-shm removed).
-        The database id of the backup is kept, so clients stay bound to it. The commit
-        counter becomes the largest of the backup's, the replaced database's and
-        --min-versionstamp's, so new versionstamps are greater than any issued before.
-        """)
+            The file is replaced atomically (copy, fsync, rename; stale -wal/-shm removed).
+            The database id of the backup is kept, so clients stay bound to it. The commit
+            counter becomes the largest of the backup's, the replaced database's and
+            --min-versionstamp's, so new versionstamps are greater than any issued before.
+            """)
     @Option(help: "The database file to replace (created if missing).")
     var db: String
     @Option(help: "The backup file.")
     var from: String
-    @Option(help: "New versionstamps will be greater than this one (20 hex digits), e.g. the last one clients saw when the old file is lost.")
+    @Option(
+        help:
+            "New versionstamps will be greater than this one (20 hex digits), e.g. the last one clients saw when the old file is lost."
+    )
     var minVersionstamp: String?
     @Flag(help: "Replace even a database that cannot be read or has another database id.")
     var force = false
@@ -64,9 +69,12 @@ struct Restore: ParsableCommand {
                 }
                 minVs = b
             }
-            let r = try DataOps.restore(db: db, from: from, minVersionstamp: minVs, force: force, newDatabaseId: newDatabaseId)
-            print("restore: \(db): database \(r.databaseId), \(r.backup.entries) entries, commit counter \(r.commitCounter)"
-                  + " (backup \(r.backup.commitCounter)" + (r.replaced.map { ", replaced \($0.commitCounter)" } ?? "") + ")")
+            let r = try DataOps.restore(
+                db: db, from: from, minVersionstamp: minVs, force: force, newDatabaseId: newDatabaseId)
+            print(
+                "restore: \(db): database \(r.databaseId), \(r.backup.entries) entries, commit counter \(r.commitCounter)"
+                    + " (backup \(r.backup.commitCounter)" + (r.replaced.map { ", replaced \($0.commitCounter)" } ?? "")
+                    + ")")
         } catch {
             throw fail("restore", error)
         }
@@ -87,7 +95,8 @@ struct Export: ParsableCommand {
             let tmp = out.map { $0 + ".tmp-\(getpid())" }
             if let tmp {
                 guard FileManager.default.createFile(atPath: tmp, contents: nil),
-                      let h = FileHandle(forWritingAtPath: tmp) else {
+                    let h = FileHandle(forWritingAtPath: tmp)
+                else {
                     throw DataOpsError("cannot create \(tmp)")
                 }
                 handle = h
@@ -127,10 +136,10 @@ struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Load a JSON Lines export into a database (the daemon must be stopped).",
         discussion: """
-        Entries are upserted with their stored bytes, versionstamps and expiry, in one
-        transaction (a bad line changes nothing). The commit counter is raised to the
-        largest imported versionstamp. The database is created if missing.
-        """)
+            Entries are upserted with their stored bytes, versionstamps and expiry, in one
+            transaction (a bad line changes nothing). The commit counter is raised to the
+            largest imported versionstamp. The database is created if missing.
+            """)
     @Option(help: "The database file (created if missing).")
     var db: String
     @Option(name: .customLong("in"), help: "The JSON Lines file ('-' for standard input).")
@@ -142,8 +151,12 @@ struct Import: ParsableCommand {
             if input == "-" {
                 data = FileHandle.standardInput.readDataToEndOfFile()
             } else {
-                guard FileManager.default.fileExists(atPath: input) else { throw DataOpsError("\(input) does not exist") }
-                guard let d = FileManager.default.contents(atPath: input) else { throw DataOpsError("cannot read \(input)") }
+                guard FileManager.default.fileExists(atPath: input) else {
+                    throw DataOpsError("\(input) does not exist")
+                }
+                guard let d = FileManager.default.contents(atPath: input) else {
+                    throw DataOpsError("cannot read \(input)")
+                }
                 data = d
             }
             let r = try DataOps.importEntries(db: db, jsonLines: data)

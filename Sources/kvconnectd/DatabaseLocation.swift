@@ -90,7 +90,10 @@ struct PostgresURI: Sendable, Equatable {
                     continue
                 }
                 if name == "sslmode", !Self.sslModes.contains(value) {
-                    throw Settings.Invalid(description: "invalid sslmode '\(value)' in PostgreSQL URI \(masked)…: expected one of \(Self.sslModes.joined(separator: ", "))")
+                    throw Settings.Invalid(
+                        description:
+                            "invalid sslmode '\(value)' in PostgreSQL URI \(masked)…: expected one of \(Self.sslModes.joined(separator: ", "))"
+                    )
                 }
                 params.append(String(pair))
             }

@@ -48,7 +48,9 @@ enum DatabaseSpecs {
                 throw Invalid(description: "databases[\(i)] (\(name)): missing path")
             }
             guard let tokenList = item["tokens"] as? [[String: Any]], !tokenList.isEmpty else {
-                throw Invalid(description: "databases[\(i)] (\(name)): expected tokens: a non-empty list of {file|env|sha256, scope}")
+                throw Invalid(
+                    description:
+                        "databases[\(i)] (\(name)): expected tokens: a non-empty list of {file|env|sha256, scope}")
             }
             var tokens: [AccessToken] = [], sources: [String] = []
             for (j, t) in tokenList.enumerated() {
@@ -58,7 +60,8 @@ enum DatabaseSpecs {
                 switch scopeText {
                 case "read-write": scope = .readWrite
                 case "read-only": scope = .readOnly
-                default: throw Invalid(description: "\(at): invalid scope '\(scopeText)': expected read-write or read-only")
+                default:
+                    throw Invalid(description: "\(at): invalid scope '\(scopeText)': expected read-write or read-only")
                 }
                 if let file = t["file"] as? String {
                     let p = expand(file, environment)
@@ -87,8 +90,10 @@ enum DatabaseSpecs {
             }
             let passwordFile = (item["password_file"] as? String).map { expand($0, environment) }
             let replica = (item["replica"] as? String).map { expand($0, environment) }
-            specs.append(DatabaseSpec(name: name, path: expand(path, environment), tokens: tokens, tokenSources: sources,
-                                      passwordFile: passwordFile, replica: replica))
+            specs.append(
+                DatabaseSpec(
+                    name: name, path: expand(path, environment), tokens: tokens, tokenSources: sources,
+                    passwordFile: passwordFile, replica: replica))
         }
         try validate(specs)
         return specs
@@ -97,9 +102,13 @@ enum DatabaseSpecs {
     static func validate(_ specs: [DatabaseSpec]) throws {
         var names = Set<String>(), paths = Set<String>(), digests: [[UInt8]: String] = [:]
         for s in specs {
-            guard names.insert(s.name).inserted else { throw Invalid(description: "databases: duplicate name '\(s.name)'") }
+            guard names.insert(s.name).inserted else {
+                throw Invalid(description: "databases: duplicate name '\(s.name)'")
+            }
             let location = try DatabaseLocation(s.path)
-            guard paths.insert(location.identity).inserted else { throw Invalid(description: "databases: path \(location.display) used twice") }
+            guard paths.insert(location.identity).inserted else {
+                throw Invalid(description: "databases: path \(location.display) used twice")
+            }
             try ReplicaSettings.validate(s, primary: location)
             if s.passwordFile != nil, !location.isPostgres {
                 throw Invalid(description: "databases: '\(s.name)': password_file is only for a PostgreSQL URI")
@@ -109,7 +118,10 @@ enum DatabaseSpecs {
             }
             for t in s.tokens {
                 if let other = digests[t.sha256], other != s.name {
-                    throw Invalid(description: "databases: one access token opens both '\(other)' and '\(s.name)'; tokens must pick one database")
+                    throw Invalid(
+                        description:
+                            "databases: one access token opens both '\(other)' and '\(s.name)'; tokens must pick one database"
+                    )
                 }
                 digests[t.sha256] = s.name
             }
@@ -119,7 +131,8 @@ enum DatabaseSpecs {
     private static func checked(_ secret: String, _ at: String) throws -> AccessToken {
         let trimmed = secret.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed.count >= Settings.minimumTokenLength else {
-            throw Invalid(description: "\(at): token is too short: at least \(Settings.minimumTokenLength) characters required")
+            throw Invalid(
+                description: "\(at): token is too short: at least \(Settings.minimumTokenLength) characters required")
         }
         return AccessToken(secret: trimmed)
     }

@@ -18,13 +18,17 @@ struct FrontAdapter: HTTPRequestHandler {
 
     func handle(_ request: HTTPRequest, respond: @escaping @Sendable (HTTPResponse) -> Void) {
         if let console, console.owns(request.path) {
-            let req = ConsoleRequest(method: request.method, path: request.path, query: request.query,
-                                     headers: request.headers, body: request.body, remoteAddress: request.remoteAddress)
+            let req = ConsoleRequest(
+                method: request.method, path: request.path, query: request.query,
+                headers: request.headers, body: request.body, remoteAddress: request.remoteAddress)
             return console.handle(req) { r in respond(Self.httpResponse(r)) }
         }
-        if consoleOnly { return respond(.text(404, "not found: \(request.path) (this listener serves only the console)")) }
-        let req = ProtocolRequest(method: request.method, path: request.path, query: request.query,
-                                  headers: request.headers, body: request.body)
+        if consoleOnly {
+            return respond(.text(404, "not found: \(request.path) (this listener serves only the console)"))
+        }
+        let req = ProtocolRequest(
+            method: request.method, path: request.path, query: request.query,
+            headers: request.headers, body: request.body)
         let route = service.routes.resolve(method: request.method, path: request.path)
         // Long-polls (queue leases) may wait for minutes: not worth a grace period.
         let counted = route.endpoint?.isLongPoll != true
@@ -51,8 +55,17 @@ final class InFlightCounter: @unchecked Sendable {
     private let cond = NSCondition()
     private var count = 0
 
-    func enter() { cond.lock(); count += 1; cond.unlock() }
-    func leave() { cond.lock(); count -= 1; if count == 0 { cond.broadcast() }; cond.unlock() }
+    func enter() {
+        cond.lock()
+        count += 1
+        cond.unlock()
+    }
+    func leave() {
+        cond.lock()
+        count -= 1
+        if count == 0 { cond.broadcast() }
+        cond.unlock()
+    }
 
     /// Waits until nothing is in flight or the deadline passes; returns what is left.
     func drain(until deadline: Date) -> Int {

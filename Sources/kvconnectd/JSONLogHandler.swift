@@ -28,11 +28,13 @@ struct JSONLogHandler: LogHandler {
             "ts": Self.timestamp(),
             "level": event.level.rawValue,
             "label": label,
-            "message": event.message.description,
+            "message": event.message.description
         ]
         if let error = event.error { object["error"] = "\(error)" }
         if !merged.isEmpty { object["metadata"] = merged.mapValues(Self.json) }
-        guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        guard
+            var data = try? JSONSerialization.data(
+                withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
         else { return }
         data.append(0x0a)
         Self.lock.withLock { FileHandle.standardError.write(data) }
@@ -56,8 +58,9 @@ struct JSONLogHandler: LogHandler {
         var t = ts.tv_sec
         var tm = tm()
         gmtime_r(&t, &tm)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1,
-                      Int(tm.tm_mday), Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(ts.tv_nsec / 1_000_000))
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1,
+            Int(tm.tm_mday), Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(ts.tv_nsec / 1_000_000))
     }
 }
 

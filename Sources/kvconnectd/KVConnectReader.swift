@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 import KVConnect
 import KVEngine
@@ -49,7 +49,10 @@ final class KVConnectReader: @unchecked Sendable {
         req.httpBody = Data(#"{"supportedVersions":[1,2,3]}"#.utf8)
         let (status, body) = try send(req)
         guard status == 200 else {
-            throw Failure(description: "metadata exchange with \(displayURL) answered \(status): \(String(decoding: body.prefix(300), as: UTF8.self))")
+            throw Failure(
+                description:
+                    "metadata exchange with \(displayURL) answered \(status): \(String(decoding: body.prefix(300), as: UTF8.self))"
+            )
         }
         struct Metadata: Decodable {
             struct Endpoint: Decodable { let url: String }
@@ -94,7 +97,10 @@ final class KVConnectReader: @unchecked Sendable {
                 case 500...599:
                     lastError = "\(status) \(String(decoding: answer.prefix(200), as: UTF8.self))"
                 default:
-                    throw Failure(description: "snapshot_read on \(displayURL) answered \(status): \(String(decoding: answer.prefix(300), as: UTF8.self))")
+                    throw Failure(
+                        description:
+                            "snapshot_read on \(displayURL) answered \(status): \(String(decoding: answer.prefix(300), as: UTF8.self))"
+                    )
                 }
             } catch let e as URLError {
                 lastError = "\(e.localizedDescription)"
@@ -109,7 +115,9 @@ final class KVConnectReader: @unchecked Sendable {
         nonisolated(unsafe) var result: (Int, [UInt8])?
         nonisolated(unsafe) var failure: Error?
         session.dataTask(with: req) { data, response, error in
-            if let error { failure = error } else {
+            if let error {
+                failure = error
+            } else {
                 result = ((response as? HTTPURLResponse)?.statusCode ?? 0, [UInt8](data ?? Data()))
             }
             done.signal()

@@ -25,7 +25,7 @@ enum MetricsBackend {
             .microseconds(100), .microseconds(250), .microseconds(500),
             .milliseconds(1), .microseconds(2500), .milliseconds(5), .milliseconds(10),
             .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
-            .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+            .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10)
         ]
         // Group-commit batches hold 1 ... 256 writes.
         factory.valueHistogramBuckets["kvconnectd_commit_batch_size"] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -69,10 +69,12 @@ final class MetricsExporter: Sendable {
         registry.makeGauge(name: "kvconnectd_open_connections", labels: [("protocol", "h2")], help: conns)
             .set(Double(FrontStats.openHTTP2Connections))
         frontExported.withLock { last in
-            add("kvconnectd_http2_stream_limit_reached_total", [],
+            add(
+                "kvconnectd_http2_stream_limit_reached_total", [],
                 "HTTP/2 connections whose open streams reached http2_max_concurrent_streams (their client queues requests).",
                 FrontStats.http2StreamLimitReached, &last.streamLimit)
-            add("kvconnectd_http2_rapid_reset_closes_total", [],
+            add(
+                "kvconnectd_http2_rapid_reset_closes_total", [],
                 "HTTP/2 connections closed with ENHANCE_YOUR_CALM for resetting too many streams before their response.",
                 FrontStats.http2RapidResetCloses, &last.rapidReset)
         }
@@ -83,9 +85,11 @@ final class MetricsExporter: Sendable {
                 .set(Double(store.watchCount))
             if let stats = try? store.storageStats() {
                 // What counts (files, logs, relations) is the backend's: see StorageStats.sizeBytes.
-                gauge("kvconnectd_database_size_bytes", db,
-                      "Bytes the database takes on disk, as its backend counts them.")
-                    .set(Double(stats.sizeBytes))
+                gauge(
+                    "kvconnectd_database_size_bytes", db,
+                    "Bytes the database takes on disk, as its backend counts them."
+                )
+                .set(Double(stats.sizeBytes))
             }
             gauge("kvconnectd_versionstamp_counter", db, "Commit counter behind the latest versionstamp.")
                 .set(Double(Versionstamps.counter(of: store.currentVersionstamp) ?? 0))
@@ -95,26 +99,34 @@ final class MetricsExporter: Sendable {
                 gauge("kvconnectd_queue_messages", db + [("state", "ready")], help).set(Double(q.ready))
                 gauge("kvconnectd_queue_messages", db + [("state", "delayed")], help).set(Double(q.delayed))
                 gauge("kvconnectd_queue_messages", db + [("state", "inflight")], help).set(Double(q.inflight))
-                gauge("kvconnectd_queue_oldest_due_age_seconds", db,
-                      "How long the earliest-due waiting message has been due (0 if none is due).")
-                    .set(Double(max(0, now - (q.oldestDueMs ?? now))) / 1000)
+                gauge(
+                    "kvconnectd_queue_oldest_due_age_seconds", db,
+                    "How long the earliest-due waiting message has been due (0 if none is due)."
+                )
+                .set(Double(max(0, now - (q.oldestDueMs ?? now))) / 1000)
             }
 
             var last = totals[store.databaseId] ?? EngineTotals()
             let stats = store.queueStats
             let deliveries = "Queue delivery outcomes: ok (acknowledged), failed (attempt failed), dead_lettered."
-            add("kvconnectd_queue_deliveries_total", db + [("result", "ok")], deliveries,
+            add(
+                "kvconnectd_queue_deliveries_total", db + [("result", "ok")], deliveries,
                 stats.acknowledged, &last.acknowledged)
-            add("kvconnectd_queue_deliveries_total", db + [("result", "failed")], deliveries,
+            add(
+                "kvconnectd_queue_deliveries_total", db + [("result", "failed")], deliveries,
                 stats.failedAttempts, &last.failedAttempts)
-            add("kvconnectd_queue_deliveries_total", db + [("result", "dead_lettered")], deliveries,
+            add(
+                "kvconnectd_queue_deliveries_total", db + [("result", "dead_lettered")], deliveries,
                 stats.deadLettered, &last.deadLettered)
-            add("kvconnectd_queue_poison_messages_total", db,
+            add(
+                "kvconnectd_queue_poison_messages_total", db,
                 "Messages dead-lettered because queue_max_leases leases ended without ack or fail.",
                 stats.poisoned, &last.poisoned)
-            add("kvconnectd_queue_leases_expired_total", db, "Queue leases that ended without ack or fail.",
+            add(
+                "kvconnectd_queue_leases_expired_total", db, "Queue leases that ended without ack or fail.",
                 stats.leasesExpired, &last.leasesExpired)
-            add("kvconnectd_expired_entries_removed_total", db, "Expired entries deleted by the sweeper.",
+            add(
+                "kvconnectd_expired_entries_removed_total", db, "Expired entries deleted by the sweeper.",
                 store.expiredEntriesRemoved, &last.expired)
             totals[store.databaseId] = last
         }

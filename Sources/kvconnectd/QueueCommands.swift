@@ -13,9 +13,9 @@ struct QueueCommand: ParsableCommand {
         commandName: "queue",
         abstract: "See and steer a running daemon's queue (one database, chosen by the access token).",
         discussion: """
-        The access token is read from --access-token-file, KVCONNECTD_ACCESS_TOKEN or
-        DENO_KV_ACCESS_TOKEN. Output is JSON (docs/queues.md, Administration).
-        """,
+            The access token is read from --access-token-file, KVCONNECTD_ACCESS_TOKEN or
+            DENO_KV_ACCESS_TOKEN. Output is JSON (docs/queues.md, Administration).
+            """,
         subcommands: [Stats.self, List.self, Peek.self, Delete.self, Purge.self, Redrive.self])
 
     struct Target: ParsableArguments {
@@ -36,7 +36,8 @@ struct QueueCommand: ParsableCommand {
             } else if let t = env["KVCONNECTD_ACCESS_TOKEN"] ?? env["DENO_KV_ACCESS_TOKEN"] {
                 token = t
             } else {
-                throw QueueCommand.fail("no access token: use --access-token-file, KVCONNECTD_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN")
+                throw QueueCommand.fail(
+                    "no access token: use --access-token-file, KVCONNECTD_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN")
             }
             let (status, text) = try HTTPOnce.request(method, base + "/admin/queue" + path, token: token, body: body)
             guard (200..<300).contains(status) else {
@@ -52,13 +53,15 @@ struct QueueCommand: ParsableCommand {
     }
 
     struct Stats: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Messages by state: ready, delayed, in flight; the oldest due time.")
+        static let configuration = CommandConfiguration(
+            abstract: "Messages by state: ready, delayed, in flight; the oldest due time.")
         @OptionGroup var target: Target
         func run() throws { print(try target.call("GET", "/stats")) }
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Messages in id order, with decoded payload, attempt and due time.")
+        static let configuration = CommandConfiguration(
+            abstract: "Messages in id order, with decoded payload, attempt and due time.")
         @OptionGroup var target: Target
         @Option(help: "Only messages with a greater id (the \"next\" of the previous page).")
         var after: Int64 = 0
@@ -82,7 +85,8 @@ struct QueueCommand: ParsableCommand {
     }
 
     struct Purge: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete every message of the queue (nothing is dead-lettered).")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete every message of the queue (nothing is dead-lettered).")
         @OptionGroup var target: Target
         @Flag(help: "Required: confirms the purge.") var yes = false
         func run() throws {
@@ -95,17 +99,20 @@ struct QueueCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Put dead letters back into the queue.",
             discussion: """
-            Each value at --key (or under --prefix) is deleted and enqueued again in one atomic
-            write, due now, with Deno's default backoff and the same key as dead-letter key.
-            Keys are JSON in the export format, e.g. '["dlq", "orders"]' or '["n", {"bigint":"7"}]'.
-            """)
+                Each value at --key (or under --prefix) is deleted and enqueued again in one atomic
+                write, due now, with Deno's default backoff and the same key as dead-letter key.
+                Keys are JSON in the export format, e.g. '["dlq", "orders"]' or '["n", {"bigint":"7"}]'.
+                """)
         @OptionGroup var target: Target
         @Option(help: "One dead-letter key (JSON array).") var key: String?
         @Option(help: "Every dead letter under this key prefix (JSON array).") var prefix: String?
         @Option(help: "At most this many (1 ... 1000).") var limit: Int = 1000
         func run() throws {
-            guard (key == nil) != (prefix == nil) else { throw QueueCommand.fail("give exactly one of --key and --prefix") }
-            let body = key.map { "{\"key\": \($0), \"limit\": \(limit)}" } ?? "{\"prefix\": \(prefix!), \"limit\": \(limit)}"
+            guard (key == nil) != (prefix == nil) else {
+                throw QueueCommand.fail("give exactly one of --key and --prefix")
+            }
+            let body =
+                key.map { "{\"key\": \($0), \"limit\": \(limit)}" } ?? "{\"prefix\": \(prefix!), \"limit\": \(limit)}"
             print(try target.call("POST", "/redrive", body: body))
         }
     }
@@ -134,7 +141,9 @@ enum HTTPOnce {
         guard rc == CURLE_OK else {
             throw QueueCommand.fail("\(url): \(String(cString: curl_easy_strerror(rc)))")
         }
-        let text = buffer.data.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: buffer.len), as: UTF8.self) } ?? ""
+        let text =
+            buffer.data.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: buffer.len), as: UTF8.self) }
+            ?? ""
         return (Int(kv_curl_response_code(h)), text)
     }
 }

@@ -7,14 +7,16 @@ enum SigningKey {
     static func loadOrCreate(path: String) throws -> [UInt8] {
         if let data = FileManager.default.contents(atPath: path) {
             guard data.count >= 32 else {
-                throw Settings.Invalid(description: "signing key file \(path) holds \(data.count) bytes; at least 32 required")
+                throw Settings.Invalid(
+                    description: "signing key file \(path) holds \(data.count) bytes; at least 32 required")
             }
             return [UInt8](data)
         }
         let key = try random()
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard fd >= 0 else {
-            throw Settings.Invalid(description: "cannot create signing key file \(path): \(String(cString: strerror(errno)))")
+            throw Settings.Invalid(
+                description: "cannot create signing key file \(path): \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
         guard write(fd, key, key.count) == key.count, fsync(fd) == 0 else {

@@ -8,8 +8,10 @@ import KVSQLite
 enum StorageFactory {
     /// `options` apply to SQLite (PostgreSQL takes its queue poison limit);
     /// `passwordFile` to PostgreSQL.
-    static func open(_ location: DatabaseLocation, passwordFile: String?,
-                     options: SQLiteStoreOptions = SQLiteStoreOptions()) throws -> any KVStorage {
+    static func open(
+        _ location: DatabaseLocation, passwordFile: String?,
+        options: SQLiteStoreOptions = SQLiteStoreOptions()
+    ) throws -> any KVStorage {
         switch location {
         case .sqlite(let path):
             let dir = (path as NSString).deletingLastPathComponent
@@ -29,7 +31,8 @@ enum StorageFactory {
                 return try PostgresStore(url: url, options: PostgresOptions(queueMaxLeases: options.queueMaxLeases))
             } catch {
                 // libpq names host and user, never the password; masked all the same.
-                throw Settings.Invalid(description: "cannot open PostgreSQL database \(uri.masked): \(PGMask.mask("\(error)"))")
+                throw Settings.Invalid(
+                    description: "cannot open PostgreSQL database \(uri.masked): \(PGMask.mask("\(error)"))")
             }
         }
     }

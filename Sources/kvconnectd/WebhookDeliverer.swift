@@ -15,7 +15,11 @@ import Logging
 /// connection error is a failed attempt.
 final class WebhookDeliverer: @unchecked Sendable {
     /// URL, secret and timeout: replaced on SIGHUP, read once per delivery.
-    private struct Target { var url: URL; var secret: SymmetricKey; var timeoutMs: Int }
+    private struct Target {
+        var url: URL
+        var secret: SymmetricKey
+        var timeoutMs: Int
+    }
     private let lock = NSLock()
     private var target: Target
     let databaseId: String
@@ -74,20 +78,24 @@ final class WebhookDeliverer: @unchecked Sendable {
             "x-kvconnectd-attempt: \(attempt)",
             "x-kvconnectd-database-id: \(databaseId)",
             "x-kvconnectd-signature: \(Self.signature(key: t.secret, id: id, body: m.payload))",
-            "Expect:", // no 100-continue round trip before larger bodies
+            "Expect:"  // no 100-continue round trip before larger bodies
         ]
         // libcurl ends the transfer at the timeout, so every delivery reports back within it.
-        client.post(.init(url: t.url.absoluteString, headers: headers, body: m.payload, timeoutMs: t.timeoutMs) { status, error in
-            if let status, (200..<300).contains(status) {
-                logger.debug("queue: delivered", metadata: ["message_id": "\(id)", "attempt": "\(attempt)"])
-                done(true)
-            } else {
-                logger.info("queue: delivery failed", metadata: [
-                    "message_id": "\(id)", "attempt": "\(attempt)",
-                    "reason": "\(status.map { "status \($0)" } ?? error ?? "no response")",
-                ])
-                done(false)
-            }
-        })
+        client.post(
+            .init(url: t.url.absoluteString, headers: headers, body: m.payload, timeoutMs: t.timeoutMs) {
+                status, error in
+                if let status, (200..<300).contains(status) {
+                    logger.debug("queue: delivered", metadata: ["message_id": "\(id)", "attempt": "\(attempt)"])
+                    done(true)
+                } else {
+                    logger.info(
+                        "queue: delivery failed",
+                        metadata: [
+                            "message_id": "\(id)", "attempt": "\(attempt)",
+                            "reason": "\(status.map { "status \($0)" } ?? error ?? "no response")"
+                        ])
+                    done(false)
+                }
+            })
     }
 }

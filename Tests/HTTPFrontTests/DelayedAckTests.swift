@@ -17,7 +17,8 @@ func readHTTP1Response(_ c: RawClient, buffer: inout [UInt8], timeoutMs: Int = 5
         if let end = buffer.firstRange(of: Array("\r\n\r\n".utf8)) {
             let head = String(decoding: buffer[..<end.lowerBound], as: UTF8.self).lowercased()
             guard let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
-                  let n = Int(line.dropFirst(15).trimmingCharacters(in: .whitespaces)) else { return false }
+                let n = Int(line.dropFirst(15).trimmingCharacters(in: .whitespaces))
+            else { return false }
             if buffer.count >= end.upperBound + n {
                 buffer.removeFirst(end.upperBound + n)
                 return head.hasPrefix("http/1.1 200")
@@ -60,7 +61,7 @@ final class DelayedAckTests: XCTestCase {
         var buffer: [UInt8] = []
         let split = medianMs {
             c.send(head)
-            c.send(body)   // held by Nagle until the headers are ACKed
+            c.send(body)  // held by Nagle until the headers are ACKed
             return readHTTP1Response(c, buffer: &buffer)
         }
         XCTAssertLessThan(split, 20, "median \(split) ms: the header segment waited for a delayed ACK")
@@ -85,17 +86,19 @@ final class DelayedAckTests: XCTestCase {
         }
         // A request whose body comes in a second segment.
         let split = medianMs {
-            let id = next; next += 2
-            var block: [UInt8] = [0x83, 0x86, 0x04, 6] + Array("/split".utf8)   // POST, http, :path
+            let id = next
+            next += 2
+            var block: [UInt8] = [0x83, 0x86, 0x04, 6] + Array("/split".utf8)  // POST, http, :path
             block += [0x01, 9] + Array("127.0.0.1".utf8)
-            c.raw.send(RawH2Client.frame(type: 1, flags: 0x4, stream: id, block))   // HEADERS, END_HEADERS
-            c.raw.send(RawH2Client.frame(type: 0, flags: 0x1, stream: id, Array("body".utf8)))   // DATA, END_STREAM
+            c.raw.send(RawH2Client.frame(type: 1, flags: 0x4, stream: id, block))  // HEADERS, END_HEADERS
+            c.raw.send(RawH2Client.frame(type: 0, flags: 0x1, stream: id, Array("body".utf8)))  // DATA, END_STREAM
             return awaitEnd(id)
         }
         XCTAssertLessThan(split, 20, "median \(split) ms: HEADERS waited for a delayed ACK")
         // A frame the server answers nothing to (WINDOW_UPDATE), then a request.
         let afterSilence = medianMs {
-            let id = next; next += 2
+            let id = next
+            next += 2
             c.windowUpdate(stream: 0, 1000)
             c.get(stream: id, path: "/after-window-update")
             return awaitEnd(id)
@@ -111,20 +114,23 @@ final class ManyReadyConnectionsTests: XCTestCase {
     /// and the 128 requests sit unanswered (the HTTP/1.1 stall seen at 512
     /// connections); every one must be answered promptly.
     func testHTTP1ExactlyOneEpollBatchOfReadyConnectionsIsServed() throws {
-        let server = try makeServer { $0.ioThreads = 1; $0.maxConnectionsPerIP = 1000 }
+        let server = try makeServer {
+            $0.ioThreads = 1
+            $0.maxConnectionsPerIP = 1000
+        }
         defer { server.stop() }
         let port = server.boundPort
         let request = Array("GET /r HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
         var clients: [RawClient] = []
         for _ in 0..<128 {
             let c = try XCTUnwrap(RawClient(port: port))
-            c.send(request)   // one round trip each: registered with MHD, events consumed
+            c.send(request)  // one round trip each: registered with MHD, events consumed
             XCTAssertTrue(readHTTP1Response(c), "warm-up")
             clients.append(c)
         }
         let blocker = try XCTUnwrap(RawClient(port: port))
         blocker.send(Array("GET /block HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-        usleep(100_000)   // the worker is inside the /block handler now
+        usleep(100_000)  // the worker is inside the /block handler now
         for c in clients { c.send(request) }
         XCTAssertTrue(readHTTP1Response(blocker))
         let start = Date()

@@ -9,8 +9,10 @@ final class HTTPServerTests: XCTestCase {
         defer { server.stop() }
         let file = try tempFile(bytes: 0)
         try Data("hello world".utf8).write(to: URL(fileURLWithPath: file))
-        let (code, body) = try curl(["-X", "POST", "-H", "X-Test: yes", "--data-binary", "@\(file)",
-                                     "http://127.0.0.1:\(server.boundPort)/echo/a?x=1&y=2"])
+        let (code, body) = try curl([
+            "-X", "POST", "-H", "X-Test: yes", "--data-binary", "@\(file)",
+            "http://127.0.0.1:\(server.boundPort)/echo/a?x=1&y=2"
+        ])
         XCTAssertEqual(code, 200)
         XCTAssertEqual(body, "POST /echo/a x=1&y=2 h1 yes\nhello world")
     }
@@ -19,9 +21,11 @@ final class HTTPServerTests: XCTestCase {
         let server = try makeServer()
         defer { server.stop() }
         let file = try tempFile(bytes: 100_000, fill: UInt8(ascii: "z"))
-        let (code, body) = try curl(["--http2-prior-knowledge", "-X", "POST", "-H", "X-Test: two",
-                                     "--data-binary", "@\(file)",
-                                     "http://127.0.0.1:\(server.boundPort)/v2/snapshot_read?q"])
+        let (code, body) = try curl([
+            "--http2-prior-knowledge", "-X", "POST", "-H", "X-Test: two",
+            "--data-binary", "@\(file)",
+            "http://127.0.0.1:\(server.boundPort)/v2/snapshot_read?q"
+        ])
         XCTAssertEqual(code, 200)
         XCTAssertEqual(body, "POST /v2/snapshot_read q h2 two\n" + String(repeating: "z", count: 100_000))
     }
@@ -61,7 +65,8 @@ final class HTTPServerTests: XCTestCase {
         let r = try runTool("h2load", ["-n", "200", "-c", "1", "-m", "50", "http://127.0.0.1:\(server.boundPort)/x"])
         XCTAssertTrue(r.stdout.contains("200 total, 200 started, 200 done, 200 succeeded"), r.stdout)
         // Async answers complete out of order across streams.
-        let a = try runTool("h2load", ["-n", "200", "-c", "1", "-m", "100", "http://127.0.0.1:\(server.boundPort)/async"])
+        let a = try runTool(
+            "h2load", ["-n", "200", "-c", "1", "-m", "100", "http://127.0.0.1:\(server.boundPort)/async"])
         XCTAssertTrue(a.stdout.contains("200 succeeded"), a.stdout)
     }
 
@@ -112,8 +117,9 @@ final class HTTPServerTests: XCTestCase {
         XCTAssertTrue(closed1, "silent client not closed")
         let (closed2, reply) = garbage.readUntilClosed(timeoutMs: 2000)
         XCTAssertTrue(closed2, "garbage client not closed")
-        XCTAssertTrue(String(decoding: reply, as: UTF8.self).hasPrefix("HTTP/1.1 400"),
-                      String(decoding: reply, as: UTF8.self))
+        XCTAssertTrue(
+            String(decoding: reply, as: UTF8.self).hasPrefix("HTTP/1.1 400"),
+            String(decoding: reply, as: UTF8.self))
         let (closed3, _) = partialPreface.readUntilClosed(timeoutMs: 2000)
         XCTAssertTrue(closed3, "partial preface client not closed")
 
@@ -149,7 +155,7 @@ final class HTTPServerTests: XCTestCase {
         let url = "http://127.0.0.1:\(server.boundPort)/async-slow"
         _ = try curl(["--max-time", "0.1", url])
         _ = try curl(["--http2-prior-knowledge", "--max-time", "0.1", url])
-        usleep(500_000)   // the late respond() calls land on dead connections
+        usleep(500_000)  // the late respond() calls land on dead connections
         let (c1, _) = try curl([url])
         XCTAssertEqual(c1, 200)
         let (c2, _) = try curl(["--http2-prior-knowledge", url])
@@ -175,7 +181,7 @@ final class HTTPServerTests: XCTestCase {
         usleep(150_000)
         let start = Date()
         server.stop()
-        server.stop()   // idempotent
+        server.stop()  // idempotent
         XCTAssertLessThan(Date().timeIntervalSince(start), 2)
         XCTAssertNil(RawClient(port: port), "still accepting after stop")
         XCTAssertEqual(pending.wait(timeout: .now() + 3), .success)
@@ -197,7 +203,7 @@ final class HTTPServerTests: XCTestCase {
         }
         defer { server.stop() }
         let port = server.boundPort
-        _ = try curl(["http://127.0.0.1:\(port)/warm-up"])   // Foundation's Process keeps some sockets
+        _ = try curl(["http://127.0.0.1:\(port)/warm-up"])  // Foundation's Process keeps some sockets
         let baseline = openFileDescriptorCount()
         let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
         let payloads: [[UInt8]] = [
@@ -211,14 +217,14 @@ final class HTTPServerTests: XCTestCase {
             Array("GET /async HTTP/1.1\r\nHost: x\r\n\r\n".utf8),
             Array("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".utf8),
             Array("\r\n\r\n\r\n".utf8),
-            (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) },
+            (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         ]
         var keep: [RawClient] = []
         for i in 0..<330 {
             guard let c = RawClient(port: port) else { continue }
             c.send(payloads[i % payloads.count])
             if i % 3 == 0 { c.setResetOnClose() }
-            if i % 2 == 0 { keep.append(c) }   // others close right away (deinit)
+            if i % 2 == 0 { keep.append(c) }  // others close right away (deinit)
         }
         usleep(100_000)
         keep.removeAll()
@@ -226,18 +232,24 @@ final class HTTPServerTests: XCTestCase {
         let big = try tempFile(bytes: 150_000)
         let url = "http://127.0.0.1:\(port)/async"
         _ = try curl(["--limit-rate", "100k", "--max-time", "0.3", "-X", "POST", "--data-binary", "@\(big)", url])
-        _ = try curl(["--http2-prior-knowledge", "--limit-rate", "100k", "--max-time", "0.3",
-                      "-X", "POST", "--data-binary", "@\(big)", url])
+        _ = try curl([
+            "--http2-prior-knowledge", "--limit-rate", "100k", "--max-time", "0.3",
+            "-X", "POST", "--data-binary", "@\(big)", url
+        ])
 
         let (code, _) = try curl(["--http2-prior-knowledge", "http://127.0.0.1:\(port)/alive"])
         XCTAssertEqual(code, 200)
         // Every socket and per-request object is eventually released.
-        XCTAssertTrue(eventually(4) {
-            openFileDescriptorCount() <= baseline
-                && LiveCount.mhdRequests.value == 0 && LiveCount.http2Connections.value == 0
-        }, "fds \(openFileDescriptorCount()) vs \(baseline), mhd requests \(LiveCount.mhdRequests.value), "
-           + "h2 connections \(LiveCount.http2Connections.value) "
-           + ((try? runTool("ss", ["-tanpi"]).stdout) ?? "").split(separator: "\n").filter { $0.contains("pid=\(getpid()),") }.joined(separator: "\n"))
+        XCTAssertTrue(
+            eventually(4) {
+                openFileDescriptorCount() <= baseline
+                    && LiveCount.mhdRequests.value == 0 && LiveCount.http2Connections.value == 0
+            },
+            "fds \(openFileDescriptorCount()) vs \(baseline), mhd requests \(LiveCount.mhdRequests.value), "
+                + "h2 connections \(LiveCount.http2Connections.value) "
+                + ((try? runTool("ss", ["-tanpi"]).stdout) ?? "").split(separator: "\n").filter {
+                    $0.contains("pid=\(getpid()),")
+                }.joined(separator: "\n"))
         let (code2, _) = try curl(["http://127.0.0.1:\(port)/alive"])
         XCTAssertEqual(code2, 200)
     }
@@ -253,8 +265,12 @@ final class HTTPServerTests: XCTestCase {
             XCTAssertEqual(r.stdout, "200 3000000", args.description)
         }
         // Many large responses interleaved on one HTTP/2 connection.
-        let h = try runTool("h2load", ["-n", "40", "-c", "1", "-m", "20",
-                                       "http://127.0.0.1:\(server.boundPort)/blob/200000"])
+        let h = try runTool(
+            "h2load",
+            [
+                "-n", "40", "-c", "1", "-m", "20",
+                "http://127.0.0.1:\(server.boundPort)/blob/200000"
+            ])
         XCTAssertTrue(h.stdout.contains("40 succeeded"), h.stdout)
     }
 }

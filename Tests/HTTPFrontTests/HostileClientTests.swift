@@ -19,7 +19,9 @@ final class HostileClientTests: XCTestCase {
             src.sin_family = sa_family_t(AF_INET)
             src.sin_addr.s_addr = inet_addr(source)
             _ = withUnsafePointer(to: &src) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
         }
         var addr = sockaddr_in()
@@ -27,16 +29,23 @@ final class HostileClientTests: XCTestCase {
         addr.sin_port = UInt16(port).bigEndian
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
-        if rc != 0 { Glibc.close(fd); return nil }
+        if rc != 0 {
+            Glibc.close(fd)
+            return nil
+        }
         return fd
     }
 
     /// One HTTP/1.1 GET on a new connection: status (0 = closed without an
     /// answer) and milliseconds taken.
-    static func get(port: Int, path: String = "/ping", source: String? = "127.0.0.2",
-                    timeoutMs: Int = 5000) -> (Int, Double) {
+    static func get(
+        port: Int, path: String = "/ping", source: String? = "127.0.0.2",
+        timeoutMs: Int = 5000
+    ) -> (Int, Double) {
         let start = Date()
         guard let fd = connect(port: port, source: source) else { return (0, 0) }
         defer { Glibc.close(fd) }
@@ -84,14 +93,20 @@ final class HostileClientTests: XCTestCase {
             lock.withLock { stopFlag = true }
             done.wait()
             let sorted = lock.withLock { latencies.sorted() }
-            func pct(_ p: Double) -> Double { sorted.isEmpty ? .infinity : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-            print(String(format: "[latency] %@: n=%d p50=%.1fms p99=%.1fms max=%.1fms failures=%d",
-                         label, sorted.count, pct(0.5), pct(0.99), sorted.last ?? 0, failures))
+            func pct(_ p: Double) -> Double {
+                sorted.isEmpty ? .infinity : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+            }
+            print(
+                String(
+                    format: "[latency] %@: n=%d p50=%.1fms p99=%.1fms max=%.1fms failures=%d",
+                    label, sorted.count, pct(0.5), pct(0.99), sorted.last ?? 0, failures))
             return (sorted.count, pct(0.99), failures)
         }
     }
 
-    private func assertHealthy(_ p: (count: Int, p99: Double, failures: Int), file: StaticString = #filePath, line: UInt = #line) {
+    private func assertHealthy(
+        _ p: (count: Int, p99: Double, failures: Int), file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertGreaterThan(p.count, 0, "normal client got nothing", file: file, line: line)
         XCTAssertEqual(p.failures, 0, "normal client failed", file: file, line: line)
         XCTAssertLessThan(p.p99, 1000, "normal client too slow", file: file, line: line)
@@ -100,7 +115,10 @@ final class HostileClientTests: XCTestCase {
     // MARK: connection limits
 
     func testPerIPLimitRefusesExtraConnectionsOthersServed() throws {
-        let server = try makeServer { $0.maxConnectionsPerIP = 3; $0.sniffTimeoutMs = 10_000 }
+        let server = try makeServer {
+            $0.maxConnectionsPerIP = 3
+            $0.sniffTimeoutMs = 10_000
+        }
         defer { server.stop() }
         let port = server.boundPort
         // Three connections from 127.0.0.1 hold their slots (one mid-request in MHD).
@@ -130,7 +148,8 @@ final class HostileClientTests: XCTestCase {
         let (again, _) = Self.get(port: port, source: nil)
         XCTAssertEqual(again, 200)
         holders.removeAll()
-        XCTAssertTrue(eventually(2) { server.limiter.openConnections == 0 }, "slots leaked: \(server.limiter.openConnections)")
+        XCTAssertTrue(
+            eventually(2) { server.limiter.openConnections == 0 }, "slots leaked: \(server.limiter.openConnections)")
     }
 
     static var loopback: sockaddr_storage {
@@ -145,13 +164,18 @@ final class HostileClientTests: XCTestCase {
     }
 
     func testTotalLimitAndSlotsReleasedOnEveryPath() throws {
-        let server = try makeServer { $0.maxConnections = 4; $0.sniffTimeoutMs = 10_000 }
+        let server = try makeServer {
+            $0.maxConnections = 4
+            $0.sniffTimeoutMs = 10_000
+        }
         defer { server.stop() }
         let port = server.boundPort
         let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
         // Four holders on different paths: sniffing, HTTP/1.1, HTTP/2, HTTP/1.1 mid-body.
-        let payloads: [[UInt8]] = [[], Array("GET / HTTP/1.1\r\n".utf8), preface,
-                                   Array("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nab".utf8)]
+        let payloads: [[UInt8]] = [
+            [], Array("GET / HTTP/1.1\r\n".utf8), preface,
+            Array("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nab".utf8)
+        ]
         var holders: [RawClient] = []
         for p in payloads {
             let c = try XCTUnwrap(RawClient(port: port))
@@ -162,8 +186,9 @@ final class HostileClientTests: XCTestCase {
         let (status, ms) = Self.get(port: port, source: "127.0.0.3")
         XCTAssertTrue(status == 503 || status == 0, "over the total limit: \(status)")
         XCTAssertLessThan(ms, 500)
-        holders.removeAll()   // closes all four
-        XCTAssertTrue(eventually(3) { server.limiter.openConnections == 0 }, "slots leaked: \(server.limiter.openConnections)")
+        holders.removeAll()  // closes all four
+        XCTAssertTrue(
+            eventually(3) { server.limiter.openConnections == 0 }, "slots leaked: \(server.limiter.openConnections)")
         XCTAssertEqual(Self.get(port: port).0, 200)
         let (h2, _) = try curl(["--http2-prior-knowledge", "http://127.0.0.1:\(port)/x"])
         XCTAssertEqual(h2, 200)
@@ -187,7 +212,9 @@ final class HostileClientTests: XCTestCase {
                 defer { group.leave() }
                 guard let c = RawClient(port: port) else { return }
                 let start = Date()
-                let bytes = Array("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".utf8)
+                let bytes = Array(
+                    "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                        .utf8)
                 var closed = false
                 var reply: [UInt8] = []
                 for b in bytes {
@@ -195,11 +222,14 @@ final class HostileClientTests: XCTestCase {
                     var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
                     if poll(&pfd, 1, 100) > 0 {
                         let (cl, r) = c.readUntilClosed(timeoutMs: 1000)
-                        closed = cl; reply = r
+                        closed = cl
+                        reply = r
                         break
                     }
                 }
-                lock.withLock { results.append((closed, String(decoding: reply, as: UTF8.self), Date().timeIntervalSince(start))) }
+                lock.withLock {
+                    results.append((closed, String(decoding: reply, as: UTF8.self), Date().timeIntervalSince(start)))
+                }
             }
         }
         XCTAssertEqual(group.wait(timeout: .now() + 15), .success)
@@ -222,8 +252,9 @@ final class HostileClientTests: XCTestCase {
         for extra in [[String](), ["--http2-prior-knowledge"]] {
             let start = Date()
             // 20 bytes/s: the 200-byte body would take 10 s.
-            let (code, body) = try curl(extra + ["--limit-rate", "20", "-X", "POST", "--data-binary", "@\(file)", url],
-                                        timeout: 8)
+            let (code, body) = try curl(
+                extra + ["--limit-rate", "20", "-X", "POST", "--data-binary", "@\(file)", url],
+                timeout: 8)
             let took = Date().timeIntervalSince(start)
             XCTAssertTrue(code == 408 || code == 0, "\(extra): \(code) \(body)")
             XCTAssertLessThan(took, 4, "\(extra)")
@@ -238,7 +269,7 @@ final class HostileClientTests: XCTestCase {
         // Preface, empty SETTINGS, then a HEADERS frame without END_HEADERS
         // (its CONTINUATION never comes).
         var bytes = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0]
-        let block: [UInt8] = [0x82, 0x84, 0x86]   // :method GET, :path /, :scheme http (static table)
+        let block: [UInt8] = [0x82, 0x84, 0x86]  // :method GET, :path /, :scheme http (static table)
         bytes += [0, 0, UInt8(block.count), 1, 0, 0, 0, 0, 1] + block
         c.send(bytes)
         let start = Date()
@@ -248,11 +279,14 @@ final class HostileClientTests: XCTestCase {
     }
 
     func testIdleKeepAliveNotCutByRequestTimeout() throws {
-        let server = try makeServer { $0.requestTimeoutSeconds = 1; $0.idleTimeoutSeconds = 5 }
+        let server = try makeServer {
+            $0.requestTimeoutSeconds = 1
+            $0.idleTimeoutSeconds = 5
+        }
         defer { server.stop() }
         let c = try XCTUnwrap(RawClient(port: server.boundPort))
         c.send(Array("GET /a HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-        usleep(2_000_000)   // idle longer than the request timeout
+        usleep(2_000_000)  // idle longer than the request timeout
         c.send(Array("GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
         let (closed, reply) = c.readUntilClosed(timeoutMs: 3000)
         XCTAssertTrue(closed)
@@ -276,14 +310,16 @@ final class HostileClientTests: XCTestCase {
         let (closed, reply) = c.readUntilClosed(timeoutMs: 3000)
         let text = String(decoding: reply, as: UTF8.self)
         XCTAssertTrue(closed)
-        XCTAssertTrue(text.isEmpty || text.hasPrefix("HTTP/1.1 431") || text.hasPrefix("HTTP/1.1 413"),
-                      String(text.prefix(200)))
+        XCTAssertTrue(
+            text.isEmpty || text.hasPrefix("HTTP/1.1 431") || text.hasPrefix("HTTP/1.1 413"),
+            String(text.prefix(200)))
         print("[hostile] HTTP/1.1 10000 headers → \(text.split(separator: "\r\n").first ?? "closed")")
 
         // HTTP/2 (curl's nghttp2 refuses to send a block over 64 KiB itself,
         // so 2500 literal fields here; 10000 as raw frames below).
         let path = NSTemporaryDirectory() + "headers-\(UUID().uuidString)"
-        try (0..<2500).map { "x-h\($0): v\($0)" }.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        try (0..<2500).map { "x-h\($0): v\($0)" }.joined(separator: "\n").write(
+            toFile: path, atomically: true, encoding: .utf8)
         let (code, _) = try curl(["--http2-prior-knowledge", "-H", "@\(path)", "http://127.0.0.1:\(port)/many"])
         print("[hostile] HTTP/2 2500 headers (curl) → \(code)")
         XCTAssertEqual(code, 431)
@@ -292,10 +328,11 @@ final class HostileClientTests: XCTestCase {
         let raw = try XCTUnwrap(RawClient(port: port))
         let block: [UInt8] = [0x82, 0x84, 0x86, 0x41, 0x01, 0x78] + [UInt8](repeating: 0x90, count: 10_000)
         let len = block.count
-        raw.send(Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0]
-                 + [UInt8(len >> 16), UInt8((len >> 8) & 0xff), UInt8(len & 0xff), 1, 0x05, 0, 0, 0, 1] + block)
+        raw.send(
+            Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0]
+                + [UInt8(len >> 16), UInt8((len >> 8) & 0xff), UInt8(len & 0xff), 1, 0x05, 0, 0, 0, 1] + block)
         usleep(300_000)
-        raw.send([0, 0, 8, 7, 0, 0, 0, 0, 0] + [0, 0, 0, 1, 0, 0, 0, 0])   // GOAWAY: we are done
+        raw.send([0, 0, 8, 7, 0, 0, 0, 0, 0] + [0, 0, 0, 1, 0, 0, 0, 0])  // GOAWAY: we are done
         let (_, frames) = raw.readUntilClosed(timeoutMs: 2000)
         // A response HEADERS frame on stream 1 (the 431; its :status is
         // HPACK/Huffman-coded) and no connection error.
@@ -303,9 +340,13 @@ final class HostileClientTests: XCTestCase {
         var i = 0
         while i + 9 <= frames.count {
             let flen = Int(frames[i]) << 16 | Int(frames[i + 1]) << 8 | Int(frames[i + 2])
-            let sid = UInt32(frames[i + 5] & 0x7f) << 24 | UInt32(frames[i + 6]) << 16 | UInt32(frames[i + 7]) << 8 | UInt32(frames[i + 8])
+            let sid =
+                UInt32(frames[i + 5] & 0x7f) << 24 | UInt32(frames[i + 6]) << 16 | UInt32(frames[i + 7]) << 8
+                | UInt32(frames[i + 8])
             frameTypes.append((frames[i + 3], sid))
-            if frames[i + 3] == 3 && i + 13 <= frames.count { print("[hostile] RST_STREAM error code \(frames[i + 12])") }
+            if frames[i + 3] == 3 && i + 13 <= frames.count {
+                print("[hostile] RST_STREAM error code \(frames[i + 12])")
+            }
             i += 9 + flen
         }
         // Either the 431 (HEADERS) or a stream reset by nghttp2.
@@ -342,7 +383,8 @@ final class HostileClientTests: XCTestCase {
         var all = ""
         for i in 0..<20 {
             let path = i % 3 == 0 ? "/async/\(i)" : "/p/\(i)"
-            all += i % 2 == 0
+            all +=
+                i % 2 == 0
                 ? "GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n"
                 : "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nb\(i % 10)z"
         }
@@ -352,7 +394,8 @@ final class HostileClientTests: XCTestCase {
         XCTAssertTrue(closed)
         let text = String(decoding: reply, as: UTF8.self)
         var order: [String] = []
-        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }) where line.hasPrefix("GET ") || line.hasPrefix("POST ") {
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        where line.hasPrefix("GET ") || line.hasPrefix("POST ") {
             order.append(String(line.split(separator: " ")[1]))
         }
         let expected = (0..<20).map { $0 % 3 == 0 ? "/async/\($0)" : "/p/\($0)" } + ["/last"]
@@ -379,7 +422,11 @@ final class HostileClientTests: XCTestCase {
     }
 
     func testManyConnectionsAtTheTotalLimit() throws {
-        let server = try makeServer { $0.maxConnections = 300; $0.maxConnectionsPerIP = 1000; $0.sniffTimeoutMs = 5000 }
+        let server = try makeServer {
+            $0.maxConnections = 300
+            $0.maxConnectionsPerIP = 1000
+            $0.sniffTimeoutMs = 5000
+        }
         defer { server.stop() }
         let port = server.boundPort
         var holders: [RawClient] = []
@@ -393,20 +440,26 @@ final class HostileClientTests: XCTestCase {
         XCTAssertEqual(Self.get(port: port).0, 200)
     }
     func testHTTP2BufferedBodiesPerConnectionAreBounded() throws {
-        let server = try makeServer { $0.maxBodyBytes = 100_000; $0.maxBufferedRequestBytesPerConnection = 100_000 }
+        let server = try makeServer {
+            $0.maxBodyBytes = 100_000
+            $0.maxBufferedRequestBytesPerConnection = 100_000
+        }
         defer { server.stop() }
         let c = try XCTUnwrap(RawClient(port: server.boundPort))
         func frame(_ type: UInt8, _ flags: UInt8, _ stream: UInt32, _ payload: [UInt8]) -> [UInt8] {
             let n = payload.count
-            return [UInt8(n >> 16), UInt8((n >> 8) & 0xff), UInt8(n & 0xff), type, flags,
-                    UInt8(stream >> 24), UInt8((stream >> 16) & 0xff), UInt8((stream >> 8) & 0xff), UInt8(stream & 0xff)] + payload
+            return [
+                UInt8(n >> 16), UInt8((n >> 8) & 0xff), UInt8(n & 0xff), type, flags,
+                UInt8(stream >> 24), UInt8((stream >> 16) & 0xff), UInt8((stream >> 8) & 0xff), UInt8(stream & 0xff)
+            ] + payload
         }
         var out = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + frame(4, 0, 0, [])
         // :method POST (0x83), :path / (0x84), :scheme http (0x86), :authority x
         let block: [UInt8] = [0x83, 0x84, 0x86, 0x41, 0x01, 0x78]
         for id in [1, 3, 5] as [UInt32] {
-            out += frame(1, 0x04, id, block)   // END_HEADERS, body follows
-            for _ in 0..<4 { out += frame(0, 0, id, [UInt8](repeating: 0x61, count: 15_000)) }   // 60 KB each (< the 64 KiB default window)
+            out += frame(1, 0x04, id, block)  // END_HEADERS, body follows
+            // 60 KB each (< the 64 KiB default window).
+            for _ in 0..<4 { out += frame(0, 0, id, [UInt8](repeating: 0x61, count: 15_000)) }
         }
         c.send(out)
         usleep(300_000)
@@ -416,7 +469,9 @@ final class HostileClientTests: XCTestCase {
         var i = 0
         while i + 9 <= reply.count {
             let len = Int(reply[i]) << 16 | Int(reply[i + 1]) << 8 | Int(reply[i + 2])
-            let sid = UInt32(reply[i + 5] & 0x7f) << 24 | UInt32(reply[i + 6]) << 16 | UInt32(reply[i + 7]) << 8 | UInt32(reply[i + 8])
+            let sid =
+                UInt32(reply[i + 5] & 0x7f) << 24 | UInt32(reply[i + 6]) << 16 | UInt32(reply[i + 7]) << 8
+                | UInt32(reply[i + 8])
             if reply[i + 3] == 3 && i + 13 <= reply.count { resets.append((sid, reply[i + 12])) }
             i += 9 + len
         }

@@ -9,8 +9,10 @@ import XCTest
 /// request bytes), while ordinary mass cancellation of answered streams (a
 /// server dropping its watches) is not taken for a flood.
 final class StreamFloodTests: XCTestCase {
-    private func server(_ recorder: StreamRecorder,
-                        _ configure: (inout HTTPServerConfiguration) -> Void) throws -> HTTPServer {
+    private func server(
+        _ recorder: StreamRecorder,
+        _ configure: (inout HTTPServerConfiguration) -> Void
+    ) throws -> HTTPServer {
         var config = HTTPServerConfiguration(port: 0)
         configure(&config)
         var logger = Logger(label: "test")
@@ -21,7 +23,9 @@ final class StreamFloodTests: XCTestCase {
     }
 
     /// Frames until `stop` says so or nothing arrives for `timeoutMs`.
-    private func read(_ c: RawH2Client, timeoutMs: Int = 3000, until stop: (RawH2Client.Frame) -> Bool) -> [RawH2Client.Frame] {
+    private func read(_ c: RawH2Client, timeoutMs: Int = 3000, until stop: (RawH2Client.Frame) -> Bool) -> [RawH2Client
+        .Frame]
+    {
         var frames: [RawH2Client.Frame] = []
         while let f = c.readFrame(timeoutMs: timeoutMs) {
             frames.append(f)
@@ -37,7 +41,10 @@ final class StreamFloodTests: XCTestCase {
 
     func testRapidResetGetsGoAwayEnhanceYourCalm() throws {
         let recorder = StreamRecorder()
-        let server = try server(recorder) { $0.earlyResetBurst = 50; $0.earlyResetsPerSecond = 10 }
+        let server = try server(recorder) {
+            $0.earlyResetBurst = 50
+            $0.earlyResetsPerSecond = 10
+        }
         defer { server.stop() }
         let before = FrontStats.http2RapidResetCloses
         let c = try XCTUnwrap(RawH2Client(port: server.boundPort, initialWindow: 65535))
@@ -59,7 +66,10 @@ final class StreamFloodTests: XCTestCase {
 
     func testResetsBelowTheRateAreServed() throws {
         let recorder = StreamRecorder()
-        let server = try server(recorder) { $0.earlyResetBurst = 50; $0.earlyResetsPerSecond = 10 }
+        let server = try server(recorder) {
+            $0.earlyResetBurst = 50
+            $0.earlyResetsPerSecond = 10
+        }
         defer { server.stop() }
         let c = try XCTUnwrap(RawH2Client(port: server.boundPort, initialWindow: 65535))
         for i in 0..<40 {
@@ -144,7 +154,7 @@ final class StreamFloodTests: XCTestCase {
         let c = try XCTUnwrap(RawH2Client(port: server.boundPort, initialWindow: 65535))
         // POST /, then an 8000-byte literal field (not indexed), no END_STREAM.
         var block: [UInt8] = [0x83, 0x84, 0x86, 0x41, 0x01, 0x78, 0x00, 0x05] + Array("x-big".utf8)
-        block += [0x7f, 0xc1, 0x3d] + [UInt8](repeating: 0x61, count: 8000)   // length 127 + 7873
+        block += [0x7f, 0xc1, 0x3d] + [UInt8](repeating: 0x61, count: 8000)  // length 127 + 7873
         for id in [1, 3, 5] as [UInt32] { c.raw.send(RawH2Client.frame(type: 1, flags: 0x04, stream: id, block)) }
         let frames = read(c, timeoutMs: 1000) { $0.type == 3 }
         let resets = frames.filter { $0.type == 3 }

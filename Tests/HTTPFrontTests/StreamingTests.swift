@@ -13,7 +13,10 @@ final class StreamRecorder: @unchecked Sendable {
     var started: Int { lock.withLock { _started } }
     var closed: Int { lock.withLock { _closed } }
     func didStart(_ name: String, _ s: HTTPResponseStream) {
-        lock.withLock { _started += 1; _streams[name] = s }
+        lock.withLock {
+            _started += 1
+            _streams[name] = s
+        }
     }
     func didClose() { lock.withLock { _closed += 1 } }
     func stream(_ name: String) -> HTTPResponseStream? { lock.withLock { _streams[name] } }
@@ -34,66 +37,71 @@ struct StreamingHandler: HTTPRequestHandler {
         switch parts.first {
         case "frames":
             let n = Int(parts[1]) ?? 3, ms = Int(parts[2]) ?? 10
-            respond(.streaming(headers: headers) { stream in
-                recorder.didStart(request.path, stream)
-                stream.onClose { recorder.didClose() }
-                Thread.detachNewThread {
-                    for i in 0..<n {
-                        usleep(useconds_t(ms * 1000))
-                        stream.write(Array("frame-\(i)\n".utf8))
+            respond(
+                .streaming(headers: headers) { stream in
+                    recorder.didStart(request.path, stream)
+                    stream.onClose { recorder.didClose() }
+                    Thread.detachNewThread {
+                        for i in 0..<n {
+                            usleep(useconds_t(ms * 1000))
+                            stream.write(Array("frame-\(i)\n".utf8))
+                        }
+                        stream.finish()
+                        stream.finish()  // idempotent
                     }
-                    stream.finish()
-                    stream.finish()   // idempotent
-                }
-            })
+                })
         case "forever":
-            respond(.streaming(headers: headers) { stream in
-                recorder.didStart(request.path, stream)
-                stream.onClose { recorder.didClose() }
-                Thread.detachNewThread {
-                    // A ping-like frame, as the watch layer writes.
-                    while stream.write([0, 0, 0, 0]) { usleep(100_000) }
-                }
-            })
+            respond(
+                .streaming(headers: headers) { stream in
+                    recorder.didStart(request.path, stream)
+                    stream.onClose { recorder.didClose() }
+                    Thread.detachNewThread {
+                        // A ping-like frame, as the watch layer writes.
+                        while stream.write([0, 0, 0, 0]) { usleep(100_000) }
+                    }
+                })
         case "silent":
             // Never writes: only the headers go out; ends with the client.
-            respond(.streaming(status: 201, headers: headers) { stream in
-                recorder.didStart(request.path, stream)
-                stream.onClose { recorder.didClose() }
-            })
+            respond(
+                .streaming(status: 201, headers: headers) { stream in
+                    recorder.didStart(request.path, stream)
+                    stream.onClose { recorder.didClose() }
+                })
         case "concurrent":
             // 4 threads write to one stream at once; the last one finishes.
             let n = Int(parts[1]) ?? 100
-            respond(.streaming(headers: headers) { stream in
-                recorder.didStart(request.path, stream)
-                stream.onClose { recorder.didClose() }
-                let group = DispatchGroup()
-                for t in 0..<4 {
-                    group.enter()
-                    Thread.detachNewThread {
-                        for _ in 0..<n {
-                            stream.write([UInt8](repeating: UInt8(ascii: "a") + UInt8(t), count: 100))
-                            _ = stream.pendingBytes
+            respond(
+                .streaming(headers: headers) { stream in
+                    recorder.didStart(request.path, stream)
+                    stream.onClose { recorder.didClose() }
+                    let group = DispatchGroup()
+                    for t in 0..<4 {
+                        group.enter()
+                        Thread.detachNewThread {
+                            for _ in 0..<n {
+                                stream.write([UInt8](repeating: UInt8(ascii: "a") + UInt8(t), count: 100))
+                                _ = stream.pendingBytes
+                            }
+                            group.leave()
                         }
-                        group.leave()
                     }
-                }
-                group.notify(queue: .global()) { stream.finish() }
-            })
+                    group.notify(queue: .global()) { stream.finish() }
+                })
         case "big":
             let n = Int(parts[1]) ?? 1000
-            respond(.streaming(headers: headers) { stream in
-                recorder.didStart(request.path, stream)
-                stream.onClose { recorder.didClose() }
-                // Queued inline, on the I/O thread: must not block.
-                var left = n
-                while left > 0 {
-                    let k = min(left, 64 * 1024)
-                    stream.write([UInt8](repeating: UInt8(ascii: "s"), count: k))
-                    left -= k
-                }
-                stream.finish()
-            })
+            respond(
+                .streaming(headers: headers) { stream in
+                    recorder.didStart(request.path, stream)
+                    stream.onClose { recorder.didClose() }
+                    // Queued inline, on the I/O thread: must not block.
+                    var left = n
+                    while left > 0 {
+                        let k = min(left, 64 * 1024)
+                        stream.write([UInt8](repeating: UInt8(ascii: "s"), count: k))
+                        left -= k
+                    }
+                    stream.finish()
+                })
         default:
             EchoHandler().handle(request, respond: respond)
         }
@@ -103,8 +111,9 @@ struct StreamingHandler: HTTPRequestHandler {
 func makeStreamingServer(_ recorder: StreamRecorder) throws -> HTTPServer {
     var logger = Logger(label: "test")
     logger.logLevel = .warning
-    let server = HTTPServer(configuration: HTTPServerConfiguration(port: 0),
-                            handler: StreamingHandler(recorder: recorder), logger: logger)
+    let server = HTTPServer(
+        configuration: HTTPServerConfiguration(port: 0),
+        handler: StreamingHandler(recorder: recorder), logger: logger)
     try server.start()
     return server
 }
@@ -115,17 +124,23 @@ final class RawH2Client {
     let raw: RawClient
     private var buffer: [UInt8] = []
 
-    struct Frame { var type: UInt8; var flags: UInt8; var stream: UInt32; var payload: [UInt8] }
+    struct Frame {
+        var type: UInt8
+        var flags: UInt8
+        var stream: UInt32
+        var payload: [UInt8]
+    }
 
     init?(port: Int, initialWindow: UInt32) {
         guard let raw = RawClient(port: port) else { return nil }
         self.raw = raw
-        var settings: [UInt8] = [0, 4]   // SETTINGS_INITIAL_WINDOW_SIZE
+        var settings: [UInt8] = [0, 4]  // SETTINGS_INITIAL_WINDOW_SIZE
         settings += Self.be32(initialWindow)
-        raw.send(Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
-                 + Self.frame(type: 4, flags: 0, stream: 0, settings)
-                 // A large connection window: only stream windows limit.
-                 + Self.frame(type: 8, flags: 0, stream: 0, Self.be32((1 << 30) - 65535)))
+        raw.send(
+            Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+                + Self.frame(type: 4, flags: 0, stream: 0, settings)
+                // A large connection window: only stream windows limit.
+                + Self.frame(type: 8, flags: 0, stream: 0, Self.be32((1 << 30) - 65535)))
     }
 
     static func be32(_ v: UInt32) -> [UInt8] {
@@ -151,7 +166,7 @@ final class RawH2Client {
     }
 
     func reset(stream: UInt32) {
-        raw.send(Self.frame(type: 3, flags: 0, stream: stream, Self.be32(8)))   // CANCEL
+        raw.send(Self.frame(type: 3, flags: 0, stream: stream, Self.be32(8)))  // CANCEL
     }
 
     /// Next frame, or nil on timeout / EOF. SETTINGS are acknowledged here.
@@ -162,10 +177,11 @@ final class RawH2Client {
             if buffer.count >= 9 {
                 let len = Int(buffer[0]) << 16 | Int(buffer[1]) << 8 | Int(buffer[2])
                 if buffer.count >= 9 + len {
-                    let f = Frame(type: buffer[3], flags: buffer[4],
-                                  stream: UInt32(buffer[5] & 0x7f) << 24 | UInt32(buffer[6]) << 16
-                                      | UInt32(buffer[7]) << 8 | UInt32(buffer[8]),
-                                  payload: Array(buffer[9..<(9 + len)]))
+                    let f = Frame(
+                        type: buffer[3], flags: buffer[4],
+                        stream: UInt32(buffer[5] & 0x7f) << 24 | UInt32(buffer[6]) << 16
+                            | UInt32(buffer[7]) << 8 | UInt32(buffer[8]),
+                        payload: Array(buffer[9..<(9 + len)]))
                     buffer.removeFirst(9 + len)
                     if f.type == 4 && f.flags & 1 == 0 { raw.send(Self.frame(type: 4, flags: 1, stream: 0, [])) }
                     return f
@@ -215,17 +231,20 @@ final class StreamingTests: XCTestCase {
             XCTAssertFalse(s.write([1, 2, 3]))
             XCTAssertEqual(s.pendingBytes, 0)
             nonisolated(unsafe) var lateHandlerRan = false
-            s.onClose { lateHandlerRan = true }   // already closed: runs at once
+            s.onClose { lateHandlerRan = true }  // already closed: runs at once
             XCTAssertTrue(lateHandlerRan)
         }
         recorder.forget()
-        XCTAssertTrue(eventually(2) { LiveCount.responseStreams.value == 0 },
-                      "live streams \(LiveCount.responseStreams.value)")
+        XCTAssertTrue(
+            eventually(2) { LiveCount.responseStreams.value == 0 },
+            "live streams \(LiveCount.responseStreams.value)")
 
         // A large streamed body on both versions (socket full → EAGAIN / suspend).
         for args in [["--limit-rate", "20M"], ["--http2-prior-knowledge", "--limit-rate", "20M"]] {
-            let r = try runTool("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"] + args
-                                + ["http://127.0.0.1:\(server.boundPort)/big/3000000"])
+            let r = try runTool(
+                "curl",
+                ["-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"] + args
+                    + ["http://127.0.0.1:\(server.boundPort)/big/3000000"])
             XCTAssertEqual(r.stdout, "200 3000000", args.description)
         }
         // Plain responses still work next to streams.
@@ -242,7 +261,7 @@ final class StreamingTests: XCTestCase {
         for (i, args) in [[String](), ["--http2-prior-knowledge"]].enumerated() {
             // curl gives up after 0.4 s and closes its socket.
             let r = try runTool("curl", ["-s", "-o", "/dev/null", "--max-time", "0.4"] + args + [url])
-            XCTAssertEqual(r.status, 28, "curl should time out")   // CURLE_OPERATION_TIMEDOUT
+            XCTAssertEqual(r.status, 28, "curl should time out")  // CURLE_OPERATION_TIMEDOUT
             let gone = Date()
             XCTAssertTrue(eventually(1.5) { recorder.closed == i + 1 }, "onClose not run for \(args)")
             XCTAssertLessThan(Date().timeIntervalSince(gone), 1.0, args.description)
@@ -281,14 +300,18 @@ final class StreamingTests: XCTestCase {
         var body: [UInt8] = []
         var ended = false
         while !ended, let f = c.readFrame(timeoutMs: 2000) {
-            if f.type == 0 && f.stream == 3 { body += f.payload; ended = f.flags & 1 != 0 }
+            if f.type == 0 && f.stream == 3 {
+                body += f.payload
+                ended = f.flags & 1 != 0
+            }
         }
         XCTAssertTrue(ended)
         XCTAssertEqual(String(decoding: body, as: UTF8.self), "frame-0\nframe-1\n")
 
         recorder.forget()
-        XCTAssertTrue(eventually(2) { LiveCount.responseStreams.value == 0 },
-                      "live streams \(LiveCount.responseStreams.value)")
+        XCTAssertTrue(
+            eventually(2) { LiveCount.responseStreams.value == 0 },
+            "live streams \(LiveCount.responseStreams.value)")
     }
 
     func testHeadersBeforeFirstWriteAndConcurrentWriters() throws {
@@ -299,13 +322,17 @@ final class StreamingTests: XCTestCase {
         let h1 = try XCTUnwrap(RawClient(port: server.boundPort))
         h1.send(Array("GET /silent HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
         let (_, head) = h1.readUntilClosed(timeoutMs: 400)
-        XCTAssertTrue(String(decoding: head, as: UTF8.self).hasPrefix("HTTP/1.1 201"),
-                      String(decoding: head, as: UTF8.self))
+        XCTAssertTrue(
+            String(decoding: head, as: UTF8.self).hasPrefix("HTTP/1.1 201"),
+            String(decoding: head, as: UTF8.self))
         let h2 = try XCTUnwrap(RawH2Client(port: server.boundPort, initialWindow: 65535))
         h2.get(stream: 1, path: "/silent")
         var gotHeaders = false
         while !gotHeaders, let f = h2.readFrame(timeoutMs: 1000) {
-            if f.type == 1 && f.stream == 1 { gotHeaders = true; XCTAssertEqual(f.flags & 1, 0) }
+            if f.type == 1 && f.stream == 1 {
+                gotHeaders = true
+                XCTAssertEqual(f.flags & 1, 0)
+            }
         }
         XCTAssertTrue(gotHeaders)
         XCTAssertEqual(recorder.started, 2)
@@ -329,8 +356,12 @@ final class StreamingTests: XCTestCase {
         let server = try makeStreamingServer(recorder)
         defer { server.stop() }
         // h2load: 50 concurrent streaming requests on one connection.
-        let h = try runTool("h2load", ["-n", "100", "-c", "1", "-m", "50",
-                                       "http://127.0.0.1:\(server.boundPort)/frames/3/20"])
+        let h = try runTool(
+            "h2load",
+            [
+                "-n", "100", "-c", "1", "-m", "50",
+                "http://127.0.0.1:\(server.boundPort)/frames/3/20"
+            ])
         XCTAssertTrue(h.stdout.contains("100 total, 100 started, 100 done, 100 succeeded"), h.stdout)
 
         // Raw client: stream 1 gets 5 MB but no WINDOW_UPDATE (a slow
@@ -379,8 +410,9 @@ final class StreamingTests: XCTestCase {
         XCTAssertEqual(slowBytes, 5_000_000)
         XCTAssertTrue(eventually(2) { recorder.closed == recorder.started }, "\(recorder.closed)/\(recorder.started)")
         recorder.forget()
-        XCTAssertTrue(eventually(2) { LiveCount.responseStreams.value == 0 },
-                      "live streams \(LiveCount.responseStreams.value)")
+        XCTAssertTrue(
+            eventually(2) { LiveCount.responseStreams.value == 0 },
+            "live streams \(LiveCount.responseStreams.value)")
     }
 
     func testStopWithOpenStreams() throws {
@@ -424,8 +456,9 @@ final class StreamingTests: XCTestCase {
         XCTAssertEqual(results[1]?.status, 0, "h2: \(String(describing: results[1]))")
         XCTAssertEqual(results[1]?.stdout, "200")
         recorder.forget()
-        XCTAssertTrue(eventually(2) { LiveCount.responseStreams.value == 0 },
-                      "live streams \(LiveCount.responseStreams.value)")
+        XCTAssertTrue(
+            eventually(2) { LiveCount.responseStreams.value == 0 },
+            "live streams \(LiveCount.responseStreams.value)")
         XCTAssertTrue(eventually(2) { LiveCount.http2Connections.value == 0 })
     }
 }

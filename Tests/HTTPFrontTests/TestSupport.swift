@@ -19,9 +19,11 @@ struct EchoHandler: HTTPRequestHandler {
             usleep(300_000)
         }
         let version = request.version == .http2 ? "h2" : "h1"
-        let line = "\(request.method) \(request.path) \(request.query ?? "-") \(version) \(request.header("X-Test") ?? "-")\n"
-        let response = HTTPResponse(status: 200, headers: [("content-type", "text/plain"), ("x-echo", "1")],
-                                    body: Array(line.utf8) + request.body)
+        let line =
+            "\(request.method) \(request.path) \(request.query ?? "-") \(version) \(request.header("X-Test") ?? "-")\n"
+        let response = HTTPResponse(
+            status: 200, headers: [("content-type", "text/plain"), ("x-echo", "1")],
+            body: Array(line.utf8) + request.body)
         if request.path.hasPrefix("/async") {
             let delay = request.path.hasPrefix("/async-slow") ? 0.4 : asyncDelay
             // A plain thread, like a database writer answering later.
@@ -64,17 +66,24 @@ func runTool(_ tool: String, _ args: [String], timeout: TimeInterval = 10) throw
     let group = DispatchGroup()
     nonisolated(unsafe) var outData = Data(), errData = Data()
     group.enter()
-    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async {
+        outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
     group.enter()
-    DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async {
+        errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline { usleep(5_000) }
     if p.isRunning { p.terminate() }
     p.waitUntilExit()
     _ = group.wait(timeout: .now() + 2)
-    return ProcessResult(status: p.terminationStatus,
-                         stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+    return ProcessResult(
+        status: p.terminationStatus,
+        stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
 }
 
 /// curl with `-w '%{http_code}'` appended to the body: returns (status, body).
@@ -106,7 +115,10 @@ final class RawClient {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        if rc != 0 { Glibc.close(fd); return nil }
+        if rc != 0 {
+            Glibc.close(fd)
+            return nil
+        }
     }
 
     deinit { Glibc.close(fd) }
@@ -131,7 +143,7 @@ final class RawClient {
             let left = Int32(max(1, deadline.timeIntervalSinceNow * 1000))
             if poll(&pfd, 1, left) <= 0 { continue }
             let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { return (true, received) }   // EOF or reset
+            if n <= 0 { return (true, received) }  // EOF or reset
             received += buf[0..<n]
         }
         return (false, received)

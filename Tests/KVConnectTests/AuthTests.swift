@@ -12,13 +12,19 @@ final class AuthTests: XCTestCase {
 
     func testExpiredForgedAndMalformed() {
         let text = signer.sign(DataPlaneToken(databaseId: "db", expiresAtMs: 2_000))
-        XCTAssertThrowsError(try signer.verify(text, nowMs: 2_000)) { XCTAssertEqual($0 as? TokenSigner.VerifyError, .expired) }
+        XCTAssertThrowsError(try signer.verify(text, nowMs: 2_000)) {
+            XCTAssertEqual($0 as? TokenSigner.VerifyError, .expired)
+        }
         let other = TokenSigner(secret: Array(repeating: 43, count: 32))
-        XCTAssertThrowsError(try other.verify(text, nowMs: 0)) { XCTAssertEqual($0 as? TokenSigner.VerifyError, .badSignature) }
+        XCTAssertThrowsError(try other.verify(text, nowMs: 0)) {
+            XCTAssertEqual($0 as? TokenSigner.VerifyError, .badSignature)
+        }
         // Changing the payload (e.g. extending the expiry) breaks the signature.
         let parts = text.split(separator: ".")
         let longer = "kvc1.\(base64url(Array("db.9999999.rw".utf8))).\(parts[2])"
-        XCTAssertThrowsError(try signer.verify(longer, nowMs: 0)) { XCTAssertEqual($0 as? TokenSigner.VerifyError, .badSignature) }
+        XCTAssertThrowsError(try signer.verify(longer, nowMs: 0)) {
+            XCTAssertEqual($0 as? TokenSigner.VerifyError, .badSignature)
+        }
         for junk in ["", "kvc1", "kvc1..", "kvc2.a.b", "kvc1.!!!.@@@", "a.b.c.d"] {
             XCTAssertThrowsError(try signer.verify(junk, nowMs: 0), junk)
         }
@@ -55,8 +61,10 @@ final class AuthTests: XCTestCase {
         XCTAssertEqual(try MetadataExchange.negotiateVersion(body: Array(#"{"supportedVersions":[1,2,3]}"#.utf8)), 3)
         XCTAssertEqual(try MetadataExchange.negotiateVersion(body: Array(#"{"supportedVersions":[2,1]}"#.utf8)), 2)
         XCTAssertEqual(try MetadataExchange.negotiateVersion(body: Array(#"{"supportedVersions":[1,7]}"#.utf8)), 1)
-        for bad in [#"{"supportedVersions":[4]}"#, #"{"supportedVersions":[]}"#, #"{"supportedVersions":"1"}"#,
-                    #"{"other":1}"#, "[1]", "{", #"{"supportedVersions":[true]}"#, #"{"supportedVersions":[1.5]}"#] {
+        for bad in [
+            #"{"supportedVersions":[4]}"#, #"{"supportedVersions":[]}"#, #"{"supportedVersions":"1"}"#,
+            #"{"other":1}"#, "[1]", "{", #"{"supportedVersions":[true]}"#, #"{"supportedVersions":[1.5]}"#
+        ] {
             XCTAssertThrowsError(try MetadataExchange.negotiateVersion(body: Array(bad.utf8)), bad) {
                 XCTAssertEqual(($0 as? ProtocolError)?.status, 400, bad)
             }
@@ -67,12 +75,15 @@ final class AuthTests: XCTestCase {
     }
 
     func testMetadataResponseShape() throws {
-        let v3 = MetadataExchange.responseBody(version: 3, databaseId: "id", endpointPath: "/v2", baseURL: "http://h:1", token: "t", expiresAtMs: 1_700_000_000_123)
+        let v3 = MetadataExchange.responseBody(
+            version: 3, databaseId: "id", endpointPath: "/v2", baseURL: "http://h:1", token: "t",
+            expiresAtMs: 1_700_000_000_123)
         let o3 = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(v3)) as? [String: Any])
         XCTAssertEqual(o3["version"] as? Int, 3)
         XCTAssertEqual((o3["endpoints"] as? [[String: String]])?.first?["url"], "/v2")
         XCTAssertEqual(o3["expiresAt"] as? String, "2023-11-14T22:13:20.123Z")
-        let v1 = MetadataExchange.responseBody(version: 1, databaseId: "id", endpointPath: "/v2", baseURL: "http://h:1", token: "t", expiresAtMs: 0)
+        let v1 = MetadataExchange.responseBody(
+            version: 1, databaseId: "id", endpointPath: "/v2", baseURL: "http://h:1", token: "t", expiresAtMs: 0)
         let o1 = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(v1)) as? [String: Any])
         XCTAssertEqual((o1["endpoints"] as? [[String: String]])?.first?["url"], "http://h:1/v2")
     }

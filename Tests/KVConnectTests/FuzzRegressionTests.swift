@@ -13,7 +13,9 @@ final class FuzzRegressionTests: XCTestCase {
     /// in the past is accepted (delivered at once); far future still refused.
     func testEnqueueDeadlineNearInt64MinDoesNotTrap() throws {
         for deadline in [Int64.min, Int64.min + 1, -1] {
-            let body = Wire.atomicWrite(enqueues: [(payload: [0xFF, 0x0F, 0x5F], deadline: deadline, keys: [], backoff: [])])
+            let body = Wire.atomicWrite(enqueues: [
+                (payload: [0xFF, 0x0F, 0x5F], deadline: deadline, keys: [], backoff: [])
+            ])
             let write = try codec.decodeAtomicWrite(body, nowMs: now)
             XCTAssertEqual(write.enqueues.map(\.deadlineMs), [deadline])
         }
@@ -29,7 +31,8 @@ final class FuzzRegressionTests: XCTestCase {
         let operand: [UInt8] = [0xFF, 0x10, 0x5A, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x69, 0x69]
         let body = Wire.atomicWrite(mutations: [Wire.M(key: [0x02, 0x61, 0x00], type: .sum, value: operand)])
         let write = try codec.decodeAtomicWrite(body, nowMs: now)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvconnect-fuzzreg-\(UUID().uuidString)")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "kvconnect-fuzzreg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try SQLiteStore(path: dir.appendingPathComponent("kv.sqlite3").path)

@@ -29,13 +29,16 @@ final class MetricsRoutingTests: ServiceTestCase {
         return logger
     }
 
-    func call(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = []) -> ProtocolResponse {
+    func call(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [])
+        -> ProtocolResponse
+    {
         send(method, path, headers: headers, body: body)
     }
 
     func count(_ endpoint: String, _ status: Int) -> Int64 {
-        metrics.counterTotal(label: "kvconnectd_requests_total",
-                             dimensions: [("endpoint", endpoint), ("status", String(status))])
+        metrics.counterTotal(
+            label: "kvconnectd_requests_total",
+            dimensions: [("endpoint", endpoint), ("status", String(status))])
     }
 
     func testEndpointLabels() {
@@ -70,18 +73,23 @@ final class MetricsRoutingTests: ServiceTestCase {
         XCTAssertEqual(call("GET", "/nope/\(accessToken)").status, 404)
         XCTAssertEqual(call("GET", "/v2/snapshot_read").status, 405)
 
-        let meta = call("POST", "/", headers: [("authorization", "Bearer \(accessToken)")],
-                        body: Array(#"{"supportedVersions":[2,3]}"#.utf8))
+        let meta = call(
+            "POST", "/", headers: [("authorization", "Bearer \(accessToken)")],
+            body: Array(#"{"supportedVersions":[2,3]}"#.utf8))
         XCTAssertEqual(meta.status, 200)
         let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(meta.body)) as? [String: Any])
         let token = try XCTUnwrap(o["token"] as? String)
-        let h = [("authorization", "Bearer \(token)"), ("x-denokv-database-id", store.databaseId),
-                 ("content-type", "application/x-protobuf")]
-        let w = call("POST", "/v2/atomic_write", headers: h,
-                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("k"), type: .set, value: [1], encoding: .bytes)]))
+        let h = [
+            ("authorization", "Bearer \(token)"), ("x-denokv-database-id", store.databaseId),
+            ("content-type", "application/x-protobuf")
+        ]
+        let w = call(
+            "POST", "/v2/atomic_write", headers: h,
+            body: Wire.atomicWrite(mutations: [.init(key: stringKey("k"), type: .set, value: [1], encoding: .bytes)]))
         XCTAssertEqual(w.status, 200)
-        let r = call("POST", "/v2/snapshot_read", headers: h,
-                     body: Wire.snapshotRead([(start: stringKey("k"), end: stringKey("k") + [0], limit: 10, reverse: false)]))
+        let r = call(
+            "POST", "/v2/snapshot_read", headers: h,
+            body: Wire.snapshotRead([(start: stringKey("k"), end: stringKey("k") + [0], limit: 10, reverse: false)]))
         XCTAssertEqual(r.status, 200)
         XCTAssertEqual(call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer forged")]).status, 401)
 
@@ -103,7 +111,8 @@ final class MetricsRoutingTests: ServiceTestCase {
         let timer = try metrics.expectTimer("kvconnectd_request_duration_seconds", [("endpoint", "atomic_write")])
         XCTAssertEqual(timer.values.count, 1)
         XCTAssertGreaterThan(timer.values[0], 0)
-        XCTAssertEqual(try metrics.expectTimer("kvconnectd_request_duration_seconds", [("endpoint", "healthz")]).values.count, 2)
+        XCTAssertEqual(
+            try metrics.expectTimer("kvconnectd_request_duration_seconds", [("endpoint", "healthz")]).values.count, 2)
 
         // One debug line per request, with a request id, never a token.
         let lines = logs.entries.filter { $0.message == "request" }
@@ -115,7 +124,8 @@ final class MetricsRoutingTests: ServiceTestCase {
         XCTAssertEqual(write.metadata["method"], "POST")
         XCTAssertEqual(write.metadata["database_id"], store.databaseId)
         XCTAssertNotNil(write.metadata["duration_ms"].flatMap(Double.init))
-        let exchange = try XCTUnwrap(lines.first { $0.metadata["endpoint"] == "metadata" && $0.metadata["status"] == "200" })
+        let exchange = try XCTUnwrap(
+            lines.first { $0.metadata["endpoint"] == "metadata" && $0.metadata["status"] == "200" })
         XCTAssertEqual(exchange.metadata["database_id"], store.databaseId)
         for e in logs.entries {
             let text = e.message + e.metadata.values.joined(separator: " ")
@@ -151,8 +161,10 @@ final class MetricsRoutingTests: ServiceTestCase {
         let meta = call("POST", "/", headers: [("authorization", "Bearer \(accessToken)")])
         let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(meta.body)) as? [String: Any])
         let token = try XCTUnwrap(o["token"] as? String)
-        let r = call("POST", "/v2/watch", headers: [("authorization", "Bearer \(token)"), ("content-type", "application/x-protobuf")],
-                     body: Wire.watch([stringKey("w")]))
+        let r = call(
+            "POST", "/v2/watch",
+            headers: [("authorization", "Bearer \(token)"), ("content-type", "application/x-protobuf")],
+            body: Wire.watch([stringKey("w")]))
         XCTAssertEqual(r.status, 200)
         XCTAssertNotNil(r.stream)
         XCTAssertEqual(count("watch", 200), 1)
@@ -182,10 +194,13 @@ final class MetricsRoutingTests: ServiceTestCase {
     }
 }
 
-
 /// Collects log records for assertions.
 final class LogCapture: @unchecked Sendable {
-    struct Entry { var level: Logger.Level; var message: String; var metadata: [String: String] }
+    struct Entry {
+        var level: Logger.Level
+        var message: String
+        var metadata: [String: String]
+    }
     private let lock = NSLock()
     private var _entries: [Entry] = []
     var entries: [Entry] { lock.withLock { _entries } }

@@ -17,8 +17,10 @@ final class QueueEndpointTests: ServiceTestCase {
         headers = [("authorization", "Bearer \(dataPlaneToken())"), ("content-type", "application/json")]
     }
 
-    func call(_ path: String, _ body: String = "", headers h: [(String, String)]? = nil,
-              timeout: TimeInterval = 10) -> ProtocolResponse {
+    func call(
+        _ path: String, _ body: String = "", headers h: [(String, String)]? = nil,
+        timeout: TimeInterval = 10
+    ) -> ProtocolResponse {
         send("POST", path, headers: h ?? headers, body: Array(body.utf8), timeout: timeout)
     }
 
@@ -27,8 +29,10 @@ final class QueueEndpointTests: ServiceTestCase {
     }
 
     func enqueue(_ payload: [UInt8], keys: [[UInt8]] = [], backoff: [UInt32] = [], deadline: Int64 = 0) {
-        let r = try? store.atomicWriteSync(AtomicWrite(enqueues: [
-            Enqueue(payload: payload, deadlineMs: deadline, keysIfUndelivered: keys, backoffSchedule: backoff)]))
+        let r = try? store.atomicWriteSync(
+            AtomicWrite(enqueues: [
+                Enqueue(payload: payload, deadlineMs: deadline, keysIfUndelivered: keys, backoffSchedule: backoff)
+            ]))
         XCTAssertNotNil(r)
     }
 
@@ -62,7 +66,8 @@ final class QueueEndpointTests: ServiceTestCase {
         let f2 = json(call("/v2/queue/fail", #"{"id":"\#(l2["id"] as! String)"}"#))
         XCTAssertEqual(f2["result"] as? String, "deadLettered")
         XCTAssertEqual((f2["versionstamp"] as? String)?.count, 20)
-        XCTAssertEqual(try store.readKeys([stringKey("dead")])[0]?.value, KVValue(data: [0xff, 0x0f, 0x49, 0x02], encoding: .v8))
+        XCTAssertEqual(
+            try store.readKeys([stringKey("dead")])[0]?.value, KVValue(data: [0xff, 0x0f, 0x49, 0x02], encoding: .v8))
     }
 
     func testExpiredLeaseIsAConflict() throws {
@@ -78,8 +83,11 @@ final class QueueEndpointTests: ServiceTestCase {
         let done = expectation(description: "lease answered")
         nonisolated(unsafe) var response: ProtocolResponse?
         let start = Date()
-        service.handle(ProtocolRequest(method: "POST", path: "/v2/queue/lease", headers: headers.map { (name: $0.0, value: $0.1) },
-                                       body: Array(#"{"waitMs":2500}"#.utf8))) {
+        service.handle(
+            ProtocolRequest(
+                method: "POST", path: "/v2/queue/lease", headers: headers.map { (name: $0.0, value: $0.1) },
+                body: Array(#"{"waitMs":2500}"#.utf8))
+        ) {
             response = $0
             done.fulfill()
         }
@@ -102,10 +110,13 @@ final class QueueEndpointTests: ServiceTestCase {
 
     func testTokenRules() {
         XCTAssertEqual(call("/v2/queue/lease", headers: []).status, 401)
-        let ro = signer.sign(DataPlaneToken(databaseId: store.databaseId,
-                                            expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 60_000, scope: .readOnly))
+        let ro = signer.sign(
+            DataPlaneToken(
+                databaseId: store.databaseId,
+                expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 60_000, scope: .readOnly))
         XCTAssertEqual(call("/v2/queue/lease", headers: [("authorization", "Bearer \(ro)")]).status, 403)
-        XCTAssertEqual(call("/v2/queue/ack", #"{"id":"1-1"}"#, headers: [("authorization", "Bearer \(ro)")]).status, 403)
+        XCTAssertEqual(
+            call("/v2/queue/ack", #"{"id":"1-1"}"#, headers: [("authorization", "Bearer \(ro)")]).status, 403)
         let done = expectation(description: "405")
         service.handle(ProtocolRequest(method: "GET", path: "/v2/queue/lease", headers: [], body: [])) {
             XCTAssertEqual($0.status, 405)
@@ -120,8 +131,9 @@ final class QueueEndpointTests: ServiceTestCase {
         let r = call("/v2/queue/lease", #"{"max":3,"visibilityTimeoutMs":5000}"#)
         XCTAssertEqual(r.status, 200, String(decoding: r.body, as: UTF8.self))
         let first = try XCTUnwrap(json(r)["messages"] as? [[String: Any]])
-        XCTAssertEqual(first.compactMap { $0["payload"] as? String },
-                       (0..<3).map { Data([0xff, 0x0f, 0x49, UInt8(2 * $0)]).base64EncodedString() }, "oldest deadline first")
+        XCTAssertEqual(
+            first.compactMap { $0["payload"] as? String },
+            (0..<3).map { Data([0xff, 0x0f, 0x49, UInt8(2 * $0)]).base64EncodedString() }, "oldest deadline first")
         let rest = try XCTUnwrap(json(call("/v2/queue/lease", #"{"max":256}"#))["messages"] as? [[String: Any]])
         XCTAssertEqual(rest.count, 2, "only what is left")
         XCTAssertEqual(call("/v2/queue/lease", #"{"max":4}"#).status, 204, "all in flight")
@@ -154,11 +166,13 @@ final class QueueEndpointTests: ServiceTestCase {
             (#"{"max":257}"#, "invalid max: expected an integer of messages, 1 ... 256"),
             (#"{"max":"8"}"#, "invalid max"), (#"{"max":1.5}"#, "invalid max"), (#"{"max":-1}"#, "invalid max"),
             (#"{"visibilityTimeoutMs":99}"#, "invalid visibilityTimeoutMs"), (#"{"waitMs":-5}"#, "invalid waitMs"),
-            (#"[1]"#, "invalid body: expected a JSON object"),
+            (#"[1]"#, "invalid body: expected a JSON object")
         ] {
             let r = call("/v2/queue/lease", body)
             XCTAssertEqual(r.status, 400, body)
-            XCTAssertTrue(String(decoding: r.body, as: UTF8.self).contains(reason), "\(body): \(String(decoding: r.body, as: UTF8.self))")
+            XCTAssertTrue(
+                String(decoding: r.body, as: UTF8.self).contains(reason),
+                "\(body): \(String(decoding: r.body, as: UTF8.self))")
             XCTAssertTrue(r.headers.contains { $0.0 == "content-type" && $0.1.hasPrefix("text/plain") }, body)
         }
         let tooMany = "[" + (0...256).map { "\"\($0 + 1)-1\"" }.joined(separator: ",") + "]"

@@ -97,7 +97,8 @@ final class ReplicaTests: XCTestCase {
     func write(_ key: String, _ value: UInt8, via endpoint: String, token: String) throws -> [UInt8] {
         let w = send(
             "POST", endpoint + "/atomic_write", headers: [("authorization", "Bearer \(token)")],
-            body: Wire.atomicWrite(mutations: [.init(key: stringKey(key), type: .set, value: [value], encoding: .bytes)])
+            body: Wire.atomicWrite(mutations: [.init(key: stringKey(key), type: .set, value: [value], encoding: .bytes)]
+            )
         )
         XCTAssertEqual(w.status, 200, text(w))
         return try XCTUnwrap(Wire.decodeWriteOutput(w.body)).vs

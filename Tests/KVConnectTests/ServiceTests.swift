@@ -7,26 +7,34 @@ import KVEngine
 import KVSQLite
 
 final class ServiceTests: ServiceTestCase {
-    func call(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = []) -> ProtocolResponse {
+    func call(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [])
+        -> ProtocolResponse
+    {
         send(method, path, headers: headers, body: body)
     }
 
     func text(_ r: ProtocolResponse) -> String { String(decoding: r.body, as: UTF8.self) }
 
     func dataToken() throws -> (token: String, db: String) {
-        let r = call("POST", "/", headers: [("authorization", "Bearer \(accessToken)")], body: Array(#"{"supportedVersions":[1,2,3]}"#.utf8))
+        let r = call(
+            "POST", "/", headers: [("authorization", "Bearer \(accessToken)")],
+            body: Array(#"{"supportedVersions":[1,2,3]}"#.utf8))
         XCTAssertEqual(r.status, 200, text(r))
         let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any])
         return (o["token"] as! String, o["databaseId"] as! String)
     }
 
     func testDataPathMediaTypes() {
-        for ok in ["application/x-protobuf", "Application/X-Protobuf; charset=binary", " application/protobuf ",
-                   "application/octet-stream;x=y", "\tAPPLICATION/OCTET-STREAM"] {
+        for ok in [
+            "application/x-protobuf", "Application/X-Protobuf; charset=binary", " application/protobuf ",
+            "application/octet-stream;x=y", "\tAPPLICATION/OCTET-STREAM"
+        ] {
             XCTAssertTrue(KVConnectService.isProtobufMediaType(ok), ok)
         }
-        for bad in ["", "text/html", "application/x-protobufx", "application/x-proto", "application/json",
-                    "application/ x-protobuf", "application/x-protobuf\u{0}"] {
+        for bad in [
+            "", "text/html", "application/x-protobufx", "application/x-proto", "application/json",
+            "application/ x-protobuf", "application/x-protobuf\u{0}"
+        ] {
             XCTAssertFalse(KVConnectService.isProtobufMediaType(bad), bad)
         }
     }
@@ -42,13 +50,19 @@ final class ServiceTests: ServiceTestCase {
 
     func testWriteThenReadThroughTheService() throws {
         let (token, db) = try dataToken()
-        let h = [("authorization", "Bearer \(token)"), ("x-denokv-database-id", db), ("content-type", "application/x-protobuf")]
-        let w = call("POST", "/v2/atomic_write", headers: h,
-                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("k"), type: .set, value: [7], encoding: .bytes)]))
+        let h = [
+            ("authorization", "Bearer \(token)"), ("x-denokv-database-id", db),
+            ("content-type", "application/x-protobuf")
+        ]
+        let w = call(
+            "POST", "/v2/atomic_write", headers: h,
+            body: Wire.atomicWrite(mutations: [.init(key: stringKey("k"), type: .set, value: [7], encoding: .bytes)]))
         XCTAssertEqual(w.status, 200, text(w))
         let out = try XCTUnwrap(Wire.decodeWriteOutput(w.body))
         XCTAssertEqual(out.status, .success)
-        let r = call("POST", "/v2/snapshot_read", headers: h, body: Wire.snapshotRead([(stringKey("k"), stringKey("k") + [0], 1, false)]))
+        let r = call(
+            "POST", "/v2/snapshot_read", headers: h,
+            body: Wire.snapshotRead([(stringKey("k"), stringKey("k") + [0], 1, false)]))
         XCTAssertEqual(r.status, 200)
         let read = try XCTUnwrap(Wire.decodeReadOutput(r.body))
         XCTAssertEqual(read.ranges[0].first?.value, [7])
@@ -58,48 +72,77 @@ final class ServiceTests: ServiceTestCase {
     func testEngineErrorsMapTo400WithTheExactText() throws {
         let (token, _) = try dataToken()
         let h = [("authorization", "Bearer \(token)")]
-        _ = call("POST", "/v2/atomic_write", headers: h, body: Wire.atomicWrite(mutations: [.init(key: stringKey("s"), type: .set, value: [1], encoding: .bytes)]))
-        let r = call("POST", "/v2/atomic_write", headers: h,
-                     body: Wire.atomicWrite(mutations: [.init(key: stringKey("s"), type: .sum, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: .le64)]))
+        _ = call(
+            "POST", "/v2/atomic_write", headers: h,
+            body: Wire.atomicWrite(mutations: [.init(key: stringKey("s"), type: .set, value: [1], encoding: .bytes)]))
+        let r = call(
+            "POST", "/v2/atomic_write", headers: h,
+            body: Wire.atomicWrite(mutations: [
+                .init(key: stringKey("s"), type: .sum, value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: .le64)
+            ]))
         XCTAssertEqual(r.status, 400)
-        XCTAssertEqual(text(r).trimmingCharacters(in: .newlines), "Failed to perform 'sum' mutation on a non-U64 value in the database")
+        XCTAssertEqual(
+            text(r).trimmingCharacters(in: .newlines),
+            "Failed to perform 'sum' mutation on a non-U64 value in the database")
     }
 
     func testDataPathAuthErrors() throws {
         let (token, _) = try dataToken()
         let body = Wire.snapshotRead([([1], [2], 1, false)])
         XCTAssertEqual(call("POST", "/v2/snapshot_read", body: body).status, 401)
-        XCTAssertEqual(call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(accessToken)")], body: body).status, 401)
-        let other = call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(token)"), ("x-transaction-domain-id", "00000000-0000-0000-0000-000000000000")], body: body)
+        XCTAssertEqual(
+            call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(accessToken)")], body: body).status,
+            401)
+        let other = call(
+            "POST", "/v2/snapshot_read",
+            headers: [
+                ("authorization", "Bearer \(token)"),
+                ("x-transaction-domain-id", "00000000-0000-0000-0000-000000000000")
+            ], body: body)
         XCTAssertEqual(other.status, 401)
         XCTAssertTrue(text(other).contains("not valid for database"))
         let expired = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: 1))
         let e = call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(expired)")], body: body)
         XCTAssertEqual(e.status, 401)
         XCTAssertTrue(text(e).contains("expired"))
-        let unknownDb = signer.sign(DataPlaneToken(databaseId: "11111111-1111-1111-1111-111111111111", expiresAtMs: Int64.max))
-        XCTAssertEqual(call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(unknownDb)")], body: body).status, 401)
+        let unknownDb = signer.sign(
+            DataPlaneToken(databaseId: "11111111-1111-1111-1111-111111111111", expiresAtMs: Int64.max))
+        XCTAssertEqual(
+            call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(unknownDb)")], body: body).status,
+            401)
         let ro = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: Int64.max, scope: .readOnly))
-        XCTAssertEqual(call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(ro)")], body: body).status, 200)
-        let denied = call("POST", "/v2/atomic_write", headers: [("authorization", "Bearer \(ro)")], body: Wire.atomicWrite())
+        XCTAssertEqual(
+            call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(ro)")], body: body).status, 200)
+        let denied = call(
+            "POST", "/v2/atomic_write", headers: [("authorization", "Bearer \(ro)")], body: Wire.atomicWrite())
         XCTAssertEqual(denied.status, 403)
         XCTAssertTrue(text(denied).contains("read-only"))
-        let ct = call("POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(token)"), ("content-type", "text/html")], body: body)
+        let ct = call(
+            "POST", "/v2/snapshot_read", headers: [("authorization", "Bearer \(token)"), ("content-type", "text/html")],
+            body: body)
         XCTAssertEqual(ct.status, 415)
     }
 
     func testTenantSelectionAndScopesFromAccessTokens() throws {
         let other = try SQLiteStore(path: dir.appendingPathComponent("other.sqlite3").path)
         defer { other.close() }
-        let a = Tenant(name: "a", store: store, tokens: [AccessToken(secret: "a-rw-token-123"),
-                                                         AccessToken(sha256Hex: "a3c5d1b0e2f4a6c8e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6", scope: .readOnly)!])
+        let a = Tenant(
+            name: "a", store: store,
+            tokens: [
+                AccessToken(secret: "a-rw-token-123"),
+                AccessToken(
+                    sha256Hex: "a3c5d1b0e2f4a6c8e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6", scope: .readOnly)!
+            ])
         let b = Tenant(name: "b", store: other, tokens: [AccessToken(secret: "b-rw-token-123")])
         let ro = AccessToken(secret: "a-ro-token-123", scope: .readOnly)
         a.replaceTokens([AccessToken(secret: "a-rw-token-123"), ro])
-        let svc = KVConnectService(tenants: [a, b], signer: signer, configuration: ServiceConfiguration(), logger: Logger(label: "t"))
+        let svc = KVConnectService(
+            tenants: [a, b], signer: signer, configuration: ServiceConfiguration(), logger: Logger(label: "t"))
         func meta(_ t: String) -> (Int, [String: Any]) {
             nonisolated(unsafe) var r: ProtocolResponse?
-            svc.handle(ProtocolRequest(method: "POST", path: "/", headers: [("authorization", "Bearer \(t)")], body: [])) { r = $0 }
+            svc.handle(
+                ProtocolRequest(method: "POST", path: "/", headers: [("authorization", "Bearer \(t)")], body: [])
+            ) { r = $0 }
             return (r!.status, (try? JSONSerialization.jsonObject(with: Data(r!.body))) as? [String: Any] ?? [:])
         }
         XCTAssertEqual(meta("a-rw-token-123").1["databaseId"] as? String, store.databaseId)
@@ -108,8 +151,11 @@ final class ServiceTests: ServiceTestCase {
         let roToken = try XCTUnwrap(meta("a-ro-token-123").1["token"] as? String)
         XCTAssertEqual(try signer.verify(roToken, nowMs: 0).scope, .readOnly)
         nonisolated(unsafe) var w: ProtocolResponse?
-        svc.handle(ProtocolRequest(method: "POST", path: "/v2/atomic_write", headers: [("authorization", "Bearer \(roToken)")],
-                                   body: Wire.atomicWrite())) { w = $0 }
+        svc.handle(
+            ProtocolRequest(
+                method: "POST", path: "/v2/atomic_write", headers: [("authorization", "Bearer \(roToken)")],
+                body: Wire.atomicWrite())
+        ) { w = $0 }
         XCTAssertEqual(w?.status, 403)
         // A replaced token stops working at once.
         b.replaceTokens([AccessToken(secret: "b-rotated-token-1")])
@@ -125,8 +171,9 @@ final class ServiceTests: ServiceTestCase {
         let time = ManualTime(t0)
         clock = WallClock { time.ms }
         makeService { _ in }
-        let meta = call("POST", "/", headers: [("authorization", "Bearer \(accessToken)")],
-                        body: Array(#"{"supportedVersions":[3]}"#.utf8))
+        let meta = call(
+            "POST", "/", headers: [("authorization", "Bearer \(accessToken)")],
+            body: Array(#"{"supportedVersions":[3]}"#.utf8))
         XCTAssertEqual(meta.status, 200, text(meta))
         let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(meta.body)) as? [String: Any])
         XCTAssertEqual(o["expiresAt"] as? String, MetadataExchange.rfc3339(ms: t0 + lifetime))

@@ -16,8 +16,17 @@ final class SigningKeyringTests: XCTestCase {
         var keys: [[UInt8]]
         var reads = 0
         init(_ keys: [[UInt8]]) { self.keys = keys }
-        func read() -> [[UInt8]] { lock.lock(); defer { lock.unlock() }; reads += 1; return keys }
-        func rotate(to k: [UInt8]) { lock.lock(); keys = [k, keys[0]]; lock.unlock() }
+        func read() -> [[UInt8]] {
+            lock.lock()
+            defer { lock.unlock() }
+            reads += 1
+            return keys
+        }
+        func rotate(to k: [UInt8]) {
+            lock.lock()
+            keys = [k, keys[0]]
+            lock.unlock()
+        }
     }
 
     func daemon(_ shared: SharedKeys, interval: TimeInterval = 0) -> SigningKeyring {

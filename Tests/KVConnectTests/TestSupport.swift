@@ -10,7 +10,8 @@ import KVSQLite
 /// same wire format a client sends.
 enum Wire {
     static func snapshotRead(_ ranges: [(start: [UInt8], end: [UInt8], limit: Int32, reverse: Bool)]) -> [UInt8] {
-        let arena = Arena(); defer { arena.free() }
+        let arena = Arena()
+        defer { arena.free() }
         let ptrs = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__ReadRange>?.self, count: ranges.count)
         for (i, r) in ranges.enumerated() {
             let p = arena.object(Com__Deno__Kv__Datapath__ReadRange.self)
@@ -25,7 +26,8 @@ enum Wire {
         com__deno__kv__datapath__snapshot_read__init(&msg)
         msg.n_ranges = ranges.count
         msg.ranges = ptrs
-        return pack(&msg, com__deno__kv__datapath__snapshot_read__get_packed_size, com__deno__kv__datapath__snapshot_read__pack)
+        return pack(
+            &msg, com__deno__kv__datapath__snapshot_read__get_packed_size, com__deno__kv__datapath__snapshot_read__pack)
     }
 
     struct M {
@@ -38,9 +40,12 @@ enum Wire {
         var sumMin: [UInt8] = [], sumMax: [UInt8] = [], sumClamp = false
     }
 
-    static func atomicWrite(checks: [(key: [UInt8], vs: [UInt8])] = [], mutations: [M] = [],
-                            enqueues: [(payload: [UInt8], deadline: Int64, keys: [[UInt8]], backoff: [UInt32])] = []) -> [UInt8] {
-        let arena = Arena(); defer { arena.free() }
+    static func atomicWrite(
+        checks: [(key: [UInt8], vs: [UInt8])] = [], mutations: [M] = [],
+        enqueues: [(payload: [UInt8], deadline: Int64, keys: [[UInt8]], backoff: [UInt32])] = []
+    ) -> [UInt8] {
+        let arena = Arena()
+        defer { arena.free() }
         let cps = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__Check>?.self, count: checks.count)
         for (i, c) in checks.enumerated() {
             let p = arena.object(Com__Deno__Kv__Datapath__Check.self)
@@ -86,14 +91,19 @@ enum Wire {
         }
         var msg = Com__Deno__Kv__Datapath__AtomicWrite()
         com__deno__kv__datapath__atomic_write__init(&msg)
-        msg.n_checks = checks.count; msg.checks = cps
-        msg.n_mutations = mutations.count; msg.mutations = mps
-        msg.n_enqueues = enqueues.count; msg.enqueues = eps
-        return pack(&msg, com__deno__kv__datapath__atomic_write__get_packed_size, com__deno__kv__datapath__atomic_write__pack)
+        msg.n_checks = checks.count
+        msg.checks = cps
+        msg.n_mutations = mutations.count
+        msg.mutations = mps
+        msg.n_enqueues = enqueues.count
+        msg.enqueues = eps
+        return pack(
+            &msg, com__deno__kv__datapath__atomic_write__get_packed_size, com__deno__kv__datapath__atomic_write__pack)
     }
 
     static func watch(_ keys: [[UInt8]]) -> [UInt8] {
-        let arena = Arena(); defer { arena.free() }
+        let arena = Arena()
+        defer { arena.free() }
         let ptrs = arena.array(of: UnsafeMutablePointer<Com__Deno__Kv__Datapath__WatchKey>?.self, count: keys.count)
         for (i, k) in keys.enumerated() {
             let p = arena.object(Com__Deno__Kv__Datapath__WatchKey.self)
@@ -109,8 +119,13 @@ enum Wire {
     }
 
     static func decodeReadOutput(_ body: [UInt8])
-        -> (ranges: [[(key: [UInt8], value: [UInt8], vs: [UInt8])]], strong: Bool, status: ReadStatus)? {
-        guard let m = body.withUnsafeBufferPointer({ com__deno__kv__datapath__snapshot_read_output__unpack(nil, $0.count, $0.baseAddress) }) else { return nil }
+        -> (ranges: [[(key: [UInt8], value: [UInt8], vs: [UInt8])]], strong: Bool, status: ReadStatus)?
+    {
+        guard
+            let m = body.withUnsafeBufferPointer({
+                com__deno__kv__datapath__snapshot_read_output__unpack(nil, $0.count, $0.baseAddress)
+            })
+        else { return nil }
         defer { com__deno__kv__datapath__snapshot_read_output__free_unpacked(m, nil) }
         var out: [[(key: [UInt8], value: [UInt8], vs: [UInt8])]] = []
         for i in 0..<m.pointee.n_ranges {
@@ -126,7 +141,11 @@ enum Wire {
     }
 
     static func decodeWriteOutput(_ body: [UInt8]) -> (status: WriteStatus, vs: [UInt8], failed: [UInt32])? {
-        guard let m = body.withUnsafeBufferPointer({ com__deno__kv__datapath__atomic_write_output__unpack(nil, $0.count, $0.baseAddress) }) else { return nil }
+        guard
+            let m = body.withUnsafeBufferPointer({
+                com__deno__kv__datapath__atomic_write_output__unpack(nil, $0.count, $0.baseAddress)
+            })
+        else { return nil }
         defer { com__deno__kv__datapath__atomic_write_output__free_unpacked(m, nil) }
         let failed = (0..<m.pointee.n_failed_checks).map { m.pointee.failed_checks[$0] }
         return (m.pointee.status, bytes(m.pointee.versionstamp), failed)
@@ -210,8 +229,9 @@ class ServiceTestCase: XCTestCase {
         var config = ServiceConfiguration()
         configure(&config)
         extra(&config)
-        service = KVConnectService(tenants: [Tenant(store: store, accessTokens: [accessToken])], signer: signer,
-                                   configuration: config, logger: makeLogger(), clock: clock)
+        service = KVConnectService(
+            tenants: [Tenant(store: store, accessTokens: [accessToken])], signer: signer,
+            configuration: config, logger: makeLogger(), clock: clock)
     }
 
     override func tearDown() {
@@ -220,11 +240,15 @@ class ServiceTestCase: XCTestCase {
     }
 
     /// One request through the service, waiting for its (possibly async) answer.
-    func send(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [],
-              timeout: TimeInterval = 10) -> ProtocolResponse {
+    func send(
+        _ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = [],
+        timeout: TimeInterval = 10
+    ) -> ProtocolResponse {
         let done = expectation(description: "response")
         nonisolated(unsafe) var response: ProtocolResponse?
-        service.handle(ProtocolRequest(method: method, path: path, headers: headers.map { (name: $0.0, value: $0.1) }, body: body)) {
+        service.handle(
+            ProtocolRequest(method: method, path: path, headers: headers.map { (name: $0.0, value: $0.1) }, body: body)
+        ) {
             response = $0
             done.fulfill()
         }
@@ -234,7 +258,9 @@ class ServiceTestCase: XCTestCase {
 
     /// A data-plane token for the test store, valid for a minute.
     func dataPlaneToken(scope: DataPlaneToken.Scope = .readWrite) -> String {
-        signer.sign(DataPlaneToken(databaseId: store.databaseId,
-                                   expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 60_000, scope: scope))
+        signer.sign(
+            DataPlaneToken(
+                databaseId: store.databaseId,
+                expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 60_000, scope: scope))
     }
 }

@@ -23,20 +23,26 @@ final class WatchReadsTests: XCTestCase {
         var maxInFlight: Int { lock.withLock { _maxInFlight } }
         func bump() { lock.withLock { _version += 1 } }
         func read(_ keys: [Bytes]) -> [KVEntry?] {
-            lock.withLock { _reads += 1; _inFlight += 1; _maxInFlight = max(_maxInFlight, _inFlight) }
-            let v = lock.withLock { _version }   // the snapshot is taken here
+            lock.withLock {
+                _reads += 1
+                _inFlight += 1
+                _maxInFlight = max(_maxInFlight, _inFlight)
+            }
+            let v = lock.withLock { _version }  // the snapshot is taken here
             usleep(delayMs * 1000)
             lock.withLock { _inFlight -= 1 }
-            return keys.map { KVEntry(key: $0, value: KVValue(data: [v], encoding: .bytes), versionstamp: Array(repeating: v, count: 10)) }
+            return keys.map {
+                KVEntry(
+                    key: $0, value: KVValue(data: [v], encoding: .bytes), versionstamp: Array(repeating: v, count: 10))
+            }
         }
     }
-
 
     func testSessionsWokenTogetherShareOneRead() {
         let fake = FakeReads(delayMs: 200)
         let reads = WatchReads { fake.read($0) }
         fake.bump()
-        let stamps = (0..<1000).map { _ in reads.stamp() }   // 1000 sessions woken by one commit
+        let stamps = (0..<1000).map { _ in reads.stamp() }  // 1000 sessions woken by one commit
         let got = LockedValues()
         let all = expectation(description: "all delivered")
         all.expectedFulfillmentCount = 1000
@@ -111,7 +117,7 @@ final class LockedValues: @unchecked Sendable {
 /// total rate stays under `watchPingsPerSecondMax` however many streams.
 final class WatchPingRateTests: ServiceTestCase {
     override func configure(_ config: inout ServiceConfiguration) {
-        config.watchPingIntervalMs = 160    // ticks of 10 ms, one stream per tick
+        config.watchPingIntervalMs = 160  // ticks of 10 ms, one stream per tick
         config.watchPingsPerSecondMax = 100
     }
 
@@ -120,8 +126,11 @@ final class WatchPingRateTests: ServiceTestCase {
         var streams: [RecordingStream] = []
         for i in 0..<50 {
             nonisolated(unsafe) var response: ProtocolResponse?
-            service.handle(ProtocolRequest(method: "POST", path: "/v2/watch", headers: [("authorization", "Bearer \(token)")],
-                                           body: Wire.watch([stringKey("ping\(i)")]))) { response = $0 }
+            service.handle(
+                ProtocolRequest(
+                    method: "POST", path: "/v2/watch", headers: [("authorization", "Bearer \(token)")],
+                    body: Wire.watch([stringKey("ping\(i)")]))
+            ) { response = $0 }
             let s = RecordingStream()
             try XCTUnwrap(XCTUnwrap(response).stream)(s)
             streams.append(s)

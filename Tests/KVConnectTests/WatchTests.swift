@@ -14,29 +14,49 @@ final class RecordingStream: ResponseStreamWriter, @unchecked Sendable {
     private var _pendingOverride = 0
     /// Simulated unsent bytes (a slow reader); set from the test thread.
     var pendingOverride: Int {
-        get { lock.lock(); defer { lock.unlock() }; return _pendingOverride }
-        set { lock.lock(); _pendingOverride = newValue; lock.unlock() }
+        get {
+            lock.lock()
+            defer { lock.unlock() }
+            return _pendingOverride
+        }
+        set {
+            lock.lock()
+            _pendingOverride = newValue
+            lock.unlock()
+        }
     }
 
     func write(_ bytes: [UInt8]) -> Bool {
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         if _closed { return false }
         data += bytes
         return true
     }
     func finish() { closeNow() }
     var pendingBytes: Int { pendingOverride }
-    var isClosed: Bool { lock.lock(); defer { lock.unlock() }; return _closed }
+    var isClosed: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return _closed
+    }
     func onClose(_ handler: @escaping @Sendable () -> Void) {
         lock.lock()
-        if _closed { lock.unlock(); handler(); return }
+        if _closed {
+            lock.unlock()
+            handler()
+            return
+        }
         closeHandlers.append(handler)
         lock.unlock()
     }
     /// The client goes away.
     func closeNow() {
         lock.lock()
-        if _closed { lock.unlock(); return }
+        if _closed {
+            lock.unlock()
+            return
+        }
         _closed = true
         let hs = closeHandlers
         closeHandlers = []
@@ -46,16 +66,23 @@ final class RecordingStream: ResponseStreamWriter, @unchecked Sendable {
 
     /// Frames so far: nil entries for pings; each frame = per key (value bytes or nil).
     var frames: [[[UInt8]?]?] {
-        lock.lock(); let d = data; lock.unlock()
+        lock.lock()
+        let d = data
+        lock.unlock()
         var out: [[[UInt8]?]?] = []
         var i = 0
         while i + 4 <= d.count {
             let n = Int(d[i]) | Int(d[i + 1]) << 8 | Int(d[i + 2]) << 16 | Int(d[i + 3]) << 24
             i += 4
-            if n == 0 { out.append(nil); continue }
+            if n == 0 {
+                out.append(nil)
+                continue
+            }
             let payload = Array(d[i..<i + n])
             i += n
-            let m = payload.withUnsafeBufferPointer { com__deno__kv__datapath__watch_output__unpack(nil, $0.count, $0.baseAddress) }!
+            let m = payload.withUnsafeBufferPointer {
+                com__deno__kv__datapath__watch_output__unpack(nil, $0.count, $0.baseAddress)
+            }!
             var keys: [[UInt8]?] = []
             for k in 0..<m.pointee.n_keys {
                 let o = m.pointee.keys[k]!.pointee
@@ -82,11 +109,13 @@ final class WatchTests: ServiceTestCase {
         token = signer.sign(DataPlaneToken(databaseId: store.databaseId, expiresAtMs: Int64.max))
     }
 
-
     func open(_ keys: [[UInt8]]) throws -> RecordingStream {
         nonisolated(unsafe) var response: ProtocolResponse?
-        service.handle(ProtocolRequest(method: "POST", path: "/v2/watch", headers: [("authorization", "Bearer \(token!)")],
-                                       body: Wire.watch(keys))) { response = $0 }
+        service.handle(
+            ProtocolRequest(
+                method: "POST", path: "/v2/watch", headers: [("authorization", "Bearer \(token!)")],
+                body: Wire.watch(keys))
+        ) { response = $0 }
         let r = try XCTUnwrap(response)
         XCTAssertEqual(r.status, 200, String(decoding: r.body, as: UTF8.self))
         let s = RecordingStream()
@@ -95,12 +124,18 @@ final class WatchTests: ServiceTestCase {
     }
 
     func set(_ key: String, _ v: String) throws {
-        _ = try store.atomicWriteSync(AtomicWrite(mutations: [Mutation(key: stringKey(key), kind: .set(KVValue(data: Array(v.utf8), encoding: .bytes)))]))
+        _ = try store.atomicWriteSync(
+            AtomicWrite(mutations: [
+                Mutation(key: stringKey(key), kind: .set(KVValue(data: Array(v.utf8), encoding: .bytes)))
+            ]))
     }
 
     func eventually(_ what: String, _ cond: () -> Bool) {
         let end = Date().addingTimeInterval(5)
-        while Date() < end { if cond() { return }; usleep(5_000) }
+        while Date() < end {
+            if cond() { return }
+            usleep(5_000)
+        }
         XCTFail("timed out waiting for \(what)")
     }
 
@@ -133,9 +168,11 @@ final class WatchTests: ServiceTestCase {
         let s = try open([stringKey("x"), stringKey("y")])
         eventually("first") { s.dataFrames.count == 1 }
         for i in 0..<200 {
-            _ = try store.atomicWriteSync(AtomicWrite(mutations: [
-                Mutation(key: stringKey("x"), kind: .set(KVValue(data: Array("\(i)".utf8), encoding: .bytes))),
-                Mutation(key: stringKey("y"), kind: .set(KVValue(data: Array("\(i)".utf8), encoding: .bytes)))]))
+            _ = try store.atomicWriteSync(
+                AtomicWrite(mutations: [
+                    Mutation(key: stringKey("x"), kind: .set(KVValue(data: Array("\(i)".utf8), encoding: .bytes))),
+                    Mutation(key: stringKey("y"), kind: .set(KVValue(data: Array("\(i)".utf8), encoding: .bytes)))
+                ]))
         }
         eventually("final value") { s.dataFrames.last == [Array("199".utf8), Array("199".utf8)] }
         for f in s.dataFrames.dropFirst() { XCTAssertEqual(f[0], f[1], "each frame is one snapshot") }
@@ -159,8 +196,11 @@ final class WatchTests: ServiceTestCase {
     func testWatchRequestErrors() throws {
         func status(_ body: [UInt8], auth: Bool = true) -> (Int, String) {
             nonisolated(unsafe) var response: ProtocolResponse?
-            service.handle(ProtocolRequest(method: "POST", path: "/v2/watch",
-                                           headers: auth ? [("authorization", "Bearer \(token!)")] : [], body: body)) { response = $0 }
+            service.handle(
+                ProtocolRequest(
+                    method: "POST", path: "/v2/watch",
+                    headers: auth ? [("authorization", "Bearer \(token!)")] : [], body: body)
+            ) { response = $0 }
             return (response!.status, String(decoding: response!.body, as: UTF8.self))
         }
         let eleven = (0..<11).map { stringKey("k\($0)") }

@@ -12,11 +12,16 @@ final class BackupTests: XCTestCase {
 
     func path(_ name: String) -> String { tmp.dir.appendingPathComponent(name).path }
 
-    func set(_ store: SQLiteStore, _ key: String, _ value: Bytes, encoding: ValueEncoding = .bytes,
-             expireAtMs: Int64? = nil) throws -> Versionstamp {
-        let r = try store.atomicWriteSync(AtomicWrite(mutations: [
-            Mutation(key: KeyCodec.encode([.string(key)]), kind: .set(KVValue(data: value, encoding: encoding)), expireAtMs: expireAtMs),
-        ]))
+    func set(
+        _ store: SQLiteStore, _ key: String, _ value: Bytes, encoding: ValueEncoding = .bytes,
+        expireAtMs: Int64? = nil
+    ) throws -> Versionstamp {
+        let r = try store.atomicWriteSync(
+            AtomicWrite(mutations: [
+                Mutation(
+                    key: KeyCodec.encode([.string(key)]), kind: .set(KVValue(data: value, encoding: encoding)),
+                    expireAtMs: expireAtMs)
+            ]))
         guard case .committed(let vs) = r else { throw DataOpsError("not committed") }
         return vs
     }
@@ -28,8 +33,10 @@ final class BackupTests: XCTestCase {
         let s = try c.statement("SELECT key, value, encoding, versionstamp, expires_at_ms FROM entries ORDER BY key")
         defer { s.reset() }
         while try s.step() {
-            out.append(ExportedEntry(key: s.columnBytes(0), value: s.columnBytes(1), encoding: s.columnInt64(2),
-                                     versionstamp: s.columnBytes(3), expiresAtMs: s.columnIsNull(4) ? nil : s.columnInt64(4)))
+            out.append(
+                ExportedEntry(
+                    key: s.columnBytes(0), value: s.columnBytes(1), encoding: s.columnInt64(2),
+                    versionstamp: s.columnBytes(3), expiresAtMs: s.columnIsNull(4) ? nil : s.columnInt64(4)))
         }
         return out
     }
@@ -41,9 +48,12 @@ final class BackupTests: XCTestCase {
         let writer = Thread {
             var i = 0
             while !stop.isSet {
-                _ = try? store.atomicWriteSync(AtomicWrite(mutations: [
-                    Mutation(key: KeyCodec.encode([.string("w"), .number(Double(i))]), kind: .set(KVValue(data: [1], encoding: .bytes))),
-                ]))
+                _ = try? store.atomicWriteSync(
+                    AtomicWrite(mutations: [
+                        Mutation(
+                            key: KeyCodec.encode([.string("w"), .number(Double(i))]),
+                            kind: .set(KVValue(data: [1], encoding: .bytes)))
+                    ]))
                 i += 1
             }
         }
@@ -55,8 +65,9 @@ final class BackupTests: XCTestCase {
         Thread.sleep(forTimeInterval: 0.1)
         stop.set()
         while !writer.isFinished { Thread.sleep(forTimeInterval: 0.01) }
-        XCTAssertGreaterThan(Versionstamps.counter(of: store.currentVersionstamp)!, Versionstamps.counter(of: before)!,
-                             "writes went on during and after the backup")
+        XCTAssertGreaterThan(
+            Versionstamps.counter(of: store.currentVersionstamp)!, Versionstamps.counter(of: before)!,
+            "writes went on during and after the backup")
         XCTAssertEqual(info.databaseId, store.databaseId)
         XCTAssertGreaterThanOrEqual(info.entries, 50)
         // The copy is a snapshot: every commit up to its counter, nothing after.
@@ -73,7 +84,8 @@ final class BackupTests: XCTestCase {
         XCTAssertThrowsError(try DataOps.backup(db: path("missing.sqlite3"), to: path("x"))) {
             XCTAssertTrue("\($0)".contains("does not exist"), "\($0)")
         }
-        try Data("not a database at all, no no no no no no no no no no no no no no no".utf8).write(to: URL(fileURLWithPath: path("junk")))
+        try Data("not a database at all, no no no no no no no no no no no no no no no".utf8).write(
+            to: URL(fileURLWithPath: path("junk")))
         XCTAssertThrowsError(try DataOps.backup(db: path("junk"), to: path("y")))
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("y")))
     }
@@ -133,21 +145,30 @@ final class BackupTests: XCTestCase {
 
     func testExportImportRoundTripIsByteForByte() throws {
         let store = try tmp.open()
-        let v8Values = ["ff10220568656c6c6f", "ff104e000000000000f87f", "ff106f2201786f22017349027b012201795e017b02",
-                        "ff1061034900490249044906400203", "ff106f22016242030102ff56420003007b01", "ff103b22016149023a02"]
+        let v8Values = [
+            "ff10220568656c6c6f", "ff104e000000000000f87f", "ff106f2201786f22017349027b012201795e017b02",
+            "ff1061034900490249044906400203", "ff106f22016242030102ff56420003007b01", "ff103b22016149023a02"
+        ]
         var writes: [Mutation] = []
         for (i, hex) in v8Values.enumerated() {
-            writes.append(Mutation(key: KeyCodec.encode([.string("v8"), .bigint(BigIntValue(Int64(i)))]),
-                                   kind: .set(KVValue(data: ExportFormat.unhex(hex)!, encoding: .v8))))
+            writes.append(
+                Mutation(
+                    key: KeyCodec.encode([.string("v8"), .bigint(BigIntValue(Int64(i)))]),
+                    kind: .set(KVValue(data: ExportFormat.unhex(hex)!, encoding: .v8))))
         }
         writes.append(Mutation(key: [0x01, 0x00, 0xFF, 0x00], kind: .set(KVValue(data: [], encoding: .bytes))))
         writes.append(Mutation(key: [0x7F, 0x00], kind: .set(KVValue(data: [1, 2, 3, 4, 5, 6, 7, 8], encoding: .le64))))
-        writes.append(Mutation(key: KeyCodec.encode([.number(.nan), .bool(true)]), kind: .set(KVValue(data: [0], encoding: .bytes)),
-                               expireAtMs: 4_000_000_000_000))
+        writes.append(
+            Mutation(
+                key: KeyCodec.encode([.number(.nan), .bool(true)]), kind: .set(KVValue(data: [0], encoding: .bytes)),
+                expireAtMs: 4_000_000_000_000))
         _ = try store.atomicWriteSync(AtomicWrite(mutations: writes))
-        _ = try store.atomicWriteSync(AtomicWrite(mutations: [
-            Mutation(key: KeyCodec.encode([.string("vs")]), kind: .setSuffixVersionstampedKey(KVValue(data: [9], encoding: .bytes))),
-        ]))
+        _ = try store.atomicWriteSync(
+            AtomicWrite(mutations: [
+                Mutation(
+                    key: KeyCodec.encode([.string("vs")]),
+                    kind: .setSuffixVersionstampedKey(KVValue(data: [9], encoding: .bytes)))
+            ]))
         store.close()
 
         var text = ""

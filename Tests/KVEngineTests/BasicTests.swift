@@ -49,7 +49,7 @@ final class BasicTests: KVTestCase {
             ReadRange(start: k("k3"), end: k("k5"), limit: 10),
             ReadRange(start: k("a"), end: k("b"), limit: 10),
             ReadRange(start: [], end: [0xFF], limit: 1000),
-            ReadRange(start: k("k5"), end: k("k3"), limit: 10),
+            ReadRange(start: k("k5"), end: k("k3"), limit: 10)
         ])
         XCTAssertEqual(r.count, 6)
         XCTAssertEqual(r[0].map(\.key), [k("k0"), k("k1"), k("k2")])
@@ -106,7 +106,7 @@ final class BasicTests: KVTestCase {
     func testSetSuffixVersionstampedKey() throws {
         let vs = try store.commit([
             Mutation(key: k("log"), kind: .setSuffixVersionstampedKey(bytesValue("entry"))),
-            set("other", bytesValue("o")),
+            set("other", bytesValue("o"))
         ])
         let hex = Versionstamps.hex(vs)
         XCTAssertEqual(hex.count, 20)
@@ -124,8 +124,9 @@ final class BasicTests: KVTestCase {
 
     func testEnqueuesPersisted() throws {
         XCTAssertEqual(try store.queuedMessageCount(), 0)
-        let enq = Enqueue(payload: [1, 2, 3], deadlineMs: nowMs() + 1000,
-                          keysIfUndelivered: [k("a"), [], k("bb")], backoffSchedule: [100, 1000])
+        let enq = Enqueue(
+            payload: [1, 2, 3], deadlineMs: nowMs() + 1000,
+            keysIfUndelivered: [k("a"), [], k("bb")], backoffSchedule: [100, 1000])
         let r = try store.atomicWriteSync(AtomicWrite(mutations: [set("x", bytesValue("1"))], enqueues: [enq, enq]))
         guard case .committed = r else { return XCTFail("\(r)") }
         XCTAssertEqual(try store.queuedMessageCount(), 2)
@@ -182,8 +183,9 @@ final class BasicTests: KVTestCase {
         }
         XCTAssertTrue(box.wait())
         let big = KVValue(data: Bytes(repeating: 7, count: 200_000), encoding: .bytes)
-        XCTAssertEqual(store.writeError([set("a", bytesValue("small")), set("big", big)]),
-                       .unavailable("database or disk is full"))
+        XCTAssertEqual(
+            store.writeError([set("a", bytesValue("small")), set("big", big)]),
+            .unavailable("database or disk is full"))
         XCTAssertNil(try store.get("a"))
         // Once space is available again, writes go through.
         let box2 = ResultBox<Bool>()
@@ -204,7 +206,7 @@ final class BasicTests: KVTestCase {
             (ioerrShmSize, ENOSPC, "database or disk is full (no space left on device)"),
             (ioerrFsync, ENOSPC, "database or disk is full (no space left on device)"),
             (ioerrWrite, EDQUOT, "database or disk is full (disk quota exceeded)"),
-            (ioerrWrite, EIO, "disk I/O error"),
+            (ioerrWrite, EIO, "disk I/O error")
         ]
         for (code, errno, text) in cases {
             XCTAssertEqual(SQLiteError(code: code, message: "x", systemErrno: errno).kvError, .unavailable(text))

@@ -18,24 +18,31 @@ final class FuzzRegressionTests: XCTestCase {
     func testDecodeScalarHugeBigIntLength() throws {
         let crash = Self.hex("ff105affffffffffffffffff6969696969696969696969696969696969690000ed00")
         XCTAssertNil(V8Codec.decodeScalar(crash))
-        XCTAssertNil(V8Codec.decodeScalar([0xFF, 0x0F, 0x5A, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]))
+        XCTAssertNil(
+            V8Codec.decodeScalar([0xFF, 0x0F, 0x5A, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]))
         XCTAssertNil(V8Value.decode(crash))
 
         // And through the engine: the sum is refused, nothing is written.
         let tmp = TempDB()
         let store = try tmp.open()
         defer { store.close() }
-        let write = AtomicWrite(mutations: [Mutation(key: [0x02, 0x61, 0x00],
-                                                     kind: .sum(KVValue(data: crash, encoding: .v8), min: nil, max: nil, clamp: false))])
+        let write = AtomicWrite(mutations: [
+            Mutation(
+                key: [0x02, 0x61, 0x00],
+                kind: .sum(KVValue(data: crash, encoding: .v8), min: nil, max: nil, clamp: false))
+        ])
         XCTAssertThrowsError(try store.atomicWriteSync(write)) { error in
             XCTAssertEqual(error as? KVError, .invalidMutation(SumMessages.invalidV8Parameters))
         }
     }
 
-    private func roundTrip(key: Bytes = [0x02, 0x66, 0x00], value: Bytes, encoding: ValueEncoding = .v8,
-                           file: StaticString = #filePath, line: UInt = #line) throws {
-        let entry = ExportedEntry(key: key, value: value, encoding: Int64(encoding.rawValue),
-                                  versionstamp: Bytes(repeating: 0, count: 9) + [1], expiresAtMs: nil)
+    private func roundTrip(
+        key: Bytes = [0x02, 0x66, 0x00], value: Bytes, encoding: ValueEncoding = .v8,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws {
+        let entry = ExportedEntry(
+            key: key, value: value, encoding: Int64(encoding.rawValue),
+            versionstamp: Bytes(repeating: 0, count: 9) + [1], expiresAtMs: nil)
         let text = ExportFormat.line(for: entry)
         XCTAssertEqual(try ExportFormat.parse(line: text), entry, text, file: file, line: line)
     }
@@ -76,7 +83,10 @@ final class FuzzRegressionTests: XCTestCase {
             core = store.core
             sweeper = store.core.sweeper
             queue = store.core.queue
-            _ = try store.atomicWriteSync(AtomicWrite(mutations: [Mutation(key: [0x02, 0x61, 0x00], kind: .set(KVValue(data: [1], encoding: .bytes)))]))
+            _ = try store.atomicWriteSync(
+                AtomicWrite(mutations: [
+                    Mutation(key: [0x02, 0x61, 0x00], kind: .set(KVValue(data: [1], encoding: .bytes)))
+                ]))
             store.close()
         }
         let deadline = Date().addingTimeInterval(5)

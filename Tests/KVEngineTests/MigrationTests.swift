@@ -12,7 +12,8 @@ final class MigrationTests: XCTestCase {
             let c = try SQLiteConnection(path: tmp.path, flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
             try Schema.migrate(c, to: 1)
             XCTAssertEqual(try c.queryText("SELECT version FROM schema_version"), "1")
-            try c.execScript("""
+            try c.execScript(
+                """
                 INSERT INTO entries (key, value, encoding, versionstamp)
                 VALUES (X'6f6c64', X'010203', 3, X'00000000000000070000');
                 UPDATE meta SET value = 7 WHERE key = 'commit_counter';
@@ -32,7 +33,8 @@ final class MigrationTests: XCTestCase {
         let vs = try store.commit([set("exp", bytesValue("e"), expireAtMs: 1)])
         XCTAssertEqual(vs, Versionstamps.make(counter: 8))
         XCTAssertNil(try store.get("exp"))
-        _ = try store.atomicWriteSync(AtomicWrite(enqueues: [Enqueue(payload: [1], deadlineMs: 0, keysIfUndelivered: [], backoffSchedule: [])]))
+        _ = try store.atomicWriteSync(
+            AtomicWrite(enqueues: [Enqueue(payload: [1], deadlineMs: 0, keysIfUndelivered: [], backoffSchedule: [])]))
         XCTAssertEqual(try store.queuedMessageCount(), 1)
         store.close()
 

@@ -3,7 +3,8 @@ import XCTest
 @testable import KVSQLite
 
 final class NumericMutationTests: KVTestCase {
-    private func sum(_ key: String, _ v: KVValue, min: Bytes? = nil, max: Bytes? = nil, clamp: Bool = false) -> Mutation {
+    private func sum(_ key: String, _ v: KVValue, min: Bytes? = nil, max: Bytes? = nil, clamp: Bool = false) -> Mutation
+    {
         Mutation(key: k(key), kind: .sum(v, min: min, max: max, clamp: clamp))
     }
 
@@ -27,7 +28,9 @@ final class NumericMutationTests: KVTestCase {
         try store.commit([Mutation(key: k("mx"), kind: .max(u64(UInt64.max)))])
         XCTAssertEqual(try store.get("mx")?.value, u64(UInt64.max))
         // Unsigned comparison: 2^63 > 1.
-        try store.commit([Mutation(key: k("mn2"), kind: .set(u64(1 << 63))), Mutation(key: k("mn2"), kind: .min(u64(1)))])
+        try store.commit([
+            Mutation(key: k("mn2"), kind: .set(u64(1 << 63))), Mutation(key: k("mn2"), kind: .min(u64(1)))
+        ])
         XCTAssertEqual(try store.get("mn2")?.value, u64(1))
     }
 
@@ -57,10 +60,15 @@ final class NumericMutationTests: KVTestCase {
                 }
             }
             let badOperand = KVError.invalidMutation("Failed to perform '\(op)' mutation on a non-U64 operand")
-            let badValue = KVError.invalidMutation("Failed to perform '\(op)' mutation on a non-U64 value in the database")
+            let badValue = KVError.invalidMutation(
+                "Failed to perform '\(op)' mutation on a non-U64 value in the database")
             XCTAssertEqual(store.writeError([mutation("new", KVValue(data: [1, 2, 3], encoding: .le64))]), badOperand)
-            XCTAssertEqual(store.writeError([mutation("new", KVValue(data: Bytes(repeating: 0, count: 9), encoding: .le64))]), badOperand)
-            XCTAssertEqual(store.writeError([mutation("new", KVValue(data: Bytes(repeating: 0, count: 8), encoding: .bytes))]), badOperand)
+            XCTAssertEqual(
+                store.writeError([mutation("new", KVValue(data: Bytes(repeating: 0, count: 9), encoding: .le64))]),
+                badOperand)
+            XCTAssertEqual(
+                store.writeError([mutation("new", KVValue(data: Bytes(repeating: 0, count: 8), encoding: .bytes))]),
+                badOperand)
             XCTAssertEqual(store.writeError([mutation("bytes", u64(1))]), badValue)
             XCTAssertEqual(store.writeError([mutation("num", u64(1))]), badValue)
             if op != "sum" {
@@ -126,31 +134,39 @@ final class NumericMutationTests: KVTestCase {
         XCTAssertEqual(store.writeError([sum("b", v8big(8), min: blo, max: bhi)]), outOfRange)
         try store.commit([sum("b", v8big(8), min: blo, max: bhi, clamp: true)])
         XCTAssertEqual(try store.get("b")?.value, v8big(10))
-        try store.commit([sum("b", v8big(BigIntValue(negative: true, magnitude: [0, 5])), min: blo, max: bhi, clamp: true)])
+        try store.commit([
+            sum("b", v8big(BigIntValue(negative: true, magnitude: [0, 5])), min: blo, max: bhi, clamp: true)
+        ])
         XCTAssertEqual(try store.get("b")?.value, v8big(-10))
     }
 
     func testV8ErrorTexts() throws {
-        try store.commit([set("n", v8num(1)), set("b", v8big(1)), set("s", bytesValue("x")),
-                          set("str", KVValue(data: [0xFF, 0x0F, 0x22, 0x01, 0x61], encoding: .v8)),
-                          set("u", u64(1))])
+        try store.commit([
+            set("n", v8num(1)), set("b", v8big(1)), set("s", bytesValue("x")),
+            set("str", KVValue(data: [0xFF, 0x0F, 0x22, 0x01, 0x61], encoding: .v8)),
+            set("u", u64(1))
+        ])
         let invalidParams = KVError.invalidMutation("Some of the parameters are not valid V8 values")
         let string = KVValue(data: [0xFF, 0x0F, 0x22, 0x01, 0x61], encoding: .v8)
         XCTAssertEqual(store.writeError([sum("n", string)]), invalidParams)
         XCTAssertEqual(store.writeError([sum("n", KVValue(data: [], encoding: .v8))]), invalidParams)
         XCTAssertEqual(store.writeError([sum("n", v8num(1), min: [0xFF, 0x0F, 0x54])]), invalidParams)
-        XCTAssertEqual(store.writeError([sum("n", v8num(1), max: V8Codec.encode(.bigint(BigIntValue(3))))]),
-                       .invalidMutation("Min/max parameters have different types than the operand"))
-        XCTAssertEqual(store.writeError([sum("b", v8big(1), min: V8Codec.encode(.number(0)))]),
-                       .invalidMutation("Min/max parameters have different types than the operand"))
+        XCTAssertEqual(
+            store.writeError([sum("n", v8num(1), max: V8Codec.encode(.bigint(BigIntValue(3))))]),
+            .invalidMutation("Min/max parameters have different types than the operand"))
+        XCTAssertEqual(
+            store.writeError([sum("b", v8big(1), min: V8Codec.encode(.number(0)))]),
+            .invalidMutation("Min/max parameters have different types than the operand"))
         XCTAssertEqual(store.writeError([sum("n", v8big(1))]), .invalidMutation("Cannot sum Number with BigInt"))
         XCTAssertEqual(store.writeError([sum("b", v8num(1))]), .invalidMutation("Cannot sum BigInt with Number"))
         XCTAssertEqual(store.writeError([sum("u", v8num(1))]), .invalidMutation("Cannot sum KvU64 with Number"))
-        let nonNumber = KVError.invalidMutation("Failed to perform 'sum' mutation on a non-number, non-bigint value in the database")
+        let nonNumber = KVError.invalidMutation(
+            "Failed to perform 'sum' mutation on a non-number, non-bigint value in the database")
         XCTAssertEqual(store.writeError([sum("s", v8num(1))]), nonNumber)
         XCTAssertEqual(store.writeError([sum("str", v8num(1))]), nonNumber)
-        XCTAssertEqual(store.writeError([sum("n", bytesValue("12345678"))]),
-                       .invalidMutation("Failed to perform 'sum' mutation on a non-U64 operand"))
+        XCTAssertEqual(
+            store.writeError([sum("n", bytesValue("12345678"))]),
+            .invalidMutation("Failed to perform 'sum' mutation on a non-U64 operand"))
         XCTAssertEqual(try store.get("n")?.value, v8num(1))
         XCTAssertEqual(try store.get("b")?.value, v8big(1))
     }
@@ -166,15 +182,20 @@ final class NumericMutationTests: KVTestCase {
     func testInvalidMutationRollsBackEarlierMutationsOfThatWriteOnly() throws {
         try store.commit([set("bytes", bytesValue("x"))])
         let good1 = AtomicWrite(mutations: [set("g1", bytesValue("1"))])
-        let bad = AtomicWrite(mutations: [set("a", bytesValue("1")), sum("a2", u64(1)),
-                                          sum("bytes", u64(1)), set("c", bytesValue("3"))],
-                              enqueues: [Enqueue(payload: [1], deadlineMs: 0, keysIfUndelivered: [], backoffSchedule: [])])
+        let bad = AtomicWrite(
+            mutations: [
+                set("a", bytesValue("1")), sum("a2", u64(1)),
+                sum("bytes", u64(1)), set("c", bytesValue("3"))
+            ],
+            enqueues: [Enqueue(payload: [1], deadlineMs: 0, keysIfUndelivered: [], backoffSchedule: [])])
         let good2 = AtomicWrite(mutations: [set("g2", bytesValue("2"))])
         let results = submitTogether(store, [good1, bad, good2])
         guard case .success(.committed(let v1)) = results[0], case .success(.committed(let v3)) = results[2] else {
             return XCTFail("\(results)")
         }
-        XCTAssertEqual(results[1], .failure(.invalidMutation("Failed to perform 'sum' mutation on a non-U64 value in the database")))
+        XCTAssertEqual(
+            results[1],
+            .failure(.invalidMutation("Failed to perform 'sum' mutation on a non-U64 value in the database")))
         // The failed write consumed no versionstamp.
         XCTAssertEqual(Versionstamps.counter(of: v3), Versionstamps.counter(of: v1)! + 1)
         XCTAssertNil(try store.get("a"))

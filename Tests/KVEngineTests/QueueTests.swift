@@ -5,11 +5,14 @@ import XCTest
 @testable import KVSQLite
 
 final class QueueTests: KVTestCase {
-    private func enqueue(_ payload: Bytes = V8Codec.encode(.number(1)), deadlineMs: Int64 = 0,
-                         keys: [Bytes] = [], backoff: [UInt32] = []) throws {
-        let r = try store.atomicWriteSync(AtomicWrite(enqueues: [
-            Enqueue(payload: payload, deadlineMs: deadlineMs, keysIfUndelivered: keys, backoffSchedule: backoff),
-        ]))
+    private func enqueue(
+        _ payload: Bytes = V8Codec.encode(.number(1)), deadlineMs: Int64 = 0,
+        keys: [Bytes] = [], backoff: [UInt32] = []
+    ) throws {
+        let r = try store.atomicWriteSync(
+            AtomicWrite(enqueues: [
+                Enqueue(payload: payload, deadlineMs: deadlineMs, keysIfUndelivered: keys, backoffSchedule: backoff)
+            ]))
         guard case .committed = r else { return XCTFail("enqueue not committed: \(r)") }
     }
 
@@ -97,7 +100,9 @@ final class QueueTests: KVTestCase {
         let w = store.watch(keys: [k("dl/b")]) { woke.set(true) }
         defer { w.cancel() }
         let m = try XCTUnwrap(try lease())
-        guard case .deadLettered(let vsOpt) = try fail(m), let vs = vsOpt else { return XCTFail("expected dead letter") }
+        guard case .deadLettered(let vsOpt) = try fail(m), let vs = vsOpt else {
+            return XCTFail("expected dead letter")
+        }
         XCTAssertGreaterThan(Versionstamps.counter(of: vs)!, Versionstamps.counter(of: enqueueVs)!)
         XCTAssertGreaterThan(Versionstamps.counter(of: vs)!, Versionstamps.counter(of: before)!)
         XCTAssertEqual(store.currentVersionstamp, vs)
@@ -215,9 +220,13 @@ final class QueueTests: KVTestCase {
 
     func testConcurrentPullWorkersNeverShareAMessage() throws {
         let n = 200
-        _ = try store.atomicWriteSync(AtomicWrite(enqueues: (0..<n).map {
-            Enqueue(payload: V8Codec.encode(.number(Double($0))), deadlineMs: 0, keysIfUndelivered: [], backoffSchedule: [])
-        }))
+        _ = try store.atomicWriteSync(
+            AtomicWrite(
+                enqueues: (0..<n).map {
+                    Enqueue(
+                        payload: V8Codec.encode(.number(Double($0))), deadlineMs: 0, keysIfUndelivered: [],
+                        backoffSchedule: [])
+                }))
         let ids = IDList()
         let store = self.store!
         DispatchQueue.concurrentPerform(iterations: 8) { _ in
@@ -246,9 +255,12 @@ final class QueueTests: KVTestCase {
                 done(m.attempt > 1 || m.id % 2 == 0)  // odd ids fail once
             }
         }
-        _ = try store.atomicWriteSync(AtomicWrite(enqueues: (0..<n).map { _ in
-            Enqueue(payload: [0xff, 0x0f, 0x49, 0x02], deadlineMs: 0, keysIfUndelivered: [], backoffSchedule: [20])
-        }))
+        _ = try store.atomicWriteSync(
+            AtomicWrite(
+                enqueues: (0..<n).map { _ in
+                    Enqueue(
+                        payload: [0xff, 0x0f, 0x49, 0x02], deadlineMs: 0, keysIfUndelivered: [], backoffSchedule: [20])
+                }))
         let deadline = Date().addingTimeInterval(20)
         while store.queueStats.acknowledged < n && Date() < deadline { usleep(10_000) }
         XCTAssertEqual(store.queueStats.acknowledged, n)
@@ -281,14 +293,30 @@ final class PushRecorder: @unchecked Sendable {
     private(set) var maxConcurrent = 0
     private(set) var deliveries = 0
     func begin(_ m: QueueMessage) {
-        lock.lock(); current += 1; deliveries += 1; maxConcurrent = max(maxConcurrent, current); lock.unlock()
+        lock.lock()
+        current += 1
+        deliveries += 1
+        maxConcurrent = max(maxConcurrent, current)
+        lock.unlock()
     }
-    func end() { lock.lock(); current -= 1; lock.unlock() }
+    func end() {
+        lock.lock()
+        current -= 1
+        lock.unlock()
+    }
 }
 
 final class IDList: @unchecked Sendable {
     private let lock = NSLock()
     private var ids: [Int64] = []
-    func append(_ id: Int64) { lock.lock(); ids.append(id); lock.unlock() }
-    var all: [Int64] { lock.lock(); defer { lock.unlock() }; return ids }
+    func append(_ id: Int64) {
+        lock.lock()
+        ids.append(id)
+        lock.unlock()
+    }
+    var all: [Int64] {
+        lock.lock()
+        defer { lock.unlock() }
+        return ids
+    }
 }

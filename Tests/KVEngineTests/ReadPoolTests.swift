@@ -12,7 +12,9 @@ final class ReadPoolTests: KVTestCase {
         sqlite.core.onWriter { conn in
             do {
                 try conn.run("BEGIN IMMEDIATE")
-                try conn.execScript("INSERT INTO entries (key, value, encoding, versionstamp) VALUES (X'62', X'00', 3, X'00000000000000ff0000'); UPDATE entries SET value = X'01' WHERE key = X'61';")
+                try conn.execScript(
+                    "INSERT INTO entries (key, value, encoding, versionstamp) VALUES (X'62', X'00', 3, X'00000000000000ff0000'); UPDATE entries SET value = X'01' WHERE key = X'61';"
+                )
                 inTx.set(true)
                 _ = release.wait()
                 try conn.run("ROLLBACK")

@@ -50,7 +50,7 @@ final class TempDB {
                 url: try TestBackend.pgURL(),
                 options: PostgresOptions(
                     schema: pgSchema, readConnections: options.readConnections, maxBatchSize: options.maxBatchSize,
-                queueMaxLeases: options.queueMaxLeases))
+                    queueMaxLeases: options.queueMaxLeases))
         }
     }
 

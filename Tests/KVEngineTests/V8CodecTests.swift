@@ -61,11 +61,14 @@ final class V8CodecTests: XCTestCase {
         XCTAssertEqual(V8Codec.encode(.bigint(BigIntValue(-1))), [0xFF, 0x0F, 0x5A, 0x11, 1, 0, 0, 0, 0, 0, 0, 0])
         // 2^64 + 1: two words, bitfield 32
         let big = BigIntValue(negative: false, magnitude: [1, 1])
-        XCTAssertEqual(V8Codec.encode(.bigint(big)),
-                       [0xFF, 0x0F, 0x5A, 0x20, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])
-        for v in [BigIntValue(0), BigIntValue(42), BigIntValue(-42), BigIntValue(Int64.min), BigIntValue(Int64.max),
-                  BigIntValue(uint64: UInt64.max), big, -big,
-                  BigIntValue(negative: true, magnitude: [0, 0, 0, 0x8000_0000_0000_0000])] {
+        XCTAssertEqual(
+            V8Codec.encode(.bigint(big)),
+            [0xFF, 0x0F, 0x5A, 0x20, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])
+        for v in [
+            BigIntValue(0), BigIntValue(42), BigIntValue(-42), BigIntValue(Int64.min), BigIntValue(Int64.max),
+            BigIntValue(uint64: UInt64.max), big, -big,
+            BigIntValue(negative: true, magnitude: [0, 0, 0, 0x8000_0000_0000_0000])
+        ] {
             XCTAssertEqual(V8Codec.decodeScalar(V8Codec.encode(.bigint(v))), .bigint(v), "\(v)")
         }
         // A non-multiple-of-8 byte length is accepted on decode.
@@ -83,13 +86,15 @@ final class V8CodecTests: XCTestCase {
         XCTAssertEqual(BigIntValue(5) + BigIntValue(-7), BigIntValue(-2))
         XCTAssertEqual(BigIntValue(-5) + BigIntValue(7), BigIntValue(2))
         XCTAssertEqual(BigIntValue(-5) + BigIntValue(5), .zero)
-        XCTAssertEqual(BigIntValue(Int64.min) + BigIntValue(Int64.min),
-                       BigIntValue(negative: true, magnitude: [0, 1]))
+        XCTAssertEqual(
+            BigIntValue(Int64.min) + BigIntValue(Int64.min),
+            BigIntValue(negative: true, magnitude: [0, 1]))
         XCTAssertEqual((-twoTo64).description, "-18446744073709551616")
         XCTAssertEqual(BigIntValue(-123).description, "-123")
         XCTAssertEqual(BigIntValue.zero.description, "0")
-        XCTAssertEqual(BigIntValue(negative: false, magnitude: [0, 0, 1]).description,
-                       "340282366920938463463374607431768211456")
+        XCTAssertEqual(
+            BigIntValue(negative: false, magnitude: [0, 0, 1]).description,
+            "340282366920938463463374607431768211456")
         XCTAssertTrue(BigIntValue(-3) < BigIntValue(-2))
         XCTAssertTrue(BigIntValue(-3) < BigIntValue(2))
         XCTAssertTrue(BigIntValue(3) < twoTo64)

@@ -32,8 +32,10 @@ final class V8ValueTests: XCTestCase {
         ("ff104100240000", "[]"),
         ("ff1061034900490249044906400203", #"{"sparseArray":{"length":3,"properties":{"0":1,"2":3}}}"#),
         ("ff1061034902220178400103", #"{"sparseArray":{"length":3,"properties":{"1":"x"}}}"#),
-        ("ff106f22016149022201626f220163410254302400027b0122036420652201787b03",
-         #"{"a":1,"b":{"c":[true,null]},"d e":"x"}"#),
+        (
+            "ff106f22016149022201626f220163410254302400027b0122036420652201787b03",
+            #"{"a":1,"b":{"c":[true,null]},"d e":"x"}"#
+        ),
         ("ff106f49002201614914490422016249027b03", #"{"0":"a","10":2,"b":1}"#),
         ("ff106f7b00", "{}"),
         ("ff104400b08756febc7842", #"{"date":"2023-11-14T22:13:20.123Z"}"#),
@@ -43,20 +45,22 @@ final class V8ValueTests: XCTestCase {
         ("ff106f22016242030102ff56420003007b01", #"{"b":{"bytes":"AQL/"}}"#),
         ("ff10410142005642000000240001", #"[{"bytes":""}]"#),
         ("ff106f2205627974657322044151493d7b01", #"{"object":{"bytes":"AQI="}}"#),
-        ("ff104105220161006304e5652c674e000000000000f43f4e00000000000000805a2000000000000000004000000000000000240005",
-         #"["a","日本",1.25,{"number":"-0"},{"bigint":"1180591620717411303424"}]"#),
+        (
+            "ff104105220161006304e5652c674e000000000000f43f4e00000000000000805a2000000000000000004000000000000000240005",
+            #"["a","日本",1.25,{"number":"-0"},{"bigint":"1180591620717411303424"}]"#
+        )
     ]
 
     /// Values outside the subset: exported raw.
     let raw: [String] = [
-        "ff103b22016149023a02",            // Map
-        "ff1027490249042c02",              // Set
-        "ff1052220461622b6303",            // RegExp
+        "ff103b22016149023a02",  // Map
+        "ff1027490249042c02",  // Set
+        "ff1052220461622b6303",  // RegExp
         "ff104204010" + "0ffff5677000400",  // Int16Array
-        "ff1042020908",                    // ArrayBuffer
+        "ff1042020908",  // ArrayBuffer
         "ff106f2201786f22017349027b012201795e017b02",  // shared reference
-        "ff1073220173",                    // String object
-        "ff104208000000000000f83f5646000800",  // Float64Array
+        "ff1073220173",  // String object
+        "ff104208000000000000f83f5646000800"  // Float64Array
     ]
 
     func testDenoValuesDecodeToReadableJSONAndBack() throws {
@@ -101,22 +105,27 @@ final class V8ValueTests: XCTestCase {
         // "日" alone: 'c' at offset 2, length at 3, data at 4: no padding.
         XCTAssertEqual(try V8Value.string("日").encode(), h("ff106302e565"))
         // Inside an array after a one-byte string: padded.
-        XCTAssertEqual(try V8Value.array([.string("a"), .string("日")]).encode(),
-                       h("ff104102220161006302e565240002"))
+        XCTAssertEqual(
+            try V8Value.array([.string("a"), .string("日")]).encode(),
+            h("ff104102220161006302e565240002"))
     }
 
     func testNumbersKeepTheirTag() throws {
         XCTAssertEqual(try ExportFormat.valueBytes(try JSONValue.parse("1"), encoding: 1), h("ff104902"))
-        XCTAssertEqual(try ExportFormat.valueBytes(try JSONValue.parse("1.0"), encoding: 1), h("ff104e000000000000f03f"))
+        XCTAssertEqual(
+            try ExportFormat.valueBytes(try JSONValue.parse("1.0"), encoding: 1), h("ff104e000000000000f03f"))
         // An integer that is not an int32 is a double.
-        XCTAssertEqual(try ExportFormat.valueBytes(try JSONValue.parse("4294967296"), encoding: 1),
-                       try V8Value.double(4294967296).encode())
+        XCTAssertEqual(
+            try ExportFormat.valueBytes(try JSONValue.parse("4294967296"), encoding: 1),
+            try V8Value.double(4294967296).encode())
         let (j, _) = ExportFormat.valueJSON(h("ff104e000000000000f03f"), encoding: 1)
         XCTAssertEqual(j.serialized, "1.0")
     }
 
     func testKeyCodec() throws {
-        let key = h("0100ff0100027300ff740015050bf4feffffffffffffffffffff21bff8000000000000217fffffffffffffff21fff8000000000000272621c450000000000000")
+        let key = h(
+            "0100ff0100027300ff740015050bf4feffffffffffffffffffff21bff8000000000000217fffffffffffffff21fff8000000000000272621c450000000000000"
+        )
         let parts = try XCTUnwrap(KeyCodec.decode(key))
         XCTAssertEqual(parts.count, 10)
         XCTAssertEqual(parts[0], .bytes([0, 1]))
@@ -126,18 +135,23 @@ final class V8ValueTests: XCTestCase {
         XCTAssertEqual(parts[4], .number(1.5))
         XCTAssertEqual(parts[5], .number(-0.0))
         XCTAssertEqual(KeyCodec.encode(parts), key)
-        XCTAssertEqual(ExportFormat.keyJSON(key).serialized,
-                       #"[{"bytes":"AAE="},"s\u0000t",{"bigint":"5"},{"bigint":"-1208925819614629174706176"},{"number":1.5},{"number":"-0"},{"number":"NaN"},true,false,{"number":1180591620717411303424}]"#
-                        .replacingOccurrences(of: "1180591620717411303424", with: "\(pow(2.0, 70.0))"))
+        XCTAssertEqual(
+            ExportFormat.keyJSON(key).serialized,
+            #"[{"bytes":"AAE="},"s\u0000t",{"bigint":"5"},{"bigint":"-1208925819614629174706176"},{"number":1.5},{"number":"-0"},{"number":"NaN"},true,false,{"number":1180591620717411303424}]"#
+                .replacingOccurrences(of: "1180591620717411303424", with: "\(pow(2.0, 70.0))"))
         XCTAssertEqual(try ExportFormat.keyBytes(ExportFormat.keyJSON(key)), key)
         // Every bigint length class round-trips.
-        for s in ["0", "1", "-1", "255", "-256", "18446744073709551615", "-18446744073709551616", "340282366920938463463374607431768211456"] {
+        for s in [
+            "0", "1", "-1", "255", "-256", "18446744073709551615", "-18446744073709551616",
+            "340282366920938463463374607431768211456"
+        ] {
             let k = KeyCodec.encode([.bigint(BigIntValue(decimal: s)!)])
             XCTAssertEqual(KeyCodec.decode(k), [.bigint(BigIntValue(decimal: s)!)], s)
         }
         // Not a tuple: raw.
         for bad in ["02616263", "ff", "0161", "160001", "02ff00"] {
-            XCTAssertEqual(ExportFormat.keyJSON(h(bad)).serialized, #"{"rawKey":"\#(Data(h(bad)).base64EncodedString())"}"#)
+            XCTAssertEqual(
+                ExportFormat.keyJSON(h(bad)).serialized, #"{"rawKey":"\#(Data(h(bad)).base64EncodedString())"}"#)
             XCTAssertEqual(try ExportFormat.keyBytes(ExportFormat.keyJSON(h(bad))), h(bad))
         }
     }
@@ -168,29 +182,43 @@ final class V8ValueTests: XCTestCase {
 
     func testExportLineRoundTrip() throws {
         let entries = [
-            ExportedEntry(key: KeyCodec.encode([.string("a"), .number(1)]), value: h("ff104954"), encoding: 1,
-                          versionstamp: Versionstamps.make(counter: 7), expiresAtMs: nil),
-            ExportedEntry(key: [0x02, 0x62, 0x00], value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: 2,
-                          versionstamp: Versionstamps.make(counter: 8), expiresAtMs: 1_900_000_000_000),
-            ExportedEntry(key: [0xEE], value: [0, 1, 2], encoding: 3,
-                          versionstamp: h("00000000000000090001"), expiresAtMs: nil),
-            ExportedEntry(key: [0x02, 0x63, 0x00], value: [1, 2], encoding: 2,
-                          versionstamp: Versionstamps.make(counter: 9), expiresAtMs: nil),
-            ExportedEntry(key: [0x02, 0x64, 0x00], value: [9], encoding: 7,
-                          versionstamp: Versionstamps.make(counter: 9), expiresAtMs: nil),
+            ExportedEntry(
+                key: KeyCodec.encode([.string("a"), .number(1)]), value: h("ff104954"), encoding: 1,
+                versionstamp: Versionstamps.make(counter: 7), expiresAtMs: nil),
+            ExportedEntry(
+                key: [0x02, 0x62, 0x00], value: [1, 0, 0, 0, 0, 0, 0, 0], encoding: 2,
+                versionstamp: Versionstamps.make(counter: 8), expiresAtMs: 1_900_000_000_000),
+            ExportedEntry(
+                key: [0xEE], value: [0, 1, 2], encoding: 3,
+                versionstamp: h("00000000000000090001"), expiresAtMs: nil),
+            ExportedEntry(
+                key: [0x02, 0x63, 0x00], value: [1, 2], encoding: 2,
+                versionstamp: Versionstamps.make(counter: 9), expiresAtMs: nil),
+            ExportedEntry(
+                key: [0x02, 0x64, 0x00], value: [9], encoding: 7,
+                versionstamp: Versionstamps.make(counter: 9), expiresAtMs: nil)
         ]
         let lines = entries.map(ExportFormat.line(for:))
-        XCTAssertEqual(lines[0], #"{"key":["a",{"number":1}],"value":42,"encoding":"v8","versionstamp":"00000000000000070000"}"#)
-        XCTAssertEqual(lines[1], #"{"key":["b"],"value":{"u64":"1"},"encoding":"u64","versionstamp":"00000000000000080000","expiresAt":1900000000000}"#)
-        XCTAssertEqual(lines[2], #"{"key":{"rawKey":"7g=="},"value":{"bytes":"AAEC"},"encoding":"bytes","versionstamp":"00000000000000090001"}"#)
+        XCTAssertEqual(
+            lines[0], #"{"key":["a",{"number":1}],"value":42,"encoding":"v8","versionstamp":"00000000000000070000"}"#)
+        XCTAssertEqual(
+            lines[1],
+            #"{"key":["b"],"value":{"u64":"1"},"encoding":"u64","versionstamp":"00000000000000080000","expiresAt":1900000000000}"#
+        )
+        XCTAssertEqual(
+            lines[2],
+            #"{"key":{"rawKey":"7g=="},"value":{"bytes":"AAEC"},"encoding":"bytes","versionstamp":"00000000000000090001"}"#
+        )
         for (e, l) in zip(entries, lines) {
             XCTAssertEqual(try ExportFormat.parse(line: l), e, l)
         }
-        for bad in ["[]", "{}", #"{"key":["a"],"value":1,"encoding":"v8"}"#,
-                    #"{"key":["a"],"value":1,"encoding":"v9","versionstamp":"00000000000000070000"}"#,
-                    #"{"key":[1],"value":1,"encoding":"v8","versionstamp":"00000000000000070000"}"#,
-                    #"{"key":["a"],"value":{"bigint":"x"},"encoding":"v8","versionstamp":"00000000000000070000"}"#,
-                    #"{"key":["a"],"value":{"sparseArray":{"length":1,"properties":{"5":1}}},"encoding":"v8","versionstamp":"00000000000000070000"}"#] {
+        for bad in [
+            "[]", "{}", #"{"key":["a"],"value":1,"encoding":"v8"}"#,
+            #"{"key":["a"],"value":1,"encoding":"v9","versionstamp":"00000000000000070000"}"#,
+            #"{"key":[1],"value":1,"encoding":"v8","versionstamp":"00000000000000070000"}"#,
+            #"{"key":["a"],"value":{"bigint":"x"},"encoding":"v8","versionstamp":"00000000000000070000"}"#,
+            #"{"key":["a"],"value":{"sparseArray":{"length":1,"properties":{"5":1}}},"encoding":"v8","versionstamp":"00000000000000070000"}"#
+        ] {
             XCTAssertThrowsError(try ExportFormat.parse(line: bad), bad)
         }
     }

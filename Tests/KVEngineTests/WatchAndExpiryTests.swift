@@ -24,12 +24,14 @@ final class WatchAndExpiryTests: KVTestCase {
         XCTAssertEqual(b.value, 0)
         _ = try store.atomicWriteSync(AtomicWrite(mutations: [set("unrelated", bytesValue("1"))]))
         XCTAssertEqual(a.value + b.value, 1)
-        _ = try store.atomicWriteSync(AtomicWrite(mutations: [set("shared", bytesValue("1")), set("a", bytesValue("2"))]))
+        _ = try store.atomicWriteSync(
+            AtomicWrite(mutations: [set("shared", bytesValue("1")), set("a", bytesValue("2"))]))
         XCTAssertEqual(a.value, 2, "one wake-up per commit, however many of its keys changed")
         XCTAssertEqual(b.value, 1)
         _ = try store.atomicWriteSync(AtomicWrite(mutations: [Mutation(key: k("b"), kind: .delete)]))
         XCTAssertEqual(b.value, 2, "a delete is a change")
-        wa.cancel(); wa.cancel()
+        wa.cancel()
+        wa.cancel()
         wb.cancel()
         XCTAssertEqual(store.watchCount, 0)
         _ = try store.atomicWriteSync(AtomicWrite(mutations: [set("shared", bytesValue("3"))]))
@@ -43,22 +45,29 @@ final class WatchAndExpiryTests: KVTestCase {
         defer { w.cancel() }
         _ = try store.atomicWriteSync(AtomicWrite(mutations: [set("x", bytesValue("not u64"))]))
         XCTAssertEqual(c.value, 1)
-        XCTAssertThrowsError(try store.atomicWriteSync(AtomicWrite(mutations: [
-            set("x", bytesValue("y")), Mutation(key: k("x"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))])))
-        let r = try store.atomicWriteSync(AtomicWrite(checks: [Check(key: k("x"), versionstamp: nil)], mutations: [set("x", bytesValue("z"))]))
+        XCTAssertThrowsError(
+            try store.atomicWriteSync(
+                AtomicWrite(mutations: [
+                    set("x", bytesValue("y")),
+                    Mutation(key: k("x"), kind: .sum(u64(1), min: nil, max: nil, clamp: false))
+                ])))
+        let r = try store.atomicWriteSync(
+            AtomicWrite(checks: [Check(key: k("x"), versionstamp: nil)], mutations: [set("x", bytesValue("z"))]))
         XCTAssertEqual(r, .checkFailed(failedChecks: [0]))
         XCTAssertEqual(c.value, 1, "rejected and check-failed writes change nothing and wake nobody")
     }
 
     func testVersionstampedKeysNotifyTheirFinalKey() throws {
         let c = Counter()
-        let r = try store.atomicWriteSync(AtomicWrite(mutations: [Mutation(key: k("p"), kind: .setSuffixVersionstampedKey(bytesValue("v")))]))
+        let r = try store.atomicWriteSync(
+            AtomicWrite(mutations: [Mutation(key: k("p"), kind: .setSuffixVersionstampedKey(bytesValue("v")))]))
         guard case .committed(let vs) = r else { return XCTFail() }
         let next = Versionstamps.make(counter: Versionstamps.counter(of: vs)! + 1)
         let key = k("p") + [0x02] + Array(Versionstamps.hex(next).utf8) + [0x00]
         let w = store.watch(keys: [key]) { c.add() }
         defer { w.cancel() }
-        _ = try store.atomicWriteSync(AtomicWrite(mutations: [Mutation(key: k("p"), kind: .setSuffixVersionstampedKey(bytesValue("v")))]))
+        _ = try store.atomicWriteSync(
+            AtomicWrite(mutations: [Mutation(key: k("p"), kind: .setSuffixVersionstampedKey(bytesValue("v")))]))
         XCTAssertEqual(c.value, 1)
     }
 
@@ -73,10 +82,12 @@ final class WatchAndExpiryTests: KVTestCase {
         let c = Counter()
         let w = store.watch(keys: [k("soon")]) { c.add() }
         defer { w.cancel() }
-        _ = try store.atomicWriteSync(AtomicWrite(mutations: [
-            set("soon", bytesValue("x"), expireAtMs: nowMs() + 300),
-            set("later", bytesValue("y"), expireAtMs: nowMs() + 3_600_000),
-            set("never", bytesValue("z"))]))
+        _ = try store.atomicWriteSync(
+            AtomicWrite(mutations: [
+                set("soon", bytesValue("x"), expireAtMs: nowMs() + 300),
+                set("later", bytesValue("y"), expireAtMs: nowMs() + 3_600_000),
+                set("never", bytesValue("z"))
+            ]))
         XCTAssertEqual(c.value, 1)
         XCTAssertTrue(waitUntil(5) { store.expiredEntriesRemoved == 1 }, "the sweeper woke at the expiry time")
         XCTAssertEqual(c.value, 2, "deleting an expired entry is a change")

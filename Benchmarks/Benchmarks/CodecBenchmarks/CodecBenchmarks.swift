@@ -20,7 +20,7 @@ let benchmarks: @Sendable () -> Void = {
         thresholds: [
             .mallocCountTotal: .init(relative: [.p50: 0.0]),
             .wallClock: .init(relative: BenchmarkThresholds.Relative.relaxed),
-            .throughput: .init(relative: BenchmarkThresholds.Relative.relaxed),
+            .throughput: .init(relative: BenchmarkThresholds.Relative.relaxed)
         ]
     )
     let codec = WireCodec()
@@ -35,13 +35,20 @@ let benchmarks: @Sendable () -> Void = {
     let bulkBody = atomicWriteBody(setting: (0..<1000).map { (tupleKey("users", $0), value) })
 
     // The bodies decode to what they claim to be.
-    precondition(try! codec.decodeSnapshotRead(getBody) == [ReadRange(start: tupleKey("users", 4242),
-                                                                     end: tupleKey("users", 4242) + [0], limit: 1)])
-    precondition(try! codec.decodeAtomicWrite(setBody, nowMs: nowMs)
-        == AtomicWrite(mutations: [Mutation(key: tupleKey("users", 4242), kind: .set(value))]))
+    precondition(
+        try! codec.decodeSnapshotRead(getBody) == [
+            ReadRange(
+                start: tupleKey("users", 4242),
+                end: tupleKey("users", 4242) + [0], limit: 1)
+        ])
+    precondition(
+        try! codec.decodeAtomicWrite(setBody, nowMs: nowMs)
+            == AtomicWrite(mutations: [Mutation(key: tupleKey("users", 4242), kind: .set(value))]))
     precondition(try! codec.decodeAtomicWrite(bulkBody, nowMs: nowMs).mutations.count == 1000)
 
-    let entry = { (i: Int) in KVEntry(key: tupleKey("users", i), value: value, versionstamp: versionstamp(UInt64(i + 1))) }
+    let entry = { (i: Int) in
+        KVEntry(key: tupleKey("users", i), value: value, versionstamp: versionstamp(UInt64(i + 1)))
+    }
     let oneEntry = [[entry(42)]]
     let hundredEntries = [(0..<100).map(entry)]
     let committed = AtomicWriteResult.committed(versionstamp: versionstamp(123_456))
@@ -58,8 +65,10 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("Decode AtomicWrite (1000 mutations, 100 B values), 1 op per iteration",
-              configuration: .init(scalingFactor: .one)) { _ in
+    Benchmark(
+        "Decode AtomicWrite (1000 mutations, 100 B values), 1 op per iteration",
+        configuration: .init(scalingFactor: .one)
+    ) { _ in
         blackHole(try! codec.decodeAtomicWrite(bulkBody, nowMs: nowMs))
     }
 

@@ -23,7 +23,7 @@ let benchmarks: @Sendable () -> Void = {
         thresholds: [
             .mallocCountTotal: .init(relative: [.p50: 0.0]),
             .wallClock: .init(relative: BenchmarkThresholds.Relative.relaxed),
-            .throughput: .init(relative: BenchmarkThresholds.Relative.relaxed),
+            .throughput: .init(relative: BenchmarkThresholds.Relative.relaxed)
         ]
     )
     let stats = CommitStats.shared
@@ -32,8 +32,10 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: commit path
 
     let seq = StoreFixture("commit-seq")
-    Benchmark("Commit 1 key (100 B), sequential",
-              configuration: .init(maxIterations: 5_000, setup: { try seq.open() }, teardown: { seq.close() })) { benchmark in
+    Benchmark(
+        "Commit 1 key (100 B), sequential",
+        configuration: .init(maxIterations: 5_000, setup: { try seq.open() }, teardown: { seq.close() })
+    ) { benchmark in
         let write = AtomicWrite(mutations: [Mutation(key: tupleKey("seq", seq.takeKeyIndex()), kind: .set(value))])
         benchmark.startMeasurement()
         let result = try! seq.store.atomicWriteSync(write)
@@ -48,13 +50,16 @@ let benchmarks: @Sendable () -> Void = {
     let conc = StoreFixture("commit-64")
     let writers = 64
     let perIteration = 1000
-    Benchmark("Commit 1 key (100 B), 64 concurrent writers",
-              configuration: .init(metrics: Benchmark.defaultConfiguration.metrics + [CommitStats.writesPerCommit],
-                                   warmupIterations: 2, scalingFactor: .kilo, maxIterations: 1_000,
-                                   thresholds: (Benchmark.defaultConfiguration.thresholds ?? [:]).merging(
-                                       [CommitStats.writesPerCommit: .init(relative: BenchmarkThresholds.Relative.relaxed)]
-                                   ) { $1 },
-                                   setup: { try conc.open() }, teardown: { conc.close() })) { benchmark in
+    Benchmark(
+        "Commit 1 key (100 B), 64 concurrent writers",
+        configuration: .init(
+            metrics: Benchmark.defaultConfiguration.metrics + [CommitStats.writesPerCommit],
+            warmupIterations: 2, scalingFactor: .kilo, maxIterations: 1_000,
+            thresholds: (Benchmark.defaultConfiguration.thresholds ?? [:]).merging(
+                [CommitStats.writesPerCommit: .init(relative: BenchmarkThresholds.Relative.relaxed)]
+            ) { $1 },
+            setup: { try conc.open() }, teardown: { conc.close() })
+    ) { benchmark in
         let base = conc.takeKeyIndex(count: perIteration)
         let writes = (0..<perIteration).map {
             AtomicWrite(mutations: [Mutation(key: tupleKey("conc", base + $0), kind: .set(value))])
@@ -68,13 +73,17 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     let bulk = StoreFixture("commit-1000")
-    Benchmark("Commit 1000 keys (100 B) in one write",
-              configuration: .init(warmupIterations: 2, maxIterations: 2_000,
-                                   setup: { try bulk.open() }, teardown: { bulk.close() })) { benchmark in
+    Benchmark(
+        "Commit 1000 keys (100 B) in one write",
+        configuration: .init(
+            warmupIterations: 2, maxIterations: 2_000,
+            setup: { try bulk.open() }, teardown: { bulk.close() })
+    ) { benchmark in
         let base = bulk.takeKeyIndex(count: 1000)
-        let write = AtomicWrite(mutations: (0..<1000).map {
-            Mutation(key: tupleKey("bulk", base + $0), kind: .set(value))
-        })
+        let write = AtomicWrite(
+            mutations: (0..<1000).map {
+                Mutation(key: tupleKey("bulk", base + $0), kind: .set(value))
+            })
         benchmark.startMeasurement()
         let result = try! bulk.store.atomicWriteSync(write)
         benchmark.stopMeasurement()
@@ -97,8 +106,10 @@ let benchmarks: @Sendable () -> Void = {
         reads.rangeReads = (0...(keyCount - 100)).map { [ReadRange(start: tupleKey("read", $0), end: end, limit: 100)] }
     }
 
-    Benchmark("Snapshot read: point read, random key of 10 000",
-              configuration: .init(setup: openReads, teardown: { reads.close() })) { benchmark in
+    Benchmark(
+        "Snapshot read: point read, random key of 10 000",
+        configuration: .init(setup: openReads, teardown: { reads.close() })
+    ) { benchmark in
         let ranges = reads.pointReads[Int.random(in: 0..<keyCount, using: &reads.rng)]
         benchmark.startMeasurement()
         let result = try! reads.store.snapshotRead(ranges)
@@ -107,8 +118,10 @@ let benchmarks: @Sendable () -> Void = {
         blackHole(result)
     }
 
-    Benchmark("Snapshot read: 100-entry range, random start",
-              configuration: .init(setup: openReads, teardown: { reads.close() })) { benchmark in
+    Benchmark(
+        "Snapshot read: 100-entry range, random start",
+        configuration: .init(setup: openReads, teardown: { reads.close() })
+    ) { benchmark in
         let ranges = reads.rangeReads[Int.random(in: 0..<reads.rangeReads.count, using: &reads.rng)]
         benchmark.startMeasurement()
         let result = try! reads.store.snapshotRead(ranges)
@@ -147,7 +160,8 @@ final class StoreFixture: @unchecked Sendable {
         var i = 0
         while i < preload {
             let n = min(1000, preload - i)
-            let write = AtomicWrite(mutations: (i..<(i + n)).map { Mutation(key: tupleKey(prefix, $0), kind: .set(value!)) })
+            let write = AtomicWrite(
+                mutations: (i..<(i + n)).map { Mutation(key: tupleKey(prefix, $0), kind: .set(value!)) })
             guard case .committed = try store.atomicWriteSync(write) else { fatalError("preload failed") }
             i += n
         }
@@ -210,8 +224,9 @@ final class ClosedLoop: @unchecked Sendable {
 /// `kvconnectd_commit_batch_size` recorder (swift-metrics), to report how
 /// many writes shared one fsync.
 final class CommitStats: MetricsFactory, RecorderHandler, @unchecked Sendable {
-    static let writesPerCommit = BenchmarkMetric.custom("Writes per commit (#)", polarity: .prefersLarger,
-                                                        useScalingFactor: false)
+    static let writesPerCommit = BenchmarkMetric.custom(
+        "Writes per commit (#)", polarity: .prefersLarger,
+        useScalingFactor: false)
     static let shared: CommitStats = {
         let s = CommitStats()
         MetricsSystem.bootstrap(s)

@@ -35,8 +35,10 @@ public struct ExportFormatError: Error, CustomStringConvertible {
 public enum ExportFormat {
     /// Single-member objects with one of these names are type wrappers; a
     /// real object that looks like one is written as `{"object":{...}}`.
-    static let wrapperNames: Set<String> = ["bytes", "bigint", "number", "date", "undefined", "object",
-                                            "sparseArray", "v8", "u64", "rawKey"]
+    static let wrapperNames: Set<String> = [
+        "bytes", "bigint", "number", "date", "undefined", "object",
+        "sparseArray", "v8", "u64", "rawKey"
+    ]
 
     // MARK: export
 
@@ -54,18 +56,23 @@ public enum ExportFormat {
     public static func keyJSON(_ key: Bytes) -> JSONValue {
         // NaN is written as "NaN", which imports as the canonical NaN only.
         guard let parts = KeyCodec.decode(key), KeyCodec.encode(parts) == key,
-              !parts.contains(where: { if case .number(let d) = $0 { return !canonicalIfNaN(d) }; return false }) else {
+            !parts.contains(where: {
+                if case .number(let d) = $0 { return !canonicalIfNaN(d) }
+                return false
+            })
+        else {
             return .object([("rawKey", .string(base64(key)))])
         }
-        return .array(parts.map { p in
-            switch p {
-            case .string(let s): return .string(s)
-            case .bool(let b): return .bool(b)
-            case .bytes(let b): return .object([("bytes", .string(base64(b)))])
-            case .bigint(let v): return .object([("bigint", .string(v.description))])
-            case .number(let d): return .object([("number", keyNumberJSON(d))])
-            }
-        })
+        return .array(
+            parts.map { p in
+                switch p {
+                case .string(let s): return .string(s)
+                case .bool(let b): return .bool(b)
+                case .bytes(let b): return .object([("bytes", .string(base64(b)))])
+                case .bigint(let v): return .object([("bigint", .string(v.description))])
+                case .number(let d): return .object([("number", keyNumberJSON(d))])
+                }
+            })
     }
 
     /// False for a NaN whose bits are not those of `Double.nan` (other NaNs
@@ -93,7 +100,8 @@ public enum ExportFormat {
         case Int64(ValueEncoding.v8.rawValue):
             // The readable form imports with the default header version only.
             if data.count >= 2, data[1] == V8Value.defaultVersion,
-               let v = V8Value.decodeExactly(data), let j = try? v8JSON(v) {
+                let v = V8Value.decodeExactly(data), let j = try? v8JSON(v)
+            {
                 return (j, .string("v8"))
             }
             return (.object([("v8", .string(base64(data)))]), .string("v8"))
@@ -136,8 +144,15 @@ public enum ExportFormat {
         case .bytes(let b): return .object([("bytes", .string(base64(b)))])
         case .array(let items): return .array(try items.map(v8JSON))
         case .sparseArray(let length, let props):
-            return .object([("sparseArray", .object([("length", .number(String(length))),
-                                                     ("properties", .object(try props.map { ($0.key, try v8JSON($0.value)) }))]))])
+            return .object([
+                (
+                    "sparseArray",
+                    .object([
+                        ("length", .number(String(length))),
+                        ("properties", .object(try props.map { ($0.key, try v8JSON($0.value)) }))
+                    ])
+                )
+            ])
         case .object(let props):
             let o = JSONValue.object(try props.map { ($0.key, try v8JSON($0.value)) })
             if props.count == 1, wrapperNames.contains(props[0].key) { return .object([("object", o)]) }
@@ -197,7 +212,9 @@ public enum ExportFormat {
             guard case .string(let s) = v, let b = unbase64(s) else { throw ExportFormatError("bad rawKey") }
             return b
         }
-        guard case .array(let items) = j else { throw ExportFormatError("\"key\" must be an array or {\"rawKey\":...}") }
+        guard case .array(let items) = j else {
+            throw ExportFormatError("\"key\" must be an array or {\"rawKey\":...}")
+        }
         var parts: [KeyPart] = []
         for item in items {
             switch item {
@@ -290,10 +307,12 @@ public enum ExportFormat {
                     return .object(try inner.map { V8Property($0.0, try v8Value($0.1)) })
                 case ("sparseArray", .object):
                     guard case .number(let ln)? = v["length"], let length = UInt32(ln),
-                          case .object(let props)? = v["properties"] else {
+                        case .object(let props)? = v["properties"]
+                    else {
                         throw ExportFormatError("bad sparseArray")
                     }
-                    return .sparseArray(length: length, properties: try props.map { V8Property($0.0, try v8Value($0.1)) })
+                    return .sparseArray(
+                        length: length, properties: try props.map { V8Property($0.0, try v8Value($0.1)) })
                 default:
                     throw ExportFormatError("bad \(name) value \(j.serialized)")
                 }
@@ -344,7 +363,8 @@ public enum ExportFormat {
     /// Not for -0 (a Date V8 can hold): the text would import as +0.
     static func isoDate(_ ms: Double) -> String? {
         guard ms.isFinite, ms == ms.rounded(.towardZero), ms >= -62167219200000, ms <= 253402300799999,
-              !(ms == 0 && ms.sign == .minus) else { return nil }
+            !(ms == 0 && ms.sign == .minus)
+        else { return nil }
         let t = Int64(ms)
         let days = Int64((Double(t) / 86_400_000).rounded(.down))
         let rem = t - days * 86_400_000
@@ -362,17 +382,20 @@ public enum ExportFormat {
             let s = String(v)
             return String(repeating: "0", count: max(0, n - s.count)) + s
         }
-        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(rem / 3_600_000, 2)):\(pad(rem / 60_000 % 60, 2)):\(pad(rem / 1000 % 60, 2)).\(pad(rem % 1000, 3))Z"
+        return
+            "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(rem / 3_600_000, 2)):\(pad(rem / 60_000 % 60, 2)):\(pad(rem / 1000 % 60, 2)).\(pad(rem % 1000, 3))Z"
     }
 
     static func parseISODate(_ s: String) -> Double? {
         let u = Array(s.utf8)
         guard u.count == 24, u[4] == 0x2D, u[7] == 0x2D, u[10] == 0x54, u[13] == 0x3A, u[16] == 0x3A,
-              u[19] == 0x2E, u[23] == 0x5A else { return nil }
+            u[19] == 0x2E, u[23] == 0x5A
+        else { return nil }
         func num(_ a: Int, _ b: Int) -> Int64? { Int64(String(decoding: u[a..<b], as: UTF8.self)) }
         guard let y0 = num(0, 4), let m = num(5, 7), let d = num(8, 10), let hh = num(11, 13), let mi = num(14, 16),
-              let ss = num(17, 19), let ms = num(20, 23),
-              (1...12).contains(m), (1...31).contains(d), hh < 24, mi < 60, ss < 60 else { return nil }
+            let ss = num(17, 19), let ms = num(20, 23),
+            (1...12).contains(m), (1...31).contains(d), hh < 24, mi < 60, ss < 60
+        else { return nil }
         // days_from_civil.
         let y = m <= 2 ? y0 - 1 : y0
         let era = (y >= 0 ? y : y - 399) / 400

@@ -112,21 +112,33 @@ public indirect enum JSONValue: Sendable {
                 i += 1
                 var items: [JSONValue] = []
                 ws()
-                if i < b.count, b[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+                if i < b.count, b[i] == UInt8(ascii: "]") {
+                    i += 1
+                    return .array(items)
+                }
                 while true {
                     ws()
                     items.append(try value(depth: depth + 1))
                     ws()
                     guard i < b.count else { throw fail("unterminated array") }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+                    if b[i] == UInt8(ascii: ",") {
+                        i += 1
+                        continue
+                    }
+                    if b[i] == UInt8(ascii: "]") {
+                        i += 1
+                        return .array(items)
+                    }
                     throw fail("expected , or ]")
                 }
             case UInt8(ascii: "{"):
                 i += 1
                 var members: [(String, JSONValue)] = []
                 ws()
-                if i < b.count, b[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+                if i < b.count, b[i] == UInt8(ascii: "}") {
+                    i += 1
+                    return .object(members)
+                }
                 while true {
                     ws()
                     guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
@@ -138,8 +150,14 @@ public indirect enum JSONValue: Sendable {
                     members.append((k, try value(depth: depth + 1)))
                     ws()
                     guard i < b.count else { throw fail("unterminated object") }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+                    if b[i] == UInt8(ascii: ",") {
+                        i += 1
+                        continue
+                    }
+                    if b[i] == UInt8(ascii: "}") {
+                        i += 1
+                        return .object(members)
+                    }
                     throw fail("expected , or }")
                 }
             default:
@@ -187,7 +205,10 @@ public indirect enum JSONValue: Sendable {
                 i += 1
                 if c == UInt8(ascii: "\"") { break }
                 if c < 0x20 { throw fail("control character in string") }
-                if c != UInt8(ascii: "\\") { bytes.append(c); continue }
+                if c != UInt8(ascii: "\\") {
+                    bytes.append(c)
+                    continue
+                }
                 guard i < b.count else { throw fail("unterminated string") }
                 let e = b[i]
                 i += 1

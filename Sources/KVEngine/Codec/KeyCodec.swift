@@ -32,7 +32,11 @@ public enum KeyCodec {
                 let c = key[i]
                 i += 1
                 if c == 0 {
-                    if i < key.count, key[i] == 0xFF { out.append(0); i += 1; continue }
+                    if i < key.count, key[i] == 0xFF {
+                        out.append(0)
+                        i += 1
+                        continue
+                    }
                     return out
                 }
                 out.append(c)
@@ -98,13 +102,24 @@ public enum KeyCodec {
                 escaped(Array(s.utf8))
             case .bigint(let v):
                 var be = v.bigEndianBytes
-                if be.isEmpty { out.append(0x14); continue }
+                if be.isEmpty {
+                    out.append(0x14)
+                    continue
+                }
                 let n = be.count
                 if v.negative {
-                    if n <= 8 { out.append(UInt8(0x14 - n)) } else { out.append(contentsOf: [0x0B, UInt8(truncatingIfNeeded: n) ^ 0xFF]) }
+                    if n <= 8 {
+                        out.append(UInt8(0x14 - n))
+                    } else {
+                        out.append(contentsOf: [0x0B, UInt8(truncatingIfNeeded: n) ^ 0xFF])
+                    }
                     be = be.map { ~$0 }
                 } else {
-                    if n <= 8 { out.append(UInt8(0x14 + n)) } else { out.append(contentsOf: [0x1D, UInt8(truncatingIfNeeded: n)]) }
+                    if n <= 8 {
+                        out.append(UInt8(0x14 + n))
+                    } else {
+                        out.append(contentsOf: [0x1D, UInt8(truncatingIfNeeded: n)])
+                    }
                 }
                 out.append(contentsOf: be)
             case .number(let d):
@@ -141,7 +156,10 @@ extension BigIntValue {
     public init?(decimal: String) {
         var s = Substring(decimal)
         var negative = false
-        if s.hasPrefix("-") { negative = true; s = s.dropFirst() }
+        if s.hasPrefix("-") {
+            negative = true
+            s = s.dropFirst()
+        }
         guard !s.isEmpty, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
         var words: [UInt64] = []
         for c in s.utf8 {

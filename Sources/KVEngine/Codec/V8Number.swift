@@ -166,7 +166,7 @@ public enum V8Codec {
     static let tagPadding: UInt8 = 0x00
     static let tagVersion: UInt8 = 0xFF
     static let tagDouble: UInt8 = 0x4E  // 'N'
-    static let tagInt32: UInt8 = 0x49   // 'I'
+    static let tagInt32: UInt8 = 0x49  // 'I'
     static let tagUint32: UInt8 = 0x55  // 'U'
     static let tagBigInt: UInt8 = 0x5A  // 'Z'
     static let writeVersion: UInt8 = 15

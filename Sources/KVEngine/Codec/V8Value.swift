@@ -63,26 +63,26 @@ extension V8Value {
     enum Tag {
         static let version: UInt8 = 0xFF
         static let padding: UInt8 = 0x00
-        static let undefined: UInt8 = 0x5F   // '_'
-        static let null: UInt8 = 0x30        // '0'
-        static let `true`: UInt8 = 0x54      // 'T'
-        static let `false`: UInt8 = 0x46     // 'F'
-        static let int32: UInt8 = 0x49       // 'I'
-        static let uint32: UInt8 = 0x55      // 'U'
-        static let double: UInt8 = 0x4E      // 'N'
-        static let bigint: UInt8 = 0x5A      // 'Z'
+        static let undefined: UInt8 = 0x5F  // '_'
+        static let null: UInt8 = 0x30  // '0'
+        static let `true`: UInt8 = 0x54  // 'T'
+        static let `false`: UInt8 = 0x46  // 'F'
+        static let int32: UInt8 = 0x49  // 'I'
+        static let uint32: UInt8 = 0x55  // 'U'
+        static let double: UInt8 = 0x4E  // 'N'
+        static let bigint: UInt8 = 0x5A  // 'Z'
         static let utf8String: UInt8 = 0x53  // 'S'
         static let oneByteString: UInt8 = 0x22  // '"'
         static let twoByteString: UInt8 = 0x63  // 'c'
-        static let date: UInt8 = 0x44        // 'D'
-        static let beginObject: UInt8 = 0x6F // 'o'
-        static let endObject: UInt8 = 0x7B   // '{'
+        static let date: UInt8 = 0x44  // 'D'
+        static let beginObject: UInt8 = 0x6F  // 'o'
+        static let endObject: UInt8 = 0x7B  // '{'
         static let beginDense: UInt8 = 0x41  // 'A'
-        static let endDense: UInt8 = 0x24    // '$'
-        static let beginSparse: UInt8 = 0x61 // 'a'
-        static let endSparse: UInt8 = 0x40   // '@'
-        static let arrayBuffer: UInt8 = 0x42 // 'B'
-        static let view: UInt8 = 0x56        // 'V'
+        static let endDense: UInt8 = 0x24  // '$'
+        static let beginSparse: UInt8 = 0x61  // 'a'
+        static let endSparse: UInt8 = 0x40  // '@'
+        static let arrayBuffer: UInt8 = 0x42  // 'B'
+        static let view: UInt8 = 0x56  // 'V'
         static let uint8ArraySubtag: UInt8 = 0x42  // 'B'
     }
 
@@ -102,7 +102,8 @@ extension V8Value {
     /// Decodes only when re-encoding gives back exactly `bytes`.
     public static func decodeExactly(_ bytes: Bytes) -> V8Value? {
         guard let (version, value) = decode(bytes),
-              let again = try? value.encode(version: version), again == bytes else { return nil }
+            let again = try? value.encode(version: version), again == bytes
+        else { return nil }
         return value
     }
 
@@ -181,11 +182,14 @@ extension V8Value {
                 let str = String(decoding: units, as: UTF16.self)
                 return Array(str.utf16) == units ? .string(str) : nil
             case Tag.utf8String:
-                guard let n = length(), let s = take(n), let str = String(validating: Array(s), as: UTF8.self) else { return nil }
+                guard let n = length(), let s = take(n), let str = String(validating: Array(s), as: UTF8.self) else {
+                    return nil
+                }
                 return .string(str)
             case Tag.beginObject:
                 guard let props = properties(end: Tag.endObject, depth: depth),
-                      let count = length(), count == props.count else { return nil }
+                    let count = length(), count == props.count
+                else { return nil }
                 return .object(props)
             case Tag.beginDense:
                 guard let n = length(), n <= bytes.count - i else { return nil }
@@ -200,14 +204,16 @@ extension V8Value {
                 return .array(items)
             case Tag.beginSparse:
                 guard let n = length(),
-                      let props = properties(end: Tag.endSparse, depth: depth),
-                      let count = length(), count == props.count, length() == n else { return nil }
+                    let props = properties(end: Tag.endSparse, depth: depth),
+                    let count = length(), count == props.count, length() == n
+                else { return nil }
                 return .sparseArray(length: UInt32(n), properties: props)
             case Tag.arrayBuffer:
                 guard let n = length(), let s = take(n), byte() == Tag.view,
-                      byte() == Tag.uint8ArraySubtag,
-                      let offset = length(), offset == 0, let len = length(), len == n,
-                      let flags = varint(), flags == 0 else { return nil }
+                    byte() == Tag.uint8ArraySubtag,
+                    let offset = length(), offset == 0, let len = length(), len == n,
+                    let flags = varint(), flags == 0
+                else { return nil }
                 return .bytes(Bytes(s))
             default:
                 return nil

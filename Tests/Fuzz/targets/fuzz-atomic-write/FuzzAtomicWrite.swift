@@ -23,8 +23,9 @@ private final class StoreBox: @unchecked Sendable {
         store = nil
         try? FileManager.default.removeItem(at: dir)
         try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let s = try! SQLiteStore(path: dir.appendingPathComponent("fuzz.sqlite3").path,
-                             options: SQLiteStoreOptions(synchronousFull: false, readConnections: 1))
+        let s = try! SQLiteStore(
+            path: dir.appendingPathComponent("fuzz.sqlite3").path,
+            options: SQLiteStoreOptions(synchronousFull: false, readConnections: 1))
         store = s
         writes = 0
         return s
@@ -94,7 +95,9 @@ private func roundTripScalar(_ b: Bytes) {
 }
 
 /// `precondition` that always says what failed (optimized builds drop its message).
-private func check(_ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
-                   line: UInt = #line) {
+private func check(
+    _ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
+    line: UInt = #line
+) {
     if !ok() { fatalError("check failed at line \(line): \(what())") }
 }

@@ -14,8 +14,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         check(KeyCodec.encode(again) == encoded)
     }
 
-    let entry = ExportedEntry(key: key, value: [1, 2, 3], encoding: Int64(ValueEncoding.bytes.rawValue),
-                              versionstamp: Bytes(repeating: 0, count: 9) + [1], expiresAtMs: 1)
+    let entry = ExportedEntry(
+        key: key, value: [1, 2, 3], encoding: Int64(ValueEncoding.bytes.rawValue),
+        versionstamp: Bytes(repeating: 0, count: 9) + [1], expiresAtMs: 1)
     let line = ExportFormat.line(for: entry)
     do {
         let back = try ExportFormat.parse(line: line)
@@ -27,7 +28,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
 }
 
 /// `precondition` that always says what failed (optimized builds drop its message).
-private func check(_ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
-                   line: UInt = #line) {
+private func check(
+    _ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
+    line: UInt = #line
+) {
     if !ok() { fatalError("check failed at line \(line): \(what())") }
 }

@@ -30,11 +30,15 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     // Answer each range with one entry built from its bounds; the output must
     // unpack again with the same content.
     let vs = Bytes(repeating: 7, count: 10)
-    let results = ranges.map { [KVEntry(key: $0.start, value: KVValue(data: $0.end, encoding: .bytes), versionstamp: vs)] }
+    let results = ranges.map {
+        [KVEntry(key: $0.start, value: KVValue(data: $0.end, encoding: .bytes), versionstamp: vs)]
+    }
     let out = codec.encodeSnapshotReadOutput(results)
-    guard let msg = out.withUnsafeBufferPointer({
-        com__deno__kv__datapath__snapshot_read_output__unpack(nil, $0.count, $0.baseAddress)
-    }) else { fatalError("encodeSnapshotReadOutput produced an unreadable message") }
+    guard
+        let msg = out.withUnsafeBufferPointer({
+            com__deno__kv__datapath__snapshot_read_output__unpack(nil, $0.count, $0.baseAddress)
+        })
+    else { fatalError("encodeSnapshotReadOutput produced an unreadable message") }
     defer { com__deno__kv__datapath__snapshot_read_output__free_unpacked(msg, nil) }
     check(msg.pointee.n_ranges == ranges.count)
     for (i, r) in ranges.enumerated() {
@@ -52,7 +56,9 @@ private func bytes(_ b: ProtobufCBinaryData) -> Bytes {
 }
 
 /// `precondition` that always says what failed (optimized builds drop its message).
-private func check(_ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
-                   line: UInt = #line) {
+private func check(
+    _ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
+    line: UInt = #line
+) {
     if !ok() { fatalError("check failed at line \(line): \(what())") }
 }

@@ -32,8 +32,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     }
 
     // Export/import of a row holding these bytes as a V8 value reproduces them.
-    let entry = ExportedEntry(key: [0x02, 0x66, 0x00], value: bytes, encoding: Int64(ValueEncoding.v8.rawValue),
-                              versionstamp: Bytes(repeating: 0, count: 9) + [1], expiresAtMs: nil)
+    let entry = ExportedEntry(
+        key: [0x02, 0x66, 0x00], value: bytes, encoding: Int64(ValueEncoding.v8.rawValue),
+        versionstamp: Bytes(repeating: 0, count: 9) + [1], expiresAtMs: nil)
     let line = ExportFormat.line(for: entry)
     do {
         let back = try ExportFormat.parse(line: line)
@@ -45,7 +46,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
 }
 
 /// `precondition` that always says what failed (optimized builds drop its message).
-private func check(_ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
-                   line: UInt = #line) {
+private func check(
+    _ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
+    line: UInt = #line
+) {
     if !ok() { fatalError("check failed at line \(line): \(what())") }
 }

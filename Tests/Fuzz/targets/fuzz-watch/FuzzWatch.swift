@@ -29,9 +29,11 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let n = Int(frame[0]) | Int(frame[1]) << 8 | Int(frame[2]) << 16 | Int(frame[3]) << 24
     check(n == frame.count - 4)
     let payload = Array(frame[4...])
-    guard let msg = payload.withUnsafeBufferPointer({
-        com__deno__kv__datapath__watch_output__unpack(nil, $0.count, $0.baseAddress)
-    }) else { fatalError("encodeWatchFrame produced an unreadable message") }
+    guard
+        let msg = payload.withUnsafeBufferPointer({
+            com__deno__kv__datapath__watch_output__unpack(nil, $0.count, $0.baseAddress)
+        })
+    else { fatalError("encodeWatchFrame produced an unreadable message") }
     defer { com__deno__kv__datapath__watch_output__free_unpacked(msg, nil) }
     check(msg.pointee.n_keys == keys.count)
     for (i, k) in keys.enumerated() {
@@ -53,7 +55,9 @@ private func bytes(_ b: ProtobufCBinaryData) -> Bytes {
 }
 
 /// `precondition` that always says what failed (optimized builds drop its message).
-private func check(_ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
-                   line: UInt = #line) {
+private func check(
+    _ ok: @autoclosure () -> Bool, _ what: @autoclosure () -> String = "",
+    line: UInt = #line
+) {
     if !ok() { fatalError("check failed at line \(line): \(what())") }
 }
