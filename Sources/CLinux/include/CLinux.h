@@ -21,4 +21,12 @@ void kv_set_thread_name(const char *name);
 /// TCP, or a kernel older than 4.1).
 int kv_tcp_bytes_received(int fd, uint64_t *out);
 
+/// send(2) and shutdown(2) flags as plain constants: glibc declares them as enum members
+/// behind same-named macros, which Swift's Glibc module does not reliably
+/// export (a release build of a file not importing libmicrohttpd misses them).
+static const int KV_MSG_NOSIGNAL = MSG_NOSIGNAL;
+static const int KV_MSG_DONTWAIT = MSG_DONTWAIT;
+static const int KV_SHUT_WR = SHUT_WR;
+static const int KV_SHUT_RDWR = SHUT_RDWR;
+
 #endif

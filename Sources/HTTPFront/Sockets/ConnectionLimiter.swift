@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import Synchronization
 
@@ -79,10 +80,10 @@ final class ConnectionLimiter: Sendable {
     static func refuse(fd: Int32, writeResponse: Bool) {
         if writeResponse {
             _ = overloadResponse.withUnsafeBytes {
-                send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+                send(fd, $0.baseAddress, $0.count, KV_MSG_NOSIGNAL | KV_MSG_DONTWAIT)
             }
             // FIN after the 503 rather than a bare reset when nothing is unread.
-            _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+            _ = Glibc.shutdown(fd, KV_SHUT_WR)
         }
         SocketOptions.close(fd)
     }

@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 
 /// A byte stream over a socket, plain or TLS. Return values of recv/send:
@@ -27,7 +28,7 @@ struct SocketIO {
 
     static func rawSend(_ fd: Int32, _ buf: UnsafeRawPointer, _ count: Int) -> Int {
         while true {
-            let n = Glibc.send(fd, buf, count, Int32(MSG_NOSIGNAL))
+            let n = Glibc.send(fd, buf, count, KV_MSG_NOSIGNAL)
             if n > 0 { return n }
             let e = errno
             if n < 0 && e == EINTR { continue }

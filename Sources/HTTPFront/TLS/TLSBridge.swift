@@ -1,4 +1,5 @@
 import Threading
+import CLinux
 import Glibc
 
 /// HTTP/1.1 over TLS: libmicrohttpd speaks plain HTTP on one end of a
@@ -100,7 +101,7 @@ final class TLSBridge {
             }
             if clientEOF && toMHD.isEmpty && !pairWriteShut {
                 pairWriteShut = true
-                _ = Glibc.shutdown(pairFd, Int32(SHUT_WR))
+                _ = Glibc.shutdown(pairFd, KV_SHUT_WR)
             }
             // pair → toClient
             while !mhdEOF && toClient.count < TLSBridge.cap {
