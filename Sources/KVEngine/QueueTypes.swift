@@ -5,6 +5,12 @@
 /// block: it is called on the dispatcher thread.
 public typealias QueueDeliverFunction = @Sendable (QueueMessage, _ done: @escaping @Sendable (Bool) -> Void) -> Void
 
+/// The poison limit every backend starts with (`queue_max_leases`): a
+/// message whose this-many-th lease ends without ack or fail is dead-lettered.
+public enum QueuePoisonLimit {
+    public static let defaultMaxLeases = 10
+}
+
 /// Push configuration (see `KVStore.startQueueDelivery`).
 public struct QueuePushOptions: Sendable {
     /// Deliveries in flight at once.

@@ -30,7 +30,7 @@ public struct PostgresOptions: Sendable {
     public init(
         schema: String = "kvconnectd", readConnections: Int = 4, maxBatchSize: Int = 256,
         unavailableAfterMs: Int64 = 5_000, resolveTimeoutMs: Int64 = 30_000,
-        markerRetentionMs: Int64 = 600_000, queueMaxLeases: Int = 10
+        markerRetentionMs: Int64 = 600_000, queueMaxLeases: Int = QueuePoisonLimit.defaultMaxLeases
     ) {
         self.schema = schema
         self.readConnections = readConnections

@@ -16,11 +16,11 @@ public struct SQLiteStoreOptions: Sendable {
     public var maxBatchSize: Int = 256
     /// Poison limit: a queue message whose this-many-th lease ends without
     /// ack or fail is dead-lettered; 0 = no limit (`queue_max_leases`).
-    public var queueMaxLeases: Int = 10
+    public var queueMaxLeases: Int = QueuePoisonLimit.defaultMaxLeases
 
     public init(
         synchronousFull: Bool = true, readConnections: Int = 4, maxBatchSize: Int = 256,
-        queueMaxLeases: Int = 10
+        queueMaxLeases: Int = QueuePoisonLimit.defaultMaxLeases
     ) {
         self.synchronousFull = synchronousFull
         self.readConnections = readConnections
