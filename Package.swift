@@ -102,6 +102,7 @@ let package = Package(
             name: "kvconnectd",
             dependencies: [
                 "KVEngine", "KVSQLite", "KVPostgres", "KVConnect", "KVConsole", "HTTPFront", "CCurl",
+                "Threading",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Configuration", package: "swift-configuration"),

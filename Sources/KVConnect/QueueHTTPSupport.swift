@@ -1,5 +1,6 @@
 import Foundation
 import KVEngine
+import Synchronization
 
 // What the queue's HTTP endpoints (QueueEndpoints: pull; QueueAdminEndpoints:
 // administration) share: JSON bodies (as `JSONValue`) and query strings in,
@@ -66,25 +67,27 @@ extension KVConnectService {
 }
 
 /// Collects `count` asynchronous results (nil ones dropped), then calls `done` once.
-final class Gather<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var left: Int
-    private var items: [T] = []
+final class Gather<T: Sendable>: Sendable {
+    private struct State {
+        var left: Int
+        var items: [T] = []
+    }
+
+    private let state: Mutex<State>
     private let done: @Sendable ([T]) -> Void
 
     init(count: Int, done: @escaping @Sendable ([T]) -> Void) {
-        left = count
+        state = Mutex(State(left: count))
         self.done = done
     }
 
     func add(_ item: T?) {
-        lock.lock()
-        if let item { items.append(item) }
-        left -= 1
-        let finished = left == 0
-        let all = items
-        lock.unlock()
-        if finished { done(all) }
+        let all: [T]? = state.withLock { s in
+            if let item { s.items.append(item) }
+            s.left -= 1
+            return s.left == 0 ? s.items : nil
+        }
+        if let all { done(all) }
     }
 }
 

@@ -1,19 +1,19 @@
 import Foundation
 import KVEngine
 import Logging
+import Synchronization
 
 /// Where a tenant's eventual reads go: its replica store while that is
 /// healthy and within the lag bound, the primary otherwise. Switches are
 /// logged once per change of state, never per request.
-public final class ReplicaRoute: @unchecked Sendable {
+public final class ReplicaRoute: Sendable {
     public let store: any KVStorage
     /// Largest replication lag still served by the replica; nil = no bound.
     public let maxLagMs: Int64?
     private let health: (any ReplicaHealth)?
     private let logger: Logger
-    private let lock = NSLock()
-    private var usingReplica = true
-    private var lastReason = ""
+    /// Whether the last routing decision picked the replica.
+    private let usingReplica = Mutex(true)
 
     /// `health`: where the lag comes from; by default the store itself if
     /// it implements `ReplicaHealth`.
@@ -46,11 +46,10 @@ public final class ReplicaRoute: @unchecked Sendable {
         case .unavailable(let why):
             (useReplica, reason) = (false, "replica unavailable: \(why)")
         }
-        lock.lock()
-        let changed = useReplica != usingReplica
-        usingReplica = useReplica
-        if !useReplica { lastReason = reason }
-        lock.unlock()
+        let changed = usingReplica.withLock { using in
+            defer { using = useReplica }
+            return useReplica != using
+        }
         if changed {
             if useReplica {
                 logger.notice("eventual reads served by the replica again", metadata: ["replica": "\(store.location)"])
@@ -63,9 +62,5 @@ public final class ReplicaRoute: @unchecked Sendable {
     }
 
     /// Whether the last routing decision picked the replica (for metrics).
-    public var servingFromReplica: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return usingReplica
-    }
+    public var servingFromReplica: Bool { usingReplica.withLock { $0 } }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The keys that sign and verify data-plane tokens, per database.
 ///
@@ -9,7 +10,7 @@ import Foundation
 /// rotation the new key signs and the previous one still verifies, so no
 /// client is logged out; a daemon that has not yet seen the new key re-reads
 /// the keys when a token fails to verify (at most once per `refreshInterval`).
-public final class SigningKeyring: @unchecked Sendable {
+public final class SigningKeyring: Sendable {
     public typealias Refresh = @Sendable () throws -> [[UInt8]]
 
     private struct Entry {
@@ -18,10 +19,13 @@ public final class SigningKeyring: @unchecked Sendable {
         var lastRefresh: Date
     }
 
-    private let lock = NSLock()
+    private struct State {
+        var byDatabase: [String: Entry] = [:]
+        var generation: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
     private let defaultSigner: TokenSigner
-    private var byDatabase: [String: Entry] = [:]
-    private var generationValue: UInt64 = 0
     private let refreshInterval: TimeInterval
 
     public init(default signer: TokenSigner, refreshInterval: TimeInterval = 1) {
@@ -31,25 +35,20 @@ public final class SigningKeyring: @unchecked Sendable {
 
     /// Changes whenever a database's keys change; cached verifications of an
     /// older generation are dropped (a retired key must stop verifying).
-    public var generation: UInt64 {
-        lock.lock()
-        defer { lock.unlock() }
-        return generationValue
-    }
+    public var generation: UInt64 { state.withLock { $0.generation } }
 
     /// Installs a database's own keys (`keys[0]` signs) and how to re-read them.
     public func setKeys(_ keys: [[UInt8]], forDatabase id: String, refresh: Refresh? = nil) {
-        lock.lock()
-        defer { lock.unlock() }
-        let old = byDatabase[id]
-        byDatabase[id] = Entry(signer: TokenSigner(keys: keys), refresh: refresh ?? old?.refresh, lastRefresh: Date())
-        generationValue &+= 1
+        state.withLock { s in
+            let old = s.byDatabase[id]
+            s.byDatabase[id] = Entry(
+                signer: TokenSigner(keys: keys), refresh: refresh ?? old?.refresh, lastRefresh: Date())
+            s.generation &+= 1
+        }
     }
 
     public func signer(forDatabase id: String) -> TokenSigner {
-        lock.lock()
-        defer { lock.unlock() }
-        return byDatabase[id]?.signer ?? defaultSigner
+        state.withLock { $0.byDatabase[id]?.signer } ?? defaultSigner
     }
 
     /// Re-reads a database's keys now (the periodic refresh and a failed
@@ -57,22 +56,21 @@ public final class SigningKeyring: @unchecked Sendable {
     /// unreachable) keep the keys it has.
     @discardableResult
     public func refresh(database id: String, force: Bool = true) -> Bool {
-        lock.lock()
-        guard let entry = byDatabase[id], let refresh = entry.refresh,
-            force || Date().timeIntervalSince(entry.lastRefresh) >= refreshInterval
-        else {
-            lock.unlock()
-            return false
+        let due: Refresh? = state.withLock { s in
+            guard let entry = s.byDatabase[id], let refresh = entry.refresh,
+                force || Date().timeIntervalSince(entry.lastRefresh) >= refreshInterval
+            else { return nil }
+            s.byDatabase[id]?.lastRefresh = Date()
+            return refresh
         }
-        byDatabase[id]?.lastRefresh = Date()
-        lock.unlock()
-        guard let keys = try? refresh(), !keys.isEmpty else { return false }
-        lock.lock()
-        defer { lock.unlock() }
-        guard byDatabase[id]?.signer.sameKeys(as: keys) == false else { return false }
-        byDatabase[id]?.signer = TokenSigner(keys: keys)
-        generationValue &+= 1
-        return true
+        // Re-read outside the lock: it may query the database.
+        guard let refresh = due, let keys = try? refresh(), !keys.isEmpty else { return false }
+        return state.withLock { s in
+            guard s.byDatabase[id]?.signer.sameKeys(as: keys) == false else { return false }
+            s.byDatabase[id]?.signer = TokenSigner(keys: keys)
+            s.generation &+= 1
+            return true
+        }
     }
 
     public func sign(_ token: DataPlaneToken) -> String {

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KVEngine
+import Synchronization
 
 /// An access token as the daemon keeps it: only its SHA-256, so the config
 /// may hold hashes and memory never holds the secret longer than needed.
@@ -31,7 +32,7 @@ public struct AccessToken: Sendable, Equatable {
 /// exchange picks the tenant by access token; the data path by the database
 /// id signed into the data-plane token. Tokens can be replaced at run time
 /// (SIGHUP) without touching open connections.
-public final class Tenant: @unchecked Sendable {
+public final class Tenant: Sendable {
     public let name: String
     public let store: any KVStorage
     /// Eventual reads (the `/replica` handle, the eventual endpoint); nil = none.
@@ -39,14 +40,13 @@ public final class Tenant: @unchecked Sendable {
     public var databaseId: String { store.databaseId }
     /// Shared snapshot reads of this database's watch sessions.
     let watchReads: WatchReads
-    private let lock = NSLock()
-    private var tokens: [AccessToken]
+    private let tokens: Mutex<[AccessToken]>
 
     public init(name: String = "default", store: any KVStorage, tokens: [AccessToken], replica: ReplicaRoute? = nil) {
         self.name = name
         self.store = store
         self.replica = replica
-        self.tokens = tokens
+        self.tokens = Mutex(tokens)
         watchReads = WatchReads { [store] in try store.readKeys($0) }
     }
 
@@ -56,17 +56,13 @@ public final class Tenant: @unchecked Sendable {
     }
 
     public func replaceTokens(_ new: [AccessToken]) {
-        lock.lock()
-        tokens = new
-        lock.unlock()
+        tokens.withLock { $0 = new }
     }
 
     /// The scope of a presented access token, or nil. Compares the digest
     /// against every configured token in constant time, with no early exit.
     public func scope(forPresented digest: [UInt8]) -> DataPlaneToken.Scope? {
-        lock.lock()
-        let current = tokens
-        lock.unlock()
+        let current = tokens.withLock { $0 }
         var found: DataPlaneToken.Scope?
         for t in current where constantTimeEquals(t.sha256, digest) { found = found ?? t.scope }
         return found

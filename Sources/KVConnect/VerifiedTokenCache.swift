@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Data-plane tokens already verified, by their exact text. Clients send the
 /// same token on every request for an hour, and re-verifying it (base64url
@@ -6,10 +7,14 @@ import Foundation
 /// token whose signature checked out is stored, so the cache cannot admit a
 /// forgery; expiry is still checked on every hit. Bounded: cleared when full,
 /// and when the signing keys change (a retired key must stop verifying).
-final class VerifiedTokenCache: @unchecked Sendable {
-    private let lock = NSLock()
-    private var entries: [String: DataPlaneToken] = [:]
-    private var generation: UInt64 = 0
+final class VerifiedTokenCache: Sendable {
+    private struct State {
+        var entries: [String: DataPlaneToken] = [:]
+        /// The keyring generation the entries were verified under.
+        var generation: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
     private let capacity: Int
 
     init(capacity: Int = 4096) {
@@ -33,22 +38,22 @@ final class VerifiedTokenCache: @unchecked Sendable {
         _ text: String, nowMs: Int64, generation current: UInt64,
         _ check: () throws(TokenSigner.VerifyError) -> DataPlaneToken
     ) throws(TokenSigner.VerifyError) -> DataPlaneToken {
-        lock.lock()
-        if generation != current {
-            entries.removeAll(keepingCapacity: true)
-            generation = current
+        let hit = state.withLock { s in
+            if s.generation != current {
+                s.entries.removeAll(keepingCapacity: true)
+                s.generation = current
+            }
+            return s.entries[text]
         }
-        let hit = entries[text]
-        lock.unlock()
         if let hit {
             if hit.expiresAtMs <= nowMs { throw .expired }
             return hit
         }
         let token = try check()
-        lock.lock()
-        if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
-        if generation == current { entries[text] = token }
-        lock.unlock()
+        state.withLock { s in
+            if s.entries.count >= capacity { s.entries.removeAll(keepingCapacity: true) }
+            if s.generation == current { s.entries[text] = token }
+        }
         return token
     }
 }

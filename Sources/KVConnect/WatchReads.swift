@@ -1,5 +1,6 @@
 import Foundation
 import KVEngine
+import Synchronization
 
 /// Snapshot reads for watch sessions, shared: sessions of the same keys
 /// woken by one commit (10,000 watchers of one key) take one read instead
@@ -7,7 +8,7 @@ import KVEngine
 /// each sees a snapshot at least as new as the commit that woke it. Reads of
 /// one key list run one at a time (a session woken during a read waits for
 /// the next one), so a session never gets an older snapshot after a newer.
-final class WatchReads: @unchecked Sendable {
+final class WatchReads: Sendable {
     typealias Done = @Sendable (Result<[KVEntry?], any Error>) -> Void
 
     /// The read in progress for a key list and who waits for the next one.
@@ -24,10 +25,13 @@ final class WatchReads: @unchecked Sendable {
     }
 
     private let readKeys: @Sendable ([Bytes]) throws -> [KVEntry?]
-    private let lock = NSLock()
-    /// Ticks at every wake-up and every read start: orders the two.
-    private var clock: UInt64 = 0
-    private var flights: [[Bytes]: Flights] = [:]
+    private struct State {
+        /// Ticks at every wake-up and every read start: orders the two.
+        var clock: UInt64 = 0
+        var flights: [[Bytes]: Flights] = [:]
+    }
+
+    private let state = Mutex(State())
 
     init(readKeys: @escaping @Sendable ([Bytes]) throws -> [KVEntry?]) {
         self.readKeys = readKeys
@@ -35,10 +39,10 @@ final class WatchReads: @unchecked Sendable {
 
     /// Taken when a session is woken (or starts): reads started later serve it.
     func stamp() -> UInt64 {
-        lock.lock()
-        defer { lock.unlock() }
-        clock += 1
-        return clock
+        state.withLock { s in
+            s.clock += 1
+            return s.clock
+        }
     }
 
     /// Calls `done` (on `queue`) with the entries of `keys` from a snapshot
@@ -46,16 +50,16 @@ final class WatchReads: @unchecked Sendable {
     /// else the next one, else starts one on `queue`. Never blocks: the
     /// engine's writer thread calls this for every woken session.
     func read(_ keys: [Bytes], since: UInt64, queue: DispatchQueue, done: @escaping Done) {
-        lock.lock()
-        if let f = flights[keys] {
-            if f.started > since { f.current.append(done) } else { f.next.append(done) }
-            lock.unlock()
-            return
+        let joined = state.withLock { s in
+            if let f = s.flights[keys] {
+                if f.started > since { f.current.append(done) } else { f.next.append(done) }
+                return true
+            }
+            s.clock += 1
+            s.flights[keys] = Flights(started: s.clock, current: [done])
+            return false
         }
-        clock += 1
-        flights[keys] = Flights(started: clock, current: [done])
-        lock.unlock()
-        queue.async { self.run(keys, queue: queue) }
+        if !joined { queue.async { self.run(keys, queue: queue) } }
     }
 
     /// Reads `keys` for the flight in progress, then for the next ones as
@@ -63,22 +67,21 @@ final class WatchReads: @unchecked Sendable {
     private func run(_ keys: [Bytes], queue: DispatchQueue) {
         while true {
             let result = Result<[KVEntry?], any Error> { try readKeys(keys) }
-            lock.lock()
-            guard let f = flights[keys] else {
-                lock.unlock()
-                return
+            let flight: (waiters: [Done], more: Bool)? = state.withLock { s in
+                guard let f = s.flights[keys] else { return nil }
+                let waiters = f.current
+                let more = !f.next.isEmpty
+                if more {
+                    s.clock += 1
+                    f.started = s.clock
+                    f.current = f.next
+                    f.next = []
+                } else {
+                    s.flights[keys] = nil
+                }
+                return (waiters, more)
             }
-            let waiters = f.current
-            let more = !f.next.isEmpty
-            if more {
-                clock += 1
-                f.started = clock
-                f.current = f.next
-                f.next = []
-            } else {
-                flights[keys] = nil
-            }
-            lock.unlock()
+            guard let (waiters, more) = flight else { return }
             // Thousands of sessions each encode and queue a frame: spread them.
             let batch = 256
             for start in stride(from: 0, to: waiters.count, by: batch) {

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import KVEngine
 import Logging
+import Synchronization
 
 /// One open `/watch` stream. A commit touching a watched key wakes the
 /// session (no polling); it then reads every watched key from one snapshot
@@ -9,7 +10,7 @@ import Logging
 /// `WatchReads`) and sends a frame if anything differs from the last frame.
 /// Wake-ups during a read collapse into one more read. Every frame reports every key with
 /// changed=true (Deno 2.9.8 reads changed=false as "deleted").
-final class WatchSession: @unchecked Sendable {
+final class WatchSession: Sendable {
     /// Past this much unsent output the reader is slow: frames are held back
     /// (the next one carries the latest state anyway) instead of piling up.
     static let slowReaderBytes = 256 * 1024
@@ -24,16 +25,25 @@ final class WatchSession: @unchecked Sendable {
     private let pinger: WatchPinger
     private let logger: Logger
 
-    private let lock = NSLock()
-    private var dirty = false
-    /// `reads` stamp of the latest wake-up: a read started after it will do.
-    private var wokenAt: UInt64 = 0
-    private var reading = false
-    private var closed = false
-    private var lastSent: [Versionstamp?]?
-    private var registration: KeyWatch?
-    /// Where the pinger keeps this session (nil before start and after close).
-    var pingSlot: WatchPinger.Slot?
+    private struct State {
+        var dirty = false
+        /// `reads` stamp of the latest wake-up: a read started after it will do.
+        var wokenAt: UInt64 = 0
+        var reading = false
+        var closed = false
+        var lastSent: [Versionstamp?]?
+        var registration: KeyWatch?
+        /// Where the pinger keeps this session (nil before start and after
+        /// close); set and read by the pinger under its own lock.
+        var pingSlot: WatchPinger.Slot?
+    }
+
+    private let state = Mutex(State())
+
+    var pingSlot: WatchPinger.Slot? {
+        get { state.withLock { $0.pingSlot } }
+        set { state.withLock { $0.pingSlot = newValue } }
+    }
 
     init(
         store: any KVStorage, reads: WatchReads, keys: [Bytes], stream: any ResponseStreamWriter, codec: WireCodec,
@@ -51,9 +61,7 @@ final class WatchSession: @unchecked Sendable {
     func start() {
         // Register before the first read, so no commit slips in between.
         let reg = store.watch(keys: keys) { [weak self] in self?.changed() }
-        lock.lock()
-        registration = reg
-        lock.unlock()
+        state.withLock { $0.registration = reg }
         pinger.add(self)
         // The session lives as long as the stream: the close handler holds it.
         stream.onClose { [self] in self.close() }
@@ -67,41 +75,35 @@ final class WatchSession: @unchecked Sendable {
     /// before the commit is acknowledged.
     private func changed() {
         let stamp = reads.stamp()
-        lock.lock()
-        if closed {
-            lock.unlock()
-            return
+        let startRead = state.withLock { s in
+            if s.closed { return false }
+            s.dirty = true
+            s.wokenAt = stamp
+            if s.reading { return false }
+            s.reading = true
+            return true
         }
-        dirty = true
-        wokenAt = stamp
-        if reading {
-            lock.unlock()
-            return
-        }
-        reading = true
-        lock.unlock()
-        pump()
+        if startRead { pump() }
     }
 
     /// One read (own or shared) for the wake-ups so far; `deliver` runs when
     /// it is done and pumps again if more came meanwhile. Only one is in
     /// progress per session (`reading`).
     private func pump() {
-        lock.lock()
-        if closed {
-            reading = false
-            lock.unlock()
-            return
+        let since: UInt64? = state.withLock { s in
+            if s.closed {
+                s.reading = false
+                return nil
+            }
+            if stream.pendingBytes > Self.slowReaderBytes {
+                // Leave `dirty` set; the next ping retries with fresh state.
+                s.reading = false
+                return nil
+            }
+            s.dirty = false
+            return s.wokenAt
         }
-        if stream.pendingBytes > Self.slowReaderBytes {
-            // Leave `dirty` set; the next ping retries with fresh state.
-            reading = false
-            lock.unlock()
-            return
-        }
-        dirty = false
-        let since = wokenAt
-        lock.unlock()
+        guard let since else { return }
         reads.read(keys, since: since, queue: Self.queue) { [self] result in deliver(result) }
     }
 
@@ -116,23 +118,25 @@ final class WatchSession: @unchecked Sendable {
             return
         }
         let stamps = entries.map { $0?.versionstamp }
-        lock.lock()
         // Sessions of one shared read deliver concurrently; each its own.
-        let send = !closed && stamps != lastSent
-        if send { lastSent = stamps }
-        lock.unlock()
+        let send = state.withLock { s in
+            let send = !s.closed && stamps != s.lastSent
+            if send { s.lastSent = stamps }
+            return send
+        }
         if send && !stream.write(codec.encodeWatchFrame(entries)) {
             close()
             return
         }
 
-        lock.lock()
-        if !dirty || closed {
-            reading = false
-            lock.unlock()
-            return
+        let again = state.withLock { s in
+            if !s.dirty || s.closed {
+                s.reading = false
+                return false
+            }
+            return true
         }
-        lock.unlock()
+        if !again { return }
         Self.queue.async { [weak self] in self?.pump() }
     }
 
@@ -142,22 +146,18 @@ final class WatchSession: @unchecked Sendable {
             close()
             return
         }
-        lock.lock()
-        let retry = dirty && !reading && !closed
-        lock.unlock()
+        let retry = state.withLock { s in s.dirty && !s.reading && !s.closed }
         if retry { changed() }
     }
 
     func close() {
-        lock.lock()
-        if closed {
-            lock.unlock()
-            return
+        let reg: KeyWatch?? = state.withLock { s in
+            if s.closed { return nil }
+            s.closed = true
+            defer { s.registration = nil }
+            return .some(s.registration)
         }
-        closed = true
-        let reg = registration
-        registration = nil
-        lock.unlock()
+        guard let reg else { return }
         reg?.cancel()
         pinger.remove(self)
     }
@@ -176,17 +176,21 @@ final class WatchSession: @unchecked Sendable {
 /// handle pinged every 5 s (10,000 frames/s) did that whenever its event
 /// loop fell behind for a moment. On HTTP/2 a dead client is noticed on the
 /// connection anyway, whichever of its streams is pinged.
-final class WatchPinger: @unchecked Sendable {
+final class WatchPinger: Sendable {
     typealias Slot = Int
     private static let slices = 16
-    private let lock = NSLock()
-    private var groups: [[ObjectIdentifier: WatchSession]] = Array(repeating: [:], count: WatchPinger.slices)
-    private var nextSlot = 0
-    private var tickIndex = 0
-    /// The group being pinged when it takes more than one tick.
-    private var pending: [WatchSession] = []
-    private var pendingOffset = 0
-    private var timer: DispatchSourceTimer?
+
+    private struct State {
+        var groups: [[ObjectIdentifier: WatchSession]] = Array(repeating: [:], count: WatchPinger.slices)
+        var nextSlot = 0
+        var tickIndex = 0
+        /// The group being pinged when it takes more than one tick.
+        var pending: [WatchSession] = []
+        var pendingOffset = 0
+        var timer: DispatchSourceTimer?
+    }
+
+    private let state = Mutex(State())
     private let queue = DispatchQueue(label: "kvconnect.watch-ping")
     private let tickMs: Int
     private let perTick: Int
@@ -196,51 +200,52 @@ final class WatchPinger: @unchecked Sendable {
         perTick = max(1, maxPerSecond * tickMs / 1000)
     }
 
-    deinit { timer?.cancel() }
+    deinit { state.withLock { $0.timer }?.cancel() }
 
     func add(_ session: WatchSession) {
-        lock.lock()
-        let slot = nextSlot % Self.slices
-        nextSlot &+= 1
-        session.pingSlot = slot
-        groups[slot][ObjectIdentifier(session)] = session
-        let start = timer == nil
-        if start {
-            // Started on first use (a service without watches has no timer).
-            let t = DispatchSource.makeTimerSource(queue: queue)
-            let step = DispatchTimeInterval.milliseconds(tickMs)
-            t.schedule(deadline: .now() + step, repeating: step)
-            t.setEventHandler { [weak self] in self?.tick() }
-            timer = t
+        state.withLock { s in
+            let slot = s.nextSlot % Self.slices
+            s.nextSlot &+= 1
+            session.pingSlot = slot
+            s.groups[slot][ObjectIdentifier(session)] = session
+            if s.timer == nil {
+                // Started on first use (a service without watches has no timer).
+                let t = DispatchSource.makeTimerSource(queue: queue)
+                let step = DispatchTimeInterval.milliseconds(tickMs)
+                t.schedule(deadline: .now() + step, repeating: step)
+                t.setEventHandler { [weak self] in self?.tick() }
+                // Its first tick is `step` away, on `queue`: resuming under the lock blocks nothing.
+                t.resume()
+                s.timer = t
+            }
         }
-        lock.unlock()
-        if start { timer?.resume() }
     }
 
     func remove(_ session: WatchSession) {
-        lock.lock()
-        if let slot = session.pingSlot {
-            groups[slot][ObjectIdentifier(session)] = nil
-            session.pingSlot = nil
+        state.withLock { s in
+            if let slot = session.pingSlot {
+                s.groups[slot][ObjectIdentifier(session)] = nil
+                session.pingSlot = nil
+            }
         }
-        lock.unlock()
     }
 
     private func tick() {
-        lock.lock()
-        if pendingOffset >= pending.count {
-            pending = Array(groups[tickIndex].values)
-            pendingOffset = 0
-            tickIndex = (tickIndex + 1) % Self.slices
+        let batch = state.withLock { s in
+            if s.pendingOffset >= s.pending.count {
+                s.pending = Array(s.groups[s.tickIndex].values)
+                s.pendingOffset = 0
+                s.tickIndex = (s.tickIndex + 1) % Self.slices
+            }
+            let end = min(s.pending.count, s.pendingOffset + perTick)
+            let batch = Array(s.pending[s.pendingOffset..<end])
+            s.pendingOffset = end
+            if s.pendingOffset >= s.pending.count {
+                s.pending = []
+                s.pendingOffset = 0
+            }
+            return batch
         }
-        let end = min(pending.count, pendingOffset + perTick)
-        let batch = pending[pendingOffset..<end]
-        pendingOffset = end
-        if pendingOffset >= pending.count {
-            pending = []
-            pendingOffset = 0
-        }
-        lock.unlock()
         for session in batch { session.ping() }
     }
 }

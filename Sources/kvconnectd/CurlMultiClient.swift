@@ -1,5 +1,7 @@
 import CCurl
 import Foundation
+import Synchronization
+import Threading
 
 /// A POST-only HTTP client on libcurl's multi interface, driven by one thread
 /// of its own: requests are handed over under a lock and `curl_multi_wakeup`,
@@ -8,7 +10,7 @@ import Foundation
 /// connection cache keeps connections to the receiver alive between
 /// deliveries (HTTP/1.1 keep-alive), up to `maxConnections` per host.
 /// Why libcurl and not URLSession: see docs/ARCHITECTURE.md (Queues).
-final class CurlMultiClient: @unchecked Sendable {
+final class CurlMultiClient: Sendable {
     struct Request {
         var url: String
         var headers: [String]
@@ -40,42 +42,59 @@ final class CurlMultiClient: @unchecked Sendable {
 
     private static let globalInit: Void = { curl_global_init(3) /* CURL_GLOBAL_ALL */ }()
 
-    private let multi: UnsafeMutableRawPointer
-    private let lock = NSLock()
-    private var pending: [Request] = []
-    private var stopping = false
-    private let finished = DispatchSemaphore(value: 0)
+    /// The multi handle. @unchecked Sendable: other threads only call
+    /// `curl_multi_wakeup` on it (thread-safe by libcurl's contract); every
+    /// other call is on the client thread, and `curl_multi_cleanup` after that
+    /// thread has been joined.
+    private struct MultiHandle: @unchecked Sendable {
+        let pointer: UnsafeMutableRawPointer
+    }
 
-    init(maxConnections: Int) {
+    /// Requests handed to the thread, and whether the client is stopping.
+    private struct State {
+        var pending: [Request] = []
+        var stopping = false
+    }
+
+    private let handle: MultiHandle
+    private var multi: UnsafeMutableRawPointer { handle.pointer }
+    private let state = Mutex(State())
+    private let thread = Mutex<JoinableThread?>(nil)
+
+    init(maxConnections: Int) throws {
         _ = Self.globalInit
-        multi = curl_multi_init()
+        handle = MultiHandle(pointer: curl_multi_init())
         _ = kv_curl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, max(1, maxConnections))
         _ = kv_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(1, maxConnections))
-        let t = Thread { [unowned self] in self.run() }
-        t.name = "webhook-curl"
-        t.start()
+        do {
+            // `stop` joins the thread, so it may hold the client.
+            let t = try JoinableThread(name: "webhook-curl") { [self] in self.run() }
+            thread.withLock { $0 = t }
+        } catch {
+            curl_multi_cleanup(multi)
+            throw error
+        }
     }
 
     func post(_ r: Request) {
-        lock.lock()
-        if stopping {
-            lock.unlock()
-            return r.completion(nil, "client stopped")
+        let accepted = state.withLock { s in
+            if s.stopping { return false }
+            s.pending.append(r)
+            return true
         }
-        pending.append(r)
-        lock.unlock()
+        guard accepted else { return r.completion(nil, "client stopped") }
         curl_multi_wakeup(multi)
     }
 
     /// Ends the thread; transfers still running complete with an error.
     func stop() {
-        lock.lock()
-        let was = stopping
-        stopping = true
-        lock.unlock()
+        let was = state.withLock { s in
+            defer { s.stopping = true }
+            return s.stopping
+        }
         if was { return }
         curl_multi_wakeup(multi)
-        finished.wait()
+        thread.withLock { $0 }?.join()
         curl_multi_cleanup(multi)
     }
 
@@ -83,11 +102,10 @@ final class CurlMultiClient: @unchecked Sendable {
         var running: [UnsafeMutableRawPointer: Transfer] = [:]
         var idle: [UnsafeMutableRawPointer] = []  // easy handles kept for reuse
         while true {
-            lock.lock()
-            let batch = pending
-            pending.removeAll(keepingCapacity: true)
-            let stop = stopping
-            lock.unlock()
+            let (batch, stop) = state.withLock { s in
+                defer { s.pending.removeAll(keepingCapacity: true) }
+                return (s.pending, s.stopping)
+            }
             if stop {
                 for (h, t) in running {
                     curl_multi_remove_handle(multi, h)
@@ -96,7 +114,6 @@ final class CurlMultiClient: @unchecked Sendable {
                 }
                 for r in batch { r.completion(nil, "client stopped") }
                 idle.forEach { curl_easy_cleanup($0) }
-                finished.signal()
                 return
             }
             for r in batch {

@@ -96,7 +96,7 @@ final class Daemon: Sendable {
         var deliverers: [WebhookDeliverer] = []
         if let url = settings.queueWebhookURL {
             for t in tenants {
-                let deliverer = WebhookDeliverer(
+                let deliverer = try WebhookDeliverer(
                     url: url, secret: settings.queueWebhookSecret,
                     timeoutMs: settings.queueWebhookTimeoutMs,
                     databaseId: t.databaseId, concurrency: settings.queueConcurrency,

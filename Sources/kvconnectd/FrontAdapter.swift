@@ -2,6 +2,7 @@ import Foundation
 import HTTPFront
 import KVConnect
 import KVConsole
+import Threading
 
 /// The one place the front's request value becomes the protocol layer's:
 /// both HTTP versions route through here. Paths under the console's base go
@@ -51,27 +52,28 @@ struct FrontAdapter: HTTPRequestHandler {
 /// The front's stream is what the protocol layer writes watch frames to.
 extension HTTPResponseStream: ResponseStreamWriter {}
 
-final class InFlightCounter: @unchecked Sendable {
-    private let cond = NSCondition()
-    private var count = 0
+/// Requests being handled; a graceful stop waits for them (a condition: the
+/// stopping thread really sleeps until the count reaches zero).
+final class InFlightCounter: Sendable {
+    private let count = ConditionLock(0)
 
     func enter() {
-        cond.lock()
-        count += 1
-        cond.unlock()
+        count.withLock { $0 += 1 }
     }
     func leave() {
-        cond.lock()
-        count -= 1
-        if count == 0 { cond.broadcast() }
-        cond.unlock()
+        let idle = count.withLock { c in
+            c -= 1
+            return c == 0
+        }
+        if idle { count.broadcast() }
     }
 
     /// Waits until nothing is in flight or the deadline passes; returns what is left.
     func drain(until deadline: Date) -> Int {
-        cond.lock()
-        defer { cond.unlock() }
-        while count > 0 && cond.wait(until: deadline) {}
-        return count
+        let endMs = MonotonicClock.deadlineMs(after: Int64(max(0, deadline.timeIntervalSinceNow) * 1000))
+        return count.wait { c in
+            let left = endMs - MonotonicClock.nowMs()
+            return c == 0 || left <= 0 ? .done(c) : .wait(timeoutMs: left)
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// `--log-format json`: one JSON object per line on stderr:
 /// `{"ts":"…","level":"info","label":"kvconnectd","message":"…","metadata":{…}}`.
@@ -37,10 +38,11 @@ struct JSONLogHandler: LogHandler {
                 withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
         else { return }
         data.append(0x0a)
-        Self.lock.withLock { FileHandle.standardError.write(data) }
+        Self.stderrLock.withLock { _ in FileHandle.standardError.write(data) }
     }
 
-    private static let lock = NSLock()
+    /// One line at a time on stderr: concurrent writes must not interleave.
+    private static let stderrLock = Mutex(())
 
     private static func json(_ value: Logger.MetadataValue) -> Any {
         switch value {

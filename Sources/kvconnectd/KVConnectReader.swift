@@ -4,13 +4,15 @@ import Foundation
 #endif
 import KVConnect
 import KVEngine
+import Threading
 
 /// Reads a whole database from a KV Connect server (kvconnectd, denokv,
 /// Deno Deploy) for `kvconnectd copy`: the metadata exchange with the access
 /// token, then paged `snapshot_read`s over the keyspace in key order. The
 /// protocol hides expiry and queue messages, so those cannot be copied from
-/// here; entries come with the server's versionstamps.
-final class KVConnectReader: @unchecked Sendable {
+/// here; entries come with the server's versionstamps. Not Sendable: one
+/// `copy` uses it from one thread (URLSession's callbacks touch only `send`'s box).
+final class KVConnectReader {
     struct Failure: Error, CustomStringConvertible { var description: String }
 
     let url: URL
@@ -105,25 +107,28 @@ final class KVConnectReader: @unchecked Sendable {
             } catch let e as URLError {
                 lastError = "\(e.localizedDescription)"
             }
-            Thread.sleep(forTimeInterval: min(5, 0.2 * Double(1 << attempt)))
+            usleep(UInt32(min(5, 0.2 * Double(1 << attempt)) * 1_000_000))
         }
         throw Failure(description: "snapshot_read on \(displayURL) kept failing: \(lastError)")
     }
 
+    private struct Answer {
+        var status: Int
+        var body: [UInt8]
+    }
+
     private func send(_ req: URLRequest) throws -> (Int, [UInt8]) {
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var result: (Int, [UInt8])?
-        nonisolated(unsafe) var failure: Error?
+        let answer = ResultBox<Result<Answer, URLError>>()
         session.dataTask(with: req) { data, response, error in
             if let error {
-                failure = error
+                answer.set(.failure((error as? URLError) ?? URLError(.unknown)))
             } else {
-                result = ((response as? HTTPURLResponse)?.statusCode ?? 0, [UInt8](data ?? Data()))
+                answer.set(
+                    .success(
+                        Answer(status: (response as? HTTPURLResponse)?.statusCode ?? 0, body: [UInt8](data ?? Data()))))
             }
-            done.signal()
         }.resume()
-        done.wait()
-        if let failure { throw (failure as? URLError) ?? URLError(.unknown) }
-        return result!
+        let a = try answer.wait().get()
+        return (a.status, a.body)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import KVConnect
 import KVEngine
+import Synchronization
 
 /// A backend that keeps data-plane token signing keys in the database
 /// (PostgreSQL), so every daemon serving it signs and verifies with the same
@@ -14,9 +15,10 @@ protocol SharedKeyStorage: KVStorage {
 /// Installs a database's shared keys in the keyring and re-reads them every
 /// `refreshSeconds`, so a key added by `rotate-signing-key` starts signing on
 /// every daemon within seconds; the previous key keeps verifying.
-final class SharedSigningKeys: @unchecked Sendable {
+final class SharedSigningKeys: Sendable {
     static let refreshSeconds: TimeInterval = 5
-    private let timer: DispatchSourceTimer
+    /// In a Mutex only because a dispatch source is not Sendable.
+    private let timer = Mutex<DispatchSourceTimer?>(nil)
 
     /// nil for a backend without shared keys (SQLite: the key file).
     static func install(for store: any KVStorage, in keyring: SigningKeyring) throws -> SharedSigningKeys? {
@@ -28,11 +30,14 @@ final class SharedSigningKeys: @unchecked Sendable {
         let keys = try store.ensureSharedSigningKey(try SigningKey.random())
         let id = store.databaseId
         keyring.setKeys(keys, forDatabase: id) { [weak store] in try store?.sharedSigningKeys() ?? [] }
-        timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global(qos: .utility))
-        timer.schedule(deadline: .now() + Self.refreshSeconds, repeating: Self.refreshSeconds)
-        timer.setEventHandler { keyring.refresh(database: id) }
-        timer.resume()
+        timer.withLock { timer in
+            let t = DispatchSource.makeTimerSource(queue: DispatchQueue.global(qos: .utility))
+            t.schedule(deadline: .now() + Self.refreshSeconds, repeating: Self.refreshSeconds)
+            t.setEventHandler { keyring.refresh(database: id) }
+            t.resume()
+            timer = t
+        }
     }
 
-    func stop() { timer.cancel() }
+    func stop() { timer.withLock { $0?.cancel() } }
 }

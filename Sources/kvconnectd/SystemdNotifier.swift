@@ -1,22 +1,26 @@
 import Foundation
+import Synchronization
 
 /// The sd_notify protocol without libsystemd: datagrams to $NOTIFY_SOCKET
 /// (a path, or an abstract socket when it starts with '@'). Silent no-op when
 /// not started by systemd with Type=notify.
-final class SystemdNotifier: @unchecked Sendable {
+final class SystemdNotifier: Sendable {
     private let socketPath: String?
-    private var watchdogTimer: DispatchSourceTimer?
+    /// Pings the watchdog from `ready` until `stopping` (nil without one).
+    private let watchdogTimer = Mutex<DispatchSourceTimer?>(nil)
 
     init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         socketPath = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
         if let usecText = environment["WATCHDOG_USEC"], let usec = UInt64(usecText), usec > 0 {
             // WATCHDOG_PID, when set, names the process that must ping.
             if let pid = environment["WATCHDOG_PID"].flatMap(Int32.init), pid != getpid() { return }
-            let t = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "kvconnectd.watchdog"))
-            let interval = DispatchTimeInterval.microseconds(Int(usec / 2))
-            t.schedule(deadline: .now() + interval, repeating: interval)
-            t.setEventHandler { [weak self] in self?.send("WATCHDOG=1") }
-            watchdogTimer = t
+            watchdogTimer.withLock { timer in
+                let t = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "kvconnectd.watchdog"))
+                let interval = DispatchTimeInterval.microseconds(Int(usec / 2))
+                t.schedule(deadline: .now() + interval, repeating: interval)
+                t.setEventHandler { [weak self] in self?.send("WATCHDOG=1") }
+                timer = t
+            }
         }
     }
 
@@ -24,12 +28,14 @@ final class SystemdNotifier: @unchecked Sendable {
 
     func ready(status: String) {
         send("READY=1\nSTATUS=\(status)\nMAINPID=\(getpid())")
-        watchdogTimer?.resume()
+        watchdogTimer.withLock { $0?.resume() }
     }
 
     func stopping() {
-        watchdogTimer?.cancel()
-        watchdogTimer = nil
+        watchdogTimer.withLock { t in
+            t?.cancel()
+            t = nil
+        }
         send("STOPPING=1")
     }
 

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import KVEngine
 import Logging
+import Synchronization
 
 /// Pushes queue messages to the configured webhook (docs/queues.md):
 /// `POST` of the raw V8 payload (`application/octet-stream`) with
@@ -13,25 +14,24 @@ import Logging
 ///
 /// A 2xx within the timeout acknowledges; any other status, a timeout or a
 /// connection error is a failed attempt.
-final class WebhookDeliverer: @unchecked Sendable {
+final class WebhookDeliverer: Sendable {
     /// URL, secret and timeout: replaced on SIGHUP, read once per delivery.
     private struct Target {
         var url: URL
         var secret: SymmetricKey
         var timeoutMs: Int
     }
-    private let lock = NSLock()
-    private var target: Target
+    private let target: Mutex<Target>
     let databaseId: String
     private let client: CurlMultiClient
     private let logger: Logger
 
-    init(url: URL, secret: [UInt8], timeoutMs: Int, databaseId: String, concurrency: Int, logger: Logger) {
-        self.target = Target(url: url, secret: SymmetricKey(data: secret), timeoutMs: timeoutMs)
+    init(url: URL, secret: [UInt8], timeoutMs: Int, databaseId: String, concurrency: Int, logger: Logger) throws {
+        self.target = Mutex(Target(url: url, secret: SymmetricKey(data: secret), timeoutMs: timeoutMs))
         self.databaseId = databaseId
         self.logger = logger
         // One kept-alive connection per concurrent delivery.
-        client = CurlMultiClient(maxConnections: concurrency)
+        client = try CurlMultiClient(maxConnections: concurrency)
     }
 
     deinit { client.stop() }
@@ -60,15 +60,11 @@ final class WebhookDeliverer: @unchecked Sendable {
 
     /// SIGHUP: new deliveries use the new URL, secret and timeout.
     func update(url: URL, secret: [UInt8], timeoutMs: Int) {
-        lock.lock()
-        target = Target(url: url, secret: SymmetricKey(data: secret), timeoutMs: timeoutMs)
-        lock.unlock()
+        target.withLock { $0 = Target(url: url, secret: SymmetricKey(data: secret), timeoutMs: timeoutMs) }
     }
 
     func deliver(_ m: QueueMessage, done: @escaping @Sendable (Bool) -> Void) {
-        lock.lock()
-        let t = target
-        lock.unlock()
+        let t = target.withLock { $0 }
         let id = String(m.id)
         let attempt = m.attempt
         let logger = self.logger
